@@ -1,0 +1,230 @@
+/*
+ * lucent/lucent.h - the umbrella header: embed a lucent function manager.
+ *
+ *   lu_registry_t *reg;  lu_registry_new(&reg);
+ *   lu_registry_load_plugin(reg, "./liborders.so");   // or lu_fns_here()
+ *
+ *   lu_config_t cfg;  lu_config_init(&cfg);
+ *   cfg.shards = 4;  cfg.store = "events.db";
+ *   cfg.on_outcome = my_callback;
+ *
+ *   lu_manager_t *m;
+ *   if (lu_manager_new(&m, &cfg, reg) != 0) { ... lu_manager_errmsg ... }
+ *   lu_manager_submit_json(m, line, len, lineno);   // as often as needed
+ *   lu_manager_drain(m);                              // all outcomes in
+ *   lu_manager_free(m);  lu_registry_free(reg);
+ *
+ * Conventions: calls return 0 or a negative LU_E* code; every _new has a
+ * _free that accepts NULL; out-parameters come first; borrowed pointers say
+ * how long they live.
+ */
+#ifndef LUCENT_LUCENT_H
+#define LUCENT_LUCENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "event.h"
+#include "fn.h"
+#include "store.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LU_VERSION "0.1.0"
+
+/* ======================================================================
+ * Registry: the functions known to this process.
+ * ==================================================================== */
+
+typedef struct lu_registry_s lu_registry_t;
+
+/** Creates an empty registry.  Returns 0 or LU_ENOMEM. */
+LU_EXTERN int lu_registry_new(lu_registry_t **out);
+
+/** Frees a registry and unloads its plugins; NULL is a no-op.  Must
+ *  outlive every manager built on it. */
+LU_EXTERN void lu_registry_free(lu_registry_t *reg);
+
+/** Adds n descriptors (for example from lu_fns_here()).  The descriptors
+ *  are borrowed and must outlive the registry (static storage does).
+ *  Everything is validated first; on any error nothing is added and the
+ *  reason, naming the function, is in lu_registry_errmsg():
+ *  LU_EMETA (missing events, unknown strategy, empty key path, priority out
+ *  of 1..10, load_bound in (0,1], ...), LU_EEXIST (duplicate name).
+ *  `origin` (a path, may be NULL) is shown in messages.  Not thread safe. */
+LU_EXTERN int lu_registry_add(lu_registry_t *reg, const lu_fn_t *const *fns,
+                              size_t n, const char *origin);
+
+/** dlopen()s a plugin built with LU_PLUGIN() and adds its functions as
+ *  lu_registry_add() does.  Errors: LU_ENOENT (no such file), LU_EPLUGIN
+ *  (not a loadable object, no lu_plugin_functions symbol, ABI mismatch,
+ *  no functions), plus those of lu_registry_add().  Not thread safe. */
+LU_EXTERN int lu_registry_load_plugin(lu_registry_t *reg, const char *path);
+
+/** The last error's message; "" when none.  Borrowed until the next call. */
+LU_EXTERN const char *lu_registry_errmsg(const lu_registry_t *reg);
+
+/** Number of functions, and the i-th in name order (borrowed). */
+LU_EXTERN size_t lu_registry_count(const lu_registry_t *reg);
+LU_EXTERN const lu_fn_t *lu_registry_at(const lu_registry_t *reg, size_t i);
+
+/** The registry as a JSON array (one object per function, with its event
+ *  types, strategy and resources).  Caller frees with free().  NULL on
+ *  allocation failure. */
+LU_EXTERN char *lu_registry_json(const lu_registry_t *reg);
+
+/* ======================================================================
+ * Outcomes: every event that enters ends in exactly one.
+ * ==================================================================== */
+
+#define LU_OUTCOME_MAP(XX)            \
+  XX(COMPLETED, "completed")          \
+  XX(FAILED, "failed")                \
+  XX(REJECTED, "rejected")            \
+  XX(DEAD_LETTERED, "dead_lettered")
+
+typedef enum lu_outcome_kind_e {
+#define LU__OUT_ENUM(n, s) LU_OUTCOME_##n,
+  LU_OUTCOME_MAP(LU__OUT_ENUM)
+#undef LU__OUT_ENUM
+      LU_OUTCOME__COUNT
+} lu_outcome_kind_t;
+
+/** "completed", "failed", ... */
+LU_EXTERN const char *lu_outcome_name(lu_outcome_kind_t kind);
+
+/** One outcome, as reported to lu_config_t.on_outcome after the event that
+ *  records it is in the store.  All pointers are borrowed and valid only
+ *  during the callback. */
+typedef struct lu_outcome_s {
+  lu_outcome_kind_t kind;
+  int derived;            /**< 0: an input event; 1: emitted by a function */
+  uint64_t line;          /**< input line number given at submit, or 0 */
+  const char *event_id;   /**< the input event's id (NULL if unparsable) */
+  const char *event_type; /**< the input event's type (NULL if unknown) */
+  const char *function;   /**< the function selected, or NULL */
+  const char *shard;      /**< the shard that decided the outcome */
+  unsigned attempts;      /**< executions tried (0 if none ran) */
+  const char *reason;     /**< why, for every kind but COMPLETED */
+  const char *stored_json;/**< the recorded event (<Fn>Completed,
+                               <Fn>Failed, lucent.Rejected or
+                               lucent.DeadLettered) as stored */
+  uint64_t exec_ns;       /**< time inside the function, last attempt */
+  uint64_t total_ns;      /**< from submit to outcome recorded */
+} lu_outcome_t;
+
+typedef void (*lu_outcome_cb)(void *userdata, const lu_outcome_t *outcome);
+
+/** Called for each selection decision when explain is on: one line of
+ *  text describing every candidate's sub-scores.  Borrowed. */
+typedef void (*lu_explain_cb)(void *userdata, const char *line);
+
+/* ======================================================================
+ * Manager: N shards (threads), one store, the whole pipeline.
+ * ==================================================================== */
+
+typedef struct lu_config_s {
+  unsigned shards;          /**< number of shard threads; default 1 */
+  const char *store;        /**< SQLite file path or ":memory:" (default) */
+  size_t max_event_bytes;   /**< larger inputs are rejected; 1 MiB */
+  size_t queue_capacity;    /**< per-shard intake queue; default 1024 */
+  unsigned max_depth;       /**< causation depth limit; default 16 */
+  double w_load, w_resources, w_priority, w_affinity; /**< selection weights;
+                               all 0 = 0.3, 0.25, 0.25, 0.2 */
+  uint32_t shard_cpu_millis;   /**< shard capacity; default 1000 */
+  uint32_t shard_memory_mb;    /**< shard capacity; default 1024 */
+  unsigned breaker_failures;   /**< consecutive failures that open a
+                                    function's breaker; default 5 */
+  uint32_t breaker_cooldown_ms;/**< open -> half-open after; default 1000 */
+  size_t store_batch;          /**< events per store transaction; 512 */
+  uint64_t seed;               /**< randomness (jitter, two choices);
+                                    0 = from the clock */
+  lu_outcome_cb on_outcome;    /**< may be NULL; called from the store
+                                    thread, one call at a time */
+  void *on_outcome_ud;
+  lu_explain_cb on_explain;    /**< may be NULL; called from shard threads,
+                                    possibly concurrently */
+  void *on_explain_ud;
+} lu_config_t;
+
+/** Fills cfg with the defaults. */
+LU_EXTERN void lu_config_init(lu_config_t *cfg);
+
+typedef struct lu_manager_s lu_manager_t;
+
+/** Creates a manager and starts its shard and store threads.  The config is
+ *  copied (strings too); reg is borrowed and must outlive the manager.
+ *  Errors: LU_EINVAL (bad config), LU_ESTORE (store cannot open: see
+ *  errmsg), LU_ENOMEM.  On error *out is NULL and, if errbuf is not NULL,
+ *  the reason is written there. */
+LU_EXTERN int lu_manager_new(lu_manager_t **out, const lu_config_t *cfg,
+                             const lu_registry_t *reg, char *errbuf,
+                             size_t errlen);
+
+/** Submits one event as JSON text (copied).  Decodes, validates, routes and
+ *  enqueues it; blocks while the target shard's queue is full
+ *  (backpressure).  Bad input is not an error of this call: it becomes a
+ *  lucent.Rejected outcome.  `line` (may be 0) is reported with the
+ *  outcome.  Returns 0, or LU_ESTATE after lu_manager_free started.  Thread
+ *  safe. */
+LU_EXTERN int lu_manager_submit_json(lu_manager_t *m, const char *json,
+                                     size_t len, uint64_t line);
+
+/** Submits a built event.  Takes ownership of ev, even on error.  Same
+ *  semantics as lu_manager_submit_json().  Thread safe. */
+LU_EXTERN int lu_manager_submit(lu_manager_t *m, lu_event_t *ev);
+
+/** Waits until every event submitted so far, and every event those emitted,
+ *  has its outcome recorded and reported.  Thread safe. */
+LU_EXTERN int lu_manager_drain(lu_manager_t *m);
+
+/** Drains, stops every thread, closes the store and frees; NULL is a
+ *  no-op.  No callback runs after it returns. */
+LU_EXTERN void lu_manager_free(lu_manager_t *m);
+
+/** Counters: see lu_stats_t.  Thread safe; a consistent snapshot after
+ *  lu_manager_drain(), approximate while events are in flight. */
+typedef struct lu_count_s {
+  uint64_t outcomes[LU_OUTCOME__COUNT]; /**< input events by outcome */
+  uint64_t derived[LU_OUTCOME__COUNT];  /**< emitted events by outcome */
+} lu_count_t;
+
+typedef struct lu_shard_stats_s {
+  const char *id;          /**< "shard-0", ...; borrowed for the manager's
+                                lifetime */
+  lu_count_t count;        /**< outcomes decided on this shard */
+  uint64_t routed;         /**< events routed here from intake */
+  uint64_t forwarded;      /**< events this shard forwarded elsewhere */
+  uint64_t received;       /**< forwarded events received */
+  uint64_t retries;        /**< retry attempts scheduled */
+  uint64_t in_flight;      /**< queued + executing now */
+} lu_shard_stats_t;
+
+typedef struct lu_fn_stats_s {
+  const char *name;        /**< borrowed for the manager's lifetime */
+  uint64_t executions;     /**< attempts, retries included */
+  uint64_t completed, failed, retries, timeouts;
+  uint64_t p50_ns, p99_ns; /**< execution latency (inside the function) */
+  uint64_t e2e_p50_ns, e2e_p99_ns; /**< submit -> outcome recorded */
+  int breaker_open;        /**< on any shard, now */
+} lu_fn_stats_t;
+
+LU_EXTERN void lu_manager_counts(const lu_manager_t *m, lu_count_t *total,
+                                 uint64_t *events_in);
+LU_EXTERN unsigned lu_manager_shard_count(const lu_manager_t *m);
+LU_EXTERN void lu_manager_shard_stats(const lu_manager_t *m, unsigned i,
+                                      lu_shard_stats_t *out);
+/** Function i in registry order (i < lu_registry_count()). */
+LU_EXTERN void lu_manager_fn_stats(const lu_manager_t *m, size_t i,
+                                   lu_fn_stats_t *out);
+
+/** The store the manager writes to (borrowed, for queries). */
+LU_EXTERN lu_store_t *lu_manager_store(lu_manager_t *m);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LUCENT_LUCENT_H */

@@ -1,0 +1,218 @@
+/*
+ * internal.h - interfaces between lucent's modules (not installed).
+ *
+ * Names: public lu_<type>_<verb>; non-static internals lu__<name>; statics
+ * unprefixed.  Each section below is owned by the .c file it names.
+ */
+#ifndef LUCENT_INTERNAL_H
+#define LUCENT_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "lucent/lucent.h"
+
+/* ---- util.c ----------------------------------------------------------- */
+
+/** Monotonic clock, ns. */
+uint64_t lu__now_ns(void);
+/** Wall clock, ms since the epoch. */
+int64_t lu__wall_ms(void);
+/** RFC 3339 UTC time with milliseconds ("2026-11-27T12:00:00.000Z") for a
+ *  wall-clock ms value; buf needs 25 bytes. */
+void lu__rfc3339(int64_t ms, char buf[32]);
+/** splitmix64 step: a fast, good-enough PRNG for jitter and two choices. */
+uint64_t lu__rand_next(uint64_t *state);
+/** A uniform double in [0,1). */
+double lu__rand_unit(uint64_t *state);
+/** A deterministic id from a list of byte strings: XXH3-128 of the
+ *  strings (each followed by a 0 byte) printed in the 8-4-4-4-12 UUID
+ *  shape (version nibble 8, "custom").  buf gets 36 chars + NUL. */
+void lu__derive_id(char buf[37], const char *const *parts, size_t n);
+/** snprintf into a fixed buffer, always NUL-terminated, never fails. */
+void lu__fmt(char *buf, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/** A growable byte buffer (for building JSON text). */
+typedef struct lu_buf_s {
+  char *p;
+  size_t len, cap;
+  int oom; /* sticky allocation failure */
+} lu_buf_t;
+void lu__buf_put(lu_buf_t *b, const char *s, size_t n);
+void lu__buf_puts(lu_buf_t *b, const char *s);
+/** Appends s as a JSON string literal (quotes and escapes; invalid UTF-8
+ *  bytes become U+FFFD so the output is always valid JSON). */
+void lu__buf_json_str(lu_buf_t *b, const char *s, size_t n);
+void lu__buf_free(lu_buf_t *b);
+
+/* ---- event.c ---------------------------------------------------------- */
+
+struct lu_event_s {
+  char *raw;          /* JSON text, NUL-terminated (owned); NULL = stale */
+  size_t raw_len;
+  cJSON *root;        /* parsed tree (owned) */
+  /* Borrowed from root; NULL when absent. */
+  const char *id, *type, *source, *subject, *time;
+  const char *correlationid, *causationid;
+  const cJSON *data;
+  unsigned depth;     /* causation depth ("causationdepth" extension) */
+};
+
+/** Re-reads the cached attribute pointers after root changed. */
+void lu__event_index(lu_event_t *ev);
+
+/** True for attribute names that are CloudEvents core or lucent-managed
+ *  (not business context to carry over to results). */
+int lu__event_is_core_attr(const char *name);
+
+/* ---- route.c (strategies; DESIGN.md decisions 4-7) -------------------- */
+
+/** Follows a dotted path ("customer.id", "items.0.sku": numeric segments
+ *  index arrays) from root.  NULL when any segment is missing. */
+const cJSON *lu__json_path(const cJSON *root, const char *path);
+
+/** The routing key text of a JSON value: strings as-is, numbers as %.17g,
+ *  true/false.  Writes to buf (cap bytes) when it must format.  Returns 0
+ *  and sets *key and *len, or LU_EINVAL for null, objects and arrays. */
+int lu__key_text(const cJSON *v, char *buf, size_t cap, const char **key,
+                 size_t *len);
+
+/** XXH3-64 of a key. */
+uint64_t lu__key_hash(const char *key, size_t len);
+/** The per-shard seed for rendezvous hashing: XXH3-64 of the shard id. */
+uint64_t lu__shard_seed(const char *shard_id);
+
+/** Rendezvous (highest random weight): the index in [0,n) of the shard with
+ *  the highest weight mix(keyhash, seeds[i]); ties to the lower index. */
+unsigned lu__rendezvous(uint64_t keyhash, const uint64_t *seeds, unsigned n);
+/** All n shard indexes in descending weight order (order[0] = owner). */
+void lu__rendezvous_order(uint64_t keyhash, const uint64_t *seeds,
+                          unsigned n, unsigned *order);
+/** Consistent hashing with bounded loads: the first shard in rendezvous
+ *  order whose load + 1 <= c * (total + 1) / n; c <= 1 means unbounded
+ *  (plain owner).  loads[i] is shard i's current load. */
+unsigned lu__rendezvous_bounded(uint64_t keyhash, const uint64_t *seeds,
+                                unsigned n, const uint64_t *loads, double c);
+/** Power of two choices: two distinct random shards, the less loaded wins
+ *  (ties to the lower index).  n == 1 gives 0. */
+unsigned lu__two_choices(const uint64_t *loads, unsigned n, uint64_t *rng);
+
+/** Sticky-session table (DESIGN.md decision 7, embedded flavour): thread
+ *  safe, one mutex. */
+typedef struct lu_sessions_s lu_sessions_t;
+lu_sessions_t *lu__sessions_new(void);
+void lu__sessions_free(lu_sessions_t *s);
+/** Returns the shard bound to key.  Binds to `candidate` when the key is
+ *  unbound, expired (now_ms >= last use + ttl_ms) or bound to a shard that
+ *  is not alive (alive may be NULL = all alive).  Refreshes the last use.
+ *  *created (may be NULL) says whether a new binding was made. */
+unsigned lu__sessions_bind(lu_sessions_t *s, const char *key, size_t len,
+                           unsigned candidate, uint32_t ttl_ms,
+                           uint64_t now_ms, const unsigned char *alive,
+                           int *created);
+/** The live binding for key without changing anything: 0 and *shard, or
+ *  LU_ENOENT. */
+int lu__sessions_lookup(lu_sessions_t *s, const char *key, size_t len,
+                        uint64_t now_ms, unsigned *shard);
+/** Drops expired bindings (bounded work); returns how many. */
+size_t lu__sessions_expire(lu_sessions_t *s, uint64_t now_ms);
+size_t lu__sessions_count(lu_sessions_t *s);
+
+/* ---- breaker.c -------------------------------------------------------- */
+
+typedef enum { LU_BREAKER_CLOSED, LU_BREAKER_OPEN, LU_BREAKER_HALF_OPEN }
+    lu_breaker_state_t;
+
+/** A per-function circuit breaker, owned by one shard thread (no locks).
+ *  closed --threshold consecutive failures--> open --cooldown--> half-open
+ *  --success--> closed; half-open --failure--> open again. */
+typedef struct lu_breaker_s {
+  lu_breaker_state_t state;
+  unsigned failures;     /* consecutive */
+  uint64_t opened_ms;
+} lu_breaker_t;
+
+/** May a call go through now?  Moves open -> half-open after cooldown. */
+int lu__breaker_allow(lu_breaker_t *b, uint64_t now_ms, uint32_t cooldown_ms);
+/** Would lu__breaker_allow say yes, without changing state? */
+int lu__breaker_peek(const lu_breaker_t *b, uint64_t now_ms,
+                     uint32_t cooldown_ms);
+void lu__breaker_record(lu_breaker_t *b, int ok, uint64_t now_ms,
+                        unsigned threshold);
+
+/* ---- hist.c ----------------------------------------------------------- */
+
+/** Log-linear histogram of ns values: 8 sub-buckets per power of two, so a
+ *  quantile is within 12.5%.  Not synchronized (one writer). */
+#define LU_HIST_SUB 8
+#define LU_HIST_BUCKETS (64 * LU_HIST_SUB)
+typedef struct lu_hist_s {
+  uint64_t counts[LU_HIST_BUCKETS];
+  uint64_t n, sum, max;
+} lu_hist_t;
+void lu__hist_add(lu_hist_t *h, uint64_t v);
+void lu__hist_merge(lu_hist_t *dst, const lu_hist_t *src);
+/** The q-quantile (0 <= q <= 1), as the upper bound of its bucket (but at
+ *  most max); 0 when empty. */
+uint64_t lu__hist_quantile(const lu_hist_t *h, double q);
+
+/* ---- select.c (composite score; DESIGN.md decision 8) ----------------- */
+
+typedef struct lu_weights_s {
+  double load, resources, priority, affinity;
+} lu_weights_t;
+
+/** What the selector knows of one candidate on this shard. */
+typedef struct lu_candidate_s {
+  const lu_fn_t *fn;
+  uint64_t ewma_ns;     /* execution latency EWMA on this shard (0 = none) */
+  int breaker_open;     /* breaker would refuse now */
+  double affinity;      /* [0,1], computed by the caller */
+} lu_candidate_t;
+
+typedef struct lu_scores_s {
+  double load, resources, priority, affinity, total;
+  const char *excluded; /* NULL, or why not eligible (static string) */
+} lu_scores_t;
+
+/** Scores every candidate (scores[i] for cands[i]) and returns the index of
+ *  the best eligible one, or -1 when none is eligible.  Ineligible: breaker
+ *  open, or cpu/memory need above the shard's free capacity.  Ties (total
+ *  within 1e-9) go to higher priority, then the smaller name. */
+int lu__select(const lu_candidate_t *cands, size_t n, const lu_weights_t *w,
+               uint32_t cpu_free, uint32_t mem_free, lu_scores_t *scores);
+
+/** One line describing a decision, for --explain.  Returns buf. */
+char *lu__explain(char *buf, size_t cap, const char *shard,
+                  const char *event_id, const lu_candidate_t *cands,
+                  const lu_scores_t *scores, size_t n, int chosen);
+
+/* ---- registry.c ------------------------------------------------------- */
+
+/** A function as the registry keeps it (validated, defaults applied). */
+typedef struct lu_fnent_s {
+  const lu_fn_t *fn;       /* the descriptor, borrowed */
+  size_t index;            /* position in name order */
+  int strategy;            /* LU_STRAT_* */
+  char **types;            /* parsed from fn->events */
+  size_t ntypes;
+  int32_t priority;        /* defaults applied */
+  uint32_t timeout_ms, backoff_ms, ttl_ms;
+} lu_fnent_t;
+
+enum { LU_STRAT_ROUND_ROBIN, LU_STRAT_HASH, LU_STRAT_LOAD_BALANCED,
+       LU_STRAT_STICKY };
+const char *lu__strategy_name(int strategy);
+
+/** Candidates for an event type, sorted by priority (desc) then name; the
+ *  first decides routing.  *n = 0 and NULL when none. */
+const lu_fnent_t *const *lu__registry_candidates(const lu_registry_t *reg,
+                                                 const char *type,
+                                                 size_t *n);
+const lu_fnent_t *lu__registry_entry(const lu_registry_t *reg, size_t i);
+
+#endif /* LUCENT_INTERNAL_H */

@@ -1,0 +1,182 @@
+/*
+ * util.c - small shared helpers: clocks, randomness, derived ids, and a
+ * growable buffer for writing JSON text by hand on the hot path (cheaper
+ * than building a cJSON tree to print it).
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
+#include <xxhash.h>
+
+#include "internal.h"
+
+uint64_t lu__now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+int64_t lu__wall_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void lu__rfc3339(int64_t ms, char buf[32]) {
+  time_t s = (time_t)(ms / 1000);
+  struct tm tm;
+  gmtime_r(&s, &tm);
+  snprintf(buf, 32, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+           tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+           (int)(ms % 1000));
+}
+
+uint64_t lu__rand_next(uint64_t *state) {
+  uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+double lu__rand_unit(uint64_t *state) {
+  return (double)(lu__rand_next(state) >> 11) * 0x1.0p-53;
+}
+
+void lu__derive_id(char buf[37], const char *const *parts, size_t n) {
+  XXH3_state_t st;
+  static const char zero = 0;
+  XXH3_128bits_reset(&st);
+  for (size_t i = 0; i < n; i++) {
+    const char *p = parts[i] ? parts[i] : "";
+    XXH3_128bits_update(&st, p, strlen(p));
+    XXH3_128bits_update(&st, &zero, 1);
+  }
+  XXH128_hash_t h = XXH3_128bits_digest(&st);
+  unsigned char b[16];
+  for (int i = 0; i < 8; i++) {
+    b[i] = (unsigned char)(h.high64 >> (56 - 8 * i));
+    b[8 + i] = (unsigned char)(h.low64 >> (56 - 8 * i));
+  }
+  b[6] = (unsigned char)((b[6] & 0x0f) | 0x80); /* version 8: custom */
+  b[8] = (unsigned char)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+  static const char hex[] = "0123456789abcdef";
+  char *o = buf;
+  for (int i = 0; i < 16; i++) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) *o++ = '-';
+    *o++ = hex[b[i] >> 4];
+    *o++ = hex[b[i] & 15];
+  }
+  *o = 0;
+}
+
+void lu__fmt(char *buf, size_t cap, const char *fmt, ...) {
+  if (!cap) return;
+  va_list ap;
+  va_start(ap, fmt);
+  int r = vsnprintf(buf, cap, fmt, ap);
+  va_end(ap);
+  if (r < 0) buf[0] = 0;
+}
+
+static int buf_grow(lu_buf_t *b, size_t extra) {
+  if (b->oom) return -1;
+  if (b->len + extra + 1 <= b->cap) return 0;
+  size_t cap = b->cap ? b->cap : 256;
+  while (cap < b->len + extra + 1) cap *= 2;
+  char *p = realloc(b->p, cap);
+  if (!p) {
+    b->oom = 1;
+    return -1;
+  }
+  b->p = p;
+  b->cap = cap;
+  return 0;
+}
+
+void lu__buf_put(lu_buf_t *b, const char *s, size_t n) {
+  if (buf_grow(b, n)) return;
+  memcpy(b->p + b->len, s, n);
+  b->len += n;
+  b->p[b->len] = 0;
+}
+
+void lu__buf_puts(lu_buf_t *b, const char *s) { lu__buf_put(b, s, strlen(s)); }
+
+/* Length of a valid UTF-8 sequence starting at s (n bytes left), or 0. */
+static size_t utf8_len(const unsigned char *s, size_t n) {
+  unsigned c = s[0];
+  size_t len;
+  unsigned min;
+  if (c < 0x80) return 1;
+  if ((c & 0xe0) == 0xc0) len = 2, min = 0x80;
+  else if ((c & 0xf0) == 0xe0) len = 3, min = 0x800;
+  else if ((c & 0xf8) == 0xf0) len = 4, min = 0x10000;
+  else return 0;
+  if (len > n) return 0;
+  unsigned cp = c & (0x7f >> len);
+  for (size_t i = 1; i < len; i++) {
+    if ((s[i] & 0xc0) != 0x80) return 0;
+    cp = (cp << 6) | (s[i] & 0x3f);
+  }
+  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+  return len;
+}
+
+void lu__buf_json_str(lu_buf_t *b, const char *s, size_t n) {
+  static const char hex[] = "0123456789abcdef";
+  const unsigned char *p = (const unsigned char *)s;
+  if (buf_grow(b, n + 2)) return;
+  b->p[b->len++] = '"';
+  size_t i = 0;
+  while (i < n) {
+    size_t run = i;
+    /* Copy the longest run that needs no escaping in one go. */
+    while (run < n && p[run] >= 0x20 && p[run] < 0x80 && p[run] != '"' &&
+           p[run] != '\\')
+      run++;
+    if (run > i) {
+      lu__buf_put(b, s + i, run - i);
+      i = run;
+      continue;
+    }
+    unsigned c = p[i];
+    char esc[8];
+    if (c == '"' || c == '\\') {
+      esc[0] = '\\', esc[1] = (char)c;
+      lu__buf_put(b, esc, 2);
+      i++;
+    } else if (c < 0x20) {
+      const char *short_esc = c == '\n' ? "\\n" : c == '\r' ? "\\r"
+                            : c == '\t' ? "\\t" : NULL;
+      if (short_esc) {
+        lu__buf_put(b, short_esc, 2);
+      } else {
+        memcpy(esc, "\\u00", 4);
+        esc[4] = hex[c >> 4], esc[5] = hex[c & 15];
+        lu__buf_put(b, esc, 6);
+      }
+      i++;
+    } else {
+      size_t len = utf8_len(p + i, n - i);
+      if (len) {
+        lu__buf_put(b, s + i, len);
+        i += len;
+      } else {
+        lu__buf_put(b, "\xef\xbf\xbd", 3); /* U+FFFD */
+        i++;
+      }
+    }
+  }
+  lu__buf_put(b, "\"", 1);
+}
+
+void lu__buf_free(lu_buf_t *b) {
+  free(b->p);
+  b->p = NULL;
+  b->len = b->cap = 0;
+  b->oom = 0;
+}
