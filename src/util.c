@@ -30,9 +30,8 @@ void lu__rfc3339(int64_t ms, char buf[32]) {
   time_t s = (time_t)(ms / 1000);
   struct tm tm;
   gmtime_r(&s, &tm);
-  snprintf(buf, 32, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-           tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-           (int)(ms % 1000));
+  size_t n = strftime(buf, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(buf + n, 32 - n, ".%03uZ", (unsigned)(ms % 1000));
 }
 
 uint64_t lu__rand_next(uint64_t *state) {
