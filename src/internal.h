@@ -215,4 +215,34 @@ const lu_fnent_t *const *lu__registry_candidates(const lu_registry_t *reg,
                                                  size_t *n);
 const lu_fnent_t *lu__registry_entry(const lu_registry_t *reg, size_t i);
 
+
+
+/* ---- exec.c (the function contract: context and output) --------------- */
+
+#define LU_MAX_EMIT 64
+
+typedef struct lu_emit_s {
+  char *type, *subject; /* owned; subject NULL = the input's */
+  cJSON *data;          /* owned; NULL = JSON null */
+} lu_emit_t;
+
+struct lu_ctx_s {
+  const lu_event_t *ev;
+  const char *shard;
+  const char *fn_name;
+  const char *correlationid; /* never NULL */
+  unsigned attempt;
+  int64_t now_ms;
+};
+
+struct lu_out_s {
+  cJSON *result;
+  lu_emit_t emit[LU_MAX_EMIT];
+  size_t nemit;
+  int overflow;       /* lu_out_emit refused an event */
+  char reason[256];
+};
+
+/** Frees what a previous call left in out and empties it. */
+void lu__out_reset(lu_out_t *out);
 #endif /* LUCENT_INTERNAL_H */

@@ -221,6 +221,11 @@ LU_EXTERN void lu_manager_shard_stats(const lu_manager_t *m, unsigned i,
 LU_EXTERN void lu_manager_fn_stats(const lu_manager_t *m, size_t i,
                                    lu_fn_stats_t *out);
 
+/** Batches the store could not write even after retries (their outcomes
+ *  were still reported, with stored_json describing the lost record).  A
+ *  run with store errors lost data: treat any non-zero value as failure. */
+LU_EXTERN uint64_t lu_manager_store_errors(const lu_manager_t *m);
+
 /** The store the manager writes to (borrowed, for queries). */
 LU_EXTERN lu_store_t *lu_manager_store(lu_manager_t *m);
 

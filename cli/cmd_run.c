@@ -1,0 +1,392 @@
+/*
+ * cmd_run.c - `lucent run`: the embedded pipeline over a JSON Lines file.
+ *
+ * Reads events line by line (blank lines are skipped), submits each with its
+ * line number, drains, and prints the summary: events in and their outcomes,
+ * per shard and per function.  The run checks its own books: events in must
+ * equal completed + failed + rejected + dead-lettered, else it exits 1.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "lucent/lucent.h"
+
+static void usage(FILE *f) {
+  fprintf(f,
+      "usage: lucent run --plugin PATH --input FILE|- [options]\n"
+      "  --plugin PATH        plugin with the functions (repeatable)\n"
+      "  --input FILE|-       JSON Lines CloudEvents; - for stdin\n"
+      "  --shards N           shard threads (default 1)\n"
+      "  --store FILE.db      SQLite event store, or :memory: (default)\n"
+      "  --json               print the summary as JSON\n"
+      "  --explain            print each selection decision to stderr\n"
+      "  --weights L,R,P,A    selection weights: load, resources, priority,\n"
+      "                       affinity (default 0.3,0.25,0.25,0.2)\n"
+      "  --max-event-bytes N  reject larger events (default 1048576)\n"
+      "  --queue N            per-shard intake queue capacity (default 1024)\n"
+      "  --max-depth N        causation depth limit (default 16)\n"
+      "  --shard-cpu M        shard capacity in millicores (default 1000)\n"
+      "  --shard-memory MB    shard capacity in MB (default 1024)\n"
+      "  --breaker-failures N consecutive failures that open a breaker (5)\n"
+      "  --breaker-cooldown-ms N  open -> half-open after (1000)\n"
+      "  --batch N            events per store transaction (default 512)\n"
+      "  --seed N             randomness seed (default: clock)\n"
+      "  --no-progress        no progress line even on a terminal\n");
+}
+
+static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *v) {
+  char *end;
+  errno = 0;
+  unsigned long long x = strtoull(s, &end, 10);
+  if (errno || end == s || *end || s[0] == '-' || x < min || x > max)
+    return -1;
+  *v = x;
+  return 0;
+}
+
+static void on_explain(void *ud, const char *line) {
+  (void)ud;
+  fprintf(stderr, "%s\n", line);
+}
+
+typedef struct progress_s {
+  lu_manager_t *m;
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  int done;
+  struct timespec t0;
+} progress_t;
+
+static double since(const struct timespec *t0) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)(t.tv_sec - t0->tv_sec) + (t.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+static void *progress_main(void *arg) {
+  progress_t *p = arg;
+  pthread_mutex_lock(&p->lock);
+  while (!p->done) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 250000000L;
+    if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+    pthread_cond_timedwait(&p->cond, &p->lock, &ts);
+    if (p->done) break;
+    lu_count_t c;
+    uint64_t in;
+    lu_manager_counts(p->m, &c, &in);
+    uint64_t out = 0;
+    for (int k = 0; k < LU_OUTCOME__COUNT; k++) out += c.outcomes[k];
+    double t = since(&p->t0);
+    fprintf(stderr,
+            "\r\033[Klucent: %" PRIu64 " in, %" PRIu64 " done (%" PRIu64
+            " completed, %" PRIu64 " failed, %" PRIu64 " rejected, %" PRIu64
+            " dead-lettered)  %.0f ev/s",
+            in, out, c.outcomes[LU_OUTCOME_COMPLETED],
+            c.outcomes[LU_OUTCOME_FAILED], c.outcomes[LU_OUTCOME_REJECTED],
+            c.outcomes[LU_OUTCOME_DEAD_LETTERED], t > 0 ? out / t : 0.0);
+  }
+  pthread_mutex_unlock(&p->lock);
+  fputs("\r\033[K", stderr);
+  return NULL;
+}
+
+static void print_counts_json(FILE *f, const uint64_t *c) {
+  fprintf(f, "{");
+  for (int k = 0; k < LU_OUTCOME__COUNT; k++)
+    fprintf(f, "%s\"%s\":%" PRIu64, k ? "," : "",
+            lu_outcome_name((lu_outcome_kind_t)k), c[k]);
+  fprintf(f, "}");
+}
+
+static uint64_t sum(const uint64_t *c) {
+  uint64_t s = 0;
+  for (int k = 0; k < LU_OUTCOME__COUNT; k++) s += c[k];
+  return s;
+}
+
+static void summary_json(lu_manager_t *m, const lu_registry_t *reg,
+                         uint64_t in, double secs, int balanced) {
+  lu_count_t c;
+  lu_manager_counts(m, &c, NULL);
+  printf("{\"events_in\":%" PRIu64 ",\"seconds\":%.6f,\"balanced\":%s,"
+         "\"outcomes\":", in, secs, balanced ? "true" : "false");
+  print_counts_json(stdout, c.outcomes);
+  printf(",\"emitted\":");
+  print_counts_json(stdout, c.derived);
+  printf(",\"shards\":[");
+  lu_count_t rest = c;
+  for (unsigned i = 0; i < lu_manager_shard_count(m); i++) {
+    lu_shard_stats_t s;
+    lu_manager_shard_stats(m, i, &s);
+    printf("%s{\"id\":\"%s\",\"routed\":%" PRIu64 ",\"forwarded\":%" PRIu64
+           ",\"received\":%" PRIu64 ",\"retries\":%" PRIu64 ",\"outcomes\":",
+           i ? "," : "", s.id, s.routed, s.forwarded, s.received, s.retries);
+    print_counts_json(stdout, s.count.outcomes);
+    printf(",\"emitted\":");
+    print_counts_json(stdout, s.count.derived);
+    printf("}");
+    for (int k = 0; k < LU_OUTCOME__COUNT; k++) {
+      rest.outcomes[k] -= s.count.outcomes[k];
+      rest.derived[k] -= s.count.derived[k];
+    }
+  }
+  printf("],\"intake\":{\"outcomes\":");
+  print_counts_json(stdout, rest.outcomes);
+  printf(",\"emitted\":");
+  print_counts_json(stdout, rest.derived);
+  printf("},\"functions\":[");
+  for (size_t i = 0; i < lu_registry_count(reg); i++) {
+    lu_fn_stats_t f;
+    lu_manager_fn_stats(m, i, &f);
+    printf("%s{\"name\":\"%s\",\"executions\":%" PRIu64 ",\"completed\":%" PRIu64
+           ",\"failed\":%" PRIu64 ",\"retries\":%" PRIu64 ",\"timeouts\":%" PRIu64
+           ",\"p50_us\":%.3f,\"p99_us\":%.3f,\"e2e_p50_us\":%.3f,"
+           "\"e2e_p99_us\":%.3f,\"breaker_open\":%s}",
+           i ? "," : "", f.name, f.executions, f.completed, f.failed,
+           f.retries, f.timeouts, f.p50_ns / 1e3, f.p99_ns / 1e3,
+           f.e2e_p50_ns / 1e3, f.e2e_p99_ns / 1e3,
+           f.breaker_open ? "true" : "false");
+  }
+  printf("]}\n");
+}
+
+static void row(const char *name, const uint64_t *c, const uint64_t *d,
+                const lu_shard_stats_t *s) {
+  printf("  %-10s", name);
+  if (s)
+    printf(" %9" PRIu64 " %9" PRIu64 " %9" PRIu64 " %8" PRIu64, s->routed,
+           s->forwarded, s->received, s->retries);
+  else
+    printf(" %9s %9s %9s %8s", "-", "-", "-", "-");
+  for (int k = 0; k < LU_OUTCOME__COUNT; k++) printf(" %10" PRIu64, c[k]);
+  printf(" %10" PRIu64 "\n", sum(d));
+}
+
+static void summary_text(lu_manager_t *m, const lu_registry_t *reg,
+                         uint64_t in, double secs, const char *store,
+                         int balanced) {
+  lu_count_t c;
+  lu_manager_counts(m, &c, NULL);
+  unsigned n = lu_manager_shard_count(m);
+  printf("lucent run: %" PRIu64 " events in %.3f s (%.0f events/s) on %u "
+         "shard%s, store %s\n", in, secs, secs > 0 ? in / secs : 0.0, n,
+         n == 1 ? "" : "s", store);
+  printf("outcomes:  %" PRIu64 " completed, %" PRIu64 " failed, %" PRIu64
+         " rejected, %" PRIu64 " dead-lettered = %" PRIu64 " %s\n",
+         c.outcomes[0], c.outcomes[1], c.outcomes[2], c.outcomes[3],
+         sum(c.outcomes), balanced ? "(all accounted for)" : "(MISMATCH)");
+  printf("emitted:   %" PRIu64 " events by functions: %" PRIu64
+         " completed, %" PRIu64 " failed, %" PRIu64 " rejected, %" PRIu64
+         " dead-lettered\n", sum(c.derived), c.derived[0], c.derived[1],
+         c.derived[2], c.derived[3]);
+  printf("\nper shard (outcomes of input events; emitted = outcomes of "
+         "emitted events):\n");
+  printf("  %-10s %9s %9s %9s %8s %10s %10s %10s %10s %10s\n", "shard",
+         "routed", "forwarded", "received", "retries", "completed", "failed",
+         "rejected", "dead", "emitted");
+  lu_count_t rest = c;
+  for (unsigned i = 0; i < n; i++) {
+    lu_shard_stats_t s;
+    lu_manager_shard_stats(m, i, &s);
+    row(s.id, s.count.outcomes, s.count.derived, &s);
+    for (int k = 0; k < LU_OUTCOME__COUNT; k++) {
+      rest.outcomes[k] -= s.count.outcomes[k];
+      rest.derived[k] -= s.count.derived[k];
+    }
+  }
+  row("intake", rest.outcomes, rest.derived, NULL);
+  printf("\nper function (latency: inside the function; e2e: submit to "
+         "stored):\n");
+  printf("  %-22s %10s %10s %8s %8s %8s %10s %10s %10s %10s %7s\n",
+         "function", "executions", "completed", "failed", "retries",
+         "timeouts", "p50", "p99", "e2e p50", "e2e p99", "breaker");
+  for (size_t i = 0; i < lu_registry_count(reg); i++) {
+    lu_fn_stats_t f;
+    lu_manager_fn_stats(m, i, &f);
+    printf("  %-22s %10" PRIu64 " %10" PRIu64 " %8" PRIu64 " %8" PRIu64
+           " %8" PRIu64 " %8.1fus %8.1fus %8.1fus %8.1fus %7s\n",
+           f.name, f.executions, f.completed, f.failed, f.retries,
+           f.timeouts, f.p50_ns / 1e3, f.p99_ns / 1e3, f.e2e_p50_ns / 1e3,
+           f.e2e_p99_ns / 1e3, f.breaker_open ? "open" : "closed");
+  }
+}
+
+int cmd_run(int argc, char **argv) {
+  enum { O_MAXB = 256, O_QUEUE, O_DEPTH, O_CPU, O_MEM, O_BRK, O_BRKC, O_BATCH,
+         O_SEED, O_NOPROG, O_WEIGHTS };
+  static const struct option opts[] = {
+      {"plugin", required_argument, 0, 'p'},
+      {"input", required_argument, 0, 'i'},
+      {"shards", required_argument, 0, 'n'},
+      {"store", required_argument, 0, 's'},
+      {"json", no_argument, 0, 'j'},
+      {"explain", no_argument, 0, 'x'},
+      {"weights", required_argument, 0, O_WEIGHTS},
+      {"max-event-bytes", required_argument, 0, O_MAXB},
+      {"queue", required_argument, 0, O_QUEUE},
+      {"max-depth", required_argument, 0, O_DEPTH},
+      {"shard-cpu", required_argument, 0, O_CPU},
+      {"shard-memory", required_argument, 0, O_MEM},
+      {"breaker-failures", required_argument, 0, O_BRK},
+      {"breaker-cooldown-ms", required_argument, 0, O_BRKC},
+      {"batch", required_argument, 0, O_BATCH},
+      {"seed", required_argument, 0, O_SEED},
+      {"no-progress", no_argument, 0, O_NOPROG},
+      {"help", no_argument, 0, 'h'},
+      {0, 0, 0, 0}};
+  lu_config_t cfg;
+  lu_config_init(&cfg);
+  lu_registry_t *reg = NULL;
+  const char *input = NULL;
+  int json = 0, explain = 0, progress = 1, nplug = 0, c;
+  uint64_t v;
+  if (lu_registry_new(&reg)) return 1;
+  optind = 1;
+#define NUM(min, max, field, what)                                  \
+  do {                                                              \
+    if (parse_u64(optarg, min, max, &v)) {                          \
+      cli_error("%s must be an integer in %llu..%llu (got '%s')",   \
+                what, (unsigned long long)(min),                    \
+                (unsigned long long)(max), optarg);                 \
+      goto usage_err;                                               \
+    }                                                               \
+    field = v;                                                      \
+  } while (0)
+  while ((c = getopt_long(argc, argv, "p:i:n:s:jxh", opts, NULL)) != -1) {
+    switch (c) {
+      case 'p':
+        nplug++;
+        if (lu_registry_load_plugin(reg, optarg)) {
+          cli_error("%s", lu_registry_errmsg(reg));
+          lu_registry_free(reg);
+          return 1;
+        }
+        break;
+      case 'i': input = optarg; break;
+      case 'n': NUM(1, 256, cfg.shards, "--shards"); break;
+      case 's': cfg.store = optarg; break;
+      case 'j': json = 1; break;
+      case 'x': explain = 1; break;
+      case O_WEIGHTS: {
+        double w[4];
+        char tail;
+        if (sscanf(optarg, "%lf,%lf,%lf,%lf%c", &w[0], &w[1], &w[2], &w[3],
+                   &tail) != 4 || w[0] < 0 || w[1] < 0 || w[2] < 0 ||
+            w[3] < 0 || w[0] + w[1] + w[2] + w[3] <= 0) {
+          cli_error("--weights wants four non-negative numbers "
+                    "load,resources,priority,affinity (got '%s')", optarg);
+          goto usage_err;
+        }
+        cfg.w_load = w[0], cfg.w_resources = w[1], cfg.w_priority = w[2],
+        cfg.w_affinity = w[3];
+        break;
+      }
+      case O_MAXB: NUM(64, 1u << 30, cfg.max_event_bytes, "--max-event-bytes"); break;
+      case O_QUEUE: NUM(1, 1u << 24, cfg.queue_capacity, "--queue"); break;
+      case O_DEPTH: NUM(1, 1000, cfg.max_depth, "--max-depth"); break;
+      case O_CPU: NUM(0, 1u << 30, cfg.shard_cpu_millis, "--shard-cpu"); break;
+      case O_MEM: NUM(0, 1u << 30, cfg.shard_memory_mb, "--shard-memory"); break;
+      case O_BRK: NUM(0, 1u << 30, cfg.breaker_failures, "--breaker-failures"); break;
+      case O_BRKC: NUM(0, 1u << 30, cfg.breaker_cooldown_ms, "--breaker-cooldown-ms"); break;
+      case O_BATCH: NUM(1, 1u << 20, cfg.store_batch, "--batch"); break;
+      case O_SEED: NUM(0, UINT64_MAX, cfg.seed, "--seed"); break;
+      case O_NOPROG: progress = 0; break;
+      case 'h': usage(stdout); lu_registry_free(reg); return 0;
+      default: goto usage_err;
+    }
+  }
+#undef NUM
+  if (!nplug || !input || optind < argc) {
+    if (!nplug) cli_error("--plugin is required");
+    else if (!input) cli_error("--input is required (a file, or - for stdin)");
+    else cli_error("unexpected argument '%s'", argv[optind]);
+    goto usage_err;
+  }
+  FILE *in = strcmp(input, "-") ? fopen(input, "r") : stdin;
+  if (!in) {
+    cli_error("cannot open input %s: %s", input, strerror(errno));
+    lu_registry_free(reg);
+    return 1;
+  }
+  if (explain) cfg.on_explain = on_explain;
+  lu_manager_t *m;
+  char err[512];
+  int rc = lu_manager_new(&m, &cfg, reg, err, sizeof err);
+  if (rc) {
+    cli_error("cannot start: %s", err[0] ? err : lu_strerror(rc));
+    if (in != stdin) fclose(in);
+    lu_registry_free(reg);
+    return 1;
+  }
+  progress_t prog = {.m = m};
+  pthread_t pt;
+  int show = progress && !json && isatty(2);
+  clock_gettime(CLOCK_MONOTONIC, &prog.t0);
+  if (show) {
+    pthread_mutex_init(&prog.lock, NULL);
+    pthread_cond_init(&prog.cond, NULL);
+    pthread_create(&pt, NULL, progress_main, &prog);
+  }
+  char *line = NULL;
+  size_t cap = 0;
+  ssize_t len;
+  uint64_t lineno = 0;
+  while ((len = getline(&line, &cap, in)) >= 0) {
+    lineno++;
+    while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) len--;
+    size_t skip = 0;
+    while ((ssize_t)skip < len && (line[skip] == ' ' || line[skip] == '\t'))
+      skip++;
+    if ((ssize_t)skip == len) continue; /* blank line: not an event */
+    lu_manager_submit_json(m, line, (size_t)len, lineno);
+  }
+  int read_err = ferror(in);
+  free(line);
+  if (in != stdin) fclose(in);
+  lu_manager_drain(m);
+  double secs = since(&prog.t0);
+  if (show) {
+    pthread_mutex_lock(&prog.lock);
+    prog.done = 1;
+    pthread_cond_signal(&prog.cond);
+    pthread_mutex_unlock(&prog.lock);
+    pthread_join(pt, NULL);
+  }
+  lu_count_t counts;
+  uint64_t events_in;
+  lu_manager_counts(m, &counts, &events_in);
+  int balanced = sum(counts.outcomes) == events_in;
+  uint64_t store_errors = lu_manager_store_errors(m);
+  if (json) summary_json(m, reg, events_in, secs, balanced);
+  else summary_text(m, reg, events_in, secs, cfg.store, balanced);
+  lu_manager_free(m);
+  lu_registry_free(reg);
+  if (read_err) {
+    cli_error("error reading %s", input);
+    return 1;
+  }
+  if (store_errors) {
+    cli_error("%llu store batches could not be written: see the messages "
+              "above", (unsigned long long)store_errors);
+    return 1;
+  }
+  if (!balanced) {
+    cli_error("outcome counts do not add up to events in");
+    return 1;
+  }
+  return 0;
+usage_err:
+  usage(stderr);
+  lu_registry_free(reg);
+  return 2;
+}

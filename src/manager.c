@@ -1,0 +1,1375 @@
+/*
+ * manager.c - the function manager: shards as threads, the pipeline of
+ * DESIGN.md for one process (bus "inproc", store "sqlite").
+ *
+ *   submit (caller thread)            shard thread i                 store thread
+ *   ----------------------            --------------                 ------------
+ *   size check, decode, validate      pop forwarded, then intake     pop outcome units
+ *   route(type's strategy) --+        select (composite score)      one transaction per
+ *     reject / dead letter --|----+   execute (deadline, retries)     batch (group commit)
+ *   push to intake[target] <-+    |   <Fn>Completed / <Fn>Failed     then: counters,
+ *     (bounded: blocks)           |   emitted events: route, push    on_outcome callback,
+ *                                 |     to forwarded[target]         pending--
+ *                                 +-> outcome unit -> store queue (bounded: blocks)
+ *
+ * Invariants:
+ *  1. Every event that enters (submitted or emitted) produces exactly one
+ *     outcome unit, and `pending` counts entered-but-not-recorded events;
+ *     lu_manager_drain() waits for it to reach 0.
+ *  2. Items in a shard's queues are pinned: they are executed where they are
+ *     and never routed again (decision 4).  Routing happens once, before the
+ *     push, so the embedded bus needs no hop limit.
+ *  3. No deadlock: the intake queue is bounded (producers block: that is the
+ *     backpressure), the forwarded queue is not (a shard never blocks on
+ *     another shard), and the store queue is bounded but the store thread
+ *     waits on nothing but SQLite.  Memory stays bounded because forwarded
+ *     items only come from executed intake items (fan-out x depth limit).
+ *  4. A shard's function state (breakers, EWMAs) is touched only by its own
+ *     thread; counters readers may see live are under the shard's stats
+ *     lock.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+
+#define MAX_SHARDS 256
+#define INTAKE_BATCH 64
+#define STORE_QUEUE_MAX 8192
+#define REJECT_RAW_MAX 4096 /* bytes of an oversized input kept as "raw" */
+
+/* ---- data ------------------------------------------------------------- */
+
+typedef struct item_s {
+  struct item_s *next;
+  lu_event_t *ev;
+  uint64_t line, t_submit, due_ns;
+  int derived;
+  unsigned attempts;
+  const lu_fnent_t *fn; /* fixed once selected, so retries stay on it */
+} item_t;
+
+#define NOFF SIZE_MAX
+typedef struct urec_s {
+  size_t id, type, subject, corr, caus, time, json, json_len;
+} urec_t;
+
+/* An outcome on its way to the store: the records to append (the outcome
+ * event first, then emitted events) and what to report once stored. */
+typedef struct unit_s {
+  struct unit_s *next;
+  lu_outcome_kind_t kind;
+  int derived, shard; /* shard -1 = decided at intake */
+  uint64_t line, t_submit, exec_ns;
+  unsigned attempts;
+  const lu_fnent_t *fn;
+  size_t ev_id, ev_type, reason; /* offsets in text */
+  lu_buf_t text;
+  urec_t rec[1 + LU_MAX_EMIT];
+  size_t nrec;
+} unit_t;
+
+typedef struct fnstate_s {
+  lu_breaker_t breaker;   /* shard thread only */
+  _Atomic int breaker_open; /* mirror for readers */
+  uint64_t ewma_ns;       /* shard thread only */
+  /* under the shard's stats lock: */
+  uint64_t executions, retries, timeouts;
+  lu_hist_t exec;
+} fnstate_t;
+
+typedef struct shard_s {
+  struct lu_manager_s *m;
+  unsigned idx;
+  char id[32];
+  pthread_t thread;
+  pthread_mutex_t lock;
+  pthread_cond_t wake, space;
+  item_t *in_head, *in_tail, *fw_head, *fw_tail;
+  size_t in_n;
+  int stop;
+  _Atomic uint64_t load; /* queued + executing + waiting to retry */
+  /* shard thread only */
+  item_t **heap;
+  size_t nheap, capheap;
+  fnstate_t *fns;
+  uint64_t rng;
+  lu_out_t out;
+  char *print;
+  size_t printcap;
+  /* under stats_lock */
+  pthread_mutex_t stats_lock;
+  uint64_t routed, forwarded, received, retries;
+} shard_t;
+
+typedef struct fnglobal_s { /* under m->stats_lock */
+  uint64_t completed, failed;
+  lu_hist_t e2e;
+} fnglobal_t;
+
+struct lu_manager_s {
+  lu_config_t cfg;
+  char *store_path;
+  const lu_registry_t *reg;
+  lu_weights_t w;
+  unsigned n;
+  shard_t *shards;
+  uint64_t seeds[MAX_SHARDS];
+  _Atomic uint64_t *rr; /* per function, round robin counters */
+  lu_sessions_t *sessions;
+  lu_store_t *store;
+  int closing, started;
+
+  pthread_mutex_t slock; /* store queue */
+  pthread_cond_t swake, sspace;
+  unit_t *uhead, *utail;
+  size_t un;
+  int sstop;
+  pthread_t sthread;
+
+  pthread_mutex_t plock; /* pending */
+  pthread_cond_t pdone;
+  uint64_t pending;
+
+  pthread_mutex_t stats_lock;
+  lu_count_t total;
+  lu_count_t *per_shard; /* n + 1: the last is intake */
+  uint64_t events_in;
+  uint64_t store_errors;
+  fnglobal_t *fng;
+
+  pthread_mutex_t rng_lock;
+  uint64_t rng;
+};
+
+/* ---- config ----------------------------------------------------------- */
+
+void lu_config_init(lu_config_t *c) {
+  memset(c, 0, sizeof *c);
+  c->shards = 1;
+  c->store = ":memory:";
+  c->max_event_bytes = 1u << 20;
+  c->queue_capacity = 1024;
+  c->max_depth = 16;
+  c->w_load = 0.3, c->w_resources = 0.25, c->w_priority = 0.25,
+  c->w_affinity = 0.2;
+  c->shard_cpu_millis = 1000;
+  c->shard_memory_mb = 1024;
+  c->breaker_failures = 5;
+  c->breaker_cooldown_ms = 1000;
+  c->store_batch = 512;
+}
+
+const char *lu_outcome_name(lu_outcome_kind_t k) {
+  switch (k) {
+#define XX(n, s) \
+    case LU_OUTCOME_##n: return s;
+    LU_OUTCOME_MAP(XX)
+#undef XX
+    default: return "unknown";
+  }
+}
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static size_t put_z(lu_buf_t *b, const char *s) {
+  if (!s) return NOFF;
+  size_t off = b->len;
+  lu__buf_put(b, s, strlen(s) + 1);
+  return off;
+}
+
+static const char *at(const lu_buf_t *b, size_t off) {
+  return off == NOFF || b->oom ? NULL : b->p + off;
+}
+
+static unit_t *unit_new(lu_outcome_kind_t kind, int derived, int shard,
+                        uint64_t line, uint64_t t_submit) {
+  unit_t *u = calloc(1, sizeof *u);
+  if (!u) {
+    /* Out of memory while recording an outcome: nothing sane is left to
+     * do that would not lose the event silently. */
+    fprintf(stderr, "lucent: out of memory recording an outcome\n");
+    abort();
+  }
+  u->kind = kind;
+  u->derived = derived;
+  u->shard = shard;
+  u->line = line;
+  u->t_submit = t_submit;
+  u->ev_id = u->ev_type = u->reason = NOFF;
+  return u;
+}
+
+static void unit_free(unit_t *u) {
+  if (!u) return;
+  lu__buf_free(&u->text);
+  free(u);
+}
+
+static uint64_t shared_rand(lu_manager_t *m) {
+  pthread_mutex_lock(&m->rng_lock);
+  uint64_t r = lu__rand_next(&m->rng);
+  pthread_mutex_unlock(&m->rng_lock);
+  return r;
+}
+
+/* ---- building the recorded events (hand-written JSON: the hot path) --- */
+
+/* Appends `,"name":value` for each business-context attribute of src (any
+ * top-level attribute that is not CloudEvents core or lucent-managed). */
+static void put_business_context(lu_buf_t *b, const cJSON *root) {
+  for (const cJSON *it = root ? root->child : NULL; it; it = it->next) {
+    if (!it->string || lu__event_is_core_attr(it->string)) continue;
+    lu__buf_puts(b, ",");
+    lu__buf_json_str(b, it->string, strlen(it->string));
+    lu__buf_puts(b, ":");
+    if (cJSON_IsString(it)) {
+      lu__buf_json_str(b, it->valuestring, strlen(it->valuestring));
+    } else {
+      char *v = cJSON_PrintUnformatted(it);
+      lu__buf_puts(b, v ? v : "null");
+      free(v);
+    }
+  }
+}
+
+static void put_attr(lu_buf_t *b, const char *name, const char *v) {
+  if (!v) return;
+  lu__buf_puts(b, ",\"");
+  lu__buf_puts(b, name);
+  lu__buf_puts(b, "\":");
+  lu__buf_json_str(b, v, strlen(v));
+}
+
+typedef struct evhead_s {
+  const char *id, *type, *source, *subject, *corr, *caus, *shard, *fn;
+  unsigned depth;
+  const cJSON *context; /* copy business context from this root */
+} evhead_t;
+
+/* Writes one complete CloudEvent into u->text as record u->nrec, with
+ * `data_json` (already JSON text, may be NULL = no data). */
+static void add_record(unit_t *u, const evhead_t *h, const char *data_json,
+                       size_t data_len) {
+  lu_buf_t *b = &u->text;
+  urec_t *r = &u->rec[u->nrec++];
+  char tbuf[32];
+  lu__rfc3339(lu__wall_ms(), tbuf);
+  r->json = b->len;
+  lu__buf_puts(b, "{\"specversion\":\"1.0\"");
+  put_attr(b, "id", h->id);
+  put_attr(b, "source", h->source);
+  put_attr(b, "type", h->type);
+  put_attr(b, "subject", h->subject);
+  put_attr(b, "time", tbuf);
+  lu__buf_puts(b, ",\"datacontenttype\":\"application/json\"");
+  put_attr(b, "correlationid", h->corr);
+  put_attr(b, "causationid", h->caus);
+  put_business_context(b, h->context);
+  put_attr(b, "shardid", h->shard);
+  put_attr(b, "function", h->fn);
+  if (h->depth) {
+    char d[32];
+    lu__fmt(d, sizeof d, ",\"causationdepth\":%u", h->depth);
+    lu__buf_puts(b, d);
+  }
+  if (data_json) {
+    lu__buf_puts(b, ",\"data\":");
+    lu__buf_put(b, data_json, data_len);
+  }
+  lu__buf_puts(b, "}");
+  r->json_len = b->len - r->json;
+  lu__buf_put(b, "", 1); /* NUL after the JSON */
+  r->id = put_z(b, h->id);
+  r->type = put_z(b, h->type);
+  r->subject = put_z(b, h->subject);
+  r->corr = put_z(b, h->corr);
+  r->caus = put_z(b, h->caus);
+  r->time = put_z(b, tbuf);
+}
+
+static const char *corr_of(const lu_event_t *ev) {
+  return ev->correlationid ? ev->correlationid : ev->id;
+}
+
+/* cJSON value -> compact JSON in the shard's reusable print buffer. */
+static const char *print_json(shard_t *s, const cJSON *v, size_t *len) {
+  if (!v) {
+    *len = 4;
+    return "null";
+  }
+  for (;;) {
+    if (s->printcap &&
+        cJSON_PrintPreallocated((cJSON *)v, s->print, (int)s->printcap, 0)) {
+      *len = strlen(s->print);
+      return s->print;
+    }
+    size_t cap = s->printcap ? s->printcap * 2 : 4096;
+    if (cap > (1u << 30)) break;
+    char *p = realloc(s->print, cap);
+    if (!p) break;
+    s->print = p;
+    s->printcap = cap;
+  }
+  *len = 4;
+  return "null";
+}
+
+/* ---- the store thread ------------------------------------------------- */
+
+static void store_push(lu_manager_t *m, unit_t *u) {
+  pthread_mutex_lock(&m->slock);
+  while (m->un >= STORE_QUEUE_MAX && !m->sstop)
+    pthread_cond_wait(&m->sspace, &m->slock);
+  if (m->utail) m->utail->next = u;
+  else m->uhead = u;
+  m->utail = u;
+  m->un++;
+  pthread_cond_signal(&m->swake);
+  pthread_mutex_unlock(&m->slock);
+}
+
+static void account(lu_manager_t *m, const unit_t *u, uint64_t now) {
+  lu_count_t *ps = &m->per_shard[u->shard < 0 ? m->n : (unsigned)u->shard];
+  if (u->derived) {
+    m->total.derived[u->kind]++;
+    ps->derived[u->kind]++;
+  } else {
+    m->total.outcomes[u->kind]++;
+    ps->outcomes[u->kind]++;
+  }
+  if (u->fn) {
+    fnglobal_t *g = &m->fng[u->fn->index];
+    if (u->kind == LU_OUTCOME_COMPLETED) g->completed++;
+    else if (u->kind == LU_OUTCOME_FAILED) g->failed++;
+    lu__hist_add(&g->e2e, now - u->t_submit);
+  }
+}
+
+static void *store_main(void *arg) {
+  lu_manager_t *m = arg;
+  size_t cap = m->cfg.store_batch;
+  lu_record_t *recs = malloc((cap + LU_MAX_EMIT + 1) * sizeof *recs);
+  unit_t **units = malloc((cap + 1) * sizeof *units);
+  if (!recs || !units) abort();
+  for (;;) {
+    pthread_mutex_lock(&m->slock);
+    while (!m->uhead && !m->sstop) pthread_cond_wait(&m->swake, &m->slock);
+    if (!m->uhead && m->sstop) {
+      pthread_mutex_unlock(&m->slock);
+      break;
+    }
+    size_t nu = 0, nr = 0;
+    while (m->uhead && nr < cap) {
+      unit_t *u = m->uhead;
+      m->uhead = u->next;
+      if (!m->uhead) m->utail = NULL;
+      m->un--;
+      units[nu++] = u;
+      nr += u->nrec;
+    }
+    pthread_cond_broadcast(&m->sspace);
+    pthread_mutex_unlock(&m->slock);
+
+    nr = 0;
+    for (size_t i = 0; i < nu; i++) {
+      unit_t *u = units[i];
+      if (u->text.oom) {
+        fprintf(stderr, "lucent: out of memory building an outcome\n");
+        abort();
+      }
+      for (size_t k = 0; k < u->nrec; k++) {
+        const urec_t *r = &u->rec[k];
+        recs[nr++] = (lu_record_t){
+            .id = at(&u->text, r->id),
+            .type = at(&u->text, r->type),
+            .subject = at(&u->text, r->subject),
+            .correlationid = at(&u->text, r->corr),
+            .causationid = at(&u->text, r->caus),
+            .time = at(&u->text, r->time),
+            .json = at(&u->text, r->json),
+            .len = r->json_len,
+        };
+      }
+    }
+    /* Group commit; a failing batch is retried a few times (a busy or
+     * briefly full disk) before its outcomes are reported as unstored. */
+    int rc = 0;
+    for (int attempt = 0; attempt < 4; attempt++) {
+      rc = lu_store_append(m->store, recs, nr, NULL);
+      if (!rc) break;
+      struct timespec ts = {0, 10000000L << attempt};
+      nanosleep(&ts, NULL);
+    }
+    uint64_t now = lu__now_ns();
+    pthread_mutex_lock(&m->stats_lock);
+    if (rc) {
+      m->store_errors++;
+      fprintf(stderr, "lucent: event store: %s (%zu events not stored)\n",
+              lu_store_errmsg(m->store), nr);
+    }
+    for (size_t i = 0; i < nu; i++) account(m, units[i], now);
+    pthread_mutex_unlock(&m->stats_lock);
+
+    for (size_t i = 0; i < nu; i++) {
+      unit_t *u = units[i];
+      if (m->cfg.on_outcome) {
+        lu_outcome_t o = {
+            .kind = u->kind,
+            .derived = u->derived,
+            .line = u->line,
+            .event_id = at(&u->text, u->ev_id),
+            .event_type = at(&u->text, u->ev_type),
+            .function = u->fn ? u->fn->fn->name : NULL,
+            .shard = u->shard < 0 ? "intake" : m->shards[u->shard].id,
+            .attempts = u->attempts,
+            .reason = at(&u->text, u->reason),
+            .stored_json = at(&u->text, u->rec[0].json),
+            .exec_ns = u->exec_ns,
+            .total_ns = now - u->t_submit,
+        };
+        m->cfg.on_outcome(m->cfg.on_outcome_ud, &o);
+      }
+      unit_free(u);
+    }
+    pthread_mutex_lock(&m->plock);
+    m->pending -= nu;
+    if (!m->pending) pthread_cond_broadcast(&m->pdone);
+    pthread_mutex_unlock(&m->plock);
+  }
+  free(recs);
+  free(units);
+  return NULL;
+}
+
+/* ---- outcomes that need no function ----------------------------------- */
+
+/* lucent.Rejected: bad input, kept with its reason, line and raw bytes. */
+static void reject(lu_manager_t *m, int shard, int derived, uint64_t line,
+                   uint64_t t_submit, const char *raw, size_t len,
+                   const lu_event_t *ev, const char *reason) {
+  unit_t *u = unit_new(LU_OUTCOME_REJECTED, derived, shard, line, t_submit);
+  char lbuf[24], id[37];
+  lu__fmt(lbuf, sizeof lbuf, "%" PRIu64, line);
+  /* Replaying the same input rejects it under the same id. */
+  char *rawz = strndup(raw, len < REJECT_RAW_MAX * 16 ? len : REJECT_RAW_MAX);
+  const char *parts[] = {"lucent.Rejected", lbuf, ev ? ev->id : rawz};
+  lu__derive_id(id, parts, 3);
+  free(rawz);
+  lu_buf_t data = {0};
+  lu__buf_puts(&data, "{\"reason\":");
+  lu__buf_json_str(&data, reason, strlen(reason));
+  if (line) {
+    lu__buf_puts(&data, ",\"line\":");
+    lu__buf_puts(&data, lbuf);
+  }
+  lu__buf_puts(&data, ",\"size\":");
+  char sbuf[24];
+  lu__fmt(sbuf, sizeof sbuf, "%zu", len);
+  lu__buf_puts(&data, sbuf);
+  size_t keep = len;
+  if (len > m->cfg.max_event_bytes) {
+    keep = REJECT_RAW_MAX;
+    lu__buf_puts(&data, ",\"truncated\":true");
+  }
+  lu__buf_puts(&data, ",\"raw\":");
+  lu__buf_json_str(&data, raw, keep);
+  lu__buf_puts(&data, "}");
+  const char *shard_id = shard < 0 ? NULL : m->shards[shard].id;
+  evhead_t h = {.id = id,
+                .type = "lucent.Rejected",
+                .source = "lucent://intake",
+                .subject = ev ? ev->subject : NULL,
+                .corr = ev ? corr_of(ev) : NULL,
+                .caus = ev ? ev->id : NULL,
+                .shard = shard_id,
+                .context = ev ? ev->root : NULL};
+  add_record(u, &h, data.p, data.len);
+  lu__buf_free(&data);
+  if (ev) {
+    u->ev_id = put_z(&u->text, ev->id);
+    u->ev_type = put_z(&u->text, ev->type);
+  }
+  u->reason = put_z(&u->text, reason);
+  store_push(m, u);
+}
+
+/* lucent.DeadLettered: a valid event nothing can run (no function, every
+ * breaker open, causation loop).  The event itself rides along. */
+static void dead_letter(lu_manager_t *m, int shard, const item_t *it,
+                        const char *reason, unsigned attempts) {
+  const lu_event_t *ev = it->ev;
+  unit_t *u = unit_new(LU_OUTCOME_DEAD_LETTERED, it->derived, shard, it->line,
+                       it->t_submit);
+  char id[37];
+  const char *parts[] = {ev->id, "lucent.DeadLettered"};
+  lu__derive_id(id, parts, 2);
+  lu_buf_t data = {0};
+  size_t evlen;
+  const char *evjson = lu_event_json(it->ev, &evlen);
+  lu__buf_puts(&data, "{\"reason\":");
+  lu__buf_json_str(&data, reason, strlen(reason));
+  lu__buf_puts(&data, ",\"event\":");
+  lu__buf_put(&data, evjson ? evjson : "null", evjson ? evlen : 4);
+  lu__buf_puts(&data, "}");
+  evhead_t h = {.id = id,
+                .type = "lucent.DeadLettered",
+                .source = "lucent://manager",
+                .subject = ev->subject,
+                .corr = corr_of(ev),
+                .caus = ev->id,
+                .shard = shard < 0 ? NULL : m->shards[shard].id,
+                .context = ev->root};
+  add_record(u, &h, data.p, data.len);
+  lu__buf_free(&data);
+  u->attempts = attempts;
+  u->ev_id = put_z(&u->text, ev->id);
+  u->ev_type = put_z(&u->text, ev->type);
+  u->reason = put_z(&u->text, reason);
+  store_push(m, u);
+}
+
+/* ---- routing (DESIGN.md decisions 4-7) -------------------------------- */
+
+enum { ROUTE_OK, ROUTE_REJECT, ROUTE_DEAD };
+
+static void load_snapshot(lu_manager_t *m, uint64_t *loads) {
+  for (unsigned i = 0; i < m->n; i++)
+    loads[i] = atomic_load_explicit(&m->shards[i].load, memory_order_relaxed);
+}
+
+static unsigned least_loaded(lu_manager_t *m) {
+  uint64_t best = UINT64_MAX;
+  unsigned bi = 0;
+  for (unsigned i = 0; i < m->n; i++) {
+    uint64_t l =
+        atomic_load_explicit(&m->shards[i].load, memory_order_relaxed);
+    if (l < best) best = l, bi = i;
+  }
+  return bi;
+}
+
+/* Reads the key of fe's strategy from ev's data.  0, or LU_EINVAL with a
+ * reason in why. */
+static int event_key(const lu_fnent_t *fe, const lu_event_t *ev, char *kbuf,
+                     size_t kcap, const char **key, size_t *klen, char *why,
+                     size_t wcap) {
+  const cJSON *v = lu__json_path(ev->data, fe->fn->key);
+  if (!v || lu__key_text(v, kbuf, kcap, key, klen) != 0) {
+    lu__fmt(why, wcap,
+            "%s key '%s' of function %s is %s in the event data",
+            fe->strategy == LU_STRAT_HASH ? "hash" : "session", fe->fn->key,
+            fe->fn->name, v ? "not a string, number or boolean" : "missing");
+    return LU_EINVAL;
+  }
+  return 0;
+}
+
+static int route(lu_manager_t *m, const lu_event_t *ev, unsigned *target,
+                 char *why, size_t wcap) {
+  if (ev->depth > m->cfg.max_depth) {
+    lu__fmt(why, wcap,
+            "causation depth %u exceeds the limit of %u (a loop of "
+            "functions emitting events?)", ev->depth, m->cfg.max_depth);
+    return ROUTE_DEAD;
+  }
+  size_t n;
+  const lu_fnent_t *const *c = lu__registry_candidates(m->reg, ev->type, &n);
+  if (!n) {
+    lu__fmt(why, wcap, "no function handles event type '%s'", ev->type);
+    return ROUTE_DEAD;
+  }
+  const lu_fnent_t *fe = c[0];
+  if (m->n == 1 && fe->strategy != LU_STRAT_HASH &&
+      fe->strategy != LU_STRAT_STICKY) {
+    *target = 0;
+    return ROUTE_OK;
+  }
+  uint64_t loads[MAX_SHARDS];
+  char kbuf[64];
+  const char *key;
+  size_t klen;
+  switch (fe->strategy) {
+    case LU_STRAT_ROUND_ROBIN:
+      *target = (unsigned)(atomic_fetch_add_explicit(&m->rr[fe->index], 1,
+                                                     memory_order_relaxed) %
+                           m->n);
+      return ROUTE_OK;
+    case LU_STRAT_LOAD_BALANCED: {
+      load_snapshot(m, loads);
+      uint64_t r = shared_rand(m);
+      *target = lu__two_choices(loads, m->n, &r);
+      return ROUTE_OK;
+    }
+    case LU_STRAT_HASH: {
+      if (event_key(fe, ev, kbuf, sizeof kbuf, &key, &klen, why, wcap))
+        return ROUTE_REJECT;
+      uint64_t h = lu__key_hash(key, klen);
+      if (fe->fn->load_bound > 1) {
+        load_snapshot(m, loads);
+        *target = lu__rendezvous_bounded(h, m->seeds, m->n, loads,
+                                         fe->fn->load_bound);
+      } else {
+        *target = lu__rendezvous(h, m->seeds, m->n);
+      }
+      return ROUTE_OK;
+    }
+    case LU_STRAT_STICKY: {
+      if (event_key(fe, ev, kbuf, sizeof kbuf, &key, &klen, why, wcap))
+        return ROUTE_REJECT;
+      uint64_t now_ms = lu__now_ns() / 1000000u;
+      *target = lu__sessions_bind(m->sessions, key, klen, least_loaded(m),
+                                  fe->ttl_ms, now_ms, NULL, NULL);
+      return ROUTE_OK;
+    }
+  }
+  lu__fmt(why, wcap, "function %s has no usable strategy", fe->fn->name);
+  return ROUTE_DEAD;
+}
+
+/* Pushes a routed item to shard t: intake queue (bounded, may block) or
+ * forwarded queue (unbounded). */
+static void enqueue(shard_t *t, item_t *it, int forwarded) {
+  atomic_fetch_add_explicit(&t->load, 1, memory_order_relaxed);
+  pthread_mutex_lock(&t->lock);
+  if (forwarded) {
+    if (t->fw_tail) t->fw_tail->next = it;
+    else t->fw_head = it;
+    t->fw_tail = it;
+  } else {
+    while (t->in_n >= t->m->cfg.queue_capacity && !t->stop)
+      pthread_cond_wait(&t->space, &t->lock);
+    if (t->in_tail) t->in_tail->next = it;
+    else t->in_head = it;
+    t->in_tail = it;
+    t->in_n++;
+  }
+  pthread_cond_signal(&t->wake);
+  pthread_mutex_unlock(&t->lock);
+}
+
+static void pending_add(lu_manager_t *m, uint64_t k) {
+  pthread_mutex_lock(&m->plock);
+  m->pending += k;
+  pthread_mutex_unlock(&m->plock);
+}
+
+static void item_free(item_t *it) {
+  if (!it) return;
+  lu_event_free(it->ev);
+  free(it);
+}
+
+/* Routes an item and hands it to its shard, or records its rejection or
+ * dead letter.  `from` is the shard doing it (-1 = intake).  Consumes it. */
+static void dispatch(lu_manager_t *m, int from, item_t *it) {
+  char why[320];
+  unsigned target = 0;
+  switch (route(m, it->ev, &target, why, sizeof why)) {
+    case ROUTE_REJECT: {
+      size_t len;
+      const char *raw = lu_event_json(it->ev, &len);
+      reject(m, from, it->derived, it->line, it->t_submit, raw ? raw : "",
+             raw ? len : 0, it->ev, why);
+      item_free(it);
+      return;
+    }
+    case ROUTE_DEAD:
+      dead_letter(m, from, it, why, 0);
+      item_free(it);
+      return;
+  }
+  shard_t *t = &m->shards[target];
+  if (from < 0) {
+    pthread_mutex_lock(&t->stats_lock);
+    t->routed++;
+    pthread_mutex_unlock(&t->stats_lock);
+    enqueue(t, it, 0);
+    return;
+  }
+  if ((unsigned)from != target) {
+    shard_t *f = &m->shards[from];
+    pthread_mutex_lock(&f->stats_lock);
+    f->forwarded++;
+    pthread_mutex_unlock(&f->stats_lock);
+    pthread_mutex_lock(&t->stats_lock);
+    t->received++;
+    pthread_mutex_unlock(&t->stats_lock);
+  }
+  enqueue(t, it, 1);
+}
+
+/* ---- submit ----------------------------------------------------------- */
+
+static int submit_common(lu_manager_t *m, lu_event_t *ev, const char *raw,
+                         size_t len, uint64_t line) {
+  pending_add(m, 1);
+  pthread_mutex_lock(&m->stats_lock);
+  m->events_in++;
+  pthread_mutex_unlock(&m->stats_lock);
+  uint64_t t0 = lu__now_ns();
+  char err[256];
+  if (!ev) {
+    if (len > m->cfg.max_event_bytes) {
+      lu__fmt(err, sizeof err,
+              "event of %zu bytes exceeds the limit of %zu bytes", len,
+              m->cfg.max_event_bytes);
+      reject(m, -1, 0, line, t0, raw, len, NULL, err);
+      return 0;
+    }
+    int rc = lu_event_parse(&ev, raw, len, err, sizeof err);
+    if (rc) {
+      if (rc == LU_ENOMEM) lu__fmt(err, sizeof err, "out of memory");
+      reject(m, -1, 0, line, t0, raw, len, NULL, err);
+      return 0;
+    }
+  }
+  item_t *it = calloc(1, sizeof *it);
+  if (!it) {
+    size_t l;
+    const char *j = lu_event_json(ev, &l);
+    reject(m, -1, 0, line, t0, j ? j : "", j ? l : 0, NULL, "out of memory");
+    lu_event_free(ev);
+    return 0;
+  }
+  it->ev = ev;
+  it->line = line;
+  it->t_submit = t0;
+  dispatch(m, -1, it);
+  return 0;
+}
+
+int lu_manager_submit_json(lu_manager_t *m, const char *json, size_t len,
+                           uint64_t line) {
+  if (!m || (!json && len)) return LU_EINVAL;
+  if (m->closing) return LU_ESTATE;
+  return submit_common(m, NULL, json ? json : "", len, line);
+}
+
+int lu_manager_submit(lu_manager_t *m, lu_event_t *ev) {
+  if (!m || !ev) {
+    lu_event_free(ev);
+    return LU_EINVAL;
+  }
+  if (m->closing) {
+    lu_event_free(ev);
+    return LU_ESTATE;
+  }
+  /* A built event was never decoded from text: validate it the same way. */
+  if (!ev->id || !ev->type || !ev->source) {
+    size_t len;
+    const char *j = lu_event_json(ev, &len);
+    pending_add(m, 1);
+    pthread_mutex_lock(&m->stats_lock);
+    m->events_in++;
+    pthread_mutex_unlock(&m->stats_lock);
+    reject(m, -1, 0, 0, lu__now_ns(), j ? j : "", j ? len : 0, NULL,
+           "event lacks id, type or source");
+    lu_event_free(ev);
+    return 0;
+  }
+  return submit_common(m, ev, NULL, 0, 0);
+}
+
+/* ---- the shard thread ------------------------------------------------- */
+
+static void heap_push(shard_t *s, item_t *it) {
+  if (s->nheap == s->capheap) {
+    size_t cap = s->capheap ? s->capheap * 2 : 64;
+    item_t **h = realloc(s->heap, cap * sizeof *h);
+    if (!h) abort();
+    s->heap = h;
+    s->capheap = cap;
+  }
+  size_t i = s->nheap++;
+  while (i && s->heap[(i - 1) / 2]->due_ns > it->due_ns) {
+    s->heap[i] = s->heap[(i - 1) / 2];
+    i = (i - 1) / 2;
+  }
+  s->heap[i] = it;
+}
+
+static item_t *heap_pop(shard_t *s) {
+  item_t *top = s->heap[0], *last = s->heap[--s->nheap];
+  size_t i = 0;
+  for (;;) {
+    size_t c = 2 * i + 1;
+    if (c >= s->nheap) break;
+    if (c + 1 < s->nheap && s->heap[c + 1]->due_ns < s->heap[c]->due_ns) c++;
+    if (s->heap[c]->due_ns >= last->due_ns) break;
+    s->heap[i] = s->heap[c];
+    i = c;
+  }
+  if (s->nheap) s->heap[i] = last;
+  return top;
+}
+
+/* Affinity of a candidate for this event on this shard, in [0,1]: 1 when
+ * its own strategy would place the event here (hash owner, session
+ * binding), 0 when it would place it elsewhere, 0.5 for an unbound session;
+ * round_robin and load_balanced functions run anywhere equally well. */
+static double affinity(shard_t *s, const lu_fnent_t *fe, const lu_event_t *ev) {
+  lu_manager_t *m = s->m;
+  char kbuf[64], why[8];
+  const char *key;
+  size_t klen;
+  if (fe->strategy == LU_STRAT_HASH) {
+    if (event_key(fe, ev, kbuf, sizeof kbuf, &key, &klen, why, sizeof why))
+      return 0;
+    return lu__rendezvous(lu__key_hash(key, klen), m->seeds, m->n) == s->idx
+               ? 1.0 : 0.0;
+  }
+  if (fe->strategy == LU_STRAT_STICKY) {
+    unsigned b;
+    if (event_key(fe, ev, kbuf, sizeof kbuf, &key, &klen, why, sizeof why))
+      return 0;
+    if (lu__sessions_lookup(m->sessions, key, klen, lu__now_ns() / 1000000u,
+                            &b))
+      return 0.5;
+    return b == s->idx ? 1.0 : 0.0;
+  }
+  return 1.0;
+}
+
+/* <Fn>Completed plus the emitted events; the emitted events re-enter. */
+static void complete(shard_t *s, item_t *it, uint64_t exec_ns) {
+  lu_manager_t *m = s->m;
+  const lu_fnent_t *fe = it->fn;
+  const lu_event_t *ev = it->ev;
+  const char *name = fe->fn->name;
+  unit_t *u = unit_new(LU_OUTCOME_COMPLETED, it->derived, (int)s->idx,
+                       it->line, it->t_submit);
+  char id[37], type[256], subject[320], src[48];
+  const char *parts[] = {ev->id, name};
+  lu__derive_id(id, parts, 2);
+  lu__fmt(type, sizeof type, "%sCompleted", name);
+  lu__fmt(subject, sizeof subject, "function-result-%s", corr_of(ev));
+  lu__fmt(src, sizeof src, "lucent://%s", s->id);
+  size_t dlen;
+  const char *dj = print_json(s, s->out.result, &dlen);
+  evhead_t h = {.id = id, .type = type, .source = src, .subject = subject,
+                .corr = corr_of(ev), .caus = ev->id, .shard = s->id,
+                .fn = name, .context = ev->root};
+  add_record(u, &h, dj, dlen);
+
+  /* Emitted events: stored with the result, then routed. */
+  size_t ne = s->out.nemit;
+  item_t *kids[LU_MAX_EMIT];
+  size_t nk = 0;
+  for (size_t i = 0; i < ne; i++) {
+    lu_emit_t *e = &s->out.emit[i];
+    char eid[37], ibuf[16];
+    lu__fmt(ibuf, sizeof ibuf, "%zu", i);
+    const char *ep[] = {ev->id, name, ibuf};
+    lu__derive_id(eid, ep, 3);
+    const char *ej = print_json(s, e->data, &dlen);
+    evhead_t eh = {.id = eid, .type = e->type, .source = src,
+                   .subject = e->subject ? e->subject : ev->subject,
+                   .corr = corr_of(ev), .caus = ev->id, .shard = s->id,
+                   .fn = name, .depth = ev->depth + 1, .context = ev->root};
+    size_t before = u->nrec;
+    add_record(u, &eh, ej, dlen);
+    const urec_t *r = &u->rec[before];
+    if (u->text.oom) continue;
+    item_t *k = calloc(1, sizeof *k);
+    char err[128];
+    if (!k || lu_event_parse(&k->ev, u->text.p + r->json, r->json_len, err,
+                             sizeof err)) {
+      /* Cannot happen short of memory exhaustion: we wrote valid JSON. */
+      fprintf(stderr, "lucent: cannot re-read an emitted event: %s\n", err);
+      abort();
+    }
+    k->derived = 1;
+    k->line = it->line;
+    k->t_submit = lu__now_ns();
+    kids[nk++] = k;
+  }
+  u->attempts = it->attempts;
+  u->exec_ns = exec_ns;
+  u->fn = fe;
+  u->ev_id = put_z(&u->text, ev->id);
+  u->ev_type = put_z(&u->text, ev->type);
+  /* The children count as pending before the parent's outcome lands, so
+   * a drain never sees 0 between them (invariant 1). */
+  if (nk) pending_add(m, nk);
+  for (size_t i = 0; i < nk; i++) dispatch(m, (int)s->idx, kids[i]);
+  store_push(m, u);
+}
+
+static void fail(shard_t *s, item_t *it, const char *reason, uint64_t exec_ns) {
+  lu_manager_t *m = s->m;
+  const lu_fnent_t *fe = it->fn;
+  const lu_event_t *ev = it->ev;
+  const char *name = fe->fn->name;
+  unit_t *u = unit_new(LU_OUTCOME_FAILED, it->derived, (int)s->idx, it->line,
+                       it->t_submit);
+  char id[37], type[256], subject[320], src[48], abuf[16];
+  const char *parts[] = {ev->id, name, "Failed"};
+  lu__derive_id(id, parts, 3);
+  lu__fmt(type, sizeof type, "%sFailed", name);
+  lu__fmt(subject, sizeof subject, "function-result-%s", corr_of(ev));
+  lu__fmt(src, sizeof src, "lucent://%s", s->id);
+  lu__fmt(abuf, sizeof abuf, "%u", it->attempts);
+  lu_buf_t d = {0};
+  lu__buf_puts(&d, "{\"reason\":");
+  lu__buf_json_str(&d, reason, strlen(reason));
+  lu__buf_puts(&d, ",\"attempts\":");
+  lu__buf_puts(&d, abuf);
+  lu__buf_puts(&d, ",\"input\":{\"id\":");
+  lu__buf_json_str(&d, ev->id, strlen(ev->id));
+  lu__buf_puts(&d, ",\"type\":");
+  lu__buf_json_str(&d, ev->type, strlen(ev->type));
+  lu__buf_puts(&d, "}}");
+  evhead_t h = {.id = id, .type = type, .source = src, .subject = subject,
+                .corr = corr_of(ev), .caus = ev->id, .shard = s->id,
+                .fn = name, .context = ev->root};
+  add_record(u, &h, d.p, d.len);
+  lu__buf_free(&d);
+  u->attempts = it->attempts;
+  u->exec_ns = exec_ns;
+  u->fn = fe;
+  u->ev_id = put_z(&u->text, ev->id);
+  u->ev_type = put_z(&u->text, ev->type);
+  u->reason = put_z(&u->text, reason);
+  (void)m;
+  store_push(m, u);
+}
+
+/* Picks the function for an item on this shard; NULL (and a dead letter)
+ * when no candidate is eligible. */
+static const lu_fnent_t *choose(shard_t *s, item_t *it) {
+  lu_manager_t *m = s->m;
+  size_t n;
+  const lu_fnent_t *const *c =
+      lu__registry_candidates(m->reg, it->ev->type, &n);
+  if (n == 1 && !m->cfg.on_explain) {
+    /* The common case needs no scoring, only the hard constraints. */
+    const lu_fnent_t *fe = c[0];
+    fnstate_t *st = &s->fns[fe->index];
+    int fits = fe->fn->cpu_millis <= m->cfg.shard_cpu_millis &&
+               fe->fn->memory_mb <= m->cfg.shard_memory_mb;
+    if (fits && lu__breaker_peek(&st->breaker, lu__now_ns() / 1000000u,
+                                 m->cfg.breaker_cooldown_ms))
+      return fe;
+  }
+  lu_candidate_t cands[64];
+  lu_scores_t scores[64];
+  if (n > 64) n = 64;
+  uint64_t now_ms = lu__now_ns() / 1000000u;
+  for (size_t i = 0; i < n; i++) {
+    fnstate_t *st = &s->fns[c[i]->index];
+    cands[i] = (lu_candidate_t){
+        .fn = c[i]->fn,
+        .ewma_ns = st->ewma_ns,
+        .breaker_open = !lu__breaker_peek(&st->breaker, now_ms,
+                                          m->cfg.breaker_cooldown_ms),
+        .affinity = n > 1 ? affinity(s, c[i], it->ev) : 1.0,
+    };
+  }
+  int k = lu__select(cands, n, &m->w, m->cfg.shard_cpu_millis,
+                     m->cfg.shard_memory_mb, scores);
+  if (m->cfg.on_explain) {
+    char line[2048];
+    lu__explain(line, sizeof line, s->id, it->ev->id, cands, scores, n, k);
+    m->cfg.on_explain(m->cfg.on_explain_ud, line);
+  }
+  if (k >= 0) return c[k];
+  lu_buf_t why = {0};
+  lu__buf_puts(&why, "no eligible function for '");
+  lu__buf_puts(&why, it->ev->type);
+  lu__buf_puts(&why, "' on ");
+  lu__buf_puts(&why, s->id);
+  for (size_t i = 0; i < n; i++) {
+    lu__buf_puts(&why, i ? "; " : ": ");
+    lu__buf_puts(&why, cands[i].fn->name);
+    lu__buf_puts(&why, " (");
+    lu__buf_puts(&why, scores[i].excluded ? scores[i].excluded : "?");
+    lu__buf_puts(&why, ")");
+  }
+  dead_letter(m, (int)s->idx, it, why.oom ? "no eligible function" : why.p,
+              it->attempts);
+  lu__buf_free(&why);
+  return NULL;
+}
+
+/* Runs one attempt of an item on this shard and decides what follows:
+ * outcome, or a retry scheduled on the shard's timer heap.  Consumes the
+ * item unless it is scheduled again. */
+static void run_item(shard_t *s, item_t *it) {
+  lu_manager_t *m = s->m;
+  if (!it->fn && !(it->fn = choose(s, it))) {
+    atomic_fetch_sub_explicit(&s->load, 1, memory_order_relaxed);
+    item_free(it);
+    return;
+  }
+  const lu_fnent_t *fe = it->fn;
+  fnstate_t *st = &s->fns[fe->index];
+  uint64_t now_ms = lu__now_ns() / 1000000u;
+  if (!lu__breaker_allow(&st->breaker, now_ms, m->cfg.breaker_cooldown_ms)) {
+    /* A retry whose breaker opened meanwhile. */
+    char why[160];
+    lu__fmt(why, sizeof why, "circuit breaker of %s open after %u attempts",
+            fe->fn->name, it->attempts);
+    fail(s, it, why, 0);
+    atomic_fetch_sub_explicit(&s->load, 1, memory_order_relaxed);
+    item_free(it);
+    return;
+  }
+  it->attempts++;
+  lu_ctx_t ctx = {.ev = it->ev,
+                  .shard = s->id,
+                  .fn_name = fe->fn->name,
+                  .correlationid = corr_of(it->ev),
+                  .attempt = it->attempts,
+                  .now_ms = lu__wall_ms()};
+  lu__out_reset(&s->out);
+  uint64_t t0 = lu__now_ns();
+  lu_status_t rc = fe->fn->impl(&ctx, it->ev->data, &s->out);
+  uint64_t dt = lu__now_ns() - t0;
+  char reason[320];
+  int timed_out = 0;
+  if (rc != LU_OK && rc != LU_RETRY && rc != LU_FAIL) {
+    lu__fmt(reason, sizeof reason, "function returned invalid status %d",
+            (int)rc);
+    rc = LU_FAIL;
+  } else if (dt > (uint64_t)fe->timeout_ms * 1000000u) {
+    /* A pure function cannot be interrupted safely; one that overran its
+     * deadline has its output discarded and counts as a (retryable)
+     * failure, as if it had been cut off. */
+    lu__fmt(reason, sizeof reason, "timed out: ran %.3f ms, limit %u ms",
+            (double)dt / 1e6, fe->timeout_ms);
+    rc = LU_RETRY;
+    timed_out = 1;
+  } else if (rc == LU_OK && s->out.overflow) {
+    lu__fmt(reason, sizeof reason,
+            "emitted more than %d additional events", LU_MAX_EMIT);
+    rc = LU_FAIL;
+  } else if (rc != LU_OK) {
+    lu__fmt(reason, sizeof reason, "%s",
+            s->out.reason[0] ? s->out.reason
+                             : rc == LU_RETRY ? "retryable error"
+                                              : "permanent error");
+  }
+  st->ewma_ns = st->ewma_ns ? st->ewma_ns - st->ewma_ns / 8 + dt / 8 : dt;
+  int retry = rc == LU_RETRY && it->attempts <= fe->fn->max_retries;
+  pthread_mutex_lock(&s->stats_lock);
+  st->executions++;
+  lu__hist_add(&st->exec, dt);
+  if (timed_out) st->timeouts++;
+  if (retry) st->retries++, s->retries++;
+  pthread_mutex_unlock(&s->stats_lock);
+  /* The breaker counts outcomes, not attempts: an event that succeeds on
+   * a retry is no failure of the function, one that fails for good is. */
+  if (!retry)
+    lu__breaker_record(&st->breaker, rc == LU_OK, now_ms,
+                       m->cfg.breaker_failures);
+  atomic_store_explicit(&st->breaker_open,
+                        st->breaker.state == LU_BREAKER_OPEN,
+                        memory_order_relaxed);
+  if (rc == LU_OK) {
+    complete(s, it, dt);
+  } else if (retry) {
+    /* Exponential backoff with +-50% jitter: backoff * 2^(attempt-1). */
+    double base = (double)fe->backoff_ms * 1e6 *
+                  (double)(1ull << (it->attempts - 1 < 20 ? it->attempts - 1
+                                                          : 20));
+    double jitter = 0.5 + lu__rand_unit(&s->rng);
+    it->due_ns = lu__now_ns() + (uint64_t)(base * jitter);
+    heap_push(s, it);
+    return;
+  } else {
+    fail(s, it, reason, dt);
+  }
+  lu__out_reset(&s->out);
+  atomic_fetch_sub_explicit(&s->load, 1, memory_order_relaxed);
+  item_free(it);
+}
+
+static void *shard_main(void *arg) {
+  shard_t *s = arg;
+  for (;;) {
+    pthread_mutex_lock(&s->lock);
+    for (;;) {
+      if (s->fw_head || s->in_head) break;
+      uint64_t now = lu__now_ns();
+      if (s->nheap && s->heap[0]->due_ns <= now) break;
+      if (s->stop && !s->nheap) break;
+      if (s->nheap) {
+        uint64_t due = s->heap[0]->due_ns;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t abs_ns = (uint64_t)ts.tv_sec * 1000000000u +
+                          (uint64_t)ts.tv_nsec + (due - now);
+        ts.tv_sec = (time_t)(abs_ns / 1000000000u);
+        ts.tv_nsec = (long)(abs_ns % 1000000000u);
+        pthread_cond_timedwait(&s->wake, &s->lock, &ts);
+      } else {
+        pthread_cond_wait(&s->wake, &s->lock);
+      }
+    }
+    if (s->stop && !s->fw_head && !s->in_head && !s->nheap) {
+      pthread_mutex_unlock(&s->lock);
+      break;
+    }
+    item_t *fw = s->fw_head;
+    s->fw_head = s->fw_tail = NULL;
+    item_t *in = s->in_head, *in_last = NULL;
+    size_t k = 0;
+    for (item_t *p = in; p && k < INTAKE_BATCH; p = p->next) in_last = p, k++;
+    if (in_last) {
+      s->in_head = in_last->next;
+      if (!s->in_head) s->in_tail = NULL;
+      in_last->next = NULL;
+      s->in_n -= k;
+      pthread_cond_broadcast(&s->space);
+    } else {
+      in = NULL;
+    }
+    pthread_mutex_unlock(&s->lock);
+
+    while (fw) {
+      item_t *next = fw->next;
+      fw->next = NULL;
+      run_item(s, fw);
+      fw = next;
+    }
+    while (in) {
+      item_t *next = in->next;
+      in->next = NULL;
+      run_item(s, in);
+      in = next;
+    }
+    uint64_t now = lu__now_ns();
+    while (s->nheap && s->heap[0]->due_ns <= now) run_item(s, heap_pop(s));
+  }
+  return NULL;
+}
+
+/* ---- lifecycle -------------------------------------------------------- */
+
+static int cond_init_mono(pthread_cond_t *c) {
+  pthread_condattr_t a;
+  pthread_condattr_init(&a);
+  pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+  int rc = pthread_cond_init(c, &a);
+  pthread_condattr_destroy(&a);
+  return rc;
+}
+
+int lu_manager_new(lu_manager_t **out, const lu_config_t *cfg_in,
+                   const lu_registry_t *reg, char *errbuf, size_t errlen) {
+  *out = NULL;
+  if (errbuf && errlen) errbuf[0] = 0;
+  lu_config_t cfg;
+  if (cfg_in) cfg = *cfg_in;
+  else lu_config_init(&cfg);
+#define BAD(...)                                             \
+  do {                                                       \
+    if (errbuf) lu__fmt(errbuf, errlen, __VA_ARGS__);        \
+    return LU_EINVAL;                                        \
+  } while (0)
+  if (!reg) BAD("no registry");
+  if (cfg.shards < 1 || cfg.shards > MAX_SHARDS)
+    BAD("shards must be 1..%d (got %u)", MAX_SHARDS, cfg.shards);
+  if (!cfg.queue_capacity) BAD("queue capacity must be at least 1");
+  if (cfg.max_event_bytes < 64) BAD("max event size must be at least 64");
+  if (!cfg.store_batch) cfg.store_batch = 512;
+  if (cfg.w_load < 0 || cfg.w_resources < 0 || cfg.w_priority < 0 ||
+      cfg.w_affinity < 0)
+    BAD("selection weights must not be negative");
+  if (cfg.w_load + cfg.w_resources + cfg.w_priority + cfg.w_affinity == 0)
+    cfg.w_load = 0.3, cfg.w_resources = 0.25, cfg.w_priority = 0.25,
+    cfg.w_affinity = 0.2;
+#undef BAD
+  lu_manager_t *m = calloc(1, sizeof *m);
+  if (!m) return LU_ENOMEM;
+  m->cfg = cfg;
+  m->reg = reg;
+  m->n = cfg.shards;
+  m->w = (lu_weights_t){cfg.w_load, cfg.w_resources, cfg.w_priority,
+                        cfg.w_affinity};
+  m->store_path = strdup(cfg.store ? cfg.store : ":memory:");
+  m->cfg.store = m->store_path;
+  m->rng = cfg.seed ? cfg.seed : lu__now_ns() ^ (uint64_t)(uintptr_t)m;
+  size_t nf = lu_registry_count(reg);
+  m->shards = calloc(m->n, sizeof *m->shards);
+  m->rr = calloc(nf + 1, sizeof *m->rr);
+  m->fng = calloc(nf + 1, sizeof *m->fng);
+  m->per_shard = calloc(m->n + 1, sizeof *m->per_shard);
+  m->sessions = lu__sessions_new();
+  if (!m->store_path || !m->shards || !m->rr || !m->fng || !m->per_shard ||
+      !m->sessions) {
+    lu_manager_free(m);
+    return LU_ENOMEM;
+  }
+  char serr[512];
+  int rc = lu_store_open(&m->store, m->store_path, serr, sizeof serr);
+  if (rc) {
+    if (errbuf) lu__fmt(errbuf, errlen, "%s", serr);
+    lu_manager_free(m);
+    return LU_ESTORE;
+  }
+  pthread_mutex_init(&m->slock, NULL);
+  pthread_cond_init(&m->swake, NULL);
+  pthread_cond_init(&m->sspace, NULL);
+  pthread_mutex_init(&m->plock, NULL);
+  pthread_cond_init(&m->pdone, NULL);
+  pthread_mutex_init(&m->stats_lock, NULL);
+  pthread_mutex_init(&m->rng_lock, NULL);
+  for (unsigned i = 0; i < m->n; i++) {
+    shard_t *s = &m->shards[i];
+    s->m = m;
+    s->idx = i;
+    lu__fmt(s->id, sizeof s->id, "shard-%u", i);
+    m->seeds[i] = lu__shard_seed(s->id);
+    s->rng = lu__rand_next(&m->rng);
+    s->fns = calloc(nf + 1, sizeof *s->fns);
+    if (!s->fns) abort();
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_mutex_init(&s->stats_lock, NULL);
+    cond_init_mono(&s->wake);
+    pthread_cond_init(&s->space, NULL);
+  }
+  pthread_create(&m->sthread, NULL, store_main, m);
+  for (unsigned i = 0; i < m->n; i++)
+    pthread_create(&m->shards[i].thread, NULL, shard_main, &m->shards[i]);
+  m->started = 1;
+  *out = m;
+  return 0;
+}
+
+int lu_manager_drain(lu_manager_t *m) {
+  if (!m) return LU_EINVAL;
+  pthread_mutex_lock(&m->plock);
+  while (m->pending) pthread_cond_wait(&m->pdone, &m->plock);
+  pthread_mutex_unlock(&m->plock);
+  return 0;
+}
+
+void lu_manager_free(lu_manager_t *m) {
+  if (!m) return;
+  if (m->started) {
+    m->closing = 1;
+    lu_manager_drain(m);
+    for (unsigned i = 0; i < m->n; i++) {
+      shard_t *s = &m->shards[i];
+      pthread_mutex_lock(&s->lock);
+      s->stop = 1;
+      pthread_cond_broadcast(&s->wake);
+      pthread_cond_broadcast(&s->space);
+      pthread_mutex_unlock(&s->lock);
+    }
+    for (unsigned i = 0; i < m->n; i++) pthread_join(m->shards[i].thread, NULL);
+    pthread_mutex_lock(&m->slock);
+    m->sstop = 1;
+    pthread_cond_broadcast(&m->swake);
+    pthread_mutex_unlock(&m->slock);
+    pthread_join(m->sthread, NULL);
+    for (unsigned i = 0; i < m->n; i++) {
+      shard_t *s = &m->shards[i];
+      lu__out_reset(&s->out);
+      free(s->heap);
+      free(s->fns);
+      free(s->print);
+      pthread_mutex_destroy(&s->lock);
+      pthread_mutex_destroy(&s->stats_lock);
+      pthread_cond_destroy(&s->wake);
+      pthread_cond_destroy(&s->space);
+    }
+    pthread_mutex_destroy(&m->slock);
+    pthread_cond_destroy(&m->swake);
+    pthread_cond_destroy(&m->sspace);
+    pthread_mutex_destroy(&m->plock);
+    pthread_cond_destroy(&m->pdone);
+    pthread_mutex_destroy(&m->stats_lock);
+    pthread_mutex_destroy(&m->rng_lock);
+  }
+  lu_store_close(m->store);
+  lu__sessions_free(m->sessions);
+  free(m->shards);
+  free((void *)m->rr);
+  free(m->fng);
+  free(m->per_shard);
+  free(m->store_path);
+  free(m);
+}
+
+/* ---- stats ------------------------------------------------------------ */
+
+void lu_manager_counts(const lu_manager_t *cm, lu_count_t *total,
+                       uint64_t *events_in) {
+  lu_manager_t *m = (lu_manager_t *)cm;
+  pthread_mutex_lock(&m->stats_lock);
+  if (total) *total = m->total;
+  if (events_in) *events_in = m->events_in;
+  pthread_mutex_unlock(&m->stats_lock);
+}
+
+unsigned lu_manager_shard_count(const lu_manager_t *m) { return m->n; }
+
+void lu_manager_shard_stats(const lu_manager_t *cm, unsigned i,
+                            lu_shard_stats_t *out) {
+  lu_manager_t *m = (lu_manager_t *)cm;
+  memset(out, 0, sizeof *out);
+  if (i >= m->n) return;
+  shard_t *s = &m->shards[i];
+  out->id = s->id;
+  pthread_mutex_lock(&m->stats_lock);
+  out->count = m->per_shard[i];
+  pthread_mutex_unlock(&m->stats_lock);
+  pthread_mutex_lock(&s->stats_lock);
+  out->routed = s->routed;
+  out->forwarded = s->forwarded;
+  out->received = s->received;
+  out->retries = s->retries;
+  pthread_mutex_unlock(&s->stats_lock);
+  out->in_flight = atomic_load_explicit(&s->load, memory_order_relaxed);
+}
+
+void lu_manager_fn_stats(const lu_manager_t *cm, size_t i, lu_fn_stats_t *out) {
+  lu_manager_t *m = (lu_manager_t *)cm;
+  memset(out, 0, sizeof *out);
+  const lu_fnent_t *fe = lu__registry_entry(m->reg, i);
+  if (!fe) return;
+  out->name = fe->fn->name;
+  lu_hist_t *h = calloc(2, sizeof *h);
+  if (!h) return;
+  for (unsigned k = 0; k < m->n; k++) {
+    shard_t *s = &m->shards[k];
+    fnstate_t *st = &s->fns[i];
+    pthread_mutex_lock(&s->stats_lock);
+    out->executions += st->executions;
+    out->retries += st->retries;
+    out->timeouts += st->timeouts;
+    lu__hist_merge(&h[0], &st->exec);
+    pthread_mutex_unlock(&s->stats_lock);
+    if (atomic_load_explicit(&st->breaker_open, memory_order_relaxed))
+      out->breaker_open = 1;
+  }
+  pthread_mutex_lock(&m->stats_lock);
+  out->completed = m->fng[i].completed;
+  out->failed = m->fng[i].failed;
+  lu__hist_merge(&h[1], &m->fng[i].e2e);
+  pthread_mutex_unlock(&m->stats_lock);
+  out->p50_ns = lu__hist_quantile(&h[0], 0.5);
+  out->p99_ns = lu__hist_quantile(&h[0], 0.99);
+  out->e2e_p50_ns = lu__hist_quantile(&h[1], 0.5);
+  out->e2e_p99_ns = lu__hist_quantile(&h[1], 0.99);
+  free(h);
+}
+
+uint64_t lu_manager_store_errors(const lu_manager_t *cm) {
+  lu_manager_t *m = (lu_manager_t *)cm;
+  pthread_mutex_lock(&m->stats_lock);
+  uint64_t e = m->store_errors;
+  pthread_mutex_unlock(&m->stats_lock);
+  return e;
+}
+
+lu_store_t *lu_manager_store(lu_manager_t *m) { return m ? m->store : NULL; }

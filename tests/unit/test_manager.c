@@ -1,0 +1,628 @@
+/*
+ * test_manager.c - the embedded pipeline end to end through the public API:
+ * outcomes add up, results carry the right envelope, chains, retries,
+ * timeouts, breakers, the depth limit, routing agreement, selection under
+ * resource limits, rejections and idempotent replays.
+ *
+ * The functions under test are registered in this executable with
+ * LU_FUNCTION and found through lu_fns_here(), the way an embedding
+ * program does it.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "lucent/lucent.h"
+
+/* ---- functions under test --------------------------------------------- */
+
+LU_FUNCTION(Echo, .events = "Echo", LU_ROUND_ROBIN) {
+  lu_out_result(out, data ? cJSON_Duplicate(data, 1) : cJSON_CreateNull());
+  return LU_OK;
+}
+
+LU_FUNCTION(StepA, .events = "A") {
+  lu_out_emit(out, "B", NULL, cJSON_Duplicate(data, 1));
+  lu_out_result(out, cJSON_CreateString("a"));
+  return LU_OK;
+}
+LU_FUNCTION(StepB, .events = "B") {
+  lu_out_emit(out, "C", "c-subject", cJSON_Duplicate(data, 1));
+  lu_out_emit(out, "C", "c-subject", cJSON_Duplicate(data, 1));
+  lu_out_result(out, cJSON_CreateString("b"));
+  return LU_OK;
+}
+LU_FUNCTION(StepC, .events = "C") {
+  lu_out_result(out, cJSON_CreateString("c"));
+  return LU_OK;
+}
+
+LU_FUNCTION(Ping, .events = "Ping") {
+  lu_out_emit(out, "Ping", NULL, NULL);
+  return LU_OK;
+}
+
+/* Fails (retryable) until attempt data.okAt. */
+LU_FUNCTION(Flaky, .events = "Flaky", .max_retries = 3,
+            .retry_backoff_ms = 1) {
+  const cJSON *ok = cJSON_GetObjectItemCaseSensitive(data, "okAt");
+  if ((double)lu_ctx_attempt(ctx) < ok->valuedouble)
+    return lu_out_fail(out, LU_RETRY, "not yet (attempt %u)",
+                       lu_ctx_attempt(ctx));
+  lu_out_result(out, cJSON_CreateNumber(lu_ctx_attempt(ctx)));
+  return LU_OK;
+}
+
+LU_FUNCTION(Broken, .events = "Broken") {
+  return lu_out_fail(out, LU_FAIL, "always broken");
+}
+
+/* Not pure, on purpose: overruns its 1 ms deadline. */
+LU_FUNCTION(Slow, .events = "Slow", .timeout_ms = 1) {
+  struct timespec ts = {0, 5 * 1000 * 1000};
+  nanosleep(&ts, NULL);
+  lu_out_emit(out, "Echo", NULL, NULL); /* must be discarded */
+  return LU_OK;
+}
+
+LU_FUNCTION(Keyed, .events = "Keyed", LU_HASH_BASED("user.id")) {
+  return LU_OK;
+}
+
+LU_FUNCTION(Sticky, .events = "Sticky", LU_STICKY_SESSION("session", 60000)) {
+  return LU_OK;
+}
+
+/* Two candidates: the high-priority one never fits a 1000-millicore shard. */
+LU_FUNCTION(ScoreBig, .events = "Score", .priority = 10, .cpu_millis = 2000) {
+  lu_out_result(out, cJSON_CreateString("big"));
+  return LU_OK;
+}
+LU_FUNCTION(ScoreSmall, .events = "Score", .priority = 1, .cpu_millis = 10) {
+  lu_out_result(out, cJSON_CreateString("small"));
+  return LU_OK;
+}
+
+/* Two fitting candidates of different priority. */
+LU_FUNCTION(RankHigh, .events = "Rank", .priority = 9) { return LU_OK; }
+LU_FUNCTION(RankLow, .events = "Rank", .priority = 2) { return LU_OK; }
+
+/* ---- harness ---------------------------------------------------------- */
+
+typedef struct rec_s {
+  lu_outcome_kind_t kind;
+  int derived;
+  uint64_t line;
+  char id[64], type[64], fn[32], shard[16];
+  unsigned attempts;
+  char reason[256];
+  char *json;
+} rec_t;
+
+typedef struct seen_s {
+  rec_t *r;
+  size_t n, cap;
+} seen_t;
+
+static void on_outcome(void *ud, const lu_outcome_t *o) {
+  seen_t *s = ud;
+  if (s->n == s->cap) {
+    s->cap = s->cap ? s->cap * 2 : 64;
+    s->r = realloc(s->r, s->cap * sizeof *s->r);
+  }
+  rec_t *r = &s->r[s->n++];
+  memset(r, 0, sizeof *r);
+  r->kind = o->kind;
+  r->derived = o->derived;
+  r->line = o->line;
+  r->attempts = o->attempts;
+  snprintf(r->id, sizeof r->id, "%s", o->event_id ? o->event_id : "");
+  snprintf(r->type, sizeof r->type, "%s", o->event_type ? o->event_type : "");
+  snprintf(r->fn, sizeof r->fn, "%s", o->function ? o->function : "");
+  snprintf(r->shard, sizeof r->shard, "%s", o->shard ? o->shard : "");
+  snprintf(r->reason, sizeof r->reason, "%s", o->reason ? o->reason : "");
+  r->json = strdup(o->stored_json);
+}
+
+typedef struct fixture_s {
+  lu_registry_t *reg;
+  lu_manager_t *m;
+  seen_t seen;
+  lu_config_t cfg;
+} fixture_t;
+
+static fixture_t *fx_new(unsigned shards, const char *store) {
+  fixture_t *f = calloc(1, sizeof *f);
+  assert_int_equal(lu_registry_new(&f->reg), 0);
+  const lu_fn_t *const *fns;
+  size_t n = lu_fns_here(&fns);
+  assert_int_equal(n, 14); /* a vanished section would be silent */
+  assert_int_equal(lu_registry_add(f->reg, fns, n, "test"), 0);
+  lu_config_init(&f->cfg);
+  f->cfg.shards = shards;
+  f->cfg.store = store;
+  f->cfg.on_outcome = on_outcome;
+  f->cfg.on_outcome_ud = &f->seen;
+  f->cfg.seed = 42;
+  return f;
+}
+
+static void fx_start(fixture_t *f) {
+  char err[256];
+  assert_int_equal(lu_manager_new(&f->m, &f->cfg, f->reg, err, sizeof err),
+                   0);
+}
+
+static void fx_free(fixture_t *f) {
+  lu_manager_free(f->m);
+  lu_registry_free(f->reg);
+  for (size_t i = 0; i < f->seen.n; i++) free(f->seen.r[i].json);
+  free(f->seen.r);
+  free(f);
+}
+
+static void submitf(fixture_t *f, uint64_t line, const char *fmt, ...) {
+  char buf[4096];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  assert_int_equal(lu_manager_submit_json(f->m, buf, strlen(buf), line), 0);
+}
+
+#define EV(id, type, data)                                               \
+  "{\"specversion\":\"1.0\",\"id\":\"" id "\",\"type\":\"" type          \
+  "\",\"source\":\"test\",\"subject\":\"s-" id "\",\"correlationid\":"   \
+  "\"corr-" id "\",\"tenantid\":\"t1\",\"data\":" data "}"
+
+static const rec_t *find(const fixture_t *f, const char *id, int derived) {
+  for (size_t i = 0; i < f->seen.n; i++)
+    if (!strcmp(f->seen.r[i].id, id) && f->seen.r[i].derived == derived)
+      return &f->seen.r[i];
+  return NULL;
+}
+
+static void assert_balanced(fixture_t *f) {
+  lu_count_t c;
+  uint64_t in;
+  lu_manager_counts(f->m, &c, &in);
+  uint64_t sum = 0;
+  for (int k = 0; k < LU_OUTCOME__COUNT; k++) sum += c.outcomes[k];
+  assert_int_equal(sum, in);
+  size_t inputs = 0;
+  for (size_t i = 0; i < f->seen.n; i++) inputs += !f->seen.r[i].derived;
+  assert_int_equal(inputs, in);
+}
+
+static cJSON *jparse(const char *s) {
+  cJSON *j = cJSON_Parse(s);
+  assert_non_null(j);
+  return j;
+}
+
+static const char *jstr(const cJSON *o, const char *k) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+  return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* ---- tests ------------------------------------------------------------ */
+
+static void test_result_envelope(void **state) {
+  (void)state;
+  fixture_t *f = fx_new(2, ":memory:");
+  fx_start(f);
+  submitf(f, 1, EV("e1", "Echo", "{\"x\":1}"));
+  lu_manager_drain(f->m);
+  const rec_t *r = find(f, "e1", 0);
+  assert_non_null(r);
+  assert_int_equal(r->kind, LU_OUTCOME_COMPLETED);
+  assert_string_equal(r->fn, "Echo");
+  assert_int_equal(r->attempts, 1);
+  assert_int_equal(r->line, 1);
+  cJSON *j = jparse(r->json);
+  assert_string_equal(jstr(j, "type"), "EchoCompleted");
+  assert_string_equal(jstr(j, "subject"), "function-result-corr-e1");
+  assert_string_equal(jstr(j, "causationid"), "e1");
+  assert_string_equal(jstr(j, "correlationid"), "corr-e1");
+  assert_string_equal(jstr(j, "tenantid"), "t1"); /* business context */
+  assert_string_equal(jstr(j, "function"), "Echo");
+  assert_string_equal(jstr(j, "shardid"), r->shard);
+  assert_int_equal(
+      cJSON_GetObjectItem(cJSON_GetObjectItem(j, "data"), "x")->valueint, 1);
+  cJSON_Delete(j);
+  assert_balanced(f);
+  fx_free(f);
+}
+
+static void test_chain_and_counts(void **state) {
+  (void)state;
+  fixture_t *f = fx_new(3, ":memory:");
+  fx_start(f);
+  for (int i = 0; i < 50; i++) {
+    char id[16];
+    snprintf(id, sizeof id, "a%d", i);
+    submitf(f, (uint64_t)i + 1,
+            "{\"specversion\":\"1.0\",\"id\":\"%s\",\"type\":\"A\","
+            "\"source\":\"t\",\"data\":{\"n\":%d}}", id, i);
+  }
+  lu_manager_drain(f->m);
+  lu_count_t c;
+  uint64_t in;
+  lu_manager_counts(f->m, &c, &in);
+  assert_int_equal(in, 50);
+  assert_int_equal(c.outcomes[LU_OUTCOME_COMPLETED], 50);
+  /* Each A emits one B, each B two Cs: 150 emitted events, all done. */
+  assert_int_equal(c.derived[LU_OUTCOME_COMPLETED], 150);
+  assert_balanced(f);
+  /* Stored: 50 A results + 50 B events + 50 B results + 100 C events + 100
+   * C results = 350. */
+  assert_int_equal(lu_store_count(lu_manager_store(f->m)), 350);
+  fx_free(f);
+}
+
+static int count_cb(void *ud, uint64_t seq, const char *json, size_t len) {
+  (void)seq, (void)json, (void)len;
+  (*(int *)ud)++;
+  return 0;
+}
+
+static void test_chain_envelope(void **state) {
+  (void)state;
+  fixture_t *f = fx_new(2, ":memory:");
+  fx_start(f);
+  submitf(f, 1, EV("x1", "A", "{\"k\":1}"));
+  lu_manager_drain(f->m);
+  /* Every event of the chain shares the correlation id. */
+  int n = 0;
+  lu_query_t q = {.correlationid = "corr-x1"};
+  assert_int_equal(lu_store_query(lu_manager_store(f->m), &q, count_cb, &n),
+                   0);
+  assert_int_equal(n, 7);
+  /* The emitted B is caused by x1, carries depth 1 and the tenant. */
+  for (size_t i = 0; i < f->seen.n; i++) {
+    const rec_t *r = &f->seen.r[i];
+    if (strcmp(r->type, "B")) continue;
+    assert_int_equal(r->derived, 1);
+    assert_int_equal(r->kind, LU_OUTCOME_COMPLETED);
+    assert_string_equal(r->fn, "StepB");
+  }
+  fx_free(f);
+}
+
+static void test_depth_limit(void **state) {
+  (void)state;
+  fixture_t *f = fx_new(2, ":memory:");
+  f->cfg.max_depth = 5;
+  fx_start(f);
+  submitf(f, 1, EV("p1", "Ping", "{}"));
+  lu_manager_drain(f->m);
+  lu_count_t c;
+  lu_manager_counts(f->m, &c, NULL);
+  assert_int_equal(c.outcomes[LU_OUTCOME_COMPLETED], 1);
+  assert_int_equal(c.derived[LU_OUTCOME_COMPLETED], 5);
+  assert_int_equal(c.derived[LU_OUTCOME_DEAD_LETTERED], 1);
+  int found = 0;
+  for (size_t i = 0; i < f->seen.n; i++)
+    if (f->seen.r[i].kind == LU_OUTCOME_DEAD_LETTERED) {
+      assert_non_null(strstr(f->seen.r[i].reason, "causation depth"));
+      found = 1;
+    }
+  assert_true(found);
+  fx_free(f);
+}
+
+static void test_retries(void **state) {
+  (void)state;
+  fixture_t *f = fx_new(1, ":memory:");
+  fx_start(f);
+  submitf(f, 1, EV("f2", "Flaky", "{\"okAt\":3}"));
+  submitf(f, 2, EV("f9", "Flaky", "{\"okAt\":9}"));
+  lu_manager_drain(f->m);
+  const rec_t *ok = find(f, "f2", 0), *bad = find(f, "f9", 0);
+  assert_int_equal(ok->kind, LU_OUTCOME_COMPLETED);
+  assert_int_equal(ok->attempts, 3);
+  assert_int_equal(bad->kind, LU_OUTCOME_FAILED);
+  assert_int_equal(bad->attempts, 4); /* 1 + max_retries 3 */
+  cJSON *j = jparse(bad->json);
+  assert_string_equal(jstr(j, "type"), "FlakyFailed");
+  const cJSON *d = cJSON_GetObjectItem(j, "data");
+  assert_int_equal(cJSON_GetObjectItem(d, "attempts")->valueint, 4);
+  assert_non_null(strstr(jstr(d, "reason"), "not yet"));
+  cJSON_Delete(j);
+  lu_fn_stats_t st;
+  for (size_t i = 0; i < lu_registry_count(f->reg); i++) {
+    lu_manager_fn_stats(f->m, i, &st);
+    if (!strcmp(st.name, "Flaky")) break;
+  }
+  assert_int_equal(st.executions, 7);
+  assert_int_equal(st.retries, 5);
+  assert_balanced(f);
+  fx_free(f);
+}
+
+static void test_timeout_discards_output(void **state) {
+  (void)state;
+  fixture_t *f = fx_new(1, ":memory:");
+  fx_start(f);
+  submitf(f, 1, EV("s1", "Slow", "{}"));
+  lu_manager_drain(f->m);
+  const rec_t *r = find(f, "s1", 0);
+  assert_int_equal(r->kind, LU_OUTCOME_FAILED);
+  assert_non_null(strstr(r->reason, "timed out"));
+  lu_count_t c;
+  lu_manager_counts(f->m, &c, NULL);
+  for (int k = 0; k < LU_OUTCOME__COUNT; k++) assert_int_equal(c.derived[k], 0);
+  fx_free(f);
+}
+
+static void test_breaker_opens(void **state) {
+  (void)state;
+  fixture_t *f = fx_new(1, ":memory:");
+  f->cfg.breaker_failures = 3;
+  f->cfg.breaker_cooldown_ms = 600000;
+  fx_start(f);
+  for (int i = 0; i < 10; i++) {
+    char buf[256];
+    snprintf(buf, sizeof buf,
+             "{\"specversion\":\"1.0\",\"id\":\"b%d\",\"type\":\"Broken\","
+             "\"source\":\"t\"}", i);
+    lu_manager_submit_json(f->m, buf, strlen(buf), 0);
+    lu_manager_drain(f->m); /* one at a time: the breaker sees each */
+  }
+  lu_count_t c;
+  lu_manager_counts(f->m, &c, NULL);
+  assert_int_equal(c.outcomes[LU_OUTCOME_FAILED], 3);
+  assert_int_equal(c.outcomes[LU_OUTCOME_DEAD_LETTERED], 7);
+  const rec_t *r = find(f, "b9", 0);
+  assert_non_null(strstr(r->reason, "circuit breaker open"));
+  lu_fn_stats_t st;
+  for (size_t i = 0; i < lu_registry_count(f->reg); i++) {
+    lu_manager_fn_stats(f->m, i, &st);
+    if (!strcmp(st.name, "Broken")) break;
+  }
+  assert_true(st.breaker_open);
+  assert_int_equal(st.executions, 3);
+  fx_free(f);
+}
+
+static void test_hash_agreement(void **state) {
+  (void)state;
+  fixture_t *f = fx_new(4, ":memory:");
+  fx_start(f);
+  for (int i = 0; i < 400; i++)
+    submitf(f, 0,
+            "{\"specversion\":\"1.0\",\"id\":\"k%d\",\"type\":\"Keyed\","
+            "\"source\":\"t\",\"data\":{\"user\":{\"id\":\"u%d\"}}}", i,
+            i % 20);
+  lu_manager_drain(f->m);
+  char owner[20][16] = {{0}};
+  int used[4] = {0};
+  for (size_t i = 0; i < f->seen.n; i++) {
+    const rec_t *r = &f->seen.r[i];
+    int k = atoi(r->id + 1) % 20;
+    if (!owner[k][0]) snprintf(owner[k], sizeof owner[k], "%s", r->shard);
+    assert_string_equal(owner[k], r->shard);
+    used[r->shard[6] - '0'] = 1;
+  }
+  assert_int_equal(used[0] + used[1] + used[2] + used[3] >= 3, 1);
+  fx_free(f);
+}
+
+static void test_sticky_agreement(void **state) {
+  (void)state;
+  fixture_t *f = fx_new(3, ":memory:");
+  fx_start(f);
+  for (int i = 0; i < 300; i++)
+    submitf(f, 0,
+            "{\"specversion\":\"1.0\",\"id\":\"t%d\",\"type\":\"Sticky\","
+            "\"source\":\"t\",\"data\":{\"session\":\"sess-%d\"}}", i,
+            i % 10);
+  lu_manager_drain(f->m);
+  char owner[10][16] = {{0}};
+  for (size_t i = 0; i < f->seen.n; i++) {
+    const rec_t *r = &f->seen.r[i];
+    int k = atoi(r->id + 1) % 10;
+    if (!owner[k][0]) snprintf(owner[k], sizeof owner[k], "%s", r->shard);
+    assert_string_equal(owner[k], r->shard);
+  }
+  fx_free(f);
+}
+
+static void test_round_robin_spreads(void **state) {
+  (void)state;
+  fixture_t *f = fx_new(4, ":memory:");
+  fx_start(f);
+  for (int i = 0; i < 400; i++)
+    submitf(f, 0,
+            "{\"specversion\":\"1.0\",\"id\":\"r%d\",\"type\":\"Echo\","
+            "\"source\":\"t\"}", i);
+  lu_manager_drain(f->m);
+  for (unsigned i = 0; i < 4; i++) {
+    lu_shard_stats_t s;
+    lu_manager_shard_stats(f->m, i, &s);
+    assert_int_equal(s.routed, 100);
+    assert_int_equal(s.count.outcomes[LU_OUTCOME_COMPLETED], 100);
+  }
+  fx_free(f);
+}
+
+static void test_selection(void **state) {
+  (void)state;
+  fixture_t *f = fx_new(1, ":memory:");
+  fx_start(f);
+  submitf(f, 1, EV("sc", "Score", "{}"));
+  submitf(f, 2, EV("rk", "Rank", "{}"));
+  lu_manager_drain(f->m);
+  assert_string_equal(find(f, "sc", 0)->fn, "ScoreSmall"); /* Big can't fit */
+  assert_string_equal(find(f, "rk", 0)->fn, "RankHigh");
+  fx_free(f);
+
+  /* With a shard big enough, priority wins again. */
+  f = fx_new(1, ":memory:");
+  f->cfg.shard_cpu_millis = 4000;
+  fx_start(f);
+  submitf(f, 1, EV("sc", "Score", "{}"));
+  lu_manager_drain(f->m);
+  assert_string_equal(find(f, "sc", 0)->fn, "ScoreBig");
+  fx_free(f);
+}
+
+static void explain_cb(void *ud, const char *line) {
+  if (strstr(line, "chosen=ScoreSmall") && strstr(line, "ScoreBig"))
+    (*(int *)ud)++;
+}
+
+static void test_explain(void **state) {
+  (void)state;
+  fixture_t *f = fx_new(1, ":memory:");
+  int hits = 0;
+  f->cfg.on_explain = explain_cb;
+  f->cfg.on_explain_ud = &hits;
+  fx_start(f);
+  submitf(f, 1, EV("sc", "Score", "{}"));
+  lu_manager_drain(f->m);
+  assert_int_equal(hits, 1);
+  fx_free(f);
+}
+
+static void test_rejections(void **state) {
+  (void)state;
+  fixture_t *f = fx_new(2, ":memory:");
+  f->cfg.max_event_bytes = 256;
+  fx_start(f);
+  const char *bad[] = {
+      "{\"id\":\"x\",\"type\":",                          /* malformed */
+      "{\"specversion\":\"1.0\",\"id\":\"m1\",\"source\":\"t\"}", /* no type */
+      "[1,2,3]",                                          /* not an object */
+      "{\"specversion\":\"1.0\",\"id\":\"k1\",\"type\":\"Keyed\","
+      "\"source\":\"t\",\"data\":{}}",                    /* no hash key */
+  };
+  for (size_t i = 0; i < 4; i++)
+    lu_manager_submit_json(f->m, bad[i], strlen(bad[i]), i + 1);
+  char big[600];
+  memset(big, 'x', sizeof big);
+  lu_manager_submit_json(f->m, big, sizeof big, 5);
+  submitf(f, 6, EV("nf", "NobodyHandlesThis", "{}"));
+  lu_manager_drain(f->m);
+  lu_count_t c;
+  uint64_t in;
+  lu_manager_counts(f->m, &c, &in);
+  assert_int_equal(in, 6);
+  assert_int_equal(c.outcomes[LU_OUTCOME_REJECTED], 5);
+  assert_int_equal(c.outcomes[LU_OUTCOME_DEAD_LETTERED], 1);
+  const char *want[] = {"malformed JSON", "missing required attribute 'type'",
+                        "must be a JSON object", "hash key 'user.id'",
+                        "exceeds the limit"};
+  for (size_t i = 0; i < f->seen.n; i++) {
+    const rec_t *r = &f->seen.r[i];
+    if (r->kind != LU_OUTCOME_REJECTED) continue;
+    assert_true(r->line >= 1 && r->line <= 5);
+    assert_non_null(strstr(r->reason, want[r->line - 1]));
+    /* The stored event keeps the reason, the line and the raw input. */
+    cJSON *j = jparse(r->json);
+    assert_string_equal(jstr(j, "type"), "lucent.Rejected");
+    const cJSON *d = cJSON_GetObjectItem(j, "data");
+    assert_int_equal(cJSON_GetObjectItem(d, "line")->valueint, (int)r->line);
+    assert_non_null(jstr(d, "raw"));
+    if (r->line <= 4) assert_string_equal(jstr(d, "raw"), bad[r->line - 1]);
+    cJSON_Delete(j);
+  }
+  const rec_t *dl = find(f, "nf", 0);
+  assert_int_equal(dl->kind, LU_OUTCOME_DEAD_LETTERED);
+  assert_non_null(strstr(dl->reason, "NobodyHandlesThis"));
+  assert_balanced(f);
+  fx_free(f);
+}
+
+static void test_idempotent_replay(void **state) {
+  (void)state;
+  char path[512];
+  const char *tmp = getenv("LUCENT_TEST_TMP");
+  snprintf(path, sizeof path, "%s/replay-%d.db", tmp ? tmp : "/tmp",
+           (int)getpid());
+  unlink(path);
+  int64_t counts[2];
+  for (int round = 0; round < 2; round++) {
+    fixture_t *f = fx_new(3, path);
+    fx_start(f);
+    for (int i = 0; i < 100; i++)
+      submitf(f, (uint64_t)i + 1,
+              "{\"specversion\":\"1.0\",\"id\":\"rp%d\",\"type\":\"%s\","
+              "\"source\":\"t\",\"data\":{\"okAt\":1}}", i,
+              i % 3 == 0 ? "A" : i % 3 == 1 ? "Flaky" : "Unknown");
+    lu_manager_submit_json(f->m, "{oops", 5, 101);
+    lu_manager_drain(f->m);
+    counts[round] = lu_store_count(lu_manager_store(f->m));
+    fx_free(f);
+  }
+  assert_true(counts[0] > 100);
+  assert_int_equal(counts[0], counts[1]);
+  unlink(path);
+}
+
+static void test_bad_config(void **state) {
+  (void)state;
+  lu_registry_t *reg;
+  lu_registry_new(&reg);
+  lu_config_t cfg;
+  lu_config_init(&cfg);
+  lu_manager_t *m = (lu_manager_t *)1;
+  char err[256];
+  cfg.shards = 0;
+  assert_int_equal(lu_manager_new(&m, &cfg, reg, err, sizeof err), LU_EINVAL);
+  assert_null(m);
+  assert_non_null(strstr(err, "shards"));
+  lu_config_init(&cfg);
+  cfg.store = "/proc/no/such/dir/x.db";
+  assert_int_equal(lu_manager_new(&m, &cfg, reg, err, sizeof err),
+                   LU_ESTORE);
+  assert_non_null(strstr(err, "/proc/no/such/dir/x.db"));
+  lu_registry_free(reg);
+}
+
+static void test_submit_built_event(void **state) {
+  (void)state;
+  fixture_t *f = fx_new(1, ":memory:");
+  fx_start(f);
+  lu_event_t *ev;
+  assert_int_equal(lu_event_new(&ev, "Echo", "test", "subj",
+                                cJSON_CreateString("hi")), 0);
+  assert_int_equal(lu_event_set(ev, "id", "built-1"), 0);
+  assert_int_equal(lu_manager_submit(f->m, ev), 0);
+  lu_manager_drain(f->m);
+  const rec_t *r = find(f, "built-1", 0);
+  assert_non_null(r);
+  assert_int_equal(r->kind, LU_OUTCOME_COMPLETED);
+  assert_non_null(strstr(r->json, "\"data\":\"hi\""));
+  fx_free(f);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_result_envelope),
+      cmocka_unit_test(test_chain_and_counts),
+      cmocka_unit_test(test_chain_envelope),
+      cmocka_unit_test(test_depth_limit),
+      cmocka_unit_test(test_retries),
+      cmocka_unit_test(test_timeout_discards_output),
+      cmocka_unit_test(test_breaker_opens),
+      cmocka_unit_test(test_hash_agreement),
+      cmocka_unit_test(test_sticky_agreement),
+      cmocka_unit_test(test_round_robin_spreads),
+      cmocka_unit_test(test_selection),
+      cmocka_unit_test(test_explain),
+      cmocka_unit_test(test_rejections),
+      cmocka_unit_test(test_idempotent_replay),
+      cmocka_unit_test(test_bad_config),
+      cmocka_unit_test(test_submit_built_event),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
