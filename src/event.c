@@ -121,10 +121,10 @@ int lu_event_parse(lu_event_t **out, const char *json, size_t len, char *err,
     if (err) {
       if (len == 0 || strspn(raw, " \t\r\n") == len)
         lu__fmt(err, errlen, "malformed JSON: empty input");
-      else if (off >= len)
+      else if (off + 1 >= len) /* cJSON stops on the last byte */
         lu__fmt(err, errlen,
-                "malformed JSON at line %zu column %zu: unexpected end of "
-                "input", line, col);
+                "malformed JSON at line %zu column %zu: incomplete input "
+                "(unexpected end)", line, col);
       else
         lu__fmt(err, errlen,
                 "malformed JSON at line %zu column %zu near '%.16s'", line,

@@ -76,8 +76,9 @@ int lu__event_is_core_attr(const char *name);
 const cJSON *lu__json_path(const cJSON *root, const char *path);
 
 /** The routing key text of a JSON value: strings as-is, numbers as %.17g,
- *  true/false.  Writes to buf (cap bytes) when it must format.  Returns 0
- *  and sets *key and *len, or LU_EINVAL for null, objects and arrays. */
+ *  true/false.  Writes to buf (cap bytes, >= 32) when it must format.
+ *  Returns 0 and sets *key and *len, LU_EINVAL for null, objects and
+ *  arrays, LU_E2BIG when buf is too small. */
 int lu__key_text(const cJSON *v, char *buf, size_t cap, const char **key,
                  size_t *len);
 
@@ -93,12 +94,13 @@ unsigned lu__rendezvous(uint64_t keyhash, const uint64_t *seeds, unsigned n);
 void lu__rendezvous_order(uint64_t keyhash, const uint64_t *seeds,
                           unsigned n, unsigned *order);
 /** Consistent hashing with bounded loads: the first shard in rendezvous
- *  order whose load + 1 <= c * (total + 1) / n; c <= 1 means unbounded
+ *  order whose load + 1 <= ceil(c * (total + 1) / n); c <= 1 means unbounded
  *  (plain owner).  loads[i] is shard i's current load. */
 unsigned lu__rendezvous_bounded(uint64_t keyhash, const uint64_t *seeds,
                                 unsigned n, const uint64_t *loads, double c);
 /** Power of two choices: two distinct random shards, the less loaded wins
- *  (ties to the lower index).  n == 1 gives 0. */
+ *  (ties to the first draw, so equal loads spread uniformly).  n == 1
+ *  gives 0. */
 unsigned lu__two_choices(const uint64_t *loads, unsigned n, uint64_t *rng);
 
 /** Sticky-session table (DESIGN.md decision 7, embedded flavour): thread

@@ -571,6 +571,16 @@ static int event_key(const lu_fnent_t *fe, const lu_event_t *ev, char *kbuf,
   return 0;
 }
 
+/* The sessions table key: the field path plus the key's hash, so functions
+ * sticky on the same field share bindings (a customer's session is one
+ * session) while equal values of different fields do not. */
+static size_t session_key(const lu_fnent_t *fe, const char *key, size_t klen,
+                          char *buf, size_t cap) {
+  int n = snprintf(buf, cap, "%s\x1f%016llx", fe->fn->key,
+                   (unsigned long long)lu__key_hash(key, klen));
+  return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
+}
+
 static int route(lu_manager_t *m, const lu_event_t *ev, unsigned *target,
                  char *why, size_t wcap) {
   if (ev->depth > m->cfg.max_depth) {
@@ -624,7 +634,9 @@ static int route(lu_manager_t *m, const lu_event_t *ev, unsigned *target,
       if (event_key(fe, ev, kbuf, sizeof kbuf, &key, &klen, why, wcap))
         return ROUTE_REJECT;
       uint64_t now_ms = lu__now_ns() / 1000000u;
-      *target = lu__sessions_bind(m->sessions, key, klen, least_loaded(m),
+      char sk[320];
+      size_t sl = session_key(fe, key, klen, sk, sizeof sk);
+      *target = lu__sessions_bind(m->sessions, sk, sl, least_loaded(m),
                                   fe->ttl_ms, now_ms, NULL, NULL);
       return ROUTE_OK;
     }
@@ -829,7 +841,9 @@ static double affinity(shard_t *s, const lu_fnent_t *fe, const lu_event_t *ev) {
     unsigned b;
     if (event_key(fe, ev, kbuf, sizeof kbuf, &key, &klen, why, sizeof why))
       return 0;
-    if (lu__sessions_lookup(m->sessions, key, klen, lu__now_ns() / 1000000u,
+    char sk[320];
+    size_t sl = session_key(fe, key, klen, sk, sizeof sk);
+    if (lu__sessions_lookup(m->sessions, sk, sl, lu__now_ns() / 1000000u,
                             &b))
       return 0.5;
     return b == s->idx ? 1.0 : 0.0;

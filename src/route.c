@@ -265,8 +265,9 @@ unsigned lu__two_choices(const uint64_t *loads, unsigned n, uint64_t *rng) {
   unsigned a = rand_below(rng, n);
   unsigned b = rand_below(rng, n - 1);
   if (b >= a) b++; /* distinct from a, uniform over the other n - 1 */
-  if (loads[a] != loads[b]) return loads[a] < loads[b] ? a : b;
-  return a < b ? a : b;
+  /* Ties go to the first draw, which is uniform: "ties to the lower index"
+   * would starve the highest shards whenever loads are equal (idle). */
+  return loads[b] < loads[a] ? b : a;
 }
 
 /* ---- sticky sessions -------------------------------------------------- */
