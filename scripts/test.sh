@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# test.sh - builds and runs every test, three times:
+#   1. gcc, -Werror: unit + integration tests (CTest);
+#   2. clang, -Werror, AddressSanitizer + UndefinedBehaviorSanitizer;
+#   3. gcc, ThreadSanitizer: the same suite (shards are threads).
+# Tests that need nats-server start their own on a free loopback port.
+# Set LUCENT_TEST_ONLY=plain|asan|tsan to run one pass.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/deps.sh
+jobs=$(nproc)
+pass() {
+  local name=$1 cc=$2; shift 2
+  [ -z "${LUCENT_TEST_ONLY:-}" ] || [ "$LUCENT_TEST_ONLY" = "$name" ] || return 0
+  echo "=== $name ($cc $*)"
+  cmake -S . -B "build-test-$name" -DCMAKE_C_COMPILER="$cc" \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLUCENT_WERROR=ON "$@" >/dev/null
+  if ! cmake --build "build-test-$name" -j"$jobs" > "build-test-$name.log" 2>&1; then
+    cat "build-test-$name.log"; echo "build failed ($name)"; exit 1
+  fi
+  (cd "build-test-$name" && ctest --output-on-failure -j"$jobs")
+}
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+pass plain gcc
+pass asan clang -DLUCENT_ASAN=ON
+pass tsan gcc -DLUCENT_TSAN=ON
+echo "all test passes succeeded"
