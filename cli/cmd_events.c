@@ -1,0 +1,154 @@
+/*
+ * cmd_events.c - `lucent events --store FILE.db [filters]`: prints stored
+ * events as JSON Lines (each event's stored JSON, one per line, in store
+ * order).  Opens the store read-only, so it can run next to a `lucent run`
+ * that is writing the same file (WAL: readers never block the writer).
+ *
+ * Exit codes: 0 ok (also when nothing matches), 1 runtime error (store
+ * missing or unreadable, output error), 2 usage error.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "lucent/lucent.h"
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: lucent events --store FILE.db [--type T] [--subject S]\n"
+          "                     [--correlation ID] [--after SEQ] [--limit N]\n"
+          "  Prints the stored events that match every given filter as JSON\n"
+          "  Lines (the stored event, one per line), in store order.\n"
+          "    --store FILE.db     the event store written by `lucent run`\n"
+          "    --type T            only events of type T\n"
+          "    --subject S         only events whose subject is S\n"
+          "    --correlation ID    only events with correlationid ID\n"
+          "    --after SEQ         only events stored after sequence SEQ\n"
+          "    --limit N           at most N events\n");
+}
+
+/* A whole non-negative decimal number ("12"; not "", "-1", "1x", "+1"). */
+static int parse_u64(const char *s, uint64_t *out) {
+  if (!s || *s < '0' || *s > '9') return -1;
+  char *end;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno || *end) return -1;
+  *out = (uint64_t)v;
+  return 0;
+}
+
+typedef struct out_s {
+  int werr; /* errno of a failed write, or 0 */
+} out_t;
+
+static int print_row(void *ud, uint64_t seq, const char *json, size_t len) {
+  out_t *o = ud;
+  (void)seq;
+  /* One event per line: a trailing newline in the stored text would make
+   * an empty line. */
+  while (len && (json[len - 1] == '\n' || json[len - 1] == '\r')) len--;
+  if (fwrite(json, 1, len, stdout) != len || putchar('\n') == EOF) {
+    o->werr = errno ? errno : EIO;
+    return 1; /* stop */
+  }
+  return 0;
+}
+
+int cmd_events(int argc, char **argv) {
+  static const struct option opts[] = {
+      {"store", required_argument, 0, 's'},
+      {"type", required_argument, 0, 't'},
+      {"subject", required_argument, 0, 'S'},
+      {"correlation", required_argument, 0, 'c'},
+      {"after", required_argument, 0, 'a'},
+      {"limit", required_argument, 0, 'l'},
+      {"help", no_argument, 0, 'h'},
+      {0, 0, 0, 0}};
+  /* Outputs can be millions of lines: write them in large blocks.  Static,
+   * so that it outlives the final flush at exit. */
+  static char outbuf[1 << 20];
+  setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
+
+  const char *store = NULL;
+  lu_query_t q = {0};
+  uint64_t v;
+  int c;
+  optind = 1;
+  opterr = 0; /* our own messages, with the "lucent: " prefix */
+  while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+    switch (c) {
+      case 's': store = optarg; break;
+      case 't': q.type = optarg; break;
+      case 'S': q.subject = optarg; break;
+      case 'c': q.correlationid = optarg; break;
+      case 'a':
+        if (parse_u64(optarg, &v)) {
+          cli_error("--after must be a sequence number (0 or more), not '%s'",
+                    optarg);
+          usage(stderr);
+          return 2;
+        }
+        q.after_seq = v;
+        break;
+      case 'l':
+        if (parse_u64(optarg, &v) || v == 0 || v > SIZE_MAX) {
+          cli_error("--limit must be a positive integer, not '%s'", optarg);
+          usage(stderr);
+          return 2;
+        }
+        q.limit = (size_t)v;
+        break;
+      case 'h': usage(stdout); return 0;
+      case ':':
+        cli_error("option '%s' needs a value", argv[optind - 1]);
+        usage(stderr);
+        return 2;
+      default: {
+        const char *a = argv[optind - 1];
+        if (optopt && strncmp(a, "--", 2) != 0)
+          cli_error("unknown option '-%c'", optopt);
+        else
+          cli_error("unknown option '%s'", a);
+        usage(stderr);
+        return 2;
+      }
+    }
+  }
+  if (optind < argc) {
+    cli_error("unexpected argument '%s'", argv[optind]);
+    usage(stderr);
+    return 2;
+  }
+  if (!store) {
+    cli_error("--store is required");
+    usage(stderr);
+    return 2;
+  }
+
+  lu_store_t *st = NULL;
+  char err[1024];
+  if (lu_store_open_readonly(&st, store, err, sizeof err) != 0) {
+    cli_error("%s", err); /* "cannot open store FILE: reason" */
+    return 1;
+  }
+  out_t o = {0};
+  errno = 0;
+  int rc = lu_store_query(st, &q, print_row, &o);
+  int ret = 0;
+  if (rc < 0) {
+    cli_error("%s", lu_store_errmsg(st));
+    ret = 1;
+  }
+  lu_store_close(st);
+  if (fflush(stdout) == EOF && !o.werr) o.werr = errno ? errno : EIO;
+  if (o.werr) {
+    cli_error("cannot write to stdout: %s", strerror(o.werr));
+    ret = 1;
+  }
+  return ret;
+}
