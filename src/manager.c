@@ -70,8 +70,9 @@ typedef struct unit_s {
   const lu_fnent_t *fn;
   size_t ev_id, ev_type, reason; /* offsets in text */
   lu_buf_t text;
-  urec_t rec[1 + LU_MAX_EMIT];
-  size_t nrec;
+  urec_t *rec;          /* inline1 or heap when a function emitted */
+  size_t nrec, caprec;
+  urec_t inline1[2];
 } unit_t;
 
 typedef struct fnstate_s {
@@ -91,8 +92,10 @@ typedef struct shard_s {
   pthread_mutex_t lock;
   pthread_cond_t wake, space;
   item_t *in_head, *in_tail, *fw_head, *fw_tail;
-  size_t in_n;
+  size_t in_n, fw_n;
   int stop;
+  int idle;    /* the shard thread waits on `wake`: signal it */
+  int blocked; /* producers waiting on `space` */
   _Atomic uint64_t load; /* queued + executing + waiting to retry */
   /* shard thread only */
   item_t **heap;
@@ -130,6 +133,7 @@ struct lu_manager_s {
   unit_t *uhead, *utail;
   size_t un;
   int sstop;
+  int sidle, sblocked; /* store thread waiting; producers waiting */
   pthread_t sthread;
 
   pthread_mutex_t plock; /* pending */
@@ -140,7 +144,7 @@ struct lu_manager_s {
   lu_count_t total;
   lu_count_t *per_shard; /* n + 1: the last is intake */
   uint64_t events_in;
-  uint64_t store_errors;
+  uint64_t store_errors, store_batches, store_records;
   fnglobal_t *fng;
 
   pthread_mutex_t rng_lock;
@@ -203,12 +207,15 @@ static unit_t *unit_new(lu_outcome_kind_t kind, int derived, int shard,
   u->line = line;
   u->t_submit = t_submit;
   u->ev_id = u->ev_type = u->reason = NOFF;
+  u->rec = u->inline1;
+  u->caprec = sizeof u->inline1 / sizeof *u->inline1;
   return u;
 }
 
 static void unit_free(unit_t *u) {
   if (!u) return;
   lu__buf_free(&u->text);
+  if (u->rec != u->inline1) free(u->rec);
   free(u);
 }
 
@@ -258,6 +265,18 @@ typedef struct evhead_s {
 static void add_record(unit_t *u, const evhead_t *h, const char *data_json,
                        size_t data_len) {
   lu_buf_t *b = &u->text;
+  if (u->nrec == u->caprec) {
+    size_t cap = u->caprec * 4;
+    urec_t *p = u->rec == u->inline1 ? malloc(cap * sizeof *p)
+                                     : realloc(u->rec, cap * sizeof *p);
+    if (!p) {
+      fprintf(stderr, "lucent: out of memory recording an outcome\n");
+      abort();
+    }
+    if (u->rec == u->inline1) memcpy(p, u->inline1, sizeof u->inline1);
+    u->rec = p;
+    u->caprec = cap;
+  }
   urec_t *r = &u->rec[u->nrec++];
   char tbuf[32];
   lu__rfc3339(lu__wall_ms(), tbuf);
@@ -325,13 +344,18 @@ static const char *print_json(shard_t *s, const cJSON *v, size_t *len) {
 
 static void store_push(lu_manager_t *m, unit_t *u) {
   pthread_mutex_lock(&m->slock);
-  while (m->un >= STORE_QUEUE_MAX && !m->sstop)
+  while (m->un >= STORE_QUEUE_MAX && !m->sstop) {
+    m->sblocked++;
     pthread_cond_wait(&m->sspace, &m->slock);
+    m->sblocked--;
+  }
   if (m->utail) m->utail->next = u;
   else m->uhead = u;
   m->utail = u;
   m->un++;
-  pthread_cond_signal(&m->swake);
+  /* Wake the store thread only when it sleeps: a signal per event is a
+   * futex call per event, and the store is the one thread everyone feeds. */
+  if (m->sidle) pthread_cond_signal(&m->swake);
   pthread_mutex_unlock(&m->slock);
 }
 
@@ -360,7 +384,11 @@ static void *store_main(void *arg) {
   if (!recs || !units) abort();
   for (;;) {
     pthread_mutex_lock(&m->slock);
-    while (!m->uhead && !m->sstop) pthread_cond_wait(&m->swake, &m->slock);
+    while (!m->uhead && !m->sstop) {
+      m->sidle = 1;
+      pthread_cond_wait(&m->swake, &m->slock);
+      m->sidle = 0;
+    }
     if (!m->uhead && m->sstop) {
       pthread_mutex_unlock(&m->slock);
       break;
@@ -374,7 +402,7 @@ static void *store_main(void *arg) {
       units[nu++] = u;
       nr += u->nrec;
     }
-    pthread_cond_broadcast(&m->sspace);
+    if (m->sblocked) pthread_cond_broadcast(&m->sspace);
     pthread_mutex_unlock(&m->slock);
 
     nr = 0;
@@ -414,6 +442,8 @@ static void *store_main(void *arg) {
       fprintf(stderr, "lucent: event store: %s (%zu events not stored)\n",
               lu_store_errmsg(m->store), nr);
     }
+    m->store_batches++;
+    m->store_records += nr;
     for (size_t i = 0; i < nu; i++) account(m, units[i], now);
     pthread_mutex_unlock(&m->stats_lock);
 
@@ -654,15 +684,19 @@ static void enqueue(shard_t *t, item_t *it, int forwarded) {
     if (t->fw_tail) t->fw_tail->next = it;
     else t->fw_head = it;
     t->fw_tail = it;
+    t->fw_n++;
   } else {
-    while (t->in_n >= t->m->cfg.queue_capacity && !t->stop)
+    while (t->in_n >= t->m->cfg.queue_capacity && !t->stop) {
+      t->blocked++;
       pthread_cond_wait(&t->space, &t->lock);
+      t->blocked--;
+    }
     if (t->in_tail) t->in_tail->next = it;
     else t->in_head = it;
     t->in_tail = it;
     t->in_n++;
   }
-  pthread_cond_signal(&t->wake);
+  if (t->idle) pthread_cond_signal(&t->wake);
   pthread_mutex_unlock(&t->lock);
 }
 
@@ -1122,9 +1156,13 @@ static void *shard_main(void *arg) {
                           (uint64_t)ts.tv_nsec + (due - now);
         ts.tv_sec = (time_t)(abs_ns / 1000000000u);
         ts.tv_nsec = (long)(abs_ns % 1000000000u);
+        s->idle = 1;
         pthread_cond_timedwait(&s->wake, &s->lock, &ts);
+        s->idle = 0;
       } else {
+        s->idle = 1;
         pthread_cond_wait(&s->wake, &s->lock);
+        s->idle = 0;
       }
     }
     if (s->stop && !s->fw_head && !s->in_head && !s->nheap) {
@@ -1133,6 +1171,7 @@ static void *shard_main(void *arg) {
     }
     item_t *fw = s->fw_head;
     s->fw_head = s->fw_tail = NULL;
+    s->fw_n = 0;
     item_t *in = s->in_head, *in_last = NULL;
     size_t k = 0;
     for (item_t *p = in; p && k < INTAKE_BATCH; p = p->next) in_last = p, k++;
@@ -1141,7 +1180,7 @@ static void *shard_main(void *arg) {
       if (!s->in_head) s->in_tail = NULL;
       in_last->next = NULL;
       s->in_n -= k;
-      pthread_cond_broadcast(&s->space);
+      if (s->blocked) pthread_cond_broadcast(&s->space);
     } else {
       in = NULL;
     }
@@ -1304,6 +1343,10 @@ void lu_manager_free(lu_manager_t *m) {
     pthread_mutex_destroy(&m->stats_lock);
     pthread_mutex_destroy(&m->rng_lock);
   }
+  if (getenv("LUCENT_DEBUG_STORE"))
+    fprintf(stderr, "store: %llu batches, %llu records\n",
+            (unsigned long long)m->store_batches,
+            (unsigned long long)m->store_records);
   lu_store_close(m->store);
   lu__sessions_free(m->sessions);
   free(m->shards);
@@ -1387,3 +1430,42 @@ uint64_t lu_manager_store_errors(const lu_manager_t *cm) {
 }
 
 lu_store_t *lu_manager_store(lu_manager_t *m) { return m ? m->store : NULL; }
+
+/* ---- for metrics.c (internal) ----------------------------------------- */
+
+void lu__manager_fn_hists(const lu_manager_t *cm, size_t i, lu_hist_t *exec,
+                          lu_hist_t *e2e) {
+  lu_manager_t *m = (lu_manager_t *)cm;
+  memset(exec, 0, sizeof *exec);
+  memset(e2e, 0, sizeof *e2e);
+  if (i >= lu_registry_count(m->reg)) return;
+  for (unsigned k = 0; k < m->n; k++) {
+    shard_t *s = &m->shards[k];
+    pthread_mutex_lock(&s->stats_lock);
+    lu__hist_merge(exec, &s->fns[i].exec);
+    pthread_mutex_unlock(&s->stats_lock);
+  }
+  pthread_mutex_lock(&m->stats_lock);
+  lu__hist_merge(e2e, &m->fng[i].e2e);
+  pthread_mutex_unlock(&m->stats_lock);
+}
+
+int lu__manager_breaker_open(const lu_manager_t *m, size_t i, unsigned k) {
+  if (k >= m->n || i >= lu_registry_count(m->reg)) return 0;
+  return atomic_load_explicit(&m->shards[k].fns[i].breaker_open,
+                              memory_order_relaxed);
+}
+
+size_t lu__manager_queue_depth(const lu_manager_t *cm, unsigned k) {
+  lu_manager_t *m = (lu_manager_t *)cm;
+  if (k >= m->n) return 0;
+  shard_t *s = &m->shards[k];
+  pthread_mutex_lock(&s->lock);
+  size_t d = s->in_n + s->fw_n;
+  pthread_mutex_unlock(&s->lock);
+  return d;
+}
+
+const lu_registry_t *lu__manager_registry(const lu_manager_t *m) {
+  return m->reg;
+}
