@@ -247,4 +247,19 @@ struct lu_out_s {
 
 /** Frees what a previous call left in out and empties it. */
 void lu__out_reset(lu_out_t *out);
+/* ---- manager.c: views for metrics and health (internal) --------------- */
+
+/** Execution-latency and end-to-end histograms of function i (registry
+ *  order), merged over shards.  Thread safe. */
+void lu__manager_fn_hists(const lu_manager_t *m, size_t i, lu_hist_t *exec,
+                          lu_hist_t *e2e);
+/** Is function i's breaker open on shard k now?  Thread safe. */
+int lu__manager_breaker_open(const lu_manager_t *m, size_t i, unsigned k);
+/** Events waiting in shard k's queues (intake + forwarded).  Thread safe. */
+size_t lu__manager_queue_depth(const lu_manager_t *m, unsigned k);
+const lu_registry_t *lu__manager_registry(const lu_manager_t *m);
+/** Store batches committed, records appended, batches lost.  Thread safe. */
+void lu__manager_store_stats(const lu_manager_t *m, uint64_t *batches,
+                             uint64_t *records, uint64_t *errors);
+
 #endif /* LUCENT_INTERNAL_H */

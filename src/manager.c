@@ -1343,10 +1343,6 @@ void lu_manager_free(lu_manager_t *m) {
     pthread_mutex_destroy(&m->stats_lock);
     pthread_mutex_destroy(&m->rng_lock);
   }
-  if (getenv("LUCENT_DEBUG_STORE"))
-    fprintf(stderr, "store: %llu batches, %llu records\n",
-            (unsigned long long)m->store_batches,
-            (unsigned long long)m->store_records);
   lu_store_close(m->store);
   lu__sessions_free(m->sessions);
   free(m->shards);
@@ -1468,4 +1464,14 @@ size_t lu__manager_queue_depth(const lu_manager_t *cm, unsigned k) {
 
 const lu_registry_t *lu__manager_registry(const lu_manager_t *m) {
   return m->reg;
+}
+
+void lu__manager_store_stats(const lu_manager_t *cm, uint64_t *batches,
+                             uint64_t *records, uint64_t *errors) {
+  lu_manager_t *m = (lu_manager_t *)cm;
+  pthread_mutex_lock(&m->stats_lock);
+  *batches = m->store_batches;
+  *records = m->store_records;
+  *errors = m->store_errors;
+  pthread_mutex_unlock(&m->stats_lock);
 }

@@ -112,6 +112,6 @@ pass "oversized event rejected"
 # 9. --explain shows each candidate's sub-scores.
 "$LUCENT" run --plugin "$LUCENT_PLUGIN" --input "$T/in.jsonl" --explain --json 2> "$T/explain.txt" > /dev/null
 grep -q "chosen=ScoreFraud" "$T/explain.txt" || fail "explain"
-grep "ScoreFraudModel" "$T/explain.txt" | head -1 | grep -q "prio=" || fail "explain sub-scores"
+grep -m1 "ScoreFraudModel" "$T/explain.txt" | grep -q "prio=" || fail "explain sub-scores"
 pass "explain"
 echo "9 passed, 0 failed"
