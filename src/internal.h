@@ -49,6 +49,25 @@ void lu__buf_puts(lu_buf_t *b, const char *s);
 void lu__buf_json_str(lu_buf_t *b, const char *s, size_t n);
 void lu__buf_free(lu_buf_t *b);
 
+/* ---- store.c: the store interface, one vtable per backend ------------- */
+
+typedef struct lu_store_ops_s {
+  const char *name; /* "sqlite", "jetstream" */
+  int (*append)(lu_store_t *st, const lu_record_t *recs, size_t n,
+                size_t *inserted);
+  int (*query)(lu_store_t *st, const lu_query_t *q, lu_store_row_cb cb,
+               void *ud);
+  int64_t (*count)(lu_store_t *st);
+  void (*close)(lu_store_t *st);
+} lu_store_ops_t;
+
+/* The common head of every backend's store object (backends put it first
+ * in their own struct and cast). */
+struct lu_store_s {
+  const lu_store_ops_t *ops;
+  char errmsg[1024];
+};
+
 /* ---- event.c ---------------------------------------------------------- */
 
 struct lu_event_s {

@@ -105,7 +105,8 @@
 
 enum { Q_TYPE = 1, Q_SUBJECT = 2, Q_CORR = 4, Q_SHAPES = 8 };
 
-struct lu_store_s {
+typedef struct sq_store_s {
+  lu_store_t base; /* first: a lu_store_t * is a sq_store_t * */
   sqlite3 *db;
   char *path;          /* as given, for messages (owned) */
   int readonly;
@@ -114,8 +115,7 @@ struct lu_store_s {
   sqlite3_stmt *begin, *commit, *rollback, *insert;
   sqlite3_stmt *count;
   sqlite3_stmt *query[Q_SHAPES]; /* by filter shape, prepared lazily */
-  char errmsg[1024];
-};
+} sq_store_t;
 
 static const char SCHEMA_SQL[] =
     "CREATE TABLE events("
@@ -150,10 +150,10 @@ static void db_reason(sqlite3 *db, int rc, char *buf, size_t cap) {
 }
 
 /* Records the store's last error: "<what>: <sqlite reason>". */
-static int store_fail(lu_store_t *st, int rc, const char *what) {
+static int store_fail(sq_store_t *st, int rc, const char *what) {
   char reason[512];
   db_reason(st->db, rc, reason, sizeof reason);
-  lu__fmt(st->errmsg, sizeof st->errmsg, "store %s: %s: %s", st->path, what,
+  lu__fmt(st->base.errmsg, sizeof st->base.errmsg, "store %s: %s: %s", st->path, what,
           reason);
   return LU_ESTORE;
 }
@@ -175,7 +175,7 @@ static int query_int(sqlite3 *db, const char *sql, int64_t *out) {
   return rc;
 }
 
-static void store_free(lu_store_t *st) {
+static void store_free(sq_store_t *st) {
   if (!st) return;
   sqlite3_finalize(st->begin);
   sqlite3_finalize(st->commit);
@@ -188,7 +188,7 @@ static void store_free(lu_store_t *st) {
   free(st);
 }
 
-static int prepare(lu_store_t *st, const char *sql, sqlite3_stmt **out) {
+static int prepare(sq_store_t *st, const char *sql, sqlite3_stmt **out) {
   return sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT, out,
                             NULL);
 }
@@ -256,6 +256,15 @@ static int create_schema(sqlite3 *db, char *buf, size_t cap) {
   return what == 0 ? 0 : LU_ESTORE;
 }
 
+static int sq_append(lu_store_t *base, const lu_record_t *recs, size_t n,
+                     size_t *inserted);
+static int sq_query(lu_store_t *base, const lu_query_t *q, lu_store_row_cb cb,
+                    void *ud);
+static int64_t sq_count(lu_store_t *base);
+static void sq_close(lu_store_t *base);
+static const lu_store_ops_t sqlite_ops = {"sqlite", sq_append, sq_query,
+                                          sq_count, sq_close};
+
 /* Both opens.  ro: read-only (the file must exist and be a lucent store). */
 static int store_open(lu_store_t **out, const char *uri, int ro, char *err,
                       size_t errlen) {
@@ -291,7 +300,8 @@ static int store_open(lu_store_t **out, const char *uri, int ro, char *err,
     }
   }
 
-  lu_store_t *st = calloc(1, sizeof *st);
+  sq_store_t *st = calloc(1, sizeof *st);
+  if (st) st->base.ops = &sqlite_ops;
   if (st) st->path = strdup(uri);
   if (!st || !st->path) {
     free(st);
@@ -352,7 +362,7 @@ static int store_open(lu_store_t **out, const char *uri, int ro, char *err,
   }
   rc = prepare(st, "SELECT count(*) FROM events", &st->count);
   if (rc != SQLITE_OK) goto sqlfail;
-  *out = st;
+  *out = &st->base;
   return 0;
 
 sqlfail:
@@ -375,23 +385,24 @@ int lu_store_open_readonly(lu_store_t **out, const char *uri, char *err,
   return store_open(out, uri, 1, err, errlen);
 }
 
-static int reentered(lu_store_t *st) {
-  lu__fmt(st->errmsg, sizeof st->errmsg,
+static int reentered(sq_store_t *st) {
+  lu__fmt(st->base.errmsg, sizeof st->base.errmsg,
           "store %s: called from inside a query callback", st->path);
   return LU_ESTATE;
 }
 
-int lu_store_append(lu_store_t *st, const lu_record_t *recs, size_t n,
-                    size_t *inserted) {
+static int sq_append(lu_store_t *base, const lu_record_t *recs, size_t n,
+                     size_t *inserted) {
+  sq_store_t *st = (sq_store_t *)base;
   if (inserted) *inserted = 0;
   if (!st || (n && !recs)) return LU_EINVAL;
   if (st->busy) return reentered(st);
   if (st->readonly) {
-    lu__fmt(st->errmsg, sizeof st->errmsg,
+    lu__fmt(st->base.errmsg, sizeof st->base.errmsg,
             "store %s: opened read-only, cannot append", st->path);
     return LU_ESTORE;
   }
-  st->errmsg[0] = 0;
+  st->base.errmsg[0] = 0;
   if (!n) return 0;
 
   sqlite3_stmt *ins = st->insert;
@@ -403,7 +414,7 @@ int lu_store_append(lu_store_t *st, const lu_record_t *recs, size_t n,
   for (size_t i = 0; i < n; i++) {
     const lu_record_t *r = &recs[i];
     if (!r->id || !r->type || !r->json) {
-      lu__fmt(st->errmsg, sizeof st->errmsg,
+      lu__fmt(st->base.errmsg, sizeof st->base.errmsg,
               "store %s: record %zu of the batch has no %s; batch not "
               "stored",
               st->path, i, !r->id ? "id" : !r->type ? "type" : "JSON body");
@@ -423,8 +434,8 @@ int lu_store_append(lu_store_t *st, const lu_record_t *recs, size_t n,
       char what[64];
       lu__fmt(what, sizeof what, "record %zu of the batch", i);
       store_fail(st, rc, what);
-      lu__fmt(st->errmsg + strlen(st->errmsg),
-              sizeof st->errmsg - strlen(st->errmsg), "; batch not stored");
+      lu__fmt(st->base.errmsg + strlen(st->base.errmsg),
+              sizeof st->base.errmsg - strlen(st->base.errmsg), "; batch not stored");
       goto rollback;
     }
     added += (size_t)sqlite3_changes64(st->db);
@@ -453,7 +464,7 @@ rollback:
 
 /* The statement for a filter shape, prepared on first use.  It cannot be
  * running already: the store refuses calls from inside a callback. */
-static int query_stmt(lu_store_t *st, unsigned shape, sqlite3_stmt **out) {
+static int query_stmt(sq_store_t *st, unsigned shape, sqlite3_stmt **out) {
   if (st->query[shape]) {
     *out = st->query[shape];
     return SQLITE_OK;
@@ -470,13 +481,14 @@ static int query_stmt(lu_store_t *st, unsigned shape, sqlite3_stmt **out) {
   return rc;
 }
 
-int lu_store_query(lu_store_t *st, const lu_query_t *q, lu_store_row_cb cb,
-                   void *ud) {
+static int sq_query(lu_store_t *base, const lu_query_t *q, lu_store_row_cb cb,
+                    void *ud) {
+  sq_store_t *st = (sq_store_t *)base;
   static const lu_query_t all = {0};
   if (!st || !cb) return LU_EINVAL;
   if (st->busy) return reentered(st);
   if (!q) q = &all;
-  st->errmsg[0] = 0;
+  st->base.errmsg[0] = 0;
   unsigned shape = (q->type ? Q_TYPE : 0) | (q->subject ? Q_SUBJECT : 0) |
                    (q->correlationid ? Q_CORR : 0);
   sqlite3_stmt *s;
@@ -517,10 +529,11 @@ int lu_store_query(lu_store_t *st, const lu_query_t *q, lu_store_row_cb cb,
   return ret;
 }
 
-int64_t lu_store_count(lu_store_t *st) {
+static int64_t sq_count(lu_store_t *base) {
+  sq_store_t *st = (sq_store_t *)base;
   if (!st) return LU_EINVAL;
   if (st->busy) return reentered(st);
-  st->errmsg[0] = 0;
+  st->base.errmsg[0] = 0;
   int rc = sqlite3_step(st->count);
   int64_t n = rc == SQLITE_ROW ? sqlite3_column_int64(st->count, 0) : -1;
   if (rc != SQLITE_ROW) rc = sqlite3_reset(st->count);
@@ -529,8 +542,4 @@ int64_t lu_store_count(lu_store_t *st) {
   return n;
 }
 
-const char *lu_store_errmsg(const lu_store_t *st) {
-  return st ? st->errmsg : "no store";
-}
-
-void lu_store_close(lu_store_t *st) { store_free(st); }
+static void sq_close(lu_store_t *base) { store_free((sq_store_t *)base); }

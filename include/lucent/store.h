@@ -72,6 +72,9 @@ LU_EXTERN int64_t lu_store_count(lu_store_t *st);
 /** The last error's message ("" when none).  Borrowed. */
 LU_EXTERN const char *lu_store_errmsg(const lu_store_t *st);
 
+/** The backend's name: "sqlite" or "jetstream".  Static storage. */
+LU_EXTERN const char *lu_store_backend(const lu_store_t *st);
+
 /** Closes the store; NULL is a no-op. */
 LU_EXTERN void lu_store_close(lu_store_t *st);
 
