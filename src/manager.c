@@ -1225,6 +1225,7 @@ int lu_manager_new(lu_manager_t **out, const lu_config_t *cfg_in,
 #define BAD(...)                                             \
   do {                                                       \
     if (errbuf) lu__fmt(errbuf, errlen, __VA_ARGS__);        \
+    lu_store_close(cfg.store_handle);                        \
     return LU_EINVAL;                                        \
   } while (0)
   if (!reg) BAD("no registry");
@@ -1241,12 +1242,19 @@ int lu_manager_new(lu_manager_t **out, const lu_config_t *cfg_in,
     cfg.w_affinity = 0.2;
 #undef BAD
   lu_manager_t *m = calloc(1, sizeof *m);
-  if (!m) return LU_ENOMEM;
+  if (!m) {
+    lu_store_close(cfg.store_handle);
+    return LU_ENOMEM;
+  }
   m->cfg = cfg;
   m->reg = reg;
   m->n = cfg.shards;
   m->w = (lu_weights_t){cfg.w_load, cfg.w_resources, cfg.w_priority,
                         cfg.w_affinity};
+  if (cfg.store_handle) {
+    m->store = cfg.store_handle;
+    m->cfg.store_handle = NULL;
+  }
   m->store_path = strdup(cfg.store ? cfg.store : ":memory:");
   m->cfg.store = m->store_path;
   m->rng = cfg.seed ? cfg.seed : lu__now_ns() ^ (uint64_t)(uintptr_t)m;
@@ -1262,7 +1270,8 @@ int lu_manager_new(lu_manager_t **out, const lu_config_t *cfg_in,
     return LU_ENOMEM;
   }
   char serr[512];
-  int rc = lu_store_open(&m->store, m->store_path, serr, sizeof serr);
+  int rc = 0;
+  if (!m->store) rc = lu_store_open(&m->store, m->store_path, serr, sizeof serr);
   if (rc) {
     if (errbuf) lu__fmt(errbuf, errlen, "%s", serr);
     lu_manager_free(m);

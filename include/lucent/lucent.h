@@ -129,6 +129,9 @@ typedef void (*lu_explain_cb)(void *userdata, const char *line);
 typedef struct lu_config_s {
   unsigned shards;          /**< number of shard threads; default 1 */
   const char *store;        /**< SQLite file path or ":memory:" (default) */
+  lu_store_t *store_handle; /**< an already open store (any backend) to use
+                                 instead of `store`; the manager takes
+                                 ownership, even on error */
   size_t max_event_bytes;   /**< larger inputs are rejected; 1 MiB */
   size_t queue_capacity;    /**< per-shard intake queue; default 1024 */
   unsigned max_depth;       /**< causation depth limit; default 16 */
