@@ -281,4 +281,72 @@ const lu_registry_t *lu__manager_registry(const lu_manager_t *m);
 void lu__manager_store_stats(const lu_manager_t *m, uint64_t *batches,
                              uint64_t *records, uint64_t *errors);
 
+/* ---- manager.c: the hooks a bus (bus_nats.c) plugs into ---------------- */
+
+/** Called exactly once when an item lucent took in is finished here: its
+ *  outcome is stored (o != NULL, stored = 1 unless the store failed), or it
+ *  was forwarded to another shard (o == NULL, stored = 1 once the forward
+ *  is durable, 0 if it failed).  May run on the store thread or a bus
+ *  thread; must not block long. */
+typedef struct lu_done_s {
+  void (*fn)(void *ctx, const lu_outcome_t *o, int stored);
+  void *ctx;
+} lu_done_t;
+
+/** A bus moves events between shard processes. */
+typedef struct lu_bus_s {
+  /** Forwards one event (its JSON text, borrowed for the call) to shard
+   *  `target` (an id of the view), pinned there; `hops` counts forwards so
+   *  far.  Must call done.fn (if set) exactly once, when the forward is
+   *  durable or has failed.  Any thread. */
+  void (*forward)(void *ud, const char *target, const char *json, size_t len,
+                  unsigned hops, lu_done_t done);
+  /** Sticky-session binding shared across processes (NULL = the manager's
+   *  own table): writes the shard id bound to key into out. */
+  int (*sticky)(void *ud, const char *key, size_t klen, const char *candidate,
+                char *out, size_t cap);
+  void *ud;
+  /** Emitted events go through forward() even when they stay on this
+   *  shard, so they are durable before their parent is acknowledged. */
+  int forward_derived;
+} lu_bus_t;
+
+/** Installs a bus (copied).  Call before any event is submitted. */
+void lu__manager_set_bus(lu_manager_t *m, const lu_bus_t *bus);
+/** Replaces the shard view with these ids (this process's shards are
+ *  always kept).  Thread safe; routing sees it at once. */
+void lu__manager_set_view(lu_manager_t *m, const char *const *ids,
+                          unsigned n);
+/** Records a remote shard's reported load (heartbeat).  Thread safe. */
+void lu__manager_report_load(lu_manager_t *m, const char *id, uint64_t load);
+/** Is this shard id in the view now? */
+int lu__manager_in_view(lu_manager_t *m, const char *id);
+/** Writes the ids in the view, comma-separated, into buf. */
+void lu__manager_view_string(lu_manager_t *m, char *buf, size_t cap);
+/** The load this process reports in heartbeats (sum over local shards). */
+uint64_t lu__manager_local_load(const lu_manager_t *m);
+
+/** Takes in one event as JSON text from intake (copied): decoded, routed,
+ *  run here or forwarded; `done` is called once it is finished here. */
+int lu__manager_submit_raw(lu_manager_t *m, const char *json, size_t len,
+                           uint64_t line, lu_done_t done);
+/** Takes in an event forwarded to shard `target`: run here if `target` is
+ *  local (pinned: never routed again, DESIGN.md decision 4); if `target`
+ *  is gone and this process took over its queue, route it once more
+ *  (hops + 1; past 2 hops it runs here). */
+int lu__manager_accept(lu_manager_t *m, const char *json, size_t len,
+                       const char *target, unsigned hops, lu_done_t done);
+
+enum { LU_ROUTE_OK, LU_ROUTE_REJECT, LU_ROUTE_DEAD };
+/** Routes ev without running it: LU_ROUTE_OK with the target id in
+ *  target (cap bytes) and *local set when it is a shard of this process,
+ *  or LU_ROUTE_REJECT / LU_ROUTE_DEAD with the reason in why. */
+int lu__manager_route(lu_manager_t *m, const lu_event_t *ev, char *target,
+                      size_t cap, int *local, char *why, size_t wcap);
+/** Runs ev on the local shard `target` (pinned; takes ownership of ev);
+ *  done gets the outcome (request/reply).  An unknown target runs on the
+ *  first local shard. */
+int lu__manager_run_local(lu_manager_t *m, lu_event_t *ev, const char *target,
+                          lu_done_t done);
+
 #endif /* LUCENT_INTERNAL_H */

@@ -38,7 +38,9 @@
 
 #include "internal.h"
 
-#define MAX_SHARDS 256
+#define MAX_SHARDS 256   /* in a view */
+#define MAX_MEMBERS 1024 /* shards ever seen by this process */
+#define MAX_HOPS 2
 #define INTAKE_BATCH 64
 #define STORE_QUEUE_MAX 8192
 #define REJECT_RAW_MAX 4096 /* bytes of an oversized input kept as "raw" */
@@ -50,8 +52,9 @@ typedef struct item_s {
   lu_event_t *ev;
   uint64_t line, t_submit, due_ns;
   int derived;
-  unsigned attempts;
+  unsigned attempts, hops;
   const lu_fnent_t *fn; /* fixed once selected, so retries stay on it */
+  lu_done_t done;       /* who to tell when it is finished here */
 } item_t;
 
 #define NOFF SIZE_MAX
@@ -69,6 +72,8 @@ typedef struct unit_s {
   unsigned attempts;
   const lu_fnent_t *fn;
   size_t ev_id, ev_type, reason; /* offsets in text */
+  size_t result, result_len;     /* COMPLETED: the result's JSON */
+  lu_done_t done;
   lu_buf_t text;
   urec_t *rec;          /* inline1 or heap when a function emitted */
   size_t nrec, caprec;
@@ -84,10 +89,24 @@ typedef struct fnstate_s {
   lu_hist_t exec;
 } fnstate_t;
 
-typedef struct shard_s {
+typedef struct shard_s shard_t;
+
+/* A shard this process knows of: its own (local != NULL) or another
+ * process's, seen in heartbeats or a static list.  Members are never
+ * freed before the manager, so a view can point at them. */
+typedef struct member_s {
+  char id[64];
+  uint64_t seed;          /* rendezvous seed: hash of the id */
+  shard_t *local;         /* NULL for a remote shard */
+  _Atomic uint64_t load;  /* remote: last reported load */
+  unsigned slot;          /* index in m->members: stable */
+} member_t;
+
+struct shard_s {
   struct lu_manager_s *m;
   unsigned idx;
-  char id[32];
+  char id[64];
+  member_t *member;
   pthread_t thread;
   pthread_mutex_t lock;
   pthread_cond_t wake, space;
@@ -108,7 +127,7 @@ typedef struct shard_s {
   /* under stats_lock */
   pthread_mutex_t stats_lock;
   uint64_t routed, forwarded, received, retries;
-} shard_t;
+};
 
 typedef struct fnglobal_s { /* under m->stats_lock */
   uint64_t completed, failed;
@@ -120,9 +139,19 @@ struct lu_manager_s {
   char *store_path;
   const lu_registry_t *reg;
   lu_weights_t w;
-  unsigned n;
+  unsigned n; /* local shards */
   shard_t *shards;
-  uint64_t seeds[MAX_SHARDS];
+  /* Members and the view (the live ones, in a stable order). */
+  pthread_mutex_t members_lock;
+  member_t *members[MAX_MEMBERS];
+  unsigned nmembers;
+  pthread_rwlock_t vlock;
+  unsigned vn;
+  member_t *view[MAX_SHARDS];
+  uint64_t vseeds[MAX_SHARDS];
+  unsigned char alive[MAX_MEMBERS]; /* by slot, under vlock */
+  lu_bus_t bus;
+  int has_bus;
   _Atomic uint64_t *rr; /* per function, round robin counters */
   lu_sessions_t *sessions;
   lu_store_t *store;
@@ -181,6 +210,8 @@ const char *lu_outcome_name(lu_outcome_kind_t k) {
 
 /* ---- small helpers ---------------------------------------------------- */
 
+static void pending_done(struct lu_manager_s *m, uint64_t k);
+
 static size_t put_z(lu_buf_t *b, const char *s) {
   if (!s) return NOFF;
   size_t off = b->len;
@@ -206,7 +237,7 @@ static unit_t *unit_new(lu_outcome_kind_t kind, int derived, int shard,
   u->shard = shard;
   u->line = line;
   u->t_submit = t_submit;
-  u->ev_id = u->ev_type = u->reason = NOFF;
+  u->ev_id = u->ev_type = u->reason = u->result = NOFF;
   u->rec = u->inline1;
   u->caprec = sizeof u->inline1 / sizeof *u->inline1;
   return u;
@@ -449,7 +480,7 @@ static void *store_main(void *arg) {
 
     for (size_t i = 0; i < nu; i++) {
       unit_t *u = units[i];
-      if (m->cfg.on_outcome) {
+      if (m->cfg.on_outcome || u->done.fn) {
         lu_outcome_t o = {
             .kind = u->kind,
             .derived = u->derived,
@@ -461,17 +492,16 @@ static void *store_main(void *arg) {
             .attempts = u->attempts,
             .reason = at(&u->text, u->reason),
             .stored_json = at(&u->text, u->rec[0].json),
+            .result_json = at(&u->text, u->result),
             .exec_ns = u->exec_ns,
             .total_ns = now - u->t_submit,
         };
-        m->cfg.on_outcome(m->cfg.on_outcome_ud, &o);
+        if (m->cfg.on_outcome) m->cfg.on_outcome(m->cfg.on_outcome_ud, &o);
+        if (u->done.fn) u->done.fn(u->done.ctx, &o, rc == 0);
       }
       unit_free(u);
     }
-    pthread_mutex_lock(&m->plock);
-    m->pending -= nu;
-    if (!m->pending) pthread_cond_broadcast(&m->pdone);
-    pthread_mutex_unlock(&m->plock);
+    pending_done(m, nu);
   }
   free(recs);
   free(units);
@@ -483,8 +513,9 @@ static void *store_main(void *arg) {
 /* lucent.Rejected: bad input, kept with its reason, line and raw bytes. */
 static void reject(lu_manager_t *m, int shard, int derived, uint64_t line,
                    uint64_t t_submit, const char *raw, size_t len,
-                   const lu_event_t *ev, const char *reason) {
+                   const lu_event_t *ev, const char *reason, lu_done_t done) {
   unit_t *u = unit_new(LU_OUTCOME_REJECTED, derived, shard, line, t_submit);
+  u->done = done;
   char lbuf[24], id[37];
   lu__fmt(lbuf, sizeof lbuf, "%" PRIu64, line);
   /* Replaying the same input rejects it under the same id. */
@@ -505,7 +536,7 @@ static void reject(lu_manager_t *m, int shard, int derived, uint64_t line,
   lu__buf_puts(&data, sbuf);
   size_t keep = len;
   if (len > m->cfg.max_event_bytes) {
-    keep = REJECT_RAW_MAX;
+    keep = len < REJECT_RAW_MAX ? len : REJECT_RAW_MAX;
     lu__buf_puts(&data, ",\"truncated\":true");
   }
   lu__buf_puts(&data, ",\"raw\":");
@@ -537,6 +568,8 @@ static void dead_letter(lu_manager_t *m, int shard, const item_t *it,
   const lu_event_t *ev = it->ev;
   unit_t *u = unit_new(LU_OUTCOME_DEAD_LETTERED, it->derived, shard, it->line,
                        it->t_submit);
+  u->done = it->done;
+  ((item_t *)it)->done.fn = NULL;
   char id[37];
   const char *parts[] = {ev->id, "lucent.DeadLettered"};
   lu__derive_id(id, parts, 2);
@@ -565,24 +598,98 @@ static void dead_letter(lu_manager_t *m, int shard, const item_t *it,
   store_push(m, u);
 }
 
-/* ---- routing (DESIGN.md decisions 4-7) -------------------------------- */
+/* ---- the view and routing (DESIGN.md decisions 4-7) ------------------- */
 
-enum { ROUTE_OK, ROUTE_REJECT, ROUTE_DEAD };
+enum { ROUTE_OK = LU_ROUTE_OK, ROUTE_REJECT = LU_ROUTE_REJECT,
+       ROUTE_DEAD = LU_ROUTE_DEAD };
 
-static void load_snapshot(lu_manager_t *m, uint64_t *loads) {
-  for (unsigned i = 0; i < m->n; i++)
-    loads[i] = atomic_load_explicit(&m->shards[i].load, memory_order_relaxed);
+static uint64_t member_load(const member_t *mb) {
+  return mb->local ? atomic_load_explicit(&mb->local->load,
+                                          memory_order_relaxed)
+                   : atomic_load_explicit(&mb->load, memory_order_relaxed);
 }
 
-static unsigned least_loaded(lu_manager_t *m) {
-  uint64_t best = UINT64_MAX;
-  unsigned bi = 0;
-  for (unsigned i = 0; i < m->n; i++) {
-    uint64_t l =
-        atomic_load_explicit(&m->shards[i].load, memory_order_relaxed);
-    if (l < best) best = l, bi = i;
+/* Finds or creates the member with this id.  Under members_lock. */
+static member_t *member_get(lu_manager_t *m, const char *id) {
+  for (unsigned i = 0; i < m->nmembers; i++)
+    if (!strcmp(m->members[i]->id, id)) return m->members[i];
+  if (m->nmembers == MAX_MEMBERS) return NULL;
+  member_t *mb = calloc(1, sizeof *mb);
+  if (!mb) return NULL;
+  lu__fmt(mb->id, sizeof mb->id, "%s", id);
+  mb->seed = lu__shard_seed(mb->id);
+  mb->slot = m->nmembers;
+  m->members[m->nmembers++] = mb;
+  return mb;
+}
+
+static int cmp_member(const void *a, const void *b) {
+  return strcmp((*(member_t *const *)a)->id, (*(member_t *const *)b)->id);
+}
+
+void lu__manager_set_view(lu_manager_t *m, const char *const *ids,
+                          unsigned n) {
+  member_t *v[MAX_SHARDS];
+  unsigned vn = 0;
+  pthread_mutex_lock(&m->members_lock);
+  /* This process's shards are always in its own view. */
+  for (unsigned i = 0; i < m->n && vn < MAX_SHARDS; i++)
+    v[vn++] = m->shards[i].member;
+  for (unsigned i = 0; i < n && vn < MAX_SHARDS; i++) {
+    member_t *mb = member_get(m, ids[i]);
+    if (!mb || mb->local) continue;
+    int dup = 0;
+    for (unsigned k = 0; k < vn; k++) dup |= v[k] == mb;
+    if (!dup) v[vn++] = mb;
   }
-  return bi;
+  pthread_mutex_unlock(&m->members_lock);
+  /* Sorted by id: every process orders the same view the same way, so
+   * round robin and indexes agree (rendezvous does not need it). */
+  qsort(v, vn, sizeof *v, cmp_member);
+  pthread_rwlock_wrlock(&m->vlock);
+  memset(m->alive, 0, sizeof m->alive);
+  for (unsigned i = 0; i < vn; i++) {
+    m->view[i] = v[i];
+    m->vseeds[i] = v[i]->seed;
+    m->alive[v[i]->slot] = 1;
+  }
+  m->vn = vn;
+  pthread_rwlock_unlock(&m->vlock);
+}
+
+void lu__manager_report_load(lu_manager_t *m, const char *id, uint64_t load) {
+  pthread_mutex_lock(&m->members_lock);
+  member_t *mb = member_get(m, id);
+  pthread_mutex_unlock(&m->members_lock);
+  if (mb && !mb->local)
+    atomic_store_explicit(&mb->load, load, memory_order_relaxed);
+}
+
+int lu__manager_in_view(lu_manager_t *m, const char *id) {
+  int in = 0;
+  pthread_rwlock_rdlock(&m->vlock);
+  for (unsigned i = 0; i < m->vn && !in; i++) in = !strcmp(m->view[i]->id, id);
+  pthread_rwlock_unlock(&m->vlock);
+  return in;
+}
+
+void lu__manager_view_string(lu_manager_t *m, char *buf, size_t cap) {
+  lu_buf_t b = {0};
+  pthread_rwlock_rdlock(&m->vlock);
+  for (unsigned i = 0; i < m->vn; i++) {
+    if (i) lu__buf_puts(&b, ",");
+    lu__buf_puts(&b, m->view[i]->id);
+  }
+  pthread_rwlock_unlock(&m->vlock);
+  lu__fmt(buf, cap, "%s", b.p && !b.oom ? b.p : "");
+  lu__buf_free(&b);
+}
+
+uint64_t lu__manager_local_load(const lu_manager_t *m) {
+  uint64_t l = 0;
+  for (unsigned i = 0; i < m->n; i++)
+    l += atomic_load_explicit(&m->shards[i].load, memory_order_relaxed);
+  return l;
 }
 
 /* Reads the key of fe's strategy from ev's data.  0, or LU_EINVAL with a
@@ -611,8 +718,9 @@ static size_t session_key(const lu_fnent_t *fe, const char *key, size_t klen,
   return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
 }
 
-static int route(lu_manager_t *m, const lu_event_t *ev, unsigned *target,
-                 char *why, size_t wcap) {
+/* Picks the member for ev, under the view's read lock. */
+static int route_locked(lu_manager_t *m, const lu_event_t *ev,
+                        member_t **target, char *why, size_t wcap) {
   if (ev->depth > m->cfg.max_depth) {
     lu__fmt(why, wcap,
             "causation depth %u exceeds the limit of %u (a loop of "
@@ -625,54 +733,101 @@ static int route(lu_manager_t *m, const lu_event_t *ev, unsigned *target,
     lu__fmt(why, wcap, "no function handles event type '%s'", ev->type);
     return ROUTE_DEAD;
   }
-  const lu_fnent_t *fe = c[0];
-  if (m->n == 1 && fe->strategy != LU_STRAT_HASH &&
-      fe->strategy != LU_STRAT_STICKY) {
-    *target = 0;
-    return ROUTE_OK;
+  unsigned vn = m->vn;
+  if (!vn) {
+    lu__fmt(why, wcap, "no shard in the view");
+    return ROUTE_DEAD;
   }
+  const lu_fnent_t *fe = c[0];
   uint64_t loads[MAX_SHARDS];
   char kbuf[64];
   const char *key;
   size_t klen;
+  if (fe->strategy == LU_STRAT_HASH || fe->strategy == LU_STRAT_STICKY) {
+    if (event_key(fe, ev, kbuf, sizeof kbuf, &key, &klen, why, wcap))
+      return ROUTE_REJECT; /* a missing key is never a random route */
+  }
+  if (vn == 1) {
+    *target = m->view[0];
+    return ROUTE_OK;
+  }
   switch (fe->strategy) {
     case LU_STRAT_ROUND_ROBIN:
-      *target = (unsigned)(atomic_fetch_add_explicit(&m->rr[fe->index], 1,
-                                                     memory_order_relaxed) %
-                           m->n);
+      *target = m->view[atomic_fetch_add_explicit(&m->rr[fe->index], 1,
+                                                  memory_order_relaxed) %
+                        vn];
       return ROUTE_OK;
     case LU_STRAT_LOAD_BALANCED: {
-      load_snapshot(m, loads);
+      for (unsigned i = 0; i < vn; i++) loads[i] = member_load(m->view[i]);
       uint64_t r = shared_rand(m);
-      *target = lu__two_choices(loads, m->n, &r);
+      *target = m->view[lu__two_choices(loads, vn, &r)];
       return ROUTE_OK;
     }
     case LU_STRAT_HASH: {
-      if (event_key(fe, ev, kbuf, sizeof kbuf, &key, &klen, why, wcap))
-        return ROUTE_REJECT;
       uint64_t h = lu__key_hash(key, klen);
       if (fe->fn->load_bound > 1) {
-        load_snapshot(m, loads);
-        *target = lu__rendezvous_bounded(h, m->seeds, m->n, loads,
-                                         fe->fn->load_bound);
+        for (unsigned i = 0; i < vn; i++) loads[i] = member_load(m->view[i]);
+        *target = m->view[lu__rendezvous_bounded(h, m->vseeds, vn, loads,
+                                                 fe->fn->load_bound)];
       } else {
-        *target = lu__rendezvous(h, m->seeds, m->n);
+        *target = m->view[lu__rendezvous(h, m->vseeds, vn)];
       }
       return ROUTE_OK;
     }
     case LU_STRAT_STICKY: {
-      if (event_key(fe, ev, kbuf, sizeof kbuf, &key, &klen, why, wcap))
-        return ROUTE_REJECT;
-      uint64_t now_ms = lu__now_ns() / 1000000u;
       char sk[320];
       size_t sl = session_key(fe, key, klen, sk, sizeof sk);
-      *target = lu__sessions_bind(m->sessions, sk, sl, least_loaded(m),
-                                  fe->ttl_ms, now_ms, NULL, NULL);
+      /* First sight binds the session to the least-loaded shard. */
+      unsigned best = 0;
+      uint64_t bl = UINT64_MAX;
+      for (unsigned i = 0; i < vn; i++) {
+        uint64_t l = member_load(m->view[i]);
+        if (l < bl) bl = l, best = i;
+      }
+      if (m->has_bus && m->bus.sticky) {
+        char bound[64];
+        if (m->bus.sticky(m->bus.ud, sk, sl, m->view[best]->id, bound,
+                          sizeof bound) == 0) {
+          for (unsigned i = 0; i < vn; i++)
+            if (!strcmp(m->view[i]->id, bound)) {
+              *target = m->view[i];
+              return ROUTE_OK;
+            }
+        }
+        *target = m->view[best]; /* KV unreachable or bound elsewhere */
+        return ROUTE_OK;
+      }
+      uint64_t now_ms = lu__now_ns() / 1000000u;
+      unsigned slot = lu__sessions_bind(m->sessions, sk, sl,
+                                        m->view[best]->slot, fe->ttl_ms,
+                                        now_ms, m->alive, NULL);
+      *target = m->view[best];
+      for (unsigned i = 0; i < vn; i++)
+        if (m->view[i]->slot == slot) *target = m->view[i];
       return ROUTE_OK;
     }
   }
   lu__fmt(why, wcap, "function %s has no usable strategy", fe->fn->name);
   return ROUTE_DEAD;
+}
+
+static int route(lu_manager_t *m, const lu_event_t *ev, member_t **target,
+                 char *why, size_t wcap) {
+  pthread_rwlock_rdlock(&m->vlock);
+  int rc = route_locked(m, ev, target, why, wcap);
+  pthread_rwlock_unlock(&m->vlock);
+  return rc;
+}
+
+int lu__manager_route(lu_manager_t *m, const lu_event_t *ev, char *target,
+                      size_t cap, int *local, char *why, size_t wcap) {
+  member_t *t = NULL;
+  int rc = route(m, ev, &t, why, wcap);
+  if (rc == ROUTE_OK) {
+    lu__fmt(target, cap, "%s", t->id);
+    *local = t->local != NULL;
+  }
+  return rc;
 }
 
 /* Pushes a routed item to shard t: intake queue (bounded, may block) or
@@ -706,23 +861,58 @@ static void pending_add(lu_manager_t *m, uint64_t k) {
   pthread_mutex_unlock(&m->plock);
 }
 
+static void pending_done(lu_manager_t *m, uint64_t k) {
+  pthread_mutex_lock(&m->plock);
+  m->pending -= k;
+  if (!m->pending) pthread_cond_broadcast(&m->pdone);
+  pthread_mutex_unlock(&m->plock);
+}
+
 static void item_free(item_t *it) {
   if (!it) return;
   lu_event_free(it->ev);
   free(it);
 }
 
+static void count_forward(shard_t *f, shard_t *t) {
+  if (f) {
+    pthread_mutex_lock(&f->stats_lock);
+    f->forwarded++;
+    pthread_mutex_unlock(&f->stats_lock);
+  }
+  if (t) {
+    pthread_mutex_lock(&t->stats_lock);
+    t->received++;
+    pthread_mutex_unlock(&t->stats_lock);
+  }
+}
+
+/* Hands an item to the bus for shard `target`; the item is finished here
+ * (its outcome will be recorded where it goes). */
+static void send_remote(lu_manager_t *m, shard_t *from, const char *target,
+                        item_t *it) {
+  size_t len;
+  const char *json = lu_event_json(it->ev, &len);
+  count_forward(from, NULL);
+  m->bus.forward(m->bus.ud, target, json ? json : "", json ? len : 0,
+                 it->hops + 1, it->done);
+  it->done.fn = NULL;
+  item_free(it);
+  pending_done(m, 1);
+}
+
 /* Routes an item and hands it to its shard, or records its rejection or
  * dead letter.  `from` is the shard doing it (-1 = intake).  Consumes it. */
 static void dispatch(lu_manager_t *m, int from, item_t *it) {
   char why[320];
-  unsigned target = 0;
+  member_t *target = NULL;
   switch (route(m, it->ev, &target, why, sizeof why)) {
     case ROUTE_REJECT: {
       size_t len;
       const char *raw = lu_event_json(it->ev, &len);
       reject(m, from, it->derived, it->line, it->t_submit, raw ? raw : "",
-             raw ? len : 0, it->ev, why);
+             raw ? len : 0, it->ev, why, it->done);
+      it->done.fn = NULL;
       item_free(it);
       return;
     }
@@ -731,7 +921,14 @@ static void dispatch(lu_manager_t *m, int from, item_t *it) {
       item_free(it);
       return;
   }
-  shard_t *t = &m->shards[target];
+  shard_t *f = from < 0 ? NULL : &m->shards[from];
+  /* With a durable bus, emitted events take the bus even to this shard:
+   * they must be safe before their parent is acknowledged. */
+  if (!target->local || (it->derived && m->has_bus && m->bus.forward_derived)) {
+    send_remote(m, f, target->id, it);
+    return;
+  }
+  shard_t *t = target->local;
   if (from < 0) {
     pthread_mutex_lock(&t->stats_lock);
     t->routed++;
@@ -739,22 +936,14 @@ static void dispatch(lu_manager_t *m, int from, item_t *it) {
     enqueue(t, it, 0);
     return;
   }
-  if ((unsigned)from != target) {
-    shard_t *f = &m->shards[from];
-    pthread_mutex_lock(&f->stats_lock);
-    f->forwarded++;
-    pthread_mutex_unlock(&f->stats_lock);
-    pthread_mutex_lock(&t->stats_lock);
-    t->received++;
-    pthread_mutex_unlock(&t->stats_lock);
-  }
+  if (f != t) count_forward(f, t);
   enqueue(t, it, 1);
 }
 
 /* ---- submit ----------------------------------------------------------- */
 
 static int submit_common(lu_manager_t *m, lu_event_t *ev, const char *raw,
-                         size_t len, uint64_t line) {
+                         size_t len, uint64_t line, lu_done_t done) {
   pending_add(m, 1);
   pthread_mutex_lock(&m->stats_lock);
   m->events_in++;
@@ -766,13 +955,13 @@ static int submit_common(lu_manager_t *m, lu_event_t *ev, const char *raw,
       lu__fmt(err, sizeof err,
               "event of %zu bytes exceeds the limit of %zu bytes", len,
               m->cfg.max_event_bytes);
-      reject(m, -1, 0, line, t0, raw, len, NULL, err);
+      reject(m, -1, 0, line, t0, raw, len, NULL, err, done);
       return 0;
     }
     int rc = lu_event_parse(&ev, raw, len, err, sizeof err);
     if (rc) {
       if (rc == LU_ENOMEM) lu__fmt(err, sizeof err, "out of memory");
-      reject(m, -1, 0, line, t0, raw, len, NULL, err);
+      reject(m, -1, 0, line, t0, raw, len, NULL, err, done);
       return 0;
     }
   }
@@ -780,22 +969,31 @@ static int submit_common(lu_manager_t *m, lu_event_t *ev, const char *raw,
   if (!it) {
     size_t l;
     const char *j = lu_event_json(ev, &l);
-    reject(m, -1, 0, line, t0, j ? j : "", j ? l : 0, NULL, "out of memory");
+    reject(m, -1, 0, line, t0, j ? j : "", j ? l : 0, NULL, "out of memory",
+           done);
     lu_event_free(ev);
     return 0;
   }
   it->ev = ev;
   it->line = line;
   it->t_submit = t0;
+  it->done = done;
   dispatch(m, -1, it);
   return 0;
 }
+
+static const lu_done_t no_done = {NULL, NULL};
 
 int lu_manager_submit_json(lu_manager_t *m, const char *json, size_t len,
                            uint64_t line) {
   if (!m || (!json && len)) return LU_EINVAL;
   if (m->closing) return LU_ESTATE;
-  return submit_common(m, NULL, json ? json : "", len, line);
+  return submit_common(m, NULL, json ? json : "", len, line, no_done);
+}
+
+int lu__manager_submit_raw(lu_manager_t *m, const char *json, size_t len,
+                           uint64_t line, lu_done_t done) {
+  return submit_common(m, NULL, json ? json : "", len, line, done);
 }
 
 int lu_manager_submit(lu_manager_t *m, lu_event_t *ev) {
@@ -816,11 +1014,81 @@ int lu_manager_submit(lu_manager_t *m, lu_event_t *ev) {
     m->events_in++;
     pthread_mutex_unlock(&m->stats_lock);
     reject(m, -1, 0, 0, lu__now_ns(), j ? j : "", j ? len : 0, NULL,
-           "event lacks id, type or source");
+           "event lacks id, type or source", no_done);
     lu_event_free(ev);
     return 0;
   }
-  return submit_common(m, ev, NULL, 0, 0);
+  return submit_common(m, ev, NULL, 0, 0, no_done);
+}
+
+static shard_t *local_shard(lu_manager_t *m, const char *id) {
+  for (unsigned i = 0; i < m->n; i++)
+    if (!strcmp(m->shards[i].id, id)) return &m->shards[i];
+  return NULL;
+}
+
+int lu__manager_accept(lu_manager_t *m, const char *json, size_t len,
+                       const char *target, unsigned hops, lu_done_t done) {
+  shard_t *t = target ? local_shard(m, target) : NULL;
+  if (!t && hops <= MAX_HOPS) {
+    /* Taken over from a shard that is gone: route once more.  Counted as
+     * an input here (its first owner never recorded an outcome). */
+    pending_add(m, 1);
+    uint64_t t0 = lu__now_ns();
+    char err[256];
+    lu_event_t *ev;
+    int rc = lu_event_parse(&ev, json, len, err, sizeof err);
+    if (rc) {
+      reject(m, -1, 1, 0, t0, json, len, NULL, err, done);
+      return 0;
+    }
+    item_t *it = calloc(1, sizeof *it);
+    if (!it) abort();
+    it->ev = ev;
+    it->t_submit = t0;
+    it->derived = 1;
+    it->hops = hops;
+    it->done = done;
+    dispatch(m, -1, it);
+    return 0;
+  }
+  if (!t) t = &m->shards[0]; /* past the hop limit: run it here */
+  pending_add(m, 1);
+  uint64_t t0 = lu__now_ns();
+  char err[256];
+  lu_event_t *ev;
+  int rc = lu_event_parse(&ev, json, len, err, sizeof err);
+  if (rc) {
+    reject(m, (int)t->idx, 1, 0, t0, json, len, NULL, err, done);
+    return 0;
+  }
+  item_t *it = calloc(1, sizeof *it);
+  if (!it) abort();
+  it->ev = ev;
+  it->t_submit = t0;
+  it->derived = 1;
+  it->hops = hops;
+  it->done = done;
+  count_forward(NULL, t);
+  enqueue(t, it, 1);
+  return 0;
+}
+
+int lu__manager_run_local(lu_manager_t *m, lu_event_t *ev, const char *target,
+                          lu_done_t done) {
+  shard_t *t = target ? local_shard(m, target) : NULL;
+  if (!t) t = &m->shards[0];
+  pending_add(m, 1);
+  pthread_mutex_lock(&m->stats_lock);
+  m->events_in++;
+  pthread_mutex_unlock(&m->stats_lock);
+  item_t *it = calloc(1, sizeof *it);
+  if (!it) abort();
+  it->ev = ev;
+  it->t_submit = lu__now_ns();
+  it->done = done;
+  enqueue(t, it, 0);
+  return 0;
 }
 
 /* ---- the shard thread ------------------------------------------------- */
@@ -868,11 +1136,16 @@ static double affinity(shard_t *s, const lu_fnent_t *fe, const lu_event_t *ev) {
   if (fe->strategy == LU_STRAT_HASH) {
     if (event_key(fe, ev, kbuf, sizeof kbuf, &key, &klen, why, sizeof why))
       return 0;
-    return lu__rendezvous(lu__key_hash(key, klen), m->seeds, m->n) == s->idx
-               ? 1.0 : 0.0;
+    pthread_rwlock_rdlock(&m->vlock);
+    double a = m->vn && m->view[lu__rendezvous(lu__key_hash(key, klen),
+                                               m->vseeds, m->vn)] == s->member
+                   ? 1.0 : 0.0;
+    pthread_rwlock_unlock(&m->vlock);
+    return a;
   }
   if (fe->strategy == LU_STRAT_STICKY) {
     unsigned b;
+    if (m->has_bus && m->bus.sticky) return 0.5; /* bindings live in KV */
     if (event_key(fe, ev, kbuf, sizeof kbuf, &key, &klen, why, sizeof why))
       return 0;
     char sk[320];
@@ -880,7 +1153,7 @@ static double affinity(shard_t *s, const lu_fnent_t *fe, const lu_event_t *ev) {
     if (lu__sessions_lookup(m->sessions, sk, sl, lu__now_ns() / 1000000u,
                             &b))
       return 0.5;
-    return b == s->idx ? 1.0 : 0.0;
+    return b == s->member->slot ? 1.0 : 0.0;
   }
   return 1.0;
 }
@@ -905,6 +1178,12 @@ static void complete(shard_t *s, item_t *it, uint64_t exec_ns) {
                 .corr = corr_of(ev), .caus = ev->id, .shard = s->id,
                 .fn = name, .context = ev->root};
   add_record(u, &h, dj, dlen);
+  u->result = u->text.len;
+  u->result_len = dlen;
+  lu__buf_put(&u->text, dj, dlen);
+  lu__buf_put(&u->text, "", 1);
+  u->done = it->done;
+  it->done.fn = NULL;
 
   /* Emitted events: stored with the result, then routed. */
   size_t ne = s->out.nemit;
@@ -957,6 +1236,8 @@ static void fail(shard_t *s, item_t *it, const char *reason, uint64_t exec_ns) {
   const char *name = fe->fn->name;
   unit_t *u = unit_new(LU_OUTCOME_FAILED, it->derived, (int)s->idx, it->line,
                        it->t_submit);
+  u->done = it->done;
+  it->done.fn = NULL;
   char id[37], type[256], subject[320], src[48], abuf[16];
   const char *parts[] = {ev->id, name, "Failed"};
   lu__derive_id(id, parts, 3);
@@ -1284,12 +1565,22 @@ int lu_manager_new(lu_manager_t **out, const lu_config_t *cfg_in,
   pthread_cond_init(&m->pdone, NULL);
   pthread_mutex_init(&m->stats_lock, NULL);
   pthread_mutex_init(&m->rng_lock, NULL);
+  pthread_mutex_init(&m->members_lock, NULL);
+  pthread_rwlock_init(&m->vlock, NULL);
   for (unsigned i = 0; i < m->n; i++) {
     shard_t *s = &m->shards[i];
     s->m = m;
     s->idx = i;
-    lu__fmt(s->id, sizeof s->id, "shard-%u", i);
-    m->seeds[i] = lu__shard_seed(s->id);
+    if (cfg.shard_ids && cfg.shard_ids[i])
+      lu__fmt(s->id, sizeof s->id, "%s", cfg.shard_ids[i]);
+    else
+      lu__fmt(s->id, sizeof s->id, "shard-%u", i);
+    pthread_mutex_lock(&m->members_lock);
+    s->member = member_get(m, s->id);
+    pthread_mutex_unlock(&m->members_lock);
+    if (!s->member || s->member->local) abort(); /* duplicate local id */
+    s->member->local = s;
+    if (i + 1 == m->n) m->cfg.shard_ids = NULL; /* copied into s->id */
     s->rng = lu__rand_next(&m->rng);
     s->fns = calloc(nf + 1, sizeof *s->fns);
     if (!s->fns) abort();
@@ -1298,6 +1589,7 @@ int lu_manager_new(lu_manager_t **out, const lu_config_t *cfg_in,
     cond_init_mono(&s->wake);
     pthread_cond_init(&s->space, NULL);
   }
+  lu__manager_set_view(m, NULL, 0);
   pthread_create(&m->sthread, NULL, store_main, m);
   for (unsigned i = 0; i < m->n; i++)
     pthread_create(&m->shards[i].thread, NULL, shard_main, &m->shards[i]);
@@ -1351,7 +1643,10 @@ void lu_manager_free(lu_manager_t *m) {
     pthread_cond_destroy(&m->pdone);
     pthread_mutex_destroy(&m->stats_lock);
     pthread_mutex_destroy(&m->rng_lock);
+    pthread_mutex_destroy(&m->members_lock);
+    pthread_rwlock_destroy(&m->vlock);
   }
+  for (unsigned i = 0; i < m->nmembers; i++) free(m->members[i]);
   lu_store_close(m->store);
   lu__sessions_free(m->sessions);
   free(m->shards);
@@ -1483,4 +1778,9 @@ void lu__manager_store_stats(const lu_manager_t *cm, uint64_t *batches,
   *records = m->store_records;
   *errors = m->store_errors;
   pthread_mutex_unlock(&m->stats_lock);
+}
+
+void lu__manager_set_bus(lu_manager_t *m, const lu_bus_t *bus) {
+  m->bus = *bus;
+  m->has_bus = bus->forward != NULL;
 }

@@ -112,6 +112,8 @@ typedef struct lu_outcome_s {
   const char *stored_json;/**< the recorded event (<Fn>Completed,
                                <Fn>Failed, lucent.Rejected or
                                lucent.DeadLettered) as stored */
+  const char *result_json;/**< COMPLETED: the function's result (the
+                               stored event's data) as JSON text */
   uint64_t exec_ns;       /**< time inside the function, last attempt */
   uint64_t total_ns;      /**< from submit to outcome recorded */
 } lu_outcome_t;
@@ -128,6 +130,8 @@ typedef void (*lu_explain_cb)(void *userdata, const char *line);
 
 typedef struct lu_config_s {
   unsigned shards;          /**< number of shard threads; default 1 */
+  const char *const *shard_ids; /**< their ids (`shards` of them), or NULL
+                               for "shard-0", "shard-1", ...; copied */
   const char *store;        /**< SQLite file path or ":memory:" (default) */
   lu_store_t *store_handle; /**< an already open store (any backend) to use
                                  instead of `store`; the manager takes
