@@ -5,11 +5,19 @@
  * line number, drains, and prints the summary: events in and their outcomes,
  * per shard and per function.  The run checks its own books: events in must
  * equal completed + failed + rejected + dead-lettered, else it exits 1.
+ *
+ * Its own messages (start, finish, errors) are structured log records
+ * (lucent/log.h); --explain decisions become debug records when the log
+ * level is debug.  --http serves metrics and health while it runs (and,
+ * with --http-hold, after the input is drained until SIGINT/SIGTERM, so a
+ * finished run can be scraped).  Nothing of that touches the event path:
+ * metrics are read from the manager's counters when scraped.
  */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +25,8 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "lucent/http.h"
+#include "lucent/log.h"
 #include "lucent/lucent.h"
 
 static void usage(FILE *f) {
@@ -39,7 +49,15 @@ static void usage(FILE *f) {
       "  --breaker-cooldown-ms N  open -> half-open after (1000)\n"
       "  --batch N            events per store transaction (default 512)\n"
       "  --seed N             randomness seed (default: clock)\n"
-      "  --no-progress        no progress line even on a terminal\n");
+      "  --no-progress        no progress line even on a terminal\n"
+      "  --http ADDR:PORT     serve /metrics, /healthz, /readyz, /functions,\n"
+      "                       /shards (host defaults to 127.0.0.1; port 0 =\n"
+      "                       any free port, logged as \"http listening\")\n"
+      "  --http-hold          after the input is drained, keep serving until\n"
+      "                       SIGINT/SIGTERM, then print the summary\n"
+      "  --log-level L        debug, info (default), warn, error or off\n"
+      "  --log-format F       json, text, or auto (default: text on a\n"
+      "                       terminal, JSON lines otherwise)\n");
 }
 
 static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *v) {
@@ -52,9 +70,64 @@ static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *v) {
   return 0;
 }
 
+/* Copies the value of ` name=` in an explain line into buf ("" if none).
+ * Values are single tokens (select.c replaces spaces in them). */
+static void explain_field(const char *line, const char *name, char *buf,
+                          size_t cap) {
+  size_t nl = strlen(name);
+  buf[0] = 0;
+  for (const char *p = strstr(line, name); p; p = strstr(p + 1, name)) {
+    if ((p != line && p[-1] != ' ') || p[nl] != '=') continue;
+    p += nl + 1;
+    size_t n = strcspn(p, " ");
+    if (n >= cap) n = cap - 1;
+    memcpy(buf, p, n);
+    buf[n] = 0;
+    return;
+  }
+}
+
+/* One selection decision: a debug record when debug logs are on (with the
+ * shard, event and choice as fields), else the plain --explain line. */
 static void on_explain(void *ud, const char *line) {
   (void)ud;
-  fprintf(stderr, "%s\n", line);
+  if (!lu_log_enabled(LU_LOG_DEBUG)) {
+    fprintf(stderr, "%s\n", line);
+    return;
+  }
+  char shard[64], event[160], chosen[160];
+  explain_field(line, "shard", shard, sizeof shard);
+  explain_field(line, "event", event, sizeof event);
+  explain_field(line, "chosen", chosen, sizeof chosen);
+  const char *cands = strstr(line, " candidates: ");
+  lu_log_write(LU_LOG_DEBUG, shard[0] ? shard : NULL, NULL,
+               LU_KVS(LU_KV_STR("event", event), LU_KV_STR("chosen", chosen),
+                      LU_KV_STR("candidates", cands ? cands + 13 : line)),
+               "selection");
+}
+
+/* --http-hold: SIGINT and SIGTERM are blocked in every thread and taken by
+ * one thread with sigwait(), which raises `stop`: the input loop stops
+ * reading at the next line, and the hold after the drain ends. */
+typedef struct hold_s {
+  sigset_t set;
+  pthread_t thread;
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  int stop;   /* under lock; also read unlocked by the input loop */
+  int signo;
+} hold_t;
+
+static void *hold_main(void *arg) {
+  hold_t *h = arg;
+  int sig = 0;
+  sigwait(&h->set, &sig);
+  pthread_mutex_lock(&h->lock);
+  __atomic_store_n(&h->stop, 1, __ATOMIC_RELAXED);
+  h->signo = sig;
+  pthread_cond_broadcast(&h->cond);
+  pthread_mutex_unlock(&h->lock);
+  return NULL;
 }
 
 typedef struct progress_s {
@@ -223,7 +296,7 @@ static void summary_text(lu_manager_t *m, const lu_registry_t *reg,
 
 int cmd_run(int argc, char **argv) {
   enum { O_MAXB = 256, O_QUEUE, O_DEPTH, O_CPU, O_MEM, O_BRK, O_BRKC, O_BATCH,
-         O_SEED, O_NOPROG, O_WEIGHTS };
+         O_SEED, O_NOPROG, O_WEIGHTS, O_HTTP, O_HOLD, O_LOGL, O_LOGF };
   static const struct option opts[] = {
       {"plugin", required_argument, 0, 'p'},
       {"input", required_argument, 0, 'i'},
@@ -242,15 +315,25 @@ int cmd_run(int argc, char **argv) {
       {"batch", required_argument, 0, O_BATCH},
       {"seed", required_argument, 0, O_SEED},
       {"no-progress", no_argument, 0, O_NOPROG},
+      {"http", required_argument, 0, O_HTTP},
+      {"http-hold", no_argument, 0, O_HOLD},
+      {"log-level", required_argument, 0, O_LOGL},
+      {"log-format", required_argument, 0, O_LOGF},
       {"help", no_argument, 0, 'h'},
       {0, 0, 0, 0}};
   lu_config_t cfg;
   lu_config_init(&cfg);
   lu_registry_t *reg = NULL;
-  const char *input = NULL;
-  int json = 0, explain = 0, progress = 1, nplug = 0, c;
+  const char *input = NULL, *http_addr = NULL;
+  const char **plugins = calloc((size_t)argc + 1, sizeof *plugins);
+  int json = 0, explain = 0, progress = 1, nplug = 0, hold = 0, c;
+  lu_log_level_t log_level = LU_LOG_INFO;
+  lu_log_format_t log_format = LU_LOG_FORMAT_AUTO;
   uint64_t v;
-  if (lu_registry_new(&reg)) return 1;
+  if (!plugins || lu_registry_new(&reg)) {
+    free(plugins);
+    return 1;
+  }
   optind = 1;
 #define NUM(min, max, field, what)                                  \
   do {                                                              \
@@ -264,14 +347,7 @@ int cmd_run(int argc, char **argv) {
   } while (0)
   while ((c = getopt_long(argc, argv, "p:i:n:s:jxh", opts, NULL)) != -1) {
     switch (c) {
-      case 'p':
-        nplug++;
-        if (lu_registry_load_plugin(reg, optarg)) {
-          cli_error("%s", lu_registry_errmsg(reg));
-          lu_registry_free(reg);
-          return 1;
-        }
-        break;
+      case 'p': plugins[nplug++] = optarg; break;
       case 'i': input = optarg; break;
       case 'n': NUM(1, 256, cfg.shards, "--shards"); break;
       case 's': cfg.store = optarg; break;
@@ -301,36 +377,114 @@ int cmd_run(int argc, char **argv) {
       case O_BATCH: NUM(1, 1u << 20, cfg.store_batch, "--batch"); break;
       case O_SEED: NUM(0, UINT64_MAX, cfg.seed, "--seed"); break;
       case O_NOPROG: progress = 0; break;
-      case 'h': usage(stdout); lu_registry_free(reg); return 0;
+      case O_HTTP: http_addr = optarg; break;
+      case O_HOLD: hold = 1; break;
+      case O_LOGL:
+        if (lu_log_parse_level(optarg, &log_level)) {
+          cli_error("--log-level wants debug, info, warn, error or off "
+                    "(got '%s')", optarg);
+          goto usage_err;
+        }
+        break;
+      case O_LOGF:
+        if (lu_log_parse_format(optarg, &log_format)) {
+          cli_error("--log-format wants json, text or auto (got '%s')",
+                    optarg);
+          goto usage_err;
+        }
+        break;
+      case 'h':
+        usage(stdout);
+        lu_registry_free(reg);
+        free(plugins);
+        return 0;
       default: goto usage_err;
     }
   }
 #undef NUM
-  if (!nplug || !input || optind < argc) {
+  if (!nplug || !input || optind < argc || (hold && !http_addr)) {
     if (!nplug) cli_error("--plugin is required");
     else if (!input) cli_error("--input is required (a file, or - for stdin)");
-    else cli_error("unexpected argument '%s'", argv[optind]);
+    else if (optind < argc) cli_error("unexpected argument '%s'", argv[optind]);
+    else cli_error("--http-hold needs --http");
     goto usage_err;
   }
+  lu_log_set_format(log_format);
+  lu_log_set_level(log_level);
+  for (int i = 0; i < nplug; i++)
+    if (lu_registry_load_plugin(reg, plugins[i])) {
+      LU_LOG(LU_LOG_ERROR, NULL, NULL, LU_KVS(LU_KV_STR("plugin", plugins[i])),
+             "cannot load plugin: %s", lu_registry_errmsg(reg));
+      lu_registry_free(reg);
+      free(plugins);
+      return 1;
+    }
+  free(plugins);
   FILE *in = strcmp(input, "-") ? fopen(input, "r") : stdin;
   if (!in) {
-    cli_error("cannot open input %s: %s", input, strerror(errno));
+    LU_LOG(LU_LOG_ERROR, NULL, NULL, LU_KVS(LU_KV_STR("input", input)),
+           "cannot open input %s: %s", input, strerror(errno));
     lu_registry_free(reg);
     return 1;
   }
-  if (explain) cfg.on_explain = on_explain;
+  /* Selection decisions: plain lines for --explain, debug records when
+   * debug logs are on.  Off otherwise: explaining costs a scoring pass. */
+  if (explain || lu_log_enabled(LU_LOG_DEBUG)) cfg.on_explain = on_explain;
+  /* --http-hold: block the signals before any thread starts, so every
+   * thread inherits the mask and only hold_main takes them. */
+  hold_t hd = {.stop = 0};
+  if (hold) {
+    sigemptyset(&hd.set);
+    sigaddset(&hd.set, SIGINT);
+    sigaddset(&hd.set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &hd.set, NULL);
+    pthread_mutex_init(&hd.lock, NULL);
+    pthread_cond_init(&hd.cond, NULL);
+    pthread_create(&hd.thread, NULL, hold_main, &hd);
+  }
   lu_manager_t *m;
   char err[512];
   int rc = lu_manager_new(&m, &cfg, reg, err, sizeof err);
   if (rc) {
-    cli_error("cannot start: %s", err[0] ? err : lu_strerror(rc));
+    LU_LOG(LU_LOG_ERROR, NULL, NULL, LU_KVS(LU_KV_STR("store", cfg.store)),
+           "cannot start: %s", err[0] ? err : lu_strerror(rc));
     if (in != stdin) fclose(in);
     lu_registry_free(reg);
+    if (hold) {
+      pthread_cancel(hd.thread); /* sigwait is a cancellation point */
+      pthread_join(hd.thread, NULL);
+    }
     return 1;
   }
+  lu_http_t *http = NULL;
+  if (http_addr) {
+    lu_obs_source_t src = {.manager = m, .store_path = cfg.store,
+                           .bus = "inproc"};
+    rc = lu_http_start(&http, http_addr, &src, err, sizeof err);
+    if (rc) {
+      LU_LOG(LU_LOG_ERROR, NULL, NULL, LU_KVS(LU_KV_STR("addr", http_addr)),
+             "%s", err);
+      lu_manager_free(m);
+      if (in != stdin) fclose(in);
+      lu_registry_free(reg);
+      if (hold) {
+        pthread_cancel(hd.thread);
+        pthread_join(hd.thread, NULL);
+      }
+      return 1;
+    }
+    LU_LOG(LU_LOG_INFO, NULL, NULL, LU_KVS(LU_KV_STR("addr", lu_http_addr(http))),
+           "http listening");
+  }
+  LU_LOG(LU_LOG_INFO, NULL, NULL,
+         LU_KVS(LU_KV_STR("input", input), LU_KV_UINT("shards", cfg.shards),
+                LU_KV_STR("store", cfg.store),
+                LU_KV_UINT("functions", lu_registry_count(reg)),
+                LU_KV_STR("version", LU_VERSION)),
+         "run started");
   progress_t prog = {.m = m};
   pthread_t pt;
-  int show = progress && !json && isatty(2);
+  int show = progress && !json && isatty(2) && !cfg.on_explain;
   clock_gettime(CLOCK_MONOTONIC, &prog.t0);
   if (show) {
     pthread_mutex_init(&prog.lock, NULL);
@@ -342,6 +496,12 @@ int cmd_run(int argc, char **argv) {
   ssize_t len;
   uint64_t lineno = 0;
   while ((len = getline(&line, &cap, in)) >= 0) {
+    if (hold && __atomic_load_n(&hd.stop, __ATOMIC_RELAXED)) {
+      LU_LOG(LU_LOG_WARN, NULL, NULL, LU_KVS(LU_KV_UINT("line", lineno)),
+             "interrupted: input not read past line %llu",
+             (unsigned long long)lineno);
+      break;
+    }
     lineno++;
     while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) len--;
     size_t skip = 0;
@@ -367,26 +527,62 @@ int cmd_run(int argc, char **argv) {
   lu_manager_counts(m, &counts, &events_in);
   int balanced = sum(counts.outcomes) == events_in;
   uint64_t store_errors = lu_manager_store_errors(m);
+  LU_LOG(LU_LOG_INFO, NULL, NULL,
+         LU_KVS(LU_KV_UINT("events_in", events_in),
+                LU_KV_DBL("seconds", secs),
+                LU_KV_DBL("events_per_second", secs > 0 ? events_in / secs : 0),
+                LU_KV_UINT("completed", counts.outcomes[LU_OUTCOME_COMPLETED]),
+                LU_KV_UINT("failed", counts.outcomes[LU_OUTCOME_FAILED]),
+                LU_KV_UINT("rejected", counts.outcomes[LU_OUTCOME_REJECTED]),
+                LU_KV_UINT("dead_lettered",
+                           counts.outcomes[LU_OUTCOME_DEAD_LETTERED]),
+                LU_KV_UINT("emitted", sum(counts.derived)),
+                LU_KV_BOOL("balanced", balanced),
+                LU_KV_UINT("store_errors", store_errors)),
+         "run finished");
+  if (hold) {
+    LU_LOG(LU_LOG_INFO, NULL, NULL,
+           LU_KVS(LU_KV_STR("addr", lu_http_addr(http))),
+           "input drained; serving until SIGINT or SIGTERM");
+    pthread_mutex_lock(&hd.lock);
+    while (!hd.stop) pthread_cond_wait(&hd.cond, &hd.lock);
+    pthread_mutex_unlock(&hd.lock);
+    pthread_join(hd.thread, NULL);
+    LU_LOG(LU_LOG_INFO, NULL, NULL, LU_KVS(LU_KV_INT("signal", hd.signo)),
+           "stopping on %s", hd.signo == SIGINT ? "SIGINT" : "SIGTERM");
+    pthread_mutex_destroy(&hd.lock);
+    pthread_cond_destroy(&hd.cond);
+  }
   if (json) summary_json(m, reg, events_in, secs, balanced);
   else summary_text(m, reg, events_in, secs, cfg.store, balanced);
+  fflush(stdout);
+  lu_http_stop(http);
   lu_manager_free(m);
   lu_registry_free(reg);
   if (read_err) {
-    cli_error("error reading %s", input);
+    LU_LOG(LU_LOG_ERROR, NULL, NULL, LU_KVS(LU_KV_STR("input", input)),
+           "error reading %s", input);
     return 1;
   }
   if (store_errors) {
-    cli_error("%llu store batches could not be written: see the messages "
-              "above", (unsigned long long)store_errors);
+    LU_LOG(LU_LOG_ERROR, NULL, NULL,
+           LU_KVS(LU_KV_UINT("store_errors", store_errors),
+                  LU_KV_STR("store", cfg.store)),
+           "%llu store batches could not be written: see the messages "
+           "above", (unsigned long long)store_errors);
     return 1;
   }
   if (!balanced) {
-    cli_error("outcome counts do not add up to events in");
+    LU_LOG(LU_LOG_ERROR, NULL, NULL,
+           LU_KVS(LU_KV_UINT("events_in", events_in),
+                  LU_KV_UINT("outcomes", sum(counts.outcomes))),
+           "outcome counts do not add up to events in");
     return 1;
   }
   return 0;
 usage_err:
   usage(stderr);
   lu_registry_free(reg);
+  free(plugins);
   return 2;
 }
