@@ -25,6 +25,7 @@ static const struct {
     {"run", cmd_run, "process a JSON Lines file of events on N shards"},
     {"functions", cmd_functions, "list the functions of a plugin"},
     {"events", cmd_events, "print stored events as JSON Lines"},
+    {"top", cmd_top, "live view of a running lucent (--http ADDR:PORT)"},
 };
 
 static void usage(FILE *f) {
