@@ -256,7 +256,7 @@ void lu_log_vwrite(lu_log_level_t level, const char *shard, const char *corr,
   char *msg = small;
   va_list ap2;
   va_copy(ap2, ap);
-  int n = vsnprintf(small, sizeof small, fmt ? fmt : "", ap);
+  int n = fmt ? vsnprintf(small, sizeof small, fmt, ap) : -1;
   if (n < 0) {
     small[0] = 0;
   } else if ((size_t)n >= sizeof small) {
