@@ -46,6 +46,12 @@
 #define LU_SUBJ_AMO_FWD "lucent.amo.fwd"   /* + ".<shard>" */
 #define LU_INTAKE_PARTITIONS 16
 
+/* The `lucent` command links liblucent.so, which exports only LU_EXTERN
+ * symbols; the NATS entry points below are exported the same way so that
+ * the CLI (cli/nats_opts.c, cmd_events, cmd_serve, ...) can call them.
+ * They are still internal: no installed header declares them. */
+#define LU__NATS_API __attribute__((visibility("default")))
+
 /* ---- nats_conn.c ------------------------------------------------------ */
 
 /** Connection options a production user needs.  Strings are borrowed. */
@@ -64,51 +70,73 @@ typedef struct lu_nats_opts_s {
 
 /** Connects with SendAsap on (NATS-NOTES trap 1: without it every hop
  *  waits ~1 ms for the library's flush), reconnect with backoff and
- *  jitter, and a connection-lost / reconnected log through stderr.
- *  Returns 0, or LU_EIO (server unreachable: err says which URLs and why),
- *  LU_EPROTO (authorization or TLS refused: err says so), LU_EINVAL. */
-int lu__nats_connect(natsConnection **nc, const lu_nats_opts_t *o, char *err,
-                     size_t errlen);
+ *  jitter, and a connection-lost / reconnected log through stderr.  The
+ *  first connect is not retried: a wrong URL or bad credentials fail at
+ *  once.  TLS is on with tls_ca, tls_cert or a tls:// URL; the server
+ *  certificate is checked against each URL's own host name.  Messages
+ *  never show passwords.  Returns 0, or LU_EIO (server unreachable: err
+ *  says which URLs and why, "... no server available (connection
+ *  refused)"), LU_EPROTO (authorization or TLS refused: err says so),
+ *  LU_EINVAL (bad URL, unreadable file, contradictory options: err says
+ *  which), LU_ENOMEM.  *nc is NULL on failure. */
+LU__NATS_API int lu__nats_connect(natsConnection **nc,
+                                  const lu_nats_opts_t *o, char *err,
+                                  size_t errlen);
 
-/** "nats: <status text>: <last error>" into buf, for messages. */
-void lu__nats_reason(natsStatus s, char *buf, size_t cap);
+/** "nats: <status text>: <last error>" into buf, for messages (the last
+ *  error is nats.c's, of this thread). */
+LU__NATS_API void lu__nats_reason(natsStatus s, char *buf, size_t cap);
 
 /* ---- store_jetstream.c ------------------------------------------------ */
 
-/** Opens the event store on JetStream: stream LUCENT_EVENTS (created if
- *  missing, file storage, duplicate window `dup_window_ms`, 0 = 2 min) on
- *  an existing connection (borrowed; must outlive the store).  Appends
- *  publish asynchronously to lucent.events.<type> with Nats-Msg-Id = id and
- *  wait for every ack (group commit); duplicates are ignored by the server.
- *  Queries read the stream with an ordered consumer.  Errors: LU_ESTORE
- *  with the reason in err (no JetStream on the server, ...). */
-int lu__store_jetstream_open(lu_store_t **out, natsConnection *nc,
-                             int create, uint32_t dup_window_ms, char *err,
-                             size_t errlen);
+/** Opens the event store on JetStream: stream LUCENT_EVENTS (file
+ *  storage, duplicate window `dup_window_ms`, 0 = 2 min, widened on an
+ *  existing stream, never narrowed) on an existing connection (borrowed;
+ *  must outlive the store).  create = 0 opens read-only and never creates
+ *  the stream: LU_ENOENT and "no lucent event store on this server (stream
+ *  LUCENT_EVENTS not found)" when it is missing.  Appends publish
+ *  asynchronously to lucent.events.<type> with Nats-Msg-Id = id and wait
+ *  for every ack, at most 5 s (group commit); duplicates are ignored by the
+ *  server; a failed batch (LU_ESTORE) may be partly stored, so the caller
+ *  retries all of it.  Queries read the stream with an ephemeral pull
+ *  consumer and stop at the last event present when they started.
+ *  Errors: LU_ESTORE with the reason in err (no JetStream on the server,
+ *  a stream of that name that is not lucent's, ...). */
+LU__NATS_API int lu__store_jetstream_open(lu_store_t **out,
+                                          natsConnection *nc, int create,
+                                          uint32_t dup_window_ms, char *err,
+                                          size_t errlen);
 
 /* ---- session_kv.c ----------------------------------------------------- */
 
 /** Sticky-session bindings shared by every shard process (DESIGN.md
  *  decision 7): KV bucket lucent_sessions, TTL per bucket (the longest
- *  sticky TTL of the registry).  First binder wins (kvStore_Create); a
- *  binding to a shard that is not alive is replaced with a CAS update.
- *  Keeps a local cache so a hot session costs no round trip, and refreshes
- *  a binding in the KV at most every ttl/4 while it is in use.  Thread
- *  safe. */
+ *  sticky TTL of the registry; 0 = never expire; a bucket that exists
+ *  keeps its own TTL).  First binder wins (kvStore_Create); a binding to a
+ *  shard that is not alive, or older than the TTL, is replaced with a CAS
+ *  update.  Keeps a local cache so a hot session costs no round trip, and
+ *  refreshes a binding in the KV at most every ttl/4 while it is in use;
+ *  a takeover by another process is seen at that refresh, or as soon as
+ *  alive() says the cached shard is gone.  Thread safe; alive() is called
+ *  without any lock held.  Open errors: LU_EIO (no JetStream, server
+ *  unreachable; err says so). */
 typedef struct lu_kvsess_s lu_kvsess_t;
-int lu__kvsess_open(lu_kvsess_t **out, natsConnection *nc, uint32_t ttl_ms,
-                    char *err, size_t errlen);
-/** The shard id bound to key (written to out, cap bytes), binding it to
- *  `candidate` when unbound or when alive(ud, bound) says the bound shard
- *  is gone.  Returns 0, or LU_EIO when the KV cannot be reached (the caller
- *  then uses candidate and does not cache). */
-int lu__kvsess_bind(lu_kvsess_t *s, const char *key, size_t klen,
-                    const char *candidate,
-                    int (*alive)(void *ud, const char *shard), void *ud,
-                    char *out, size_t cap);
-/** The current binding without changing anything: 0, or LU_ENOENT. */
-int lu__kvsess_lookup(lu_kvsess_t *s, const char *key, size_t klen, char *out,
-                      size_t cap);
-void lu__kvsess_close(lu_kvsess_t *s);
+LU__NATS_API int lu__kvsess_open(lu_kvsess_t **out, natsConnection *nc,
+                                 uint32_t ttl_ms, char *err, size_t errlen);
+/** The shard id bound to key (klen bytes, any bytes) written to out (cap
+ *  bytes), binding it to `candidate` when unbound or when alive(ud, bound)
+ *  says the bound shard is gone (alive NULL = all alive).  Returns 0, or
+ *  LU_EIO when the KV cannot be reached (out then holds candidate: the
+ *  caller uses it and nothing is cached), LU_E2BIG (out too small),
+ *  LU_EINVAL (no or empty candidate, shard ids over 127 bytes). */
+LU__NATS_API int lu__kvsess_bind(lu_kvsess_t *s, const char *key,
+                                 size_t klen, const char *candidate,
+                                 int (*alive)(void *ud, const char *shard),
+                                 void *ud, char *out, size_t cap);
+/** The current binding without changing anything: 0, LU_ENOENT (none, or
+ *  expired), or LU_EIO. */
+LU__NATS_API int lu__kvsess_lookup(lu_kvsess_t *s, const char *key,
+                                   size_t klen, char *out, size_t cap);
+LU__NATS_API void lu__kvsess_close(lu_kvsess_t *s);
 
 #endif /* LUCENT_NATS_INTERNAL_H */
