@@ -1,0 +1,767 @@
+/*
+ * store_jetstream.c - the event store on NATS JetStream: stream
+ * LUCENT_EVENTS holds every event lucent appends, one message each, in
+ * append order; shard processes on many machines append to it and
+ * `lucent events --nats` reads it back.
+ *
+ *   stream LUCENT_EVENTS   subjects lucent.events.>, file storage, limits
+ *                          retention (kept forever), duplicate window
+ *                          dup_window_ms (default 2 min)
+ *   message                subject  lucent.events.<type>
+ *                          headers  Nats-Msg-Id         the event id
+ *                                   Lucent-Subject      when it has one
+ *                                   Lucent-Correlation  when it has one
+ *                                   Lucent-Type         only when the type
+ *                                                       is not its own
+ *                                                       subject token
+ *                          data     the event's JSON, as given
+ *
+ * The stream sequence is the store sequence: it starts at 1 and grows by
+ * one per stored (not duplicate) event, like the SQLite store's seq.
+ *
+ * Design notes:
+ *
+ *  1. Group commit = async publish + wait.  An append publishes all n
+ *     records with js_PublishMsgAsync (up to LU_JS_MAX_PENDING in flight)
+ *     and then waits for every ack with js_PublishAsyncComplete, bounded
+ *     by LU_JS_APPEND_TIMEOUT_MS.  Each ack goes through ack_handler on
+ *     nats.c's thread, which counts acks, duplicates and failures.  Any
+ *     failure or a timeout fails the whole batch (LU_ESTORE): the caller
+ *     retries it, and Nats-Msg-Id makes the retry store nothing twice
+ *     (DESIGN.md decision 3) - as long as it comes within the duplicate
+ *     window, which must outlast the longest redelivery delay.  Unlike
+ *     SQLite a failed batch is not rolled back: the messages acked before
+ *     the failure stay stored; the retry finds them as duplicates.
+ *
+ *  2. A failed batch leaves nothing behind.  After a timeout the messages
+ *     still waiting for their ack are taken back
+ *     (js_PublishAsyncGetPendingList) so that their late acks are ignored,
+ *     and a second js_PublishAsyncComplete waits for ack handlers already
+ *     running (nats.c counts a message as pending until its handler has
+ *     returned) - so the next batch's counters start clean.  While the
+ *     connection is down publishes wait in nats.c's reconnect buffer; if
+ *     the server is back within the timeout they are stored and acked and
+ *     the append succeeds; otherwise it fails, and the buffered copies
+ *     may still be stored on reconnect (harmless: same ids).
+ *
+ *  3. Subjects.  A type may contain dots (they become subject levels,
+ *     which is fine: lucent.events.> still covers it).  Characters that a
+ *     subject cannot carry (spaces, control bytes, the wildcards '*' and
+ *     '>') become '_', empty levels become '_', and a very long type is
+ *     replaced by a hash; when that changes the type, the exact type
+ *     travels in a Lucent-Type header and queries compare it.
+ *
+ *  4. Headers cost client CPU (NATS-NOTES: ~2.4 us for 3 fresh headers),
+ *     so only what queries filter on is sent: subject and correlation id
+ *     (the causation id is in the JSON for whoever needs it).  Header
+ *     values are escaped where NATS would alter them (it trims spaces and
+ *     drops empty values; CR/LF would break the header block): such a
+ *     value is sent with every byte < 0x20, 0x7f and '\' as \xHH and an
+ *     empty value as \e; queries escape their value the same way, so the
+ *     comparison stays exact.
+ *
+ *  5. Queries read the stream with an ephemeral pull consumer (AckNone,
+ *     memory storage, filtered on lucent.events.<type> when the query has
+ *     a type, starting at after_seq + 1), fetching batches of
+ *     LU_JS_FETCH.  A query must terminate even while appends go on: it
+ *     stops at the stream's last sequence as read when it started, or when
+ *     a message says nothing more is pending for the filter (NumPending
+ *     0), or when the consumer had nothing to deliver at all.  Filters on
+ *     subject and correlation id compare headers.  The consumer is
+ *     deleted at the end (and expires on the server if we die).
+ *
+ * Errors leave their message in the store (lu_store_errmsg); opening
+ * writes it to the caller's buffer.  natsStatus codes never leave this
+ * file.  Not thread safe (store.h): one caller at a time, as with SQLite.
+ */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nats_internal.h"
+
+#define LU_JS_DUP_WINDOW_MS 120000u /* default duplicate window: 2 min */
+#define LU_JS_MAX_PENDING 4096      /* async publishes in flight */
+#define LU_JS_APPEND_TIMEOUT_MS 5000
+#define LU_JS_API_WAIT_MS 5000      /* stream info, consumer create, ... */
+#define LU_JS_FETCH 1024            /* messages per query fetch */
+#define LU_JS_FETCH_BYTES (16 * 1024 * 1024)
+#define LU_JS_FETCH_WAIT_MS 5000
+#define LU_JS_MAX_TOKEN 200         /* longer types are hashed (note 3) */
+#define NS_PER_MS 1000000LL
+
+#define HDR_ID "Nats-Msg-Id"
+#define HDR_SUBJECT "Lucent-Subject"
+#define HDR_CORR "Lucent-Correlation"
+#define HDR_TYPE "Lucent-Type"
+
+typedef struct js_store_s {
+  lu_store_t base; /* first: a lu_store_t * is a js_store_t * */
+  natsConnection *nc; /* borrowed */
+  jsCtx *js;
+  int readonly;
+  int busy; /* inside a query callback */
+  int published; /* ever published: nats.c's pending map exists (its
+                  * js_PublishAsyncGetPendingList crashes before) */
+  /* Written by ack_handler on nats.c's thread, read by the appender. */
+  pthread_mutex_t mu;
+  size_t acked, dups, failed;
+  char ackerr[256]; /* the first failure of the batch */
+  /* Reused buffers. */
+  char *subj;
+  size_t subjcap;
+  char *esc;
+  size_t esccap;
+} js_store_t;
+
+/* ---- subjects and header values (notes 3, 4) -------------------------- */
+
+static int subj_bad(unsigned char c) {
+  return c <= ' ' || c == 0x7f || c == '*' || c == '>';
+}
+
+/* Writes LU_SUBJ_EVENTS "." + the type's token into *buf (grown).  Sets
+ * *exact to whether the token is the type itself.  0 or LU_ENOMEM. */
+static int type_subject(char **buf, size_t *cap, const char *type,
+                        int *exact) {
+  size_t tl = strlen(type);
+  size_t need = sizeof LU_SUBJ_EVENTS + 2 * tl + 40;
+  if (need > *cap) {
+    char *p = realloc(*buf, need);
+    if (!p) return LU_ENOMEM;
+    *buf = p;
+    *cap = need;
+  }
+  char *o = *buf;
+  memcpy(o, LU_SUBJ_EVENTS ".", sizeof LU_SUBJ_EVENTS);
+  o += sizeof LU_SUBJ_EVENTS;
+  char *tok = o;
+  int same = tl > 0;
+  int level_empty = 1;
+  for (size_t i = 0; i < tl; i++) {
+    unsigned char c = (unsigned char)type[i];
+    if (c == '.') {
+      if (level_empty) { /* "a..b", ".a": an empty level */
+        *o++ = '_';
+        same = 0;
+      }
+      *o++ = '.';
+      level_empty = 1;
+      continue;
+    }
+    if (subj_bad(c)) {
+      c = '_';
+      same = 0;
+    }
+    *o++ = (char)c;
+    level_empty = 0;
+  }
+  if (level_empty) { /* "", "a." */
+    *o++ = '_';
+    same = 0;
+  }
+  *o = 0;
+  if ((size_t)(o - tok) > LU_JS_MAX_TOKEN) {
+    lu__fmt(tok, *cap - (size_t)(tok - *buf), "_long.%016" PRIx64,
+            lu__key_hash(type, tl));
+    same = 0;
+  }
+  *exact = same;
+  return 0;
+}
+
+static int hv_special(unsigned char c) {
+  return c < 0x20 || c == 0x7f || c == '\\';
+}
+
+/* The header form of v: v itself when NATS carries it unchanged, else the
+ * escaped form written into *buf (grown).  NULL only on ENOMEM. */
+static const char *hv_escape(char **buf, size_t *cap, const char *v) {
+  size_t n = strlen(v);
+  int esc = n == 0 || v[0] == ' ' || v[n - 1] == ' ';
+  for (size_t i = 0; !esc && i < n; i++)
+    esc = hv_special((unsigned char)v[i]);
+  if (!esc) return v;
+  if (4 * n + 3 > *cap) {
+    char *p = realloc(*buf, 4 * n + 3);
+    if (!p) return NULL;
+    *buf = p;
+    *cap = 4 * n + 3;
+  }
+  static const char hex[] = "0123456789abcdef";
+  char *o = *buf;
+  if (n == 0) {
+    memcpy(o, "\\e", 3);
+    return o;
+  }
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)v[i];
+    if (hv_special(c) || (c == ' ' && (i == 0 || i == n - 1))) {
+      *o++ = '\\';
+      *o++ = 'x';
+      *o++ = hex[c >> 4];
+      *o++ = hex[c & 15];
+    } else {
+      *o++ = (char)c;
+    }
+  }
+  *o = 0;
+  return *buf;
+}
+
+/* ---- errors ----------------------------------------------------------- */
+
+static int fail(js_store_t *st, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static int fail(js_store_t *st, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int n = snprintf(st->base.errmsg, sizeof st->base.errmsg,
+                   "event store on JetStream (stream " LU_STREAM_EVENTS "): ");
+  if (n > 0 && (size_t)n < sizeof st->base.errmsg)
+    vsnprintf(st->base.errmsg + n, sizeof st->base.errmsg - (size_t)n, fmt,
+              ap);
+  va_end(ap);
+  return LU_ESTORE;
+}
+
+/* Why a JetStream API call failed, in words. */
+static void js_reason(natsStatus s, jsErrCode jerr, char *buf, size_t cap) {
+  if (s == NATS_NO_RESPONDERS)
+    lu__fmt(buf, cap, "JetStream is not enabled on the server (start "
+                      "nats-server with -js)");
+  else if (s == NATS_TIMEOUT)
+    lu__fmt(buf, cap, "JetStream did not answer within %d ms",
+            LU_JS_API_WAIT_MS);
+  else if (s == NATS_CONNECTION_CLOSED)
+    lu__fmt(buf, cap, "the NATS connection is closed");
+  else {
+    char r[400];
+    lu__nats_reason(s, r, sizeof r);
+    if (jerr)
+      lu__fmt(buf, cap, "%s (JetStream error %d)", r, (int)jerr);
+    else
+      lu__fmt(buf, cap, "%s", r);
+  }
+}
+
+/* ---- ack handler (note 1) --------------------------------------------- */
+
+static void ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa,
+                        jsPubAckErr *pae, void *closure) {
+  js_store_t *st = closure;
+  (void)js;
+  pthread_mutex_lock(&st->mu);
+  if (pa) {
+    st->acked++;
+    if (pa->Duplicate) st->dups++;
+  } else {
+    if (!st->failed) {
+      const char *id = NULL;
+      natsMsgHeader_Get(msg, HDR_ID, &id);
+      if (pae && pae->Err == NATS_NO_RESPONDERS)
+        lu__fmt(st->ackerr, sizeof st->ackerr,
+                "no stream stores %s (stream " LU_STREAM_EVENTS
+                " deleted?)",
+                natsMsg_GetSubject(msg));
+      else if (pae && pae->ErrCode)
+        lu__fmt(st->ackerr, sizeof st->ackerr,
+                "event %s refused: %s (JetStream error %d)", id ? id : "?",
+                pae->ErrText ? pae->ErrText : "error", (int)pae->ErrCode);
+      else
+        lu__fmt(st->ackerr, sizeof st->ackerr, "event %s refused: %s",
+                id ? id : "?",
+                pae && pae->ErrText ? pae->ErrText : "error");
+    }
+    st->failed++;
+  }
+  pthread_mutex_unlock(&st->mu);
+  natsMsg_Destroy(msg); /* ours in an AckHandler */
+}
+
+/* ---- open ------------------------------------------------------------- */
+
+static int js_append(lu_store_t *base, const lu_record_t *recs, size_t n,
+                     size_t *inserted);
+static int js_query(lu_store_t *base, const lu_query_t *q, lu_store_row_cb cb,
+                    void *ud);
+static int64_t js_count(lu_store_t *base);
+static void js_close(lu_store_t *base);
+static const lu_store_ops_t jetstream_ops = {"jetstream", js_append, js_query,
+                                             js_count, js_close};
+
+/* Takes back what is still waiting for an ack and waits for ack handlers
+ * still running, so that nothing of this batch reaches the next one. */
+static void drain(js_store_t *st) {
+  natsMsgList pending = {0};
+  if (js_PublishAsyncGetPendingList(&pending, st->js) == NATS_OK)
+    natsMsgList_Destroy(&pending);
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  po.MaxWait = 1000;
+  js_PublishAsyncComplete(st->js, &po);
+}
+
+static void store_free(js_store_t *st) {
+  if (!st) return;
+  if (st->js) {
+    /* Nothing should be pending (appends wait), but never leave nats.c
+     * holding messages of a store that is gone. */
+    if (st->published) drain(st);
+    jsCtx_Destroy(st->js);
+  }
+  pthread_mutex_destroy(&st->mu);
+  free(st->subj);
+  free(st->esc);
+  free(st);
+}
+
+/* Does the stream's configuration serve as the event store? */
+static int check_config(const jsStreamConfig *c, char *why, size_t cap) {
+  static const char want[] = LU_SUBJ_EVENTS ".>";
+  for (int i = 0; i < c->SubjectsLen; i++)
+    if (c->Subjects[i] && strcmp(c->Subjects[i], want) == 0) return 0;
+  lu__fmt(why, cap,
+          "stream " LU_STREAM_EVENTS " exists but does not take subjects %s "
+          "(it was not created by lucent)",
+          want);
+  return -1;
+}
+
+int lu__store_jetstream_open(lu_store_t **out, natsConnection *nc,
+                             int create, uint32_t dup_window_ms, char *err,
+                             size_t errlen) {
+  char dummy[8], why[512];
+  if (!err || !errlen) {
+    err = dummy;
+    errlen = sizeof dummy;
+  }
+  err[0] = 0;
+  if (!out) return LU_EINVAL;
+  *out = NULL;
+  if (!nc) {
+    lu__fmt(err, errlen, "cannot open the event store on JetStream: no NATS "
+                         "connection");
+    return LU_EINVAL;
+  }
+  js_store_t *st = calloc(1, sizeof *st);
+  if (!st) {
+    lu__fmt(err, errlen, "cannot open the event store: out of memory");
+    return LU_ENOMEM;
+  }
+  st->base.ops = &jetstream_ops;
+  st->nc = nc;
+  st->readonly = !create;
+  pthread_mutex_init(&st->mu, NULL);
+
+  jsOptions jo;
+  jsOptions_Init(&jo);
+  jo.Wait = LU_JS_API_WAIT_MS;
+  jo.PublishAsync.MaxPending = LU_JS_MAX_PENDING;
+  jo.PublishAsync.AckHandler = ack_handler;
+  jo.PublishAsync.AckHandlerClosure = st;
+  jo.PublishAsync.StallWait = LU_JS_APPEND_TIMEOUT_MS;
+  natsStatus s = natsConnection_JetStream(&st->js, nc, &jo);
+  if (s != NATS_OK) {
+    lu__nats_reason(s, why, sizeof why);
+    lu__fmt(err, errlen, "cannot open the event store on JetStream: %s",
+            why);
+    store_free(st);
+    return LU_ESTORE;
+  }
+
+  int64_t dup_ns = (int64_t)(dup_window_ms ? dup_window_ms
+                                           : LU_JS_DUP_WINDOW_MS) *
+                   NS_PER_MS; /* nanoseconds (NATS-NOTES trap 2) */
+  jsStreamInfo *si = NULL;
+  jsErrCode jerr = 0;
+  int rc = 0;
+  for (int attempt = 0; attempt < 3; attempt++) {
+    jerr = 0;
+    s = js_GetStreamInfo(&si, st->js, LU_STREAM_EVENTS, NULL, &jerr);
+    if (s == NATS_OK) {
+      if (check_config(si->Config, why, sizeof why) != 0) {
+        rc = LU_ESTORE;
+      } else if (create && si->Config->Duplicates < dup_ns) {
+        /* Made by an older or differently configured lucent: widen the
+         * duplicate window, never narrow it (someone may rely on it). */
+        jsStreamConfig cfg = *si->Config;
+        jsStreamInfo *si2 = NULL;
+        cfg.Duplicates = dup_ns;
+        s = js_UpdateStream(&si2, st->js, &cfg, NULL, &jerr);
+        jsStreamInfo_Destroy(si2);
+        if (s != NATS_OK) {
+          js_reason(s, jerr, why, sizeof why);
+          rc = LU_ESTORE;
+        }
+      }
+      break;
+    }
+    if (s != NATS_NOT_FOUND) {
+      js_reason(s, jerr, why, sizeof why);
+      rc = LU_ESTORE;
+      break;
+    }
+    if (!create) {
+      lu__fmt(why, sizeof why, "no lucent event store on this server "
+                               "(stream " LU_STREAM_EVENTS " not found)");
+      rc = LU_ENOENT;
+      break;
+    }
+    const char *subjects[] = {LU_SUBJ_EVENTS ".>"};
+    jsStreamConfig cfg;
+    jsStreamConfig_Init(&cfg);
+    cfg.Name = LU_STREAM_EVENTS;
+    cfg.Description = "lucent event store";
+    cfg.Subjects = subjects;
+    cfg.SubjectsLen = 1;
+    cfg.Storage = js_FileStorage;
+    cfg.Retention = js_LimitsPolicy;
+    cfg.Discard = js_DiscardOld;
+    cfg.Duplicates = dup_ns;
+    jerr = 0;
+    s = js_AddStream(&si, st->js, &cfg, NULL, &jerr);
+    if (s == NATS_OK) break;
+    /* Someone created it meanwhile (10058: name in use): read it again. */
+    if (jerr == JSStreamNameExistErr) continue;
+    js_reason(s, jerr, why, sizeof why);
+    rc = LU_ESTORE;
+    break;
+  }
+  jsStreamInfo_Destroy(si);
+  if (rc) {
+    if (rc == LU_ENOENT)
+      lu__fmt(err, errlen, "%s", why);
+    else
+      lu__fmt(err, errlen, "cannot open the event store on JetStream: %s",
+              why);
+    store_free(st);
+    return rc;
+  }
+  *out = &st->base;
+  return 0;
+}
+
+/* ---- append (notes 1, 2) ---------------------------------------------- */
+
+static int reentered(js_store_t *st) {
+  fail(st, "called from inside a query callback");
+  return LU_ESTATE;
+}
+
+/* Builds the message for one record.  0, or a message in st->errmsg. */
+static int build_msg(js_store_t *st, const lu_record_t *r, size_t i,
+                     natsMsg **out) {
+  int exact;
+  if (type_subject(&st->subj, &st->subjcap, r->type, &exact) != 0)
+    return fail(st, "out of memory");
+  if (r->len > INT32_MAX)
+    return fail(st, "record %zu of the batch is too large (%zu bytes)", i,
+                r->len);
+  natsMsg *m = NULL;
+  natsStatus s = natsMsg_Create(&m, st->subj, NULL, r->json, (int)r->len);
+  const char *v;
+  if (s == NATS_OK) {
+    v = hv_escape(&st->esc, &st->esccap, r->id);
+    s = v ? natsMsgHeader_Set(m, HDR_ID, v) : NATS_NO_MEMORY;
+  }
+  if (s == NATS_OK && r->subject) {
+    v = hv_escape(&st->esc, &st->esccap, r->subject);
+    s = v ? natsMsgHeader_Set(m, HDR_SUBJECT, v) : NATS_NO_MEMORY;
+  }
+  if (s == NATS_OK && r->correlationid) {
+    v = hv_escape(&st->esc, &st->esccap, r->correlationid);
+    s = v ? natsMsgHeader_Set(m, HDR_CORR, v) : NATS_NO_MEMORY;
+  }
+  if (s == NATS_OK && !exact) {
+    v = hv_escape(&st->esc, &st->esccap, r->type);
+    s = v ? natsMsgHeader_Set(m, HDR_TYPE, v) : NATS_NO_MEMORY;
+  }
+  if (s != NATS_OK) {
+    natsMsg_Destroy(m);
+    char why[256];
+    lu__nats_reason(s, why, sizeof why);
+    return fail(st, "record %zu of the batch: %s", i, why);
+  }
+  *out = m;
+  return 0;
+}
+
+static int js_append(lu_store_t *base, const lu_record_t *recs, size_t n,
+                     size_t *inserted) {
+  js_store_t *st = (js_store_t *)base;
+  if (inserted) *inserted = 0;
+  if (!st || (n && !recs)) return LU_EINVAL;
+  if (st->busy) return reentered(st);
+  if (st->readonly) return fail(st, "opened read-only, cannot append");
+  st->base.errmsg[0] = 0;
+  if (!n) return 0;
+
+  /* Check the whole batch before publishing any of it. */
+  for (size_t i = 0; i < n; i++) {
+    const lu_record_t *r = &recs[i];
+    if (!r->id || !r->type || !r->json)
+      return fail(st, "record %zu of the batch has no %s; batch not stored",
+                  i, !r->id ? "id" : !r->type ? "type" : "JSON body");
+    if (!r->id[0])
+      return fail(st, "record %zu of the batch has an empty id; batch not "
+                      "stored", i);
+  }
+
+  pthread_mutex_lock(&st->mu);
+  st->acked = st->dups = st->failed = 0;
+  st->ackerr[0] = 0;
+  pthread_mutex_unlock(&st->mu);
+
+  uint64_t t0 = lu__now_ns();
+  int rc = 0;
+  for (size_t i = 0; i < n && !rc; i++) {
+    natsMsg *m = NULL;
+    rc = build_msg(st, &recs[i], i, &m);
+    if (rc) break;
+    natsStatus s = js_PublishMsgAsync(st->js, &m, NULL);
+    natsMsg_Destroy(m); /* NULL when nats.c took it */
+    st->published = 1;
+    if (s != NATS_OK) {
+      char why[300];
+      if (s == NATS_TIMEOUT)
+        lu__fmt(why, sizeof why, "no acks from the server within %d ms",
+                LU_JS_APPEND_TIMEOUT_MS);
+      else
+        js_reason(s, 0, why, sizeof why);
+      rc = fail(st, "publishing record %zu of %zu: %s", i, n, why);
+    }
+  }
+  if (!rc) {
+    uint64_t spent = (lu__now_ns() - t0) / 1000000u;
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MaxWait = spent + 1 >= LU_JS_APPEND_TIMEOUT_MS
+                     ? 1
+                     : (int64_t)(LU_JS_APPEND_TIMEOUT_MS - spent);
+    natsStatus s = js_PublishAsyncComplete(st->js, &po);
+    if (s == NATS_TIMEOUT) {
+      int connected =
+          natsConnection_Status(st->nc) == NATS_CONN_STATUS_CONNECTED;
+      rc = fail(st, "no acks for %zu events within %d ms%s; batch not "
+                    "stored (retry it)",
+                n, LU_JS_APPEND_TIMEOUT_MS,
+                connected ? "" : " (NATS connection lost, reconnecting)");
+    } else if (s != NATS_OK) {
+      char why[300];
+      js_reason(s, 0, why, sizeof why);
+      rc = fail(st, "waiting for acks: %s", why);
+    }
+  }
+  if (rc) {
+    drain(st);
+    return rc;
+  }
+  pthread_mutex_lock(&st->mu);
+  size_t acked = st->acked, dups = st->dups, failed = st->failed;
+  char ackerr[sizeof st->ackerr];
+  memcpy(ackerr, st->ackerr, sizeof ackerr);
+  pthread_mutex_unlock(&st->mu);
+  if (failed || acked != n)
+    return fail(st, "%zu of %zu events not stored: %s; retry the batch",
+                failed ? failed : n - acked, n,
+                ackerr[0] ? ackerr : "acks missing");
+  if (inserted) *inserted = acked - dups;
+  return 0;
+}
+
+/* ---- query (note 5) --------------------------------------------------- */
+
+/* Does header h of m equal want (escaped as at append)? */
+static int hdr_is(js_store_t *st, natsMsg *m, const char *h,
+                  const char *want) {
+  const char *v = NULL;
+  if (natsMsgHeader_Get(m, h, &v) != NATS_OK || !v) return 0;
+  const char *w = hv_escape(&st->esc, &st->esccap, want);
+  return w && strcmp(v, w) == 0;
+}
+
+static int matches(js_store_t *st, natsMsg *m, const lu_query_t *q,
+                   int type_exact) {
+  if (q->type) {
+    const char *v = NULL;
+    if (natsMsgHeader_Get(m, HDR_TYPE, &v) == NATS_OK && v) {
+      if (!hdr_is(st, m, HDR_TYPE, q->type)) return 0;
+    } else if (!type_exact) {
+      return 0; /* the subject matched, but is another type's */
+    }
+  }
+  if (q->subject && !hdr_is(st, m, HDR_SUBJECT, q->subject)) return 0;
+  if (q->correlationid && !hdr_is(st, m, HDR_CORR, q->correlationid))
+    return 0;
+  return 1;
+}
+
+/* Pending messages the consumer still has for us, or -1 on error. */
+static int64_t consumer_pending(js_store_t *st, natsSubscription *sub) {
+  jsConsumerInfo *ci = NULL;
+  if (natsSubscription_GetConsumerInfo(&ci, sub, NULL, NULL) != NATS_OK)
+    return -1;
+  int64_t n = (int64_t)ci->NumPending;
+  jsConsumerInfo_Destroy(ci);
+  (void)st;
+  return n;
+}
+
+static int js_query(lu_store_t *base, const lu_query_t *q, lu_store_row_cb cb,
+                    void *ud) {
+  js_store_t *st = (js_store_t *)base;
+  static const lu_query_t all = {0};
+  if (!st || !cb) return LU_EINVAL;
+  if (st->busy) return reentered(st);
+  if (!q) q = &all;
+  st->base.errmsg[0] = 0;
+
+  jsStreamInfo *si = NULL;
+  jsErrCode jerr = 0;
+  char why[512];
+  natsStatus s = js_GetStreamInfo(&si, st->js, LU_STREAM_EVENTS, NULL, &jerr);
+  if (s != NATS_OK) {
+    if (s == NATS_NOT_FOUND)
+      lu__fmt(why, sizeof why, "stream not found");
+    else
+      js_reason(s, jerr, why, sizeof why);
+    return fail(st, "query: %s", why);
+  }
+  uint64_t last = si->State.LastSeq;
+  jsStreamInfo_Destroy(si);
+  if (last == 0 || q->after_seq >= last) return 0;
+
+  int type_exact = 1;
+  char *filter;
+  if (q->type) {
+    if (type_subject(&st->subj, &st->subjcap, q->type, &type_exact) != 0)
+      return fail(st, "out of memory");
+    filter = strdup(st->subj);
+  } else {
+    filter = strdup(LU_SUBJ_EVENTS ".>");
+  }
+  if (!filter) return fail(st, "out of memory");
+
+  jsOptions jo;
+  jsOptions_Init(&jo);
+  jo.Wait = LU_JS_API_WAIT_MS;
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Stream = LU_STREAM_EVENTS;
+  so.Config.AckPolicy = js_AckNone;
+  so.Config.FilterSubject = filter;
+  so.Config.MemoryStorage = true;
+  so.Config.InactiveThreshold = 60000 * NS_PER_MS;
+  so.Config.Description = "lucent events query";
+  if (q->after_seq) {
+    so.Config.DeliverPolicy = js_DeliverByStartSequence;
+    so.Config.OptStartSeq = q->after_seq + 1;
+  } else {
+    so.Config.DeliverPolicy = js_DeliverAll;
+  }
+  natsSubscription *sub = NULL;
+  jerr = 0;
+  s = js_PullSubscribe(&sub, st->js, filter, NULL, &jo, &so, &jerr);
+  if (s != NATS_OK) {
+    js_reason(s, jerr, why, sizeof why);
+    free(filter);
+    return fail(st, "query: cannot create a consumer: %s", why);
+  }
+
+  int ret = 0, done = 0;
+  size_t emitted = 0;
+  int64_t pending = consumer_pending(st, sub);
+  if (pending < 0) {
+    ret = fail(st, "query: cannot read the consumer's state");
+    done = 1;
+  } else if (pending == 0) {
+    done = 1; /* nothing matches at all */
+  }
+  while (!done) {
+    natsMsgList list = {0};
+    jsFetchRequest fr;
+    jsFetchRequest_Init(&fr);
+    fr.Batch = LU_JS_FETCH;
+    fr.MaxBytes = LU_JS_FETCH_BYTES;
+    fr.Expires = LU_JS_FETCH_WAIT_MS * NS_PER_MS;
+    fr.NoWait = true;
+    s = natsSubscription_FetchRequest(&list, sub, &fr);
+    if (s == NATS_TIMEOUT || s == NATS_NOT_FOUND) {
+      /* Nothing came: fine if nothing is left (messages can vanish
+       * under limits or a purge), an error otherwise. */
+      natsMsgList_Destroy(&list);
+      if (consumer_pending(st, sub) == 0) break;
+      ret = fail(st, "query: the server sent nothing within %d ms",
+                 LU_JS_FETCH_WAIT_MS);
+      break;
+    }
+    if (s != NATS_OK) {
+      natsMsgList_Destroy(&list);
+      js_reason(s, 0, why, sizeof why);
+      ret = fail(st, "query: %s", why);
+      break;
+    }
+    for (int i = 0; i < list.Count && !done; i++) {
+      natsMsg *m = list.Msgs[i];
+      jsMsgMetaData *md = NULL;
+      if (natsMsg_GetMetaData(&md, m) != NATS_OK) {
+        ret = fail(st, "query: a message without JetStream metadata");
+        done = 1;
+        break;
+      }
+      uint64_t seq = md->Sequence.Stream;
+      uint64_t left = md->NumPending;
+      jsMsgMetaData_Destroy(md);
+      if (seq > last) { /* appended after the query started */
+        done = 1;
+        break;
+      }
+      if (matches(st, m, q, type_exact)) {
+        st->busy = 1;
+        /* natsMsg data is NUL-terminated at its length. */
+        ret = cb(ud, seq, natsMsg_GetData(m),
+                 (size_t)natsMsg_GetDataLength(m));
+        st->busy = 0;
+        if (ret) done = 1;
+        if (q->limit && ++emitted >= q->limit) done = 1;
+      }
+      if (seq >= last || left == 0) done = 1;
+    }
+    natsMsgList_Destroy(&list);
+  }
+  /* Deletes the ephemeral consumer; failure is harmless (it expires). */
+  natsSubscription_Unsubscribe(sub);
+  natsSubscription_Destroy(sub);
+  free(filter);
+  return ret;
+}
+
+/* ---- count, close ----------------------------------------------------- */
+
+static int64_t js_count(lu_store_t *base) {
+  js_store_t *st = (js_store_t *)base;
+  if (!st) return LU_EINVAL;
+  if (st->busy) return reentered(st);
+  st->base.errmsg[0] = 0;
+  jsStreamInfo *si = NULL;
+  jsErrCode jerr = 0;
+  natsStatus s = js_GetStreamInfo(&si, st->js, LU_STREAM_EVENTS, NULL, &jerr);
+  if (s != NATS_OK) {
+    char why[512];
+    if (s == NATS_NOT_FOUND)
+      lu__fmt(why, sizeof why, "stream not found");
+    else
+      js_reason(s, jerr, why, sizeof why);
+    return fail(st, "count: %s", why);
+  }
+  int64_t n = si->State.Msgs > INT64_MAX ? INT64_MAX
+                                         : (int64_t)si->State.Msgs;
+  jsStreamInfo_Destroy(si);
+  return n;
+}
+
+static void js_close(lu_store_t *base) { store_free((js_store_t *)base); }
