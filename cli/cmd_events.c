@@ -1,11 +1,14 @@
 /*
- * cmd_events.c - `lucent events --store FILE.db [filters]`: prints stored
- * events as JSON Lines (each event's stored JSON, one per line, in store
- * order).  Opens the store read-only, so it can run next to a `lucent run`
- * that is writing the same file (WAL: readers never block the writer).
+ * cmd_events.c - `lucent events (--store FILE.db | --nats URLS) [filters]`:
+ * prints stored events as JSON Lines (each event's stored JSON, one per
+ * line, in store order).  Opens the store read-only: the SQLite file next
+ * to a `lucent run` that is writing it (WAL: readers never block the
+ * writer), or the JetStream stream LUCENT_EVENTS that `lucent serve`
+ * shards append to (never created here).
  *
  * Exit codes: 0 ok (also when nothing matches), 1 runtime error (store
- * missing or unreadable, output error), 2 usage error.
+ * missing or unreadable, NATS server unreachable, output error), 2 usage
+ * error.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -16,11 +19,13 @@
 
 #include "cli.h"
 #include "lucent/lucent.h"
+#include "nats_opts.h"
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: lucent events --store FILE.db [--type T] [--subject S]\n"
-          "                     [--correlation ID] [--after SEQ] [--limit N]\n"
+          "usage: lucent events (--store FILE.db | --nats URLS [NATS opts])\n"
+          "                     [--type T] [--subject S] [--correlation ID]\n"
+          "                     [--after SEQ] [--limit N]\n"
           "  Prints the stored events that match every given filter as JSON\n"
           "  Lines (the stored event, one per line), in store order.\n"
           "    --store FILE.db     the event store written by `lucent run`\n"
@@ -28,7 +33,9 @@ static void usage(FILE *f) {
           "    --subject S         only events whose subject is S\n"
           "    --correlation ID    only events with correlationid ID\n"
           "    --after SEQ         only events stored after sequence SEQ\n"
-          "    --limit N           at most N events\n");
+          "    --limit N           at most N events\n"
+          "  The event store on JetStream (stream LUCENT_EVENTS, written by\n"
+          "  `lucent serve`), read-only:\n" CLI_NATS_USAGE);
 }
 
 /* A whole non-negative decimal number ("12"; not "", "-1", "1x", "+1"). */
@@ -68,6 +75,7 @@ int cmd_events(int argc, char **argv) {
       {"after", required_argument, 0, 'a'},
       {"limit", required_argument, 0, 'l'},
       {"help", no_argument, 0, 'h'},
+      CLI_NATS_LONGOPTS,
       {0, 0, 0, 0}};
   /* Outputs can be millions of lines: write them in large blocks.  Static,
    * so that it outlives the final flush at exit. */
@@ -75,12 +83,18 @@ int cmd_events(int argc, char **argv) {
   setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
 
   const char *store = NULL;
+  lu_nats_opts_t nats = {.name = "lucent events"};
+  int nats_conn_opts = 0; /* a connection option other than --nats */
   lu_query_t q = {0};
   uint64_t v;
   int c;
   optind = 1;
   opterr = 0; /* our own messages, with the "lucent: " prefix */
   while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+    if (cli_nats_opt(c, optarg, &nats)) {
+      nats_conn_opts |= c != CLI_OPT_NATS;
+      continue;
+    }
     switch (c) {
       case 's': store = optarg; break;
       case 't': q.type = optarg; break;
@@ -124,17 +138,43 @@ int cmd_events(int argc, char **argv) {
     usage(stderr);
     return 2;
   }
-  if (!store) {
-    cli_error("--store is required");
+  if (store && nats.urls) {
+    cli_error("give either --store or --nats, not both");
     usage(stderr);
     return 2;
   }
+  if (store && nats_conn_opts) {
+    cli_error("NATS connection options need --nats");
+    usage(stderr);
+    return 2;
+  }
+  if (!store) {
+    cli_nats_env(&nats);
+    if (!nats.urls) {
+      cli_error("--store or --nats is required");
+      usage(stderr);
+      return 2;
+    }
+  }
 
   lu_store_t *st = NULL;
+  natsConnection *nc = NULL;
   char err[1024];
-  if (lu_store_open_readonly(&st, store, err, sizeof err) != 0) {
-    cli_error("%s", err); /* "cannot open store FILE: reason" */
-    return 1;
+  if (store) {
+    if (lu_store_open_readonly(&st, store, err, sizeof err) != 0) {
+      cli_error("%s", err); /* "cannot open store FILE: reason" */
+      return 1;
+    }
+  } else {
+    int rc = lu__nats_connect(&nc, &nats, err, sizeof err);
+    if (rc == 0)
+      rc = lu__store_jetstream_open(&st, nc, 0, 0, err, sizeof err);
+    if (rc != 0) {
+      cli_error("%s", err); /* "cannot connect to URL: reason", ... */
+      natsConnection_Destroy(nc);
+      nats_Close();
+      return rc == LU_EINVAL ? 2 : 1;
+    }
   }
   out_t o = {0};
   errno = 0;
@@ -145,6 +185,10 @@ int cmd_events(int argc, char **argv) {
     ret = 1;
   }
   lu_store_close(st);
+  if (nc) {
+    natsConnection_Destroy(nc);
+    nats_Close();
+  }
   if (fflush(stdout) == EOF && !o.werr) o.werr = errno ? errno : EIO;
   if (o.werr) {
     cli_error("cannot write to stdout: %s", strerror(o.werr));

@@ -1,0 +1,104 @@
+# nats.sh - a real nats-server for integration tests (sourced; after lib.sh
+# or on its own).
+#
+#   nats_start [ARGS...]   starts nats-server -a 127.0.0.1 -p <free port>
+#                          -js -sd <temp dir> ARGS..., waits until it
+#                          accepts connections; sets NATS_URL, NATS_PORT,
+#                          NATS_PID, NATS_DIR (server log: $NATS_DIR/log)
+#   nats_kill              kill -9 (a crash); the directory stays
+#   nats_restart [SECS]    nats_kill, SECS down (default 0), then the same
+#                          server again: same port, same -sd directory
+#   nats_stop              stops it (by PID) and removes its directory
+#
+# The binary is $LUCENT_TEST_NATS_SERVER, else nats-server on PATH or in
+# /usr/sbin; without one the test is skipped (exit 77).  The server is
+# stopped when the test exits, whatever the reason (chained EXIT trap).
+# One server per test script.
+
+NATS_BIN=${LUCENT_TEST_NATS_SERVER:-}
+if [ -z "$NATS_BIN" ]; then
+  NATS_BIN=$(command -v nats-server 2>/dev/null || true)
+  [ -n "$NATS_BIN" ] || [ ! -x /usr/sbin/nats-server ] || NATS_BIN=/usr/sbin/nats-server
+fi
+if [ -z "$NATS_BIN" ] || [ ! -x "$NATS_BIN" ]; then
+  echo "skip: no nats-server (set LUCENT_TEST_NATS_SERVER)"
+  exit 77
+fi
+NATS_URL= NATS_PORT= NATS_PID= NATS_DIR=
+NATS_ARGS=()
+
+_nats_free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# Starts the recorded server; 0 once it accepts connections, 1 if it died
+# or did not listen within 10 s.
+_nats_spawn() {
+  "$NATS_BIN" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$NATS_DIR" \
+    "${NATS_ARGS[@]}" >> "$NATS_DIR/log" 2>&1 &
+  NATS_PID=$!
+  local i
+  for i in $(seq 1 200); do
+    kill -0 "$NATS_PID" 2>/dev/null || { wait "$NATS_PID" 2>/dev/null; NATS_PID=; return 1; }
+    if (exec 3<>"/dev/tcp/127.0.0.1/$NATS_PORT") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  kill -9 "$NATS_PID" 2>/dev/null; wait "$NATS_PID" 2>/dev/null; NATS_PID=
+  return 1
+}
+
+nats_start() {
+  NATS_ARGS=("$@")
+  NATS_DIR=$(mktemp -d "${LUCENT_TEST_TMP:-/tmp}/nats.XXXXXX")
+  local attempt
+  for attempt in 1 2 3 4 5; do
+    NATS_PORT=$(_nats_free_port)
+    if _nats_spawn; then
+      NATS_URL="nats://127.0.0.1:$NATS_PORT"
+      return 0
+    fi
+  done
+  echo "FAIL: nats-server did not start:" >&2
+  tail -5 "$NATS_DIR/log" >&2
+  exit 1
+}
+
+nats_kill() {
+  [ -n "$NATS_PID" ] || return 0
+  kill -9 "$NATS_PID" 2>/dev/null || true
+  wait "$NATS_PID" 2>/dev/null || true
+  NATS_PID=
+}
+
+nats_restart() {
+  nats_kill
+  sleep "${1:-0}"
+  local i
+  for i in $(seq 1 50); do
+    _nats_spawn && return 0
+    sleep 0.1 # the port may linger a moment
+  done
+  echo "FAIL: nats-server did not restart:" >&2
+  tail -5 "$NATS_DIR/log" >&2
+  exit 1
+}
+
+nats_stop() {
+  if [ -n "$NATS_PID" ]; then
+    kill "$NATS_PID" 2>/dev/null || true
+    local i
+    for i in $(seq 1 100); do
+      kill -0 "$NATS_PID" 2>/dev/null || break
+      sleep 0.05
+    done
+    kill -9 "$NATS_PID" 2>/dev/null || true
+    wait "$NATS_PID" 2>/dev/null || true
+    NATS_PID=
+  fi
+  [ -z "$NATS_DIR" ] || rm -rf "$NATS_DIR"
+  NATS_DIR=
+}
+
+# Stop the server on any exit, then run whatever EXIT trap was there.
+_nats_prev_trap=$(trap -p EXIT | sed -e "s/^trap -- '\(.*\)' EXIT\$/\1/")
+trap "nats_stop; $_nats_prev_trap" EXIT
