@@ -47,7 +47,7 @@ static void usage(FILE *f) {
       "  --shard-memory MB    shard capacity in MB (default 1024)\n"
       "  --breaker-failures N consecutive failures that open a breaker (5)\n"
       "  --breaker-cooldown-ms N  open -> half-open after (1000)\n"
-      "  --batch N            events per store transaction (default 512)\n"
+      "  --batch N            events per store transaction (default 4096)\n"
       "  --seed N             randomness seed (default: clock)\n"
       "  --no-progress        no progress line even on a terminal\n"
       "  --http ADDR:PORT     serve /metrics, /healthz, /readyz, /functions,\n"
@@ -530,7 +530,8 @@ int cmd_run(int argc, char **argv) {
   LU_LOG(LU_LOG_INFO, NULL, NULL,
          LU_KVS(LU_KV_UINT("events_in", events_in),
                 LU_KV_DBL("seconds", secs),
-                LU_KV_DBL("events_per_second", secs > 0 ? events_in / secs : 0),
+                LU_KV_UINT("events_per_second",
+                           secs > 0 ? (uint64_t)(events_in / secs + 0.5) : 0),
                 LU_KV_UINT("completed", counts.outcomes[LU_OUTCOME_COMPLETED]),
                 LU_KV_UINT("failed", counts.outcomes[LU_OUTCOME_FAILED]),
                 LU_KV_UINT("rejected", counts.outcomes[LU_OUTCOME_REJECTED]),

@@ -188,10 +188,11 @@ static int http_get(const http_src_t *h, const char *path, char **body,
   int fd = connect_to(h, deadline, err, cap);
   if (fd < 0) return -1;
   char req[512];
+  int v6 = strchr(h->host, ':') != NULL;
   int rl = snprintf(req, sizeof req,
-                    "GET %s HTTP/1.0\r\nHost: %s:%s\r\nUser-Agent: lucent-top"
-                    "\r\nAccept: application/json\r\n\r\n",
-                    path, h->host, h->port);
+                    "GET %s HTTP/1.0\r\nHost: %s%s%s:%s\r\nUser-Agent: "
+                    "lucent-top\r\nAccept: application/json\r\n\r\n",
+                    path, v6 ? "[" : "", h->host, v6 ? "]" : "", h->port);
   size_t off = 0;
   while (off < (size_t)rl) {
     ssize_t w = send(fd, req + off, (size_t)rl - off, MSG_NOSIGNAL);
