@@ -68,7 +68,14 @@
  *     a message says nothing more is pending for the filter (NumPending
  *     0), or when the consumer had nothing to deliver at all.  Filters on
  *     subject and correlation id compare headers.  The consumer is
- *     deleted at the end (and expires on the server if we die).
+ *     deleted at the end (and expires on the server if we die); one lost
+ *     midway (a reader paused past LU_JS_QUERY_IDLE_MS, a server restart)
+ *     is replaced by one starting after the last event seen.
+ *
+ *  6. A stream deleted under a running store (by hand, to start afresh)
+ *     makes appends fail with "no responders"; a writable store then
+ *     creates it again, so the caller's retry stores the batch - as the
+ *     SQLite store creates a missing file.
  *
  * Errors leave their message in the store (lu_store_errmsg); opening
  * writes it to the caller's buffer.  natsStatus codes never leave this
@@ -90,6 +97,11 @@
 #define LU_JS_FETCH 1024            /* messages per query fetch */
 #define LU_JS_FETCH_BYTES (16 * 1024 * 1024)
 #define LU_JS_FETCH_WAIT_MS 5000
+/* A query's consumer outlives this much reader inactivity (a paused
+ * `lucent events | less`); past it, or after a server restart, the query
+ * resumes with a new consumer, at most LU_JS_QUERY_REOPEN times. */
+#define LU_JS_QUERY_IDLE_MS 600000
+#define LU_JS_QUERY_REOPEN 3
 #define LU_JS_MAX_TOKEN 200         /* longer types are hashed (note 3) */
 #define NS_PER_MS 1000000LL
 
@@ -104,11 +116,13 @@ typedef struct js_store_s {
   jsCtx *js;
   int readonly;
   int busy; /* inside a query callback */
+  int64_t dup_ns; /* the duplicate window we want */
   int published; /* ever published: nats.c's pending map exists (its
                   * js_PublishAsyncGetPendingList crashes before) */
   /* Written by ack_handler on nats.c's thread, read by the appender. */
   pthread_mutex_t mu;
   size_t acked, dups, failed;
+  size_t noresp;    /* failures because no stream took the subject */
   char ackerr[256]; /* the first failure of the batch */
   /* Reused buffers. */
   char *subj;
@@ -259,6 +273,7 @@ static void ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa,
     st->acked++;
     if (pa->Duplicate) st->dups++;
   } else {
+    if (pae && pae->Err == NATS_NO_RESPONDERS) st->noresp++;
     if (!st->failed) {
       const char *id = NULL;
       natsMsgHeader_Get(msg, HDR_ID, &id);
@@ -331,6 +346,72 @@ static int check_config(const jsStreamConfig *c, char *why, size_t cap) {
   return -1;
 }
 
+/* Finds (or, when writable, creates) the stream and checks that it is
+ * ours; widens its duplicate window if it is narrower than ours.  0, or
+ * LU_ENOENT / LU_ESTORE with the reason in why. */
+static int ensure_stream(js_store_t *st, char *why, size_t cap) {
+  int64_t dup_ns = st->dup_ns;
+  int create = !st->readonly;
+  jsStreamInfo *si = NULL;
+  jsErrCode jerr = 0;
+  natsStatus s;
+  int rc = 0;
+  for (int attempt = 0; attempt < 3; attempt++) {
+    jerr = 0;
+    s = js_GetStreamInfo(&si, st->js, LU_STREAM_EVENTS, NULL, &jerr);
+    if (s == NATS_OK) {
+      if (check_config(si->Config, why, cap) != 0) {
+        rc = LU_ESTORE;
+      } else if (create && si->Config->Duplicates < dup_ns) {
+        /* Made by an older or differently configured lucent: widen the
+         * duplicate window, never narrow it (someone may rely on it). */
+        jsStreamConfig cfg = *si->Config;
+        jsStreamInfo *si2 = NULL;
+        cfg.Duplicates = dup_ns;
+        s = js_UpdateStream(&si2, st->js, &cfg, NULL, &jerr);
+        jsStreamInfo_Destroy(si2);
+        if (s != NATS_OK) {
+          js_reason(s, jerr, why, cap);
+          rc = LU_ESTORE;
+        }
+      }
+      break;
+    }
+    if (s != NATS_NOT_FOUND) {
+      js_reason(s, jerr, why, cap);
+      rc = LU_ESTORE;
+      break;
+    }
+    if (!create) {
+      lu__fmt(why, cap, "no lucent event store on this server (stream "
+                        LU_STREAM_EVENTS " not found)");
+      rc = LU_ENOENT;
+      break;
+    }
+    const char *subjects[] = {LU_SUBJ_EVENTS ".>"};
+    jsStreamConfig cfg;
+    jsStreamConfig_Init(&cfg);
+    cfg.Name = LU_STREAM_EVENTS;
+    cfg.Description = "lucent event store";
+    cfg.Subjects = subjects;
+    cfg.SubjectsLen = 1;
+    cfg.Storage = js_FileStorage;
+    cfg.Retention = js_LimitsPolicy;
+    cfg.Discard = js_DiscardOld;
+    cfg.Duplicates = dup_ns;
+    jerr = 0;
+    s = js_AddStream(&si, st->js, &cfg, NULL, &jerr);
+    if (s == NATS_OK) break;
+    /* Someone created it meanwhile (10058: name in use): read it again. */
+    if (jerr == JSStreamNameExistErr) continue;
+    js_reason(s, jerr, why, cap);
+    rc = LU_ESTORE;
+    break;
+  }
+  jsStreamInfo_Destroy(si);
+  return rc;
+}
+
 int lu__store_jetstream_open(lu_store_t **out, natsConnection *nc,
                              int create, uint32_t dup_window_ms, char *err,
                              size_t errlen) {
@@ -373,65 +454,10 @@ int lu__store_jetstream_open(lu_store_t **out, natsConnection *nc,
     return LU_ESTORE;
   }
 
-  int64_t dup_ns = (int64_t)(dup_window_ms ? dup_window_ms
-                                           : LU_JS_DUP_WINDOW_MS) *
-                   NS_PER_MS; /* nanoseconds (NATS-NOTES trap 2) */
-  jsStreamInfo *si = NULL;
-  jsErrCode jerr = 0;
-  int rc = 0;
-  for (int attempt = 0; attempt < 3; attempt++) {
-    jerr = 0;
-    s = js_GetStreamInfo(&si, st->js, LU_STREAM_EVENTS, NULL, &jerr);
-    if (s == NATS_OK) {
-      if (check_config(si->Config, why, sizeof why) != 0) {
-        rc = LU_ESTORE;
-      } else if (create && si->Config->Duplicates < dup_ns) {
-        /* Made by an older or differently configured lucent: widen the
-         * duplicate window, never narrow it (someone may rely on it). */
-        jsStreamConfig cfg = *si->Config;
-        jsStreamInfo *si2 = NULL;
-        cfg.Duplicates = dup_ns;
-        s = js_UpdateStream(&si2, st->js, &cfg, NULL, &jerr);
-        jsStreamInfo_Destroy(si2);
-        if (s != NATS_OK) {
-          js_reason(s, jerr, why, sizeof why);
-          rc = LU_ESTORE;
-        }
-      }
-      break;
-    }
-    if (s != NATS_NOT_FOUND) {
-      js_reason(s, jerr, why, sizeof why);
-      rc = LU_ESTORE;
-      break;
-    }
-    if (!create) {
-      lu__fmt(why, sizeof why, "no lucent event store on this server "
-                               "(stream " LU_STREAM_EVENTS " not found)");
-      rc = LU_ENOENT;
-      break;
-    }
-    const char *subjects[] = {LU_SUBJ_EVENTS ".>"};
-    jsStreamConfig cfg;
-    jsStreamConfig_Init(&cfg);
-    cfg.Name = LU_STREAM_EVENTS;
-    cfg.Description = "lucent event store";
-    cfg.Subjects = subjects;
-    cfg.SubjectsLen = 1;
-    cfg.Storage = js_FileStorage;
-    cfg.Retention = js_LimitsPolicy;
-    cfg.Discard = js_DiscardOld;
-    cfg.Duplicates = dup_ns;
-    jerr = 0;
-    s = js_AddStream(&si, st->js, &cfg, NULL, &jerr);
-    if (s == NATS_OK) break;
-    /* Someone created it meanwhile (10058: name in use): read it again. */
-    if (jerr == JSStreamNameExistErr) continue;
-    js_reason(s, jerr, why, sizeof why);
-    rc = LU_ESTORE;
-    break;
-  }
-  jsStreamInfo_Destroy(si);
+  st->dup_ns = (int64_t)(dup_window_ms ? dup_window_ms
+                                       : LU_JS_DUP_WINDOW_MS) *
+               NS_PER_MS; /* nanoseconds (NATS-NOTES trap 2) */
+  int rc = ensure_stream(st, why, sizeof why);
   if (rc) {
     if (rc == LU_ENOENT)
       lu__fmt(err, errlen, "%s", why);
@@ -512,7 +538,7 @@ static int js_append(lu_store_t *base, const lu_record_t *recs, size_t n,
   }
 
   pthread_mutex_lock(&st->mu);
-  st->acked = st->dups = st->failed = 0;
+  st->acked = st->dups = st->failed = st->noresp = 0;
   st->ackerr[0] = 0;
   pthread_mutex_unlock(&st->mu);
 
@@ -562,13 +588,27 @@ static int js_append(lu_store_t *base, const lu_record_t *recs, size_t n,
   }
   pthread_mutex_lock(&st->mu);
   size_t acked = st->acked, dups = st->dups, failed = st->failed;
+  size_t noresp = st->noresp;
   char ackerr[sizeof st->ackerr];
   memcpy(ackerr, st->ackerr, sizeof ackerr);
   pthread_mutex_unlock(&st->mu);
-  if (failed || acked != n)
-    return fail(st, "%zu of %zu events not stored: %s; retry the batch",
-                failed ? failed : n - acked, n,
-                ackerr[0] ? ackerr : "acks missing");
+  if (failed || acked != n) {
+    rc = fail(st, "%zu of %zu events not stored: %s; retry the batch",
+              failed ? failed : n - acked, n,
+              ackerr[0] ? ackerr : "acks missing");
+    /* The stream is gone (deleted by hand?): make it again, so that the
+     * retry stores the batch, as the SQLite store would recreate its
+     * file. */
+    if (noresp) {
+      char why[300];
+      if (ensure_stream(st, why, sizeof why) == 0)
+        lu__fmt(st->base.errmsg + strlen(st->base.errmsg),
+                sizeof st->base.errmsg - strlen(st->base.errmsg),
+                " (stream " LU_STREAM_EVENTS " was missing: created "
+                "again)");
+    }
+    return rc;
+  }
   if (inserted) *inserted = acked - dups;
   return 0;
 }
@@ -600,15 +640,51 @@ static int matches(js_store_t *st, natsMsg *m, const lu_query_t *q,
   return 1;
 }
 
-/* Pending messages the consumer still has for us, or -1 on error. */
-static int64_t consumer_pending(js_store_t *st, natsSubscription *sub) {
+/* Pending messages the consumer still has for us, or -1 when it cannot
+ * be asked (gone, server unreachable). */
+static int64_t consumer_pending(natsSubscription *sub) {
   jsConsumerInfo *ci = NULL;
   if (natsSubscription_GetConsumerInfo(&ci, sub, NULL, NULL) != NATS_OK)
     return -1;
   int64_t n = (int64_t)ci->NumPending;
   jsConsumerInfo_Destroy(ci);
-  (void)st;
   return n;
+}
+
+/* An ephemeral pull consumer on filter from stream sequence `from`
+ * (note 5).  0, or an error in st->errmsg. */
+static int open_consumer(js_store_t *st, const char *filter, uint64_t from,
+                         natsSubscription **sub) {
+  jsOptions jo;
+  jsOptions_Init(&jo);
+  jo.Wait = LU_JS_API_WAIT_MS;
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Stream = LU_STREAM_EVENTS;
+  so.Config.AckPolicy = js_AckNone;
+  so.Config.FilterSubject = filter;
+  so.Config.MemoryStorage = true;
+  so.Config.InactiveThreshold = LU_JS_QUERY_IDLE_MS * NS_PER_MS;
+  so.Config.Description = "lucent events query";
+  if (from > 1) {
+    so.Config.DeliverPolicy = js_DeliverByStartSequence;
+    so.Config.OptStartSeq = from;
+  } else {
+    so.Config.DeliverPolicy = js_DeliverAll;
+  }
+  jsErrCode jerr = 0;
+  *sub = NULL;
+  natsStatus s = js_PullSubscribe(sub, st->js, filter, NULL, &jo, &so, &jerr);
+  if (s == NATS_OK) return 0;
+  char why[400];
+  js_reason(s, jerr, why, sizeof why);
+  return fail(st, "query: cannot create a consumer: %s", why);
+}
+
+static void close_consumer(natsSubscription *sub) {
+  /* Deletes the ephemeral consumer; failure is harmless (it expires). */
+  if (sub) natsSubscription_Unsubscribe(sub);
+  natsSubscription_Destroy(sub);
 }
 
 static int js_query(lu_store_t *base, const lu_query_t *q, lu_store_row_cb cb,
@@ -646,40 +722,20 @@ static int js_query(lu_store_t *base, const lu_query_t *q, lu_store_row_cb cb,
   }
   if (!filter) return fail(st, "out of memory");
 
-  jsOptions jo;
-  jsOptions_Init(&jo);
-  jo.Wait = LU_JS_API_WAIT_MS;
-  jsSubOptions so;
-  jsSubOptions_Init(&so);
-  so.Stream = LU_STREAM_EVENTS;
-  so.Config.AckPolicy = js_AckNone;
-  so.Config.FilterSubject = filter;
-  so.Config.MemoryStorage = true;
-  so.Config.InactiveThreshold = 60000 * NS_PER_MS;
-  so.Config.Description = "lucent events query";
-  if (q->after_seq) {
-    so.Config.DeliverPolicy = js_DeliverByStartSequence;
-    so.Config.OptStartSeq = q->after_seq + 1;
-  } else {
-    so.Config.DeliverPolicy = js_DeliverAll;
-  }
+  /* next: the first stream sequence not yet looked at.  If the consumer
+   * is lost midway (idle longer than LU_JS_QUERY_IDLE_MS behind a slow
+   * reader, or a server restart: it lives in memory), a new one resumes
+   * there, at most LU_JS_QUERY_REOPEN times. */
+  uint64_t next = q->after_seq + 1;
   natsSubscription *sub = NULL;
-  jerr = 0;
-  s = js_PullSubscribe(&sub, st->js, filter, NULL, &jo, &so, &jerr);
-  if (s != NATS_OK) {
-    js_reason(s, jerr, why, sizeof why);
-    free(filter);
-    return fail(st, "query: cannot create a consumer: %s", why);
-  }
-
-  int ret = 0, done = 0;
+  int ret = open_consumer(st, filter, next, &sub);
+  int done = ret != 0, reopened = 0;
   size_t emitted = 0;
-  int64_t pending = consumer_pending(st, sub);
-  if (pending < 0) {
-    ret = fail(st, "query: cannot read the consumer's state");
-    done = 1;
-  } else if (pending == 0) {
-    done = 1; /* nothing matches at all */
+  if (!done) {
+    int64_t pending = consumer_pending(sub);
+    if (pending < 0)
+      ret = fail(st, "query: cannot read the consumer's state");
+    done = pending <= 0; /* 0: nothing matches at all */
   }
   while (!done) {
     natsMsgList list = {0};
@@ -690,19 +746,28 @@ static int js_query(lu_store_t *base, const lu_query_t *q, lu_store_row_cb cb,
     fr.Expires = LU_JS_FETCH_WAIT_MS * NS_PER_MS;
     fr.NoWait = true;
     s = natsSubscription_FetchRequest(&list, sub, &fr);
-    if (s == NATS_TIMEOUT || s == NATS_NOT_FOUND) {
-      /* Nothing came: fine if nothing is left (messages can vanish
-       * under limits or a purge), an error otherwise. */
+    if (s != NATS_OK || list.Count == 0) {
       natsMsgList_Destroy(&list);
-      if (consumer_pending(st, sub) == 0) break;
-      ret = fail(st, "query: the server sent nothing within %d ms",
-                 LU_JS_FETCH_WAIT_MS);
-      break;
-    }
-    if (s != NATS_OK) {
-      natsMsgList_Destroy(&list);
-      js_reason(s, 0, why, sizeof why);
-      ret = fail(st, "query: %s", why);
+      /* Nothing came.  Fine if nothing is left (messages can vanish under
+       * limits or a purge); a lost consumer is replaced; else an error. */
+      int64_t pending = consumer_pending(sub);
+      if (pending == 0) break;
+      if (pending < 0 && reopened < LU_JS_QUERY_REOPEN &&
+          natsConnection_Status(st->nc) == NATS_CONN_STATUS_CONNECTED) {
+        close_consumer(sub);
+        reopened++;
+        ret = open_consumer(st, filter, next, &sub);
+        if (ret) break;
+        if (consumer_pending(sub) == 0) break;
+        continue;
+      }
+      if (s == NATS_TIMEOUT || s == NATS_NOT_FOUND || s == NATS_OK)
+        ret = fail(st, "query: the server sent nothing within %d ms",
+                   LU_JS_FETCH_WAIT_MS);
+      else {
+        js_reason(s, 0, why, sizeof why);
+        ret = fail(st, "query: %s", why);
+      }
       break;
     }
     for (int i = 0; i < list.Count && !done; i++) {
@@ -720,6 +785,8 @@ static int js_query(lu_store_t *base, const lu_query_t *q, lu_store_row_cb cb,
         done = 1;
         break;
       }
+      if (seq < next) continue; /* seen before a consumer was replaced */
+      next = seq + 1;
       if (matches(st, m, q, type_exact)) {
         st->busy = 1;
         /* natsMsg data is NUL-terminated at its length. */
@@ -733,9 +800,7 @@ static int js_query(lu_store_t *base, const lu_query_t *q, lu_store_row_cb cb,
     }
     natsMsgList_Destroy(&list);
   }
-  /* Deletes the ephemeral consumer; failure is harmless (it expires). */
-  natsSubscription_Unsubscribe(sub);
-  natsSubscription_Destroy(sub);
+  close_consumer(sub);
   free(filter);
   return ret;
 }

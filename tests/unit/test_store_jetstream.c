@@ -585,6 +585,69 @@ static void test_query_terminates_during_appends(void **state) {
   assert_true(a.batches > 0);
 }
 
+/* The stream deleted under a running store: the failed batch says so and
+ * the stream is made again, so the retry stores it. */
+static void test_stream_deleted(void **state) {
+  fx_t *f = *state;
+  fixture(f->st);
+  jsCtx *js = NULL;
+  assert_int_equal(natsConnection_JetStream(&js, f->nc, NULL), NATS_OK);
+  assert_int_equal(js_DeleteStream(js, LU_STREAM_EVENTS, NULL, NULL),
+                   NATS_OK);
+  lu_record_t r = rec("again", "T", NULL, NULL, "{}");
+  assert_int_equal(lu_store_append(f->st, &r, 1, NULL), LU_ESTORE);
+  assert_true(has(lu_store_errmsg(f->st), "created again"));
+  size_t ins = 0;
+  assert_int_equal(lu_store_append(f->st, &r, 1, &ins), 0);
+  assert_int_equal(ins, 1);
+  assert_int_equal(lu_store_count(f->st), 1);
+  jsCtx_Destroy(js);
+}
+
+/* The query's consumer deleted midway (as the server does after a long
+ * idle time, or loses in a restart): the query resumes with a new one and
+ * delivers every event exactly once, in order. */
+typedef struct killer_s {
+  jsCtx *js;
+  counter_t c;
+  int killed;
+} killer_t;
+
+static int kill_consumer_cb(void *ud, uint64_t seq, const char *json,
+                            size_t len) {
+  killer_t *k = ud;
+  count_cb(&k->c, seq, json, len);
+  if (k->c.n == 10) {
+    jsConsumerNamesList *names = NULL;
+    if (js_ConsumerNames(&names, k->js, LU_STREAM_EVENTS, NULL, NULL) ==
+        NATS_OK) {
+      for (int i = 0; i < names->Count; i++)
+        if (js_DeleteConsumer(k->js, LU_STREAM_EVENTS, names->List[i], NULL,
+                              NULL) == NATS_OK)
+          k->killed++;
+      jsConsumerNamesList_Destroy(names);
+    }
+  }
+  return 0;
+}
+
+static void test_query_survives_lost_consumer(void **state) {
+  fx_t *f = *state;
+  big_t *b = big_batch("lost");
+  assert_int_equal(lu_store_append(f->st, b->r, 3000, NULL), 0);
+  free(b);
+  natsConnection *nc = connect_url(f->srv.url);
+  killer_t k = {.c = {0, 0, 1}};
+  assert_int_equal(natsConnection_JetStream(&k.js, nc, NULL), NATS_OK);
+  assert_int_equal(lu_store_query(f->st, NULL, kill_consumer_cb, &k), 0);
+  assert_int_equal(k.killed, 1);
+  assert_int_equal(k.c.n, 3000);
+  assert_true(k.c.ordered);
+  assert_int_equal(k.c.last, 3000);
+  jsCtx_Destroy(k.js);
+  natsConnection_Destroy(nc);
+}
+
 /* ---- a server restart ------------------------------------------------- */
 
 static void test_server_restart(void **state) {
@@ -650,6 +713,8 @@ int main(void) {
       T(test_odd_types_and_values),
       T(test_ten_thousand),
       T(test_query_terminates_during_appends),
+      T(test_stream_deleted),
+      T(test_query_survives_lost_consumer),
       T(test_server_restart),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
