@@ -45,7 +45,10 @@
  *     the TTL would have expired it.  The cache is bounded
  *     (LU_KV_CACHE_MAX; when full, expired entries go, then everything)
  *     and guarded by one mutex, never held across a KV call or the
- *     caller's alive() callback.
+ *     caller's alive() callback.  The price: a takeover made by another
+ *     process (it found the bound shard dead before we did) is seen here
+ *     at our next refresh, at most ttl/4 later, or at once when alive()
+ *     calls the shard dead here too.
  *
  *  5. Keys.  A KV key allows only [-/_=.A-Za-z0-9] and no empty levels,
  *     while session keys are any bytes (a customer name, an e-mail).  They
