@@ -11,6 +11,9 @@ int cmd_functions(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_events(int argc, char **argv);
 int cmd_top(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+int cmd_publish(int argc, char **argv);
+int cmd_exec(int argc, char **argv);
 
 /** Prints "lucent: <message>\n" to stderr (printf format). */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

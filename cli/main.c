@@ -26,6 +26,9 @@ static const struct {
     {"functions", cmd_functions, "list the functions of a plugin"},
     {"events", cmd_events, "print stored events as JSON Lines"},
     {"top", cmd_top, "live view of a running lucent (--http ADDR:PORT)"},
+    {"serve", cmd_serve, "run one shard process on NATS (distributed)"},
+    {"publish", cmd_publish, "send a JSON Lines file of events to NATS"},
+    {"exec", cmd_exec, "execute a function over NATS and wait for it"},
 };
 
 static void usage(FILE *f) {

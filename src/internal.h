@@ -333,7 +333,9 @@ int lu__manager_submit_raw(lu_manager_t *m, const char *json, size_t len,
 /** Takes in an event forwarded to shard `target`: run here if `target` is
  *  local (pinned: never routed again, DESIGN.md decision 4); if `target`
  *  is gone and this process took over its queue, route it once more
- *  (hops + 1; past 2 hops it runs here). */
+ *  (hops + 1; past 2 hops it runs here).  Returns LU_EBUSY, without
+ *  calling done, when `target` is another shard that is in the view: the
+ *  caller gives the message back (it is that shard's). */
 int lu__manager_accept(lu_manager_t *m, const char *json, size_t len,
                        const char *target, unsigned hops, lu_done_t done);
 

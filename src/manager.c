@@ -42,7 +42,7 @@
 #define MAX_MEMBERS 1024 /* shards ever seen by this process */
 #define MAX_HOPS 2
 #define INTAKE_BATCH 64
-#define STORE_QUEUE_MAX 8192
+#define STORE_QUEUE_MAX 16384
 #define REJECT_RAW_MAX 4096 /* bytes of an oversized input kept as "raw" */
 
 /* ---- data ------------------------------------------------------------- */
@@ -195,7 +195,7 @@ void lu_config_init(lu_config_t *c) {
   c->shard_memory_mb = 1024;
   c->breaker_failures = 5;
   c->breaker_cooldown_ms = 1000;
-  c->store_batch = 512;
+  c->store_batch = 4096;
 }
 
 const char *lu_outcome_name(lu_outcome_kind_t k) {
@@ -1030,6 +1030,9 @@ static shard_t *local_shard(lu_manager_t *m, const char *id) {
 int lu__manager_accept(lu_manager_t *m, const char *json, size_t len,
                        const char *target, unsigned hops, lu_done_t done) {
   shard_t *t = target ? local_shard(m, target) : NULL;
+  /* Pinned to a shard that is alive: not ours to run or to re-route (we
+   * pulled its queue while we thought it gone); it goes back to it. */
+  if (!t && target && lu__manager_in_view(m, target)) return LU_EBUSY;
   if (!t && hops <= MAX_HOPS) {
     /* Taken over from a shard that is gone: route once more.  Counted as
      * an input here (its first owner never recorded an outcome). */
@@ -1158,6 +1161,50 @@ static double affinity(shard_t *s, const lu_fnent_t *fe, const lu_event_t *ev) {
   return 1.0;
 }
 
+/* A parent whose emitted events travel on a durable bus is finished only
+ * when its own outcome is stored AND every child is safe on the bus: only
+ * then may its input be acknowledged (else a crash in between would lose
+ * the children).  The join counts both down, whatever order they come. */
+typedef struct join_s {
+  _Atomic unsigned remaining;
+  _Atomic int ok;
+  lu_done_t real;
+  int have_outcome;
+  lu_outcome_t o; /* the parent's, with its strings copied */
+  char *strs[8];
+} join_t;
+
+static void join_finish(join_t *j) {
+  if (atomic_fetch_sub(&j->remaining, 1) != 1) return;
+  j->real.fn(j->real.ctx, j->have_outcome ? &j->o : NULL,
+             atomic_load(&j->ok));
+  for (size_t i = 0; i < sizeof j->strs / sizeof *j->strs; i++)
+    free(j->strs[i]);
+  free(j);
+}
+
+static void join_parent_done(void *ctx, const lu_outcome_t *o, int stored) {
+  join_t *j = ctx;
+  if (o) {
+    j->o = *o;
+    const char **f[] = {&j->o.event_id,  &j->o.event_type, &j->o.function,
+                        &j->o.shard,     &j->o.reason,     &j->o.stored_json,
+                        &j->o.result_json};
+    for (size_t i = 0; i < sizeof f / sizeof *f; i++)
+      if (*f[i]) *f[i] = j->strs[i] = strdup(*f[i]);
+    j->have_outcome = 1;
+  }
+  if (!stored) atomic_store(&j->ok, 0);
+  join_finish(j);
+}
+
+static void join_child_done(void *ctx, const lu_outcome_t *o, int stored) {
+  (void)o;
+  join_t *j = ctx;
+  if (!stored) atomic_store(&j->ok, 0);
+  join_finish(j);
+}
+
 /* <Fn>Completed plus the emitted events; the emitted events re-enter. */
 static void complete(shard_t *s, item_t *it, uint64_t exec_ns) {
   lu_manager_t *m = s->m;
@@ -1222,6 +1269,16 @@ static void complete(shard_t *s, item_t *it, uint64_t exec_ns) {
   u->fn = fe;
   u->ev_id = put_z(&u->text, ev->id);
   u->ev_type = put_z(&u->text, ev->type);
+  if (nk && u->done.fn && m->has_bus && m->bus.forward_derived) {
+    join_t *j = calloc(1, sizeof *j);
+    if (!j) abort();
+    atomic_init(&j->remaining, (unsigned)nk + 1);
+    atomic_init(&j->ok, 1);
+    j->real = u->done;
+    u->done = (lu_done_t){join_parent_done, j};
+    for (size_t i = 0; i < nk; i++)
+      kids[i]->done = (lu_done_t){join_child_done, j};
+  }
   /* The children count as pending before the parent's outcome lands, so
    * a drain never sees 0 between them (invariant 1). */
   if (nk) pending_add(m, nk);
@@ -1514,7 +1571,7 @@ int lu_manager_new(lu_manager_t **out, const lu_config_t *cfg_in,
     BAD("shards must be 1..%d (got %u)", MAX_SHARDS, cfg.shards);
   if (!cfg.queue_capacity) BAD("queue capacity must be at least 1");
   if (cfg.max_event_bytes < 64) BAD("max event size must be at least 64");
-  if (!cfg.store_batch) cfg.store_batch = 512;
+  if (!cfg.store_batch) cfg.store_batch = 4096;
   if (cfg.w_load < 0 || cfg.w_resources < 0 || cfg.w_priority < 0 ||
       cfg.w_affinity < 0)
     BAD("selection weights must not be negative");

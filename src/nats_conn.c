@@ -461,7 +461,7 @@ int lu__nats_connect(natsConnection **nc, const lu_nats_opts_t *o, char *err,
   if (s == NATS_OK)
     s = natsOptions_SetName(opts, o->name ? o->name : "lucent");
   if (s == NATS_OK) s = natsOptions_SetTimeout(opts, timeout);
-  if (s == NATS_OK) s = natsOptions_SetSendAsap(opts, true);
+  if (s == NATS_OK) s = natsOptions_SetSendAsap(opts, !o->bulk);
   if (s == NATS_OK)
     s = natsOptions_SetRetryOnFailedConnect(opts, false, NULL, NULL);
   if (s == NATS_OK) s = natsOptions_SetAllowReconnect(opts, true);

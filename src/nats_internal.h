@@ -66,6 +66,11 @@ typedef struct lu_nats_opts_s {
   int max_reconnect;     /**< -1 = forever (default when 0) */
   uint32_t reconnect_wait_ms;  /**< 0 = 250, doubled up to 4 s, jittered */
   uint32_t connect_timeout_ms; /**< 0 = 2000 */
+  int bulk;              /**< 1 = throughput over latency: no SendAsap, so
+                          *  publishes are batched in the library's buffer.
+                          *  For a connection that only appends to the
+                          *  event store (measured: ~1.4x the appends/s);
+                          *  never for one that forwards or replies. */
 } lu_nats_opts_t;
 
 /** Connects with SendAsap on (NATS-NOTES trap 1: without it every hop

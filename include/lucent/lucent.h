@@ -146,7 +146,8 @@ typedef struct lu_config_s {
   unsigned breaker_failures;   /**< consecutive failures that open a
                                     function's breaker; default 5 */
   uint32_t breaker_cooldown_ms;/**< open -> half-open after; default 1000 */
-  size_t store_batch;          /**< events per store transaction; 512 */
+  size_t store_batch;          /**< at most this many events per store
+                                    transaction (group commit); 4096 */
   uint64_t seed;               /**< randomness (jitter, two choices);
                                     0 = from the clock */
   lu_outcome_cb on_outcome;    /**< may be NULL; called from the store

@@ -1,0 +1,141 @@
+/*
+ * cmd_exec.c - `lucent exec`: run a function and wait for its answer (the
+ * pattern's handleExecuteFunction).
+ *
+ *   lucent exec --nats URL --type OrderPlaced --data '{"orderId":"o-1",...}'
+ *
+ * Sends a CloudEvent as a NATS request to lucent.exec; whichever shard gets
+ * it runs it, or passes it to the shard that owns it, and that shard replies
+ * once the outcome is stored.  Prints the reply (success, result, function,
+ * shard) and exits 0 on success; exits 1 with a clear message on a failed
+ * or rejected execution, no function for the type, no shard serving, or no
+ * reply within --timeout; 2 on a usage error.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "membership.h"
+#include "nats_opts.h"
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: lucent exec --nats URLS --type T [--data JSON] [options]\n"
+          "  --type T             the event type to execute\n"
+          "  --data JSON          the event's data (default {})\n"
+          "  --subject S          the event's subject\n"
+          "  --correlation ID     correlation id (default: the event id)\n"
+          "  --id ID              event id (default: a new UUID)\n"
+          "  --timeout MS         wait at most this long (default 5000)\n"
+          "%s", CLI_NATS_USAGE);
+}
+
+int cmd_exec(int argc, char **argv) {
+  enum { O_SUBJECT = 300, O_CORR, O_ID, O_TIMEOUT };
+  static const struct option opts[] = {
+      {"type", required_argument, 0, 't'},
+      {"data", required_argument, 0, 'd'},
+      {"subject", required_argument, 0, O_SUBJECT},
+      {"correlation", required_argument, 0, O_CORR},
+      {"id", required_argument, 0, O_ID},
+      {"timeout", required_argument, 0, O_TIMEOUT},
+      {"help", no_argument, 0, 'h'},
+      CLI_NATS_LONGOPTS,
+      {0, 0, 0, 0}};
+  lu_nats_opts_t no = {0};
+  const char *type = NULL, *data = "{}", *subject = NULL, *corr = NULL,
+             *id = NULL;
+  long timeout = 5000;
+  int c;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "t:d:h", opts, NULL)) != -1) {
+    if (cli_nats_opt(c, optarg, &no)) continue;
+    switch (c) {
+      case 't': type = optarg; break;
+      case 'd': data = optarg; break;
+      case O_SUBJECT: subject = optarg; break;
+      case O_CORR: corr = optarg; break;
+      case O_ID: id = optarg; break;
+      case O_TIMEOUT: {
+        char *end;
+        errno = 0;
+        timeout = strtol(optarg, &end, 10);
+        if (errno || *end || timeout < 1 || timeout > 3600000) {
+          cli_error("--timeout wants milliseconds, 1..3600000");
+          goto usage_err;
+        }
+        break;
+      }
+      case 'h': usage(stdout); return 0;
+      default: goto usage_err;
+    }
+  }
+  cli_nats_env(&no);
+  if (!no.urls || !type || optind < argc) {
+    if (!no.urls) cli_error("--nats is required (or LUCENT_NATS_URL)");
+    else if (!type) cli_error("--type is required");
+    else cli_error("unexpected argument '%s'", argv[optind]);
+    goto usage_err;
+  }
+  cJSON *d = cJSON_Parse(data);
+  if (!d) {
+    cli_error("--data is not valid JSON: %s", data);
+    goto usage_err;
+  }
+  lu_event_t *ev = NULL;
+  if (lu_event_new(&ev, type, "lucent-exec", subject, d) ||
+      (id && lu_event_set(ev, "id", id)) ||
+      (corr && lu_event_set(ev, "correlationid", corr))) {
+    cli_error("cannot build the event (type '%s')", type);
+    lu_event_free(ev);
+    return 2;
+  }
+  size_t len;
+  const char *json = lu_event_json(ev, &len);
+  char err[512];
+  no.name = "lucent-exec";
+  natsConnection *nc = NULL;
+  if (lu__nats_connect(&nc, &no, err, sizeof err)) {
+    cli_error("%s", err);
+    lu_event_free(ev);
+    return 1;
+  }
+  natsMsg *reply = NULL;
+  natsStatus s =
+      natsConnection_Request(&reply, nc, LU_SUBJ_EXEC, json, (int)len, timeout);
+  int rc = 1;
+  if (s == NATS_NO_RESPONDERS) {
+    cli_error("no shard is serving %s on %s (is `lucent serve` running?)",
+              LU_SUBJ_EXEC, no.urls);
+  } else if (s == NATS_TIMEOUT) {
+    cli_error("no reply within %ld ms (type '%s')", timeout, type);
+  } else if (s != NATS_OK) {
+    lu__nats_reason(s, err, sizeof err);
+    cli_error("request failed: %s", err);
+  } else {
+    const char *body = natsMsg_GetData(reply);
+    cJSON *r = cJSON_ParseWithLength(body, (size_t)natsMsg_GetDataLength(reply));
+    const cJSON *ok = cJSON_GetObjectItemCaseSensitive(r, "success");
+    char *pretty = r ? cJSON_Print(r) : NULL;
+    printf("%s\n", pretty ? pretty : body);
+    free(pretty);
+    if (cJSON_IsTrue(ok)) {
+      rc = 0;
+    } else {
+      const cJSON *e = cJSON_GetObjectItemCaseSensitive(r, "error");
+      cli_error("%s", cJSON_IsString(e) ? e->valuestring
+                                        : "the execution did not succeed");
+    }
+    cJSON_Delete(r);
+  }
+  natsMsg_Destroy(reply);
+  natsConnection_Destroy(nc);
+  lu_event_free(ev);
+  return rc;
+usage_err:
+  usage(stderr);
+  return 2;
+}

@@ -1,0 +1,315 @@
+/*
+ * cmd_serve.c - `lucent serve`: one shard process of a distributed lucent.
+ *
+ *   nats-server -js &
+ *   lucent serve --nats nats://127.0.0.1:4222 --shard a --plugin ./liborders.so
+ *
+ * Connects, opens the event store on JetStream, joins the shard view by
+ * heartbeats (or a static --shards list), pulls its intake partitions and
+ * its forward queue, serves `lucent exec` requests, and runs until SIGINT
+ * or SIGTERM.  Then it leaves the view, finishes and acknowledges what it
+ * took, and prints a one-line summary.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "lucent/http.h"
+#include "lucent/log.h"
+#include "lucent/lucent.h"
+#include "membership.h"
+#include "nats_opts.h"
+
+static void usage(FILE *f) {
+  fprintf(f,
+      "usage: lucent serve --nats URLS --shard ID --plugin PATH [options]\n"
+      "  --shard ID           this shard's id (unique in the cluster)\n"
+      "  --plugin PATH        plugin with the functions (repeatable)\n"
+      "  --shards A,B,C       static shard view (default: heartbeats)\n"
+      "  --delivery MODE      at-least-once (default, JetStream) or\n"
+      "                       at-most-once (core NATS: a dying shard loses\n"
+      "                       what it holds)\n"
+      "  --http ADDR:PORT     /metrics, /healthz, /readyz, /functions, /shards\n"
+      "  --log-level L        debug, info (default), warn, error, off\n"
+      "  --log-format F       json, text or auto\n"
+      "  --queue N            intake queue capacity (default 1024)\n"
+      "  --max-depth N        causation depth limit (default 16)\n"
+      "  --ack-wait-ms N      JetStream redelivery delay (default 10000)\n"
+      "  --heartbeat-ms N     heartbeat interval (default 250)\n"
+      "  --batch N            events per store batch (default 4096)\n"
+      "%s",
+      CLI_NATS_USAGE);
+}
+
+/* ---- the view for /shards and /readyz --------------------------------- */
+
+typedef struct serve_obs_s {
+  lu_manager_t *m;
+  lu_natsbus_t *bus;
+  const char *self;
+  natsConnection *nc;
+} serve_obs_t;
+
+static size_t obs_view(void *ud, lu_shard_report_t *out, size_t cap) {
+  serve_obs_t *o = ud;
+  char v[8192];
+  lu__manager_view_string(o->m, v, sizeof v);
+  size_t n = 0;
+  for (char *save = NULL, *t = strtok_r(v, ",", &save); t;
+       t = strtok_r(NULL, ",", &save)) {
+    if (n < cap) {
+      memset(&out[n], 0, sizeof out[n]);
+      lu__fmt(out[n].id, sizeof out[n].id, "%s", t);
+      out[n].local = !strcmp(t, o->self);
+      if (out[n].local) out[n].in_flight = lu__manager_local_load(o->m);
+    }
+    n++;
+  }
+  return n;
+}
+
+static int obs_bus(void *ud, char *detail, size_t cap) {
+  serve_obs_t *o = ud;
+  natsConnStatus st = natsConnection_Status(o->nc);
+  int ok = st == NATS_CONN_STATUS_CONNECTED;
+  lu__fmt(detail, cap, "nats %s", ok ? "connected" : "not connected");
+  return ok;
+}
+
+static int obs_shard(void *ud, char *detail, size_t cap) {
+  serve_obs_t *o = ud;
+  int ok = lu__manager_in_view(o->m, o->self);
+  lu__fmt(detail, cap, "shard %s %s the view", o->self, ok ? "in" : "not in");
+  return ok;
+}
+
+static uint64_t obs_bus_errors(void *ud) {
+  serve_obs_t *o = ud;
+  lu_natsbus_stats_t st;
+  lu__natsbus_stats(o->bus, &st);
+  return st.forward_errors + st.dropped;
+}
+
+static int parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *v) {
+  char *end;
+  errno = 0;
+  unsigned long x = strtoul(s, &end, 10);
+  if (errno || end == s || *end || s[0] == '-' || x < min || x > max)
+    return -1;
+  *v = (uint32_t)x;
+  return 0;
+}
+
+int cmd_serve(int argc, char **argv) {
+  enum { O_SHARD = 300, O_SHARDS, O_DELIVERY, O_HTTP, O_LOGL, O_LOGF,
+         O_QUEUE, O_DEPTH, O_ACKW, O_HB, O_BATCH };
+  static const struct option opts[] = {
+      {"shard", required_argument, 0, O_SHARD},
+      {"plugin", required_argument, 0, 'p'},
+      {"shards", required_argument, 0, O_SHARDS},
+      {"delivery", required_argument, 0, O_DELIVERY},
+      {"http", required_argument, 0, O_HTTP},
+      {"log-level", required_argument, 0, O_LOGL},
+      {"log-format", required_argument, 0, O_LOGF},
+      {"queue", required_argument, 0, O_QUEUE},
+      {"max-depth", required_argument, 0, O_DEPTH},
+      {"ack-wait-ms", required_argument, 0, O_ACKW},
+      {"heartbeat-ms", required_argument, 0, O_HB},
+      {"batch", required_argument, 0, O_BATCH},
+      {"help", no_argument, 0, 'h'},
+      CLI_NATS_LONGOPTS,
+      {0, 0, 0, 0}};
+  lu_nats_opts_t no = {0};
+  lu_natsbus_cfg_t bc = {0};
+  lu_config_t cfg;
+  lu_config_init(&cfg);
+  lu_registry_t *reg = NULL;
+  const char *http_addr = NULL, *shard = NULL;
+  lu_log_level_t log_level = LU_LOG_INFO;
+  lu_log_format_t log_format = LU_LOG_FORMAT_AUTO;
+  int nplug = 0, c;
+  uint32_t v32;
+  if (lu_registry_new(&reg)) return 1;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "p:h", opts, NULL)) != -1) {
+    if (cli_nats_opt(c, optarg, &no)) continue;
+    switch (c) {
+      case 'p':
+        nplug++;
+        if (lu_registry_load_plugin(reg, optarg)) {
+          cli_error("%s", lu_registry_errmsg(reg));
+          lu_registry_free(reg);
+          return 1;
+        }
+        break;
+      case O_SHARD: shard = optarg; break;
+      case O_SHARDS: bc.static_view = optarg; break;
+      case O_DELIVERY:
+        if (!strcmp(optarg, "at-least-once")) {
+          bc.delivery = LU_DELIVERY_AT_LEAST_ONCE;
+        } else if (!strcmp(optarg, "at-most-once")) {
+          bc.delivery = LU_DELIVERY_AT_MOST_ONCE;
+        } else {
+          cli_error("--delivery wants at-least-once or at-most-once");
+          goto usage_err;
+        }
+        break;
+      case O_HTTP: http_addr = optarg; break;
+      case O_LOGL:
+        if (lu_log_parse_level(optarg, &log_level)) {
+          cli_error("--log-level wants debug, info, warn, error or off");
+          goto usage_err;
+        }
+        break;
+      case O_LOGF:
+        if (lu_log_parse_format(optarg, &log_format)) {
+          cli_error("--log-format wants json, text or auto");
+          goto usage_err;
+        }
+        break;
+#define U32(field, min, max, name)                                     \
+  if (parse_u32(optarg, min, max, &v32)) {                             \
+    cli_error("%s must be an integer in %u..%u", name, (unsigned)min,  \
+              (unsigned)max);                                          \
+    goto usage_err;                                                    \
+  }                                                                    \
+  field = v32;                                                         \
+  break;
+      case O_QUEUE: U32(cfg.queue_capacity, 1, 1u << 24, "--queue")
+      case O_DEPTH: U32(cfg.max_depth, 1, 1000, "--max-depth")
+      case O_ACKW: U32(bc.ack_wait_ms, 100, 3600000, "--ack-wait-ms")
+      case O_HB: U32(bc.hb_interval_ms, 10, 60000, "--heartbeat-ms")
+      case O_BATCH: U32(cfg.store_batch, 1, 1u << 20, "--batch")
+#undef U32
+      case 'h': usage(stdout); lu_registry_free(reg); return 0;
+      default: goto usage_err;
+    }
+  }
+  cli_nats_env(&no);
+  if (!nplug || !shard || !no.urls || optind < argc) {
+    if (!no.urls) cli_error("--nats is required (or LUCENT_NATS_URL)");
+    else if (!shard) cli_error("--shard is required");
+    else if (!nplug) cli_error("--plugin is required");
+    else cli_error("unexpected argument '%s'", argv[optind]);
+    goto usage_err;
+  }
+  if (strlen(shard) >= 64 || strpbrk(shard, " .*>,\t")) {
+    cli_error("--shard '%s': use letters, digits, - and _ (at most 63)",
+              shard);
+    goto usage_err;
+  }
+  lu_log_set_format(log_format);
+  lu_log_set_level(log_level);
+
+  /* SIGINT/SIGTERM are taken by sigwait below, in this thread only: block
+   * them before any thread starts so every thread inherits the mask. */
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+  char err[512];
+  char name[96];
+  lu__fmt(name, sizeof name, "lucent-%s", shard);
+  no.name = name;
+  natsConnection *nc = NULL;
+  int rc = lu__nats_connect(&nc, &no, err, sizeof err);
+  if (rc) {
+    cli_error("shard %s: %s", shard, err);
+    lu_registry_free(reg);
+    return 1;
+  }
+  lu_store_t *store = NULL;
+  rc = lu__store_jetstream_open(&store, nc, 1, 0, err, sizeof err);
+  if (rc) {
+    cli_error("shard %s: %s", shard, err);
+    natsConnection_Destroy(nc);
+    lu_registry_free(reg);
+    return 1;
+  }
+  const char *ids[] = {shard};
+  cfg.shards = 1;
+  cfg.shard_ids = ids;
+  cfg.store_handle = store;
+  cfg.store = "jetstream";
+  lu_manager_t *m = NULL;
+  rc = lu_manager_new(&m, &cfg, reg, err, sizeof err);
+  if (rc) {
+    cli_error("shard %s: cannot start: %s", shard, err);
+    natsConnection_Destroy(nc);
+    lu_registry_free(reg);
+    return 1;
+  }
+  /* The KV bucket's TTL: the longest sticky-session TTL of the registry. */
+  for (size_t i = 0; i < lu_registry_count(reg); i++) {
+    const lu_fnent_t *e = lu__registry_entry(reg, i);
+    if (e->strategy == LU_STRAT_STICKY && e->ttl_ms > bc.session_ttl_ms)
+      bc.session_ttl_ms = e->ttl_ms;
+  }
+  bc.shard = shard;
+  lu_natsbus_t *bus = NULL;
+  rc = lu__natsbus_start(&bus, nc, m, &bc, err, sizeof err);
+  if (rc) {
+    cli_error("shard %s: %s", shard, err);
+    lu_manager_free(m);
+    natsConnection_Destroy(nc);
+    lu_registry_free(reg);
+    return 1;
+  }
+  serve_obs_t so = {.m = m, .bus = bus, .self = shard, .nc = nc};
+  lu_http_t *http = NULL;
+  if (http_addr) {
+    lu_obs_source_t src = {.manager = m, .bus = "nats", .ud = &so,
+                           .view = obs_view, .check_bus = obs_bus,
+                           .check_shard = obs_shard,
+                           .bus_errors = obs_bus_errors};
+    if (lu_http_start(&http, http_addr, &src, err, sizeof err)) {
+      cli_error("shard %s: %s", shard, err);
+    } else {
+      LU_LOG(LU_LOG_INFO, shard, NULL,
+             LU_KVS(LU_KV_STR("addr", lu_http_addr(http))), "http listening");
+    }
+  }
+  LU_LOG(LU_LOG_INFO, shard, NULL,
+         LU_KVS(LU_KV_STR("nats", no.urls),
+                LU_KV_STR("delivery", bc.delivery == LU_DELIVERY_AT_MOST_ONCE
+                                          ? "at-most-once" : "at-least-once"),
+                LU_KV_UINT("functions", lu_registry_count(reg))),
+         "serving");
+  int sig = 0;
+  sigwait(&set, &sig);
+  LU_LOG(LU_LOG_INFO, shard, NULL, LU_KVS(LU_KV_STR("signal",
+         sig == SIGINT ? "SIGINT" : "SIGTERM")), "stopping");
+  lu_http_stop(http);
+  lu__natsbus_stop(bus, 5000);
+  lu_count_t cnt;
+  uint64_t in;
+  lu_manager_counts(m, &cnt, &in);
+  LU_LOG(LU_LOG_INFO, shard, NULL,
+         LU_KVS(LU_KV_UINT("events_in", in),
+                LU_KV_UINT("completed", cnt.outcomes[LU_OUTCOME_COMPLETED] +
+                                            cnt.derived[LU_OUTCOME_COMPLETED]),
+                LU_KV_UINT("failed", cnt.outcomes[LU_OUTCOME_FAILED] +
+                                         cnt.derived[LU_OUTCOME_FAILED]),
+                LU_KV_UINT("rejected", cnt.outcomes[LU_OUTCOME_REJECTED] +
+                                           cnt.derived[LU_OUTCOME_REJECTED]),
+                LU_KV_UINT("dead_lettered",
+                           cnt.outcomes[LU_OUTCOME_DEAD_LETTERED] +
+                               cnt.derived[LU_OUTCOME_DEAD_LETTERED])),
+         "stopped");
+  uint64_t store_errors = lu_manager_store_errors(m);
+  lu_manager_free(m);
+  natsConnection_Destroy(nc);
+  lu_registry_free(reg);
+  return store_errors ? 1 : 0;
+usage_err:
+  usage(stderr);
+  lu_registry_free(reg);
+  return 2;
+}

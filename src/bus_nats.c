@@ -1,0 +1,884 @@
+/*
+ * bus_nats.c - lucent's bus on NATS: how events reach a shard process and
+ * move between shard processes.  The manager code is the same as in
+ * embedded mode; this file only plugs into its hooks (lu_bus_t,
+ * lu__manager_submit_raw/accept/route/run_local).
+ *
+ * At-least-once (the default):
+ *
+ *   lucent publish --> LUCENT_INTAKE, subject lucent.intake.<p>, p = hash of
+ *                      the event's subject (16 partitions)
+ *   intake-<p>     --> pulled by the partition's owner: the shard that wins
+ *                      rendezvous hashing of "intake-<p>" over the view
+ *   owner routes   --> runs it, or publishes it to LUCENT_FWD subject
+ *                      lucent.fwd.<target> (Nats-Msg-Id: hash of the bytes
+ *                      and the target, so a redelivered forward is deduped)
+ *   fwd-<shard>    --> pulled by <shard>; while <shard> is out of the view,
+ *                      by the winner of rendezvous("fwd-<shard>"), which
+ *                      routes each event once more (hop limit 2)
+ *   acks           --> an intake or forward message is acked only after its
+ *                      outcome is in the event store, or after the forward
+ *                      it became is stored in LUCENT_FWD.  Emitted events
+ *                      go through LUCENT_FWD too (even to this shard), so
+ *                      nothing lives only in memory once its cause is acked.
+ *
+ * A dying shard's unacked messages come back after AckWait to whoever pulls
+ * its consumers then; results are idempotent (DESIGN.md decision 3), so a
+ * re-execution stores nothing twice.  Order: one puller per partition and
+ * per forward queue keeps the events of one subject in order in steady
+ * state; during a takeover (AckWait redeliveries, two pullers for a moment)
+ * and for retried events, order is not kept.
+ *
+ * At-most-once (--delivery at-most-once): core NATS only.  lucent publish
+ * sends to lucent.amo.intake (queue group: any shard takes it), forwards go
+ * to lucent.amo.fwd.<target>, emitted events stay in their process.  A
+ * shard that dies loses what it held.
+ *
+ * Request/reply (both modes): lucent.exec (queue group lucent-exec) takes a
+ * CloudEvent; the shard that gets it routes it and either runs it or passes
+ * the request, reply subject included, to lucent.exec.<owner>; the shard
+ * that runs it replies once the outcome is stored.
+ */
+#define _GNU_SOURCE /* memmem */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <xxhash.h>
+
+#include "membership.h"
+
+#define MAX_PULLERS (LU_INTAKE_PARTITIONS + 256)
+#define FETCH_BATCH 256
+#define FETCH_WAIT_MS 200
+#define FWD_MAP_SIZE 65536 /* power of two */
+
+typedef struct puller_s {
+  struct lu_natsbus_s *b;
+  char consumer[96]; /* intake-<p> or fwd-<shard> */
+  char stream[32];
+  char filter[128];
+  char target[64];   /* fwd: the shard the queue belongs to */
+  int is_fwd;
+  natsSubscription *sub;
+  pthread_t thread;
+  _Atomic int want;
+} puller_t;
+
+/* In-flight JetStream forwards: message -> who to tell. */
+typedef struct fwent_s {
+  natsMsg *msg;
+  lu_done_t done;
+} fwent_t;
+
+struct lu_natsbus_s {
+  natsConnection *nc;
+  jsCtx *js;    /* forwards (ack handler) */
+  jsCtx *jsm;   /* management and pulls */
+  lu_manager_t *m;
+  lu_natsbus_cfg_t cfg;
+  char self[64];
+  lu_membership_t *ms;
+  lu_kvsess_t *kv;
+  pthread_mutex_t lock; /* pullers */
+  pthread_cond_t cond;
+  puller_t *pullers[MAX_PULLERS];
+  unsigned npullers;
+  pthread_t claimer;
+  uint32_t claim_delay_ms;
+  int stopping;
+  pthread_mutex_t fwlock;
+  fwent_t *fwmap;
+  natsSubscription *exec_sub, *exec_self_sub, *amo_sub, *amo_fwd_sub;
+  _Atomic uint64_t pulled, forwarded, forward_errors, exec_requests,
+      exec_forwarded;
+};
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static void nats_err(char *err, size_t errlen, const char *what,
+                     natsStatus s, jsErrCode jerr) {
+  char r[256];
+  lu__nats_reason(s, r, sizeof r);
+  if (jerr)
+    lu__fmt(err, errlen, "%s: %s (JetStream error %d)", what, r, (int)jerr);
+  else
+    lu__fmt(err, errlen, "%s: %s", what, r);
+}
+
+static uint64_t header_u64(natsMsg *msg, const char *name) {
+  const char *v = NULL;
+  if (natsMsgHeader_Get(msg, name, &v) != NATS_OK || !v) return 0;
+  return strtoull(v, NULL, 10);
+}
+
+unsigned lu__intake_partition(const char *json, size_t len) {
+  /* Cheap: find "subject" (or "id") without a full parse; a miss hashes
+   * the bytes.  Same input, same partition: that is all order needs. */
+  static const char *const keys[] = {"\"subject\"", "\"id\""};
+  for (int k = 0; k < 2; k++) {
+    const char *p = json, *end = json + len;
+    size_t kl = strlen(keys[k]);
+    while (p + kl < end) {
+      const char *hit = memmem(p, (size_t)(end - p), keys[k], kl);
+      if (!hit) break;
+      const char *q = hit + kl;
+      while (q < end && (*q == ' ' || *q == ':' || *q == '\t')) q++;
+      if (q < end && *q == '"') {
+        const char *v = ++q;
+        while (q < end && *q != '"') q += *q == '\\' ? 2 : 1;
+        if (q <= end)
+          return (unsigned)(XXH3_64bits(v, (size_t)(q - v)) %
+                            LU_INTAKE_PARTITIONS);
+      }
+      p = hit + kl;
+    }
+  }
+  return (unsigned)(XXH3_64bits(json, len) % LU_INTAKE_PARTITIONS);
+}
+
+/* ---- streams and consumers ------------------------------------------- */
+
+int lu__nats_ensure_stream(jsCtx *js, const char *name,
+                           const char *subjects, char *err, size_t errlen) {
+  jsStreamConfig sc;
+  jsStreamConfig_Init(&sc);
+  sc.Name = name;
+  const char *subj[] = {subjects};
+  sc.Subjects = subj;
+  sc.SubjectsLen = 1;
+  sc.Storage = js_FileStorage;
+  sc.Retention = js_WorkQueuePolicy; /* acked = done: the stream empties */
+  sc.Duplicates = (int64_t)120 * 1000000000; /* ns: outlasts redeliveries */
+  jsStreamInfo *si = NULL;
+  jsErrCode jerr = 0;
+  natsStatus s = js_GetStreamInfo(&si, js, name, NULL, &jerr);
+  if (s == NATS_OK) {
+    jsStreamInfo_Destroy(si);
+    return 0;
+  }
+  jerr = 0;
+  s = js_AddStream(&si, js, &sc, NULL, &jerr);
+  if (s == NATS_OK) {
+    jsStreamInfo_Destroy(si);
+    return 0;
+  }
+  /* Lost a race with another shard creating it: fine if it exists now. */
+  if (js_GetStreamInfo(&si, js, name, NULL, NULL) == NATS_OK) {
+    jsStreamInfo_Destroy(si);
+    return 0;
+  }
+  char what[128];
+  lu__fmt(what, sizeof what, "cannot create stream %s", name);
+  nats_err(err, errlen, what, s, jerr);
+  return LU_EIO;
+}
+
+static int ensure_consumer(lu_natsbus_t *b, const char *stream,
+                           const char *name, const char *filter, char *err,
+                           size_t errlen) {
+  jsConsumerInfo *ci = NULL;
+  if (js_GetConsumerInfo(&ci, b->jsm, stream, name, NULL, NULL) == NATS_OK) {
+    jsConsumerInfo_Destroy(ci);
+    return 0;
+  }
+  jsConsumerConfig cc;
+  jsConsumerConfig_Init(&cc);
+  cc.Durable = name;
+  cc.AckPolicy = js_AckExplicit;
+  cc.AckWait = (int64_t)b->cfg.ack_wait_ms * 1000000; /* ns */
+  cc.FilterSubject = filter;
+  cc.MaxAckPending = 8192;
+  cc.DeliverPolicy = js_DeliverAll;
+  jsErrCode jerr = 0;
+  natsStatus s = js_AddConsumer(&ci, b->jsm, stream, &cc, NULL, &jerr);
+  if (s == NATS_OK ||
+      js_GetConsumerInfo(&ci, b->jsm, stream, name, NULL, NULL) == NATS_OK) {
+    jsConsumerInfo_Destroy(ci);
+    return 0;
+  }
+  char what[160];
+  lu__fmt(what, sizeof what, "cannot create consumer %s on %s", name,
+          stream);
+  nats_err(err, errlen, what, s, jerr);
+  return LU_EIO;
+}
+
+/* ---- acknowledging what we pulled ------------------------------------ */
+
+static void ack_done(void *ctx, const lu_outcome_t *o, int stored) {
+  (void)o;
+  natsMsg *msg = ctx;
+  if (stored) natsMsg_Ack(msg, NULL);
+  else natsMsg_Nak(msg, NULL); /* redelivered; idempotent ids */
+  natsMsg_Destroy(msg);
+}
+
+/* ---- pulling ---------------------------------------------------------- */
+
+static void handle_pulled(puller_t *p, natsMsg *msg) {
+  lu_natsbus_t *b = p->b;
+  atomic_fetch_add(&b->pulled, 1);
+  const char *data = natsMsg_GetData(msg);
+  int len = natsMsg_GetDataLength(msg);
+  lu_done_t done = {ack_done, msg};
+  if (p->is_fwd) {
+    if (lu__manager_accept(b->m, data ? data : "", len > 0 ? (size_t)len : 0,
+                           p->target, (unsigned)header_u64(msg, "Lucent-Hops"),
+                           done) == LU_EBUSY) {
+      natsMsg_Nak(msg, NULL); /* its shard is back: let it have it */
+      natsMsg_Destroy(msg);
+    }
+  } else
+    lu__manager_submit_raw(b->m, data ? data : "", len > 0 ? (size_t)len : 0,
+                           header_u64(msg, "Lucent-Line"), done);
+}
+
+/* After we stop pulling a consumer, our last pull request may still be
+ * open on the server for up to FETCH_WAIT_MS and deliver into our
+ * subscription, where nobody would read it until AckWait.  Sweep once
+ * after it expired and hand back (NAK) whatever arrived. */
+static void release_sweep(puller_t *p) {
+  struct timespec ts = {0, (FETCH_WAIT_MS + 50) * 1000000L};
+  nanosleep(&ts, NULL);
+  natsMsgList list = {0};
+  if (natsSubscription_Fetch(&list, p->sub, FETCH_BATCH, 1, NULL) != NATS_OK)
+    return;
+  for (int i = 0; i < list.Count; i++) natsMsg_Nak(list.Msgs[i], NULL);
+  natsMsgList_Destroy(&list);
+}
+
+static void *puller_main(void *arg) {
+  puller_t *p = arg;
+  lu_natsbus_t *b = p->b;
+  int pulling = 0;
+  for (;;) {
+    if (pulling && !atomic_load(&p->want)) {
+      release_sweep(p);
+      pulling = 0;
+    }
+    pthread_mutex_lock(&b->lock);
+    while (!b->stopping && !atomic_load(&p->want)) {
+      struct timespec ts;
+      clock_gettime(CLOCK_REALTIME, &ts);
+      ts.tv_sec += 1;
+      pthread_cond_timedwait(&b->cond, &b->lock, &ts);
+    }
+    int stop = b->stopping;
+    pthread_mutex_unlock(&b->lock);
+    if (stop) break;
+    pulling = 1;
+    natsMsgList list = {0};
+    jsErrCode jerr = 0;
+    natsStatus s = natsSubscription_Fetch(&list, p->sub, FETCH_BATCH,
+                                          FETCH_WAIT_MS, &jerr);
+    if (s == NATS_OK) {
+      for (int i = 0; i < list.Count; i++) {
+        natsMsg *msg = list.Msgs[i];
+        list.Msgs[i] = NULL; /* ours now: acked (and destroyed) when done */
+        handle_pulled(p, msg);
+      }
+      natsMsgList_Destroy(&list);
+    } else if (s != NATS_TIMEOUT) {
+      /* Disconnected, or the server is restarting: wait and try again. */
+      struct timespec ts = {0, 200 * 1000000L};
+      nanosleep(&ts, NULL);
+    }
+  }
+  return NULL;
+}
+
+/* Finds or creates the puller of a consumer (bound, not yet wanted). */
+static puller_t *puller_get(lu_natsbus_t *b, const char *stream,
+                            const char *consumer, const char *filter,
+                            const char *target) {
+  pthread_mutex_lock(&b->lock);
+  for (unsigned i = 0; i < b->npullers; i++)
+    if (!strcmp(b->pullers[i]->consumer, consumer)) {
+      pthread_mutex_unlock(&b->lock);
+      return b->pullers[i];
+    }
+  pthread_mutex_unlock(&b->lock);
+  char err[256];
+  if (b->npullers == MAX_PULLERS ||
+      ensure_consumer(b, stream, consumer, filter, err, sizeof err)) {
+    if (b->npullers < MAX_PULLERS)
+      fprintf(stderr, "lucent: shard %s: %s\n", b->self, err);
+    return NULL;
+  }
+  puller_t *p = calloc(1, sizeof *p);
+  if (!p) return NULL;
+  p->b = b;
+  lu__fmt(p->consumer, sizeof p->consumer, "%s", consumer);
+  lu__fmt(p->stream, sizeof p->stream, "%s", stream);
+  lu__fmt(p->filter, sizeof p->filter, "%s", filter);
+  if (target) {
+    p->is_fwd = 1;
+    lu__fmt(p->target, sizeof p->target, "%s", target);
+  }
+  /* Bind to the durable we created (NATS-NOTES trap 3: a durable that
+   * js_PullSubscribe creates itself can vanish on unsubscribe). */
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Stream = p->stream;
+  so.Consumer = p->consumer;
+  jsErrCode jerr = 0;
+  natsStatus s = js_PullSubscribe(&p->sub, b->jsm, p->filter, p->consumer,
+                                  NULL, &so, &jerr);
+  if (s != NATS_OK) {
+    nats_err(err, sizeof err, "cannot pull", s, jerr);
+    fprintf(stderr, "lucent: shard %s: %s %s\n", b->self, p->consumer, err);
+    free(p);
+    return NULL;
+  }
+  pthread_mutex_lock(&b->lock);
+  b->pullers[b->npullers++] = p;
+  pthread_mutex_unlock(&b->lock);
+  pthread_create(&p->thread, NULL, puller_main, p);
+  return p;
+}
+
+/* The shard that should pull `consumer` now: rendezvous over the view. */
+static int owns(const char *consumer, char ids[][64], unsigned n,
+                const uint64_t *seeds, const char *self) {
+  if (!n) return 0;
+  unsigned w = lu__rendezvous(lu__key_hash(consumer, strlen(consumer)),
+                              seeds, n);
+  return !strcmp(ids[w], self);
+}
+
+static unsigned split_view(const char *v, char ids[][64], uint64_t *seeds,
+                           unsigned cap) {
+  unsigned n = 0;
+  const char *p = v;
+  while (*p && n < cap) {
+    size_t l = strcspn(p, ",");
+    if (l && l < 64) {
+      memcpy(ids[n], p, l);
+      ids[n][l] = 0;
+      seeds[n] = lu__shard_seed(ids[n]);
+      n++;
+    }
+    p += l;
+    if (*p == ',') p++;
+  }
+  return n;
+}
+
+/* Decides which consumers this shard pulls, given the view now. */
+static void reclaim(lu_natsbus_t *b) {
+  static char ids[256][64];
+  static uint64_t seeds[256];
+  static pthread_mutex_t once = PTHREAD_MUTEX_INITIALIZER;
+  char v[8192];
+  pthread_mutex_lock(&once); /* the static arrays are shared */
+  lu__manager_view_string(b->m, v, sizeof v);
+  unsigned n = split_view(v, ids, seeds, 256);
+  for (unsigned p = 0; p < LU_INTAKE_PARTITIONS; p++) {
+    char name[32], filter[64];
+    lu__fmt(name, sizeof name, "intake-%u", p);
+    lu__fmt(filter, sizeof filter, "%s.%u", LU_SUBJ_INTAKE, p);
+    int mine = owns(name, ids, n, seeds, b->self);
+    puller_t *pl = mine ? puller_get(b, LU_STREAM_INTAKE, name, filter, NULL)
+                        : NULL;
+    if (pl) atomic_store(&pl->want, 1);
+    if (!mine) { /* stop pulling if we had it */
+      pthread_mutex_lock(&b->lock);
+      for (unsigned i = 0; i < b->npullers; i++)
+        if (!strcmp(b->pullers[i]->consumer, name))
+          atomic_store(&b->pullers[i]->want, 0);
+      pthread_mutex_unlock(&b->lock);
+    }
+  }
+  /* Forward queues: each shard's own, and those of shards that are gone
+   * (found from the stream's consumers). */
+  jsConsumerNamesList *names = NULL;
+  if (js_ConsumerNames(&names, b->jsm, LU_STREAM_FWD, NULL, NULL) ==
+      NATS_OK && names) {
+    for (int i = 0; i < names->Count; i++) {
+      const char *c = names->List[i];
+      if (strncmp(c, "fwd-", 4)) continue;
+      const char *shard = c + 4;
+      int alive = 0;
+      for (unsigned k = 0; k < n; k++) alive |= !strcmp(ids[k], shard);
+      int mine = alive ? !strcmp(shard, b->self)
+                       : owns(c, ids, n, seeds, b->self);
+      char filter[128];
+      lu__fmt(filter, sizeof filter, "%s.%s", LU_SUBJ_FWD, shard);
+      puller_t *pl = mine ? puller_get(b, LU_STREAM_FWD, c, filter, shard)
+                          : NULL;
+      if (pl) atomic_store(&pl->want, 1);
+      if (!mine) {
+        pthread_mutex_lock(&b->lock);
+        for (unsigned k = 0; k < b->npullers; k++)
+          if (!strcmp(b->pullers[k]->consumer, c))
+            atomic_store(&b->pullers[k]->want, 0);
+        pthread_mutex_unlock(&b->lock);
+      }
+    }
+    jsConsumerNamesList_Destroy(names);
+  }
+  pthread_mutex_unlock(&once);
+  pthread_mutex_lock(&b->lock);
+  pthread_cond_broadcast(&b->cond);
+  pthread_mutex_unlock(&b->lock);
+}
+
+static void *claimer_main(void *arg) {
+  lu_natsbus_t *b = arg;
+  pthread_mutex_lock(&b->lock);
+  /* A new shard first listens for a heartbeat timeout: claiming before it
+   * knows the others would take their queues as if they were gone. */
+  if (b->claim_delay_ms) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)b->claim_delay_ms * 1000000u;
+    ts.tv_sec += (time_t)(ns / 1000000000u);
+    ts.tv_nsec = (long)(ns % 1000000000u);
+    while (!b->stopping &&
+           pthread_cond_timedwait(&b->cond, &b->lock, &ts) != ETIMEDOUT) {
+    }
+  }
+  while (!b->stopping) {
+    pthread_mutex_unlock(&b->lock);
+    reclaim(b);
+    pthread_mutex_lock(&b->lock);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 1; /* also catches consumers of shards that died */
+    if (!b->stopping) pthread_cond_timedwait(&b->cond, &b->lock, &ts);
+  }
+  pthread_mutex_unlock(&b->lock);
+  return NULL;
+}
+
+static void on_view_change(void *ud) {
+  lu_natsbus_t *b = ud;
+  pthread_mutex_lock(&b->lock);
+  pthread_cond_broadcast(&b->cond); /* wake the claimer now */
+  pthread_mutex_unlock(&b->lock);
+}
+
+/* ---- forwarding ------------------------------------------------------- */
+
+static size_t fw_slot(const natsMsg *msg) {
+  uintptr_t x = (uintptr_t)msg;
+  return (size_t)((x >> 4) * 0x9e3779b97f4a7c15ull) & (FWD_MAP_SIZE - 1);
+}
+
+static int fw_put(lu_natsbus_t *b, natsMsg *msg, lu_done_t done) {
+  pthread_mutex_lock(&b->fwlock);
+  size_t i = fw_slot(msg);
+  for (size_t k = 0; k < FWD_MAP_SIZE; k++, i = (i + 1) & (FWD_MAP_SIZE - 1))
+    if (!b->fwmap[i].msg) {
+      b->fwmap[i].msg = msg;
+      b->fwmap[i].done = done;
+      pthread_mutex_unlock(&b->fwlock);
+      return 0;
+    }
+  pthread_mutex_unlock(&b->fwlock);
+  return -1;
+}
+
+static lu_done_t fw_take(lu_natsbus_t *b, natsMsg *msg) {
+  lu_done_t d = {NULL, NULL};
+  const size_t mask = FWD_MAP_SIZE - 1;
+  pthread_mutex_lock(&b->fwlock);
+  size_t i = fw_slot(msg);
+  while (b->fwmap[i].msg && b->fwmap[i].msg != msg) i = (i + 1) & mask;
+  if (b->fwmap[i].msg == msg) {
+    d = b->fwmap[i].done;
+    /* Linear probing delete by backward shift: move later entries of the
+     * cluster into the hole unless their home slot lies in (i, j]. */
+    size_t j = (i + 1) & mask;
+    while (b->fwmap[j].msg) {
+      size_t k = fw_slot(b->fwmap[j].msg);
+      int stays = i <= j ? (k > i && k <= j) : (k > i || k <= j);
+      if (!stays) {
+        b->fwmap[i] = b->fwmap[j];
+        i = j;
+      }
+      j = (j + 1) & mask;
+    }
+    b->fwmap[i].msg = NULL;
+  }
+  pthread_mutex_unlock(&b->fwlock);
+  return d;
+}
+
+static void on_fwd_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa,
+                       jsPubAckErr *pae, void *closure) {
+  (void)js, (void)pae;
+  lu_natsbus_t *b = closure;
+  lu_done_t d = fw_take(b, msg);
+  if (!pa) atomic_fetch_add(&b->forward_errors, 1);
+  if (d.fn) d.fn(d.ctx, NULL, pa != NULL);
+  natsMsg_Destroy(msg);
+}
+
+static void bus_forward(void *ud, const char *target, const char *json,
+                        size_t len, unsigned hops, lu_done_t done) {
+  lu_natsbus_t *b = ud;
+  char subj[128], hbuf[16];
+  int amo = b->cfg.delivery == LU_DELIVERY_AT_MOST_ONCE;
+  lu__fmt(subj, sizeof subj, "%s.%s", amo ? LU_SUBJ_AMO_FWD : LU_SUBJ_FWD,
+          target);
+  lu__fmt(hbuf, sizeof hbuf, "%u", hops);
+  natsMsg *msg = NULL;
+  natsStatus s = natsMsg_Create(&msg, subj, NULL, json, (int)len);
+  if (s == NATS_OK) s = natsMsgHeader_Set(msg, "Lucent-Hops", hbuf);
+  atomic_fetch_add(&b->forwarded, 1);
+  if (s == NATS_OK && amo) {
+    s = natsConnection_PublishMsg(b->nc, msg);
+    natsMsg_Destroy(msg);
+    if (s != NATS_OK) atomic_fetch_add(&b->forward_errors, 1);
+    if (done.fn) done.fn(done.ctx, NULL, s == NATS_OK);
+    return;
+  }
+  if (s == NATS_OK) {
+    /* Same bytes to the same shard = the same forward: dedup id. */
+    XXH128_hash_t h = XXH3_128bits_withSeed(json, len, lu__shard_seed(target));
+    char id[48];
+    lu__fmt(id, sizeof id, "%016llx%016llx-%u", (unsigned long long)h.high64,
+            (unsigned long long)h.low64, hops);
+    s = natsMsgHeader_Set(msg, "Nats-Msg-Id", id);
+  }
+  if (s == NATS_OK && fw_put(b, msg, done) != 0) s = NATS_INSUFFICIENT_BUFFER;
+  if (s == NATS_OK) {
+    natsMsg *keep = msg;
+    s = js_PublishMsgAsync(b->js, &msg, NULL);
+    if (s != NATS_OK) {
+      fw_take(b, keep); /* not sent: we still own it */
+      msg = keep;
+    }
+  }
+  if (s != NATS_OK) {
+    atomic_fetch_add(&b->forward_errors, 1);
+    natsMsg_Destroy(msg);
+    if (done.fn) done.fn(done.ctx, NULL, 0);
+  }
+}
+
+static int peer_alive(void *ud, const char *shard) {
+  return lu__membership_peer_alive(ud, shard);
+}
+
+static int bus_sticky(void *ud, const char *key, size_t klen,
+                      const char *candidate, char *out, size_t cap) {
+  lu_natsbus_t *b = ud;
+  if (!b->kv) return LU_ENOENT;
+  return lu__kvsess_bind(b->kv, key, klen, candidate, peer_alive, b->ms, out,
+                         cap);
+}
+
+/* ---- request/reply ---------------------------------------------------- */
+
+typedef struct reply_s {
+  lu_natsbus_t *b;
+  char subject[];
+} reply_t;
+
+static void reply_json(lu_natsbus_t *b, const char *subject,
+                       const lu_outcome_t *o, const char *error) {
+  lu_buf_t r = {0};
+  int ok = o && o->kind == LU_OUTCOME_COMPLETED;
+  lu__buf_puts(&r, ok ? "{\"success\":true" : "{\"success\":false");
+  if (o) {
+    lu__buf_puts(&r, ",\"outcome\":\"");
+    lu__buf_puts(&r, lu_outcome_name(o->kind));
+    lu__buf_puts(&r, "\"");
+  }
+  if (ok) {
+    lu__buf_puts(&r, ",\"result\":");
+    lu__buf_puts(&r, o->result_json ? o->result_json : "null");
+  }
+  const char *why = error ? error : o ? o->reason : NULL;
+  if (why) {
+    lu__buf_puts(&r, ",\"error\":");
+    lu__buf_json_str(&r, why, strlen(why));
+  }
+  if (o && o->function) {
+    lu__buf_puts(&r, ",\"function\":");
+    lu__buf_json_str(&r, o->function, strlen(o->function));
+  }
+  if (o && o->shard) {
+    lu__buf_puts(&r, ",\"shard\":");
+    lu__buf_json_str(&r, o->shard, strlen(o->shard));
+  }
+  if (o && o->event_id) {
+    lu__buf_puts(&r, ",\"eventId\":");
+    lu__buf_json_str(&r, o->event_id, strlen(o->event_id));
+  }
+  if (o) {
+    char a[32];
+    lu__fmt(a, sizeof a, ",\"attempts\":%u", o->attempts);
+    lu__buf_puts(&r, a);
+  }
+  lu__buf_puts(&r, "}");
+  if (!r.oom) natsConnection_Publish(b->nc, subject, r.p, (int)r.len);
+  lu__buf_free(&r);
+}
+
+static void reply_done(void *ctx, const lu_outcome_t *o, int stored) {
+  reply_t *rp = ctx;
+  reply_json(rp->b, rp->subject, o,
+             !o ? "forwarded, but not executed here" :
+             !stored ? "outcome could not be stored" : NULL);
+  free(rp);
+}
+
+/* Must this event run on a particular shard (hash or session owner)? */
+static int needs_owner(lu_natsbus_t *b, const lu_event_t *ev) {
+  size_t n;
+  const lu_fnent_t *const *c = lu__registry_candidates(
+      lu__manager_registry(b->m), lu_event_type(ev), &n);
+  return n && (c[0]->strategy == LU_STRAT_HASH ||
+               c[0]->strategy == LU_STRAT_STICKY);
+}
+
+static void on_exec(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
+                    void *closure) {
+  (void)nc;
+  lu_natsbus_t *b = closure;
+  atomic_fetch_add(&b->exec_requests, 1);
+  const char *reply = natsMsg_GetReply(msg);
+  const char *data = natsMsg_GetData(msg);
+  int dlen = natsMsg_GetDataLength(msg);
+  size_t len = dlen > 0 ? (size_t)dlen : 0;
+  if (!reply || !*reply) {
+    natsMsg_Destroy(msg);
+    return;
+  }
+  reply_t *rp = malloc(sizeof *rp + strlen(reply) + 1);
+  if (!rp) {
+    natsMsg_Destroy(msg);
+    return;
+  }
+  rp->b = b;
+  strcpy(rp->subject, reply);
+  lu_done_t done = {reply_done, rp};
+  lu_event_t *ev = NULL;
+  char why[320];
+  if (lu_event_parse(&ev, data ? data : "", len, why, sizeof why) != 0) {
+    /* Recorded as lucent.Rejected like any bad input; the reply says why. */
+    lu__manager_submit_raw(b->m, data ? data : "", len, 0, done);
+    natsMsg_Destroy(msg);
+    return;
+  }
+  if (sub == b->exec_self_sub) { /* forwarded to us: pinned */
+    lu__manager_run_local(b->m, ev, b->self, done);
+    natsMsg_Destroy(msg);
+    return;
+  }
+  char target[64];
+  int local = 0;
+  int rc = lu__manager_route(b->m, ev, target, sizeof target, &local, why,
+                             sizeof why);
+  if (rc != LU_ROUTE_OK) {
+    lu_event_free(ev);
+    lu__manager_submit_raw(b->m, data, len, 0, done); /* records it */
+  } else if (local || !needs_owner(b, ev)) {
+    /* The queue group already spread requests: a function that may run
+     * anywhere (round_robin, load_balanced) runs where it landed. */
+    lu__manager_run_local(b->m, ev, local ? target : b->self, done);
+  } else {
+    lu_event_free(ev);
+    free(rp);
+    char subj[128];
+    lu__fmt(subj, sizeof subj, "%s.%s", LU_SUBJ_EXEC, target);
+    atomic_fetch_add(&b->exec_forwarded, 1);
+    if (natsConnection_PublishRequest(b->nc, subj, reply, data, dlen) !=
+        NATS_OK)
+      reply_json(b, reply, NULL, "cannot forward the request");
+  }
+  natsMsg_Destroy(msg);
+}
+
+static void on_amo(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
+                   void *closure) {
+  (void)nc;
+  lu_natsbus_t *b = closure;
+  const char *data = natsMsg_GetData(msg);
+  int len = natsMsg_GetDataLength(msg);
+  lu_done_t none = {NULL, NULL};
+  atomic_fetch_add(&b->pulled, 1);
+  if (sub == b->amo_fwd_sub)
+    lu__manager_accept(b->m, data ? data : "", len > 0 ? (size_t)len : 0,
+                       b->self, (unsigned)header_u64(msg, "Lucent-Hops"),
+                       none);
+  else
+    lu__manager_submit_raw(b->m, data ? data : "", len > 0 ? (size_t)len : 0,
+                           header_u64(msg, "Lucent-Line"), none);
+  natsMsg_Destroy(msg);
+}
+
+static natsStatus subscribe(lu_natsbus_t *b, natsSubscription **sub,
+                            const char *subj, const char *queue,
+                            natsMsgHandler cb) {
+  natsStatus s = queue ? natsConnection_QueueSubscribe(sub, b->nc, subj,
+                                                       queue, cb, b)
+                       : natsConnection_Subscribe(sub, b->nc, subj, cb, b);
+  /* NATS-NOTES trap 5: async subscriptions drop past 65,536 pending. */
+  if (s == NATS_OK) s = natsSubscription_SetPendingLimits(*sub, 4000000, -1);
+  return s;
+}
+
+static void unsubscribe(natsSubscription **sub) {
+  if (!*sub) return;
+  if (natsSubscription_Drain(*sub) == NATS_OK)
+    natsSubscription_WaitForDrainCompletion(*sub, 2000);
+  natsSubscription_Destroy(*sub);
+  *sub = NULL;
+}
+
+/* ---- lifecycle -------------------------------------------------------- */
+
+int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
+                      lu_manager_t *m, const lu_natsbus_cfg_t *cfg, char *err,
+                      size_t errlen) {
+  *out = NULL;
+  lu_natsbus_t *b = calloc(1, sizeof *b);
+  if (!b) return LU_ENOMEM;
+  b->nc = nc;
+  b->m = m;
+  b->cfg = *cfg;
+  if (!b->cfg.ack_wait_ms) b->cfg.ack_wait_ms = 10000;
+  lu__fmt(b->self, sizeof b->self, "%s", cfg->shard);
+  b->cfg.shard = b->self;
+  b->cfg.static_view = NULL;
+  pthread_mutex_init(&b->lock, NULL);
+  pthread_cond_init(&b->cond, NULL);
+  pthread_mutex_init(&b->fwlock, NULL);
+  b->fwmap = calloc(FWD_MAP_SIZE, sizeof *b->fwmap);
+  int amo = cfg->delivery == LU_DELIVERY_AT_MOST_ONCE;
+  jsOptions jo;
+  jsOptions_Init(&jo);
+  jo.PublishAsync.MaxPending = 8192;
+  jo.PublishAsync.AckHandler = on_fwd_ack;
+  jo.PublishAsync.AckHandlerClosure = b;
+  natsStatus s = b->fwmap ? natsConnection_JetStream(&b->js, nc, &jo)
+                          : NATS_NO_MEMORY;
+  if (s == NATS_OK) s = natsConnection_JetStream(&b->jsm, nc, NULL);
+  if (s != NATS_OK) {
+    nats_err(err, errlen, "JetStream", s, 0);
+    lu__natsbus_stop(b, 0);
+    return LU_EIO;
+  }
+  int rc = 0;
+  if (!amo) {
+    char subj[64];
+    lu__fmt(subj, sizeof subj, "%s.>", LU_SUBJ_INTAKE);
+    rc = lu__nats_ensure_stream(b->jsm, LU_STREAM_INTAKE, subj, err, errlen);
+    lu__fmt(subj, sizeof subj, "%s.>", LU_SUBJ_FWD);
+    if (!rc)
+      rc = lu__nats_ensure_stream(b->jsm, LU_STREAM_FWD, subj, err, errlen);
+    char name[96], filter[128];
+    lu__fmt(name, sizeof name, "fwd-%s", b->self);
+    lu__fmt(filter, sizeof filter, "%s.%s", LU_SUBJ_FWD, b->self);
+    if (!rc) rc = ensure_consumer(b, LU_STREAM_FWD, name, filter, err, errlen);
+  }
+  if (!rc && cfg->session_ttl_ms) {
+    rc = lu__kvsess_open(&b->kv, nc, cfg->session_ttl_ms, err, errlen);
+    if (rc) rc = LU_EIO;
+  }
+  if (rc) {
+    lu__natsbus_stop(b, 0);
+    return rc;
+  }
+  lu_bus_t bus = {.forward = bus_forward,
+                  .sticky = b->kv ? bus_sticky : NULL,
+                  .ud = b,
+                  .forward_derived = !amo};
+  lu__manager_set_bus(m, &bus);
+  rc = lu__membership_start(&b->ms, nc, m, b->self, cfg->static_view,
+                            cfg->hb_interval_ms, on_view_change, b, err,
+                            errlen);
+  if (rc) {
+    lu__natsbus_stop(b, 0);
+    return rc;
+  }
+  char subj[128];
+  lu__fmt(subj, sizeof subj, "%s.%s", LU_SUBJ_EXEC, b->self);
+  s = subscribe(b, &b->exec_sub, LU_SUBJ_EXEC, "lucent-exec", on_exec);
+  if (s == NATS_OK) s = subscribe(b, &b->exec_self_sub, subj, NULL, on_exec);
+  if (s == NATS_OK && amo) {
+    lu__fmt(subj, sizeof subj, "%s.%s", LU_SUBJ_AMO_FWD, b->self);
+    s = subscribe(b, &b->amo_sub, LU_SUBJ_AMO_INTAKE, "lucent-amo", on_amo);
+    if (s == NATS_OK) s = subscribe(b, &b->amo_fwd_sub, subj, NULL, on_amo);
+  }
+  if (s == NATS_OK) s = natsConnection_Flush(nc);
+  if (s != NATS_OK) {
+    nats_err(err, errlen, "cannot subscribe", s, 0);
+    lu__natsbus_stop(b, 0);
+    return LU_EIO;
+  }
+  if (!amo) {
+    uint32_t hb = cfg->hb_interval_ms ? cfg->hb_interval_ms : 250;
+    b->claim_delay_ms = cfg->static_view ? 0 : hb * 6;
+    pthread_create(&b->claimer, NULL, claimer_main, b);
+  }
+  *out = b;
+  return 0;
+}
+
+void lu__natsbus_stop(lu_natsbus_t *b, uint32_t timeout_ms) {
+  if (!b) return;
+  /* 1. Leave the view: the others take our partitions from now on. */
+  lu__membership_stop(b->ms);
+  b->ms = NULL;
+  /* 2. Stop taking new work. */
+  pthread_mutex_lock(&b->lock);
+  b->stopping = 1;
+  pthread_cond_broadcast(&b->cond);
+  pthread_mutex_unlock(&b->lock);
+  if (b->claimer) pthread_join(b->claimer, NULL);
+  for (unsigned i = 0; i < b->npullers; i++)
+    pthread_join(b->pullers[i]->thread, NULL);
+  unsubscribe(&b->exec_sub);
+  unsubscribe(&b->amo_sub);
+  /* 3. Finish what we took: outcomes stored, acks sent, forwards acked. */
+  if (b->m) lu_manager_drain(b->m);
+  if (b->js) {
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MaxWait = timeout_ms ? timeout_ms : 1;
+    js_PublishAsyncComplete(b->js, &po);
+  }
+  unsubscribe(&b->exec_self_sub);
+  unsubscribe(&b->amo_fwd_sub);
+  if (b->nc) natsConnection_Flush(b->nc);
+  for (unsigned i = 0; i < b->npullers; i++) {
+    natsSubscription_Destroy(b->pullers[i]->sub);
+    free(b->pullers[i]);
+  }
+  lu__kvsess_close(b->kv);
+  jsCtx_Destroy(b->js);
+  jsCtx_Destroy(b->jsm);
+  free(b->fwmap);
+  pthread_mutex_destroy(&b->lock);
+  pthread_cond_destroy(&b->cond);
+  pthread_mutex_destroy(&b->fwlock);
+  free(b);
+}
+
+void lu__natsbus_stats(lu_natsbus_t *b, lu_natsbus_stats_t *o) {
+  memset(o, 0, sizeof *o);
+  if (!b) return;
+  o->pulled = atomic_load(&b->pulled);
+  o->forwarded = atomic_load(&b->forwarded);
+  o->forward_errors = atomic_load(&b->forward_errors);
+  o->exec_requests = atomic_load(&b->exec_requests);
+  o->exec_forwarded = atomic_load(&b->exec_forwarded);
+  pthread_mutex_lock(&b->lock);
+  for (unsigned i = 0; i < b->npullers; i++)
+    o->claimed += atomic_load(&b->pullers[i]->want) ? 1 : 0;
+  pthread_mutex_unlock(&b->lock);
+  int64_t dropped = 0;
+  if (b->amo_sub && natsSubscription_GetDropped(b->amo_sub, &dropped) ==
+                        NATS_OK)
+    o->dropped += (uint64_t)dropped;
+}

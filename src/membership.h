@@ -1,0 +1,75 @@
+/*
+ * membership.h - the shard view over NATS heartbeats (membership.c) and
+ * the NATS bus (bus_nats.c): the two pieces `lucent serve` runs on top of
+ * the manager.  Internal.
+ */
+#ifndef LUCENT_MEMBERSHIP_H
+#define LUCENT_MEMBERSHIP_H
+
+#include "nats_internal.h"
+
+/* ---- membership.c ----------------------------------------------------- */
+
+typedef struct lu_membership_s lu_membership_t;
+
+/** Starts heartbeats for shard `self` every interval_ms (0 = 250) and
+ *  keeps the manager's view: the shards heard within 6 intervals, or the
+ *  static comma-separated list `static_view` (NULL = heartbeats decide).
+ *  on_change(ud) runs on the membership thread after each view change.
+ *  Returns 0 or LU_EIO with err. */
+int lu__membership_start(lu_membership_t **out, natsConnection *nc,
+                         lu_manager_t *m, const char *self,
+                         const char *static_view, uint32_t interval_ms,
+                         void (*on_change)(void *ud), void *ud, char *err,
+                         size_t errlen);
+/** Says goodbye (a "leaving" heartbeat) and stops; NULL is a no-op. */
+void lu__membership_stop(lu_membership_t *ms);
+/** Is shard `id` in the view now (self always is)? */
+int lu__membership_peer_alive(lu_membership_t *ms, const char *id);
+
+/* ---- bus_nats.c ------------------------------------------------------- */
+
+typedef enum { LU_DELIVERY_AT_LEAST_ONCE, LU_DELIVERY_AT_MOST_ONCE }
+    lu_delivery_t;
+
+typedef struct lu_natsbus_cfg_s {
+  const char *shard;       /**< this process's shard id */
+  const char *static_view; /**< "a,b,c" or NULL for heartbeats */
+  lu_delivery_t delivery;
+  uint32_t hb_interval_ms; /**< 0 = 250 */
+  uint32_t ack_wait_ms;    /**< JetStream redelivery delay; 0 = 10000 */
+  uint32_t session_ttl_ms; /**< KV bucket TTL (longest sticky TTL) */
+} lu_natsbus_cfg_t;
+
+typedef struct lu_natsbus_s lu_natsbus_t;
+
+/** Creates the streams and consumers lucent needs (if missing), installs
+ *  itself as the manager's bus, joins the view and starts pulling.  The
+ *  connection and manager are borrowed.  Returns 0, or LU_EIO / LU_ESTORE
+ *  with err. */
+int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
+                      lu_manager_t *m, const lu_natsbus_cfg_t *cfg, char *err,
+                      size_t errlen);
+/** Leaves the view, stops pulling new work and waits (up to timeout_ms)
+ *  for what it took to be finished and acknowledged.  NULL is a no-op. */
+void lu__natsbus_stop(lu_natsbus_t *b, uint32_t timeout_ms);
+
+/** Counters for logs and metrics. */
+typedef struct lu_natsbus_stats_s {
+  uint64_t pulled, forwarded, forward_errors, exec_requests, exec_forwarded,
+      dropped;
+  unsigned claimed; /* consumers this shard pulls now */
+} lu_natsbus_stats_t;
+void lu__natsbus_stats(lu_natsbus_t *b, lu_natsbus_stats_t *out);
+
+/** Creates stream `name` (subjects, file storage, work-queue retention, a
+ *  2-minute duplicate window) unless it exists.  0 or LU_EIO with err. */
+int lu__nats_ensure_stream(jsCtx *js, const char *name, const char *subjects,
+                           char *err, size_t errlen);
+
+/** The partition (0 .. LU_INTAKE_PARTITIONS-1) an event goes to at intake:
+ *  by its subject (the stream id: events of one stream stay in order), or
+ *  its id, or the raw bytes for what cannot be parsed. */
+unsigned lu__intake_partition(const char *json, size_t len);
+
+#endif /* LUCENT_MEMBERSHIP_H */

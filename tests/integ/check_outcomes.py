@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""check_outcomes.py - the books of a distributed run, from the event store.
+
+usage: check_outcomes.py INPUT.jsonl STORED.jsonl [--wait-only] [--routing]
+
+Every non-blank input line must have exactly one recorded outcome:
+  - a valid event: exactly one of <Fn>Completed, <Fn>Failed (causationid =
+    its id, function = a function handling its type) or lucent.DeadLettered
+    (causationid = its id), or lucent.Rejected (causationid = its id, e.g. a
+    missing hash key);
+  - an invalid line: exactly one lucent.Rejected whose data.line is its line
+    number.
+No event id may be stored twice, and no (causation, function) pair may have
+two results.  With --routing, also: every UpdateCustomerProfile (hash of
+customer.id) and every ProcessPayment (sticky on customer.id) of one
+customer ran on one shard (steady state only).  Prints a one-line summary; exit 0 when the books
+balance, 1 otherwise, 3 when outcomes are still missing (--wait-only: just
+report how many are missing).
+"""
+import json
+import sys
+
+
+def main():
+    inp, stored = sys.argv[1], sys.argv[2]
+    wait_only = "--wait-only" in sys.argv
+    routing = "--routing" in sys.argv
+    inputs = {}   # id -> line
+    input_data = {}  # id -> customer id, for inputs that have one
+    bad_lines = set()
+    for n, line in enumerate(open(inp), 1):
+        if not line.strip():
+            continue
+        try:
+            e = json.loads(line)
+            ok = isinstance(e, dict) and all(
+                isinstance(e.get(k), str) and e.get(k) for k in ("id", "type", "source"))
+        except ValueError:
+            ok = False
+        if ok:
+            inputs[e["id"]] = n
+            d = e.get("data")
+            if isinstance(d, dict) and isinstance(d.get("customer"), dict):
+                input_data[e["id"]] = d["customer"].get("id")
+        else:
+            bad_lines.add(n)
+
+    outcomes = {}      # input id -> [types]
+    rejected_lines = {}
+    ids = set()
+    dup_ids = 0
+    results = {}
+    by_id = {}
+    events = []
+    for line in open(stored):
+        e = json.loads(line)
+        events.append(e)
+        if e["id"] in ids:
+            dup_ids += 1
+        ids.add(e["id"])
+        by_id[e["id"]] = e
+        t = e["type"]
+        c = e.get("causationid")
+        if t == "lucent.Rejected" and c is None:
+            ln = e["data"].get("line")
+            rejected_lines[ln] = rejected_lines.get(ln, 0) + 1
+            continue
+        is_outcome = (t in ("lucent.Rejected", "lucent.DeadLettered")
+                      or (e.get("function") and (t == e["function"] + "Completed"
+                                                 or t == e["function"] + "Failed")))
+        if not is_outcome or c is None:
+            continue
+        if c in inputs:
+            outcomes.setdefault(c, []).append(t)
+        key = (c, e.get("function"), t)
+        results[key] = results.get(key, 0) + 1
+
+    missing = [i for i in inputs if i not in outcomes]
+    missing_bad = [n for n in bad_lines if n not in rejected_lines]
+    n_missing = len(missing) + len(missing_bad)
+    if wait_only:
+        print(n_missing)
+        return 0
+    errors = []
+    multi = {i: o for i, o in outcomes.items() if len(o) != 1}
+    if multi:
+        errors.append("%d inputs with %d+ outcomes, e.g. %s" % (
+            len(multi), 2, list(multi.items())[:2]))
+    twice = [ln for ln, k in rejected_lines.items() if k != 1]
+    if twice:
+        errors.append("bad lines rejected more than once: %s" % twice[:5])
+    if dup_ids:
+        errors.append("%d event ids stored twice" % dup_ids)
+    dup_results = [k for k, v in results.items() if v > 1]
+    if dup_results:
+        errors.append("%d results stored twice, e.g. %s" % (len(dup_results), dup_results[:2]))
+    if routing:
+        # UpdateCustomerProfile: hash_based on customer.id (no load bound:
+        # ReserveInventory's bounded loads may move a hot SKU on purpose);
+        # ProcessPayment: sticky_session on customer.id.
+        hashed, sticky = {}, {}
+        for e in events:
+            t = e["type"]
+            if t in ("UpdateCustomerProfileCompleted", "UpdateCustomerProfileFailed"):
+                cause = by_id.get(e["causationid"])
+                cust = (cause or {}).get("data", {}).get("customer", {}).get("id")
+                if cust is None and e["causationid"] in inputs:
+                    cust = input_data.get(e["causationid"])
+                if cust:
+                    hashed.setdefault(cust, set()).add(e["shardid"])
+            if t in ("ProcessPaymentCompleted", "ProcessPaymentFailed"):
+                cause = by_id.get(e["causationid"])
+                if cause:
+                    cust = cause["data"]["customer"]["id"]
+                    sticky.setdefault(cust, set()).add(e["shardid"])
+        for name, table in (("hash_based customer.id", hashed),
+                            ("sticky customer.id", sticky)):
+            split = {k: v for k, v in table.items() if len(v) > 1}
+            if split:
+                errors.append("%s: keys executed on several shards: %s" % (
+                    name, list(split.items())[:3]))
+            shards = set(s for v in table.values() for s in v)
+            repeated = sum(1 for v in table.values())
+            if repeated < 10 or len(shards) < 2:
+                errors.append("%s: routing check saw too little: %d keys on %s" % (
+                    name, repeated, shards))
+    print("inputs %d (+%d invalid lines), stored %d events, missing %d, errors %d" % (
+        len(inputs), len(bad_lines), len(events), n_missing, len(errors)))
+    for err in errors:
+        print("  " + err)
+    if errors:
+        return 1
+    return 3 if n_missing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
