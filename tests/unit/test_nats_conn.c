@@ -79,6 +79,13 @@ static void test_connect_ok(void **state) {
   roundtrip(nc);
   natsConnection_Destroy(nc);
 
+  /* A bulk connection (no SendAsap) works the same, if later. */
+  o.bulk = 1;
+  assert_int_equal(connect_to(&nc, &o, err, sizeof err), 0);
+  roundtrip(nc);
+  natsConnection_Destroy(nc);
+  o.bulk = 0;
+
   /* No scheme is fine too. */
   snprintf(urls, sizeof urls, "127.0.0.1:%d", srv->port);
   assert_int_equal(connect_to(&nc, &o, err, sizeof err), 0);
