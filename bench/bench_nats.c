@@ -185,6 +185,7 @@ typedef struct opts_s {
   int deliveries; /* bit 0: at-least-once, bit 1: at-most-once */
   pid_t server_pid;
   double max_seconds;
+  size_t round0; /* label of the first round */
 } opts_t;
 
 static opts_t O;
@@ -1321,16 +1322,16 @@ static int cmd_rr(void) {
     (void)rr_run(cli, subject, &ev, 1000, 1, 1, NULL); /* warm-up */
     uint64_t *lat = NULL;
     res_t r1 = rr_run(cli, subject, &ev, O.n1, 1, 1, &lat);
-    write_cdf(O.system, 1, r + 1, lat, r1.done);
+    write_cdf(O.system, 1, O.round0 + r, lat, r1.done);
     free(lat);
     lat = NULL;
     res_t r64 = rr_run(cli, subject, &ev, O.n64, 64, 1, &lat);
-    write_cdf(O.system, 64, r + 1, lat, r64.done);
+    write_cdf(O.system, 64, O.round0 + r, lat, r64.done);
     free(lat);
     check_run("1 in flight", &r1);
     check_run("64 in flight", &r64);
-    print_line("rr1", O.system, cfg, r + 1, &r1);
-    print_line("rr64", O.system, cfg, r + 1, &r64);
+    print_line("rr1", O.system, cfg, O.round0 + r, &r1);
+    print_line("rr64", O.system, cfg, O.round0 + r, &r64);
     events_free(&ev);
   }
   if (lucent) {
@@ -1381,7 +1382,8 @@ static int cmd_events(void) {
     serves_stop();
     drop_lucent_streams(jsm);
     check_run(cfg, &lr);
-    print_line(amo ? "events-amo" : "events-alo", "lucent", cfg, r + 1, &lr);
+    print_line(amo ? "events-amo" : "events-alo", "lucent", cfg, O.round0 + r,
+               &lr);
     events_free(&ev);
   }
   jsCtx_Destroy(jsm);
@@ -1447,6 +1449,7 @@ static void usage(FILE *f) {
       "  --delivery LIST     alo,amo (default both)\n"
       "  --max-seconds S     bound of every load loop (default 60)\n"
       "  --json FILE         suite: one JSON line per run\n"
+      "  --round N           rr, events: label of the first round (1)\n"
       "  rr:      --system raw|lucent [--cdf FILE]\n"
       "  events:  --type Tick|Keyed [--workers a,b]\n"
       "  keymove: --keys N --workers a,b,c\n",
@@ -1485,7 +1488,8 @@ int main(int argc, char **argv) {
   O = (opts_t){.n = 50000, .n_base = 100000, .n1 = 10000, .n64 = 50000,
                .rounds = 3, .keys = 10000, .shards = {1, 3}, .nshards = 2,
                .exec_shards = {1, 3}, .nexec = 2, .deliveries = 3,
-               .max_seconds = 60, .system = "lucent", .type = "Keyed"};
+               .max_seconds = 60, .system = "lucent", .type = "Keyed",
+               .round0 = 1};
   O.logdir = getenv("TMPDIR");
   if (!O.logdir || !*O.logdir) O.logdir = "/tmp";
   for (; i < argc; i++) {
@@ -1511,6 +1515,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--workers")) O.workers = v;
     else if (!strcmp(a, "--server-pid")) O.server_pid = (pid_t)parse_size(v, a);
     else if (!strcmp(a, "-r")) O.rounds = parse_size(v, a);
+    else if (!strcmp(a, "--round")) O.round0 = parse_size(v, a);
     else if (!strcmp(a, "-n")) O.n = parse_size(v, a);
     else if (!strcmp(a, "--base-n")) O.n_base = parse_size(v, a);
     else if (!strcmp(a, "--n1")) O.n1 = parse_size(v, a);
