@@ -597,6 +597,74 @@ static void test_readyz_store(void **state) {
   unlink(side);
 }
 
+/* A distributed view: a remote shard shows its load report only, a local
+ * one its counters too. */
+static size_t two_shard_view(void *ud, lu_shard_report_t *out, size_t cap) {
+  (void)ud;
+  if (cap < 2) return 2;
+  memset(out, 0, 2 * sizeof *out);
+  snprintf(out[0].id, sizeof out[0].id, "shard-0");
+  out[0].local = 1;
+  out[0].in_flight = 1;
+  snprintf(out[1].id, sizeof out[1].id, "remote-b");
+  out[1].in_flight = 7;
+  out[1].queue_depth = 3;
+  out[1].latency_ewma_ns = 2500;
+  out[1].age_ms = 180;
+  return 2;
+}
+
+static uint64_t some_bus_errors(void *ud) {
+  (void)ud;
+  return 3;
+}
+
+static void test_shards_view(void **state) {
+  (void)state;
+  lu_registry_t *reg;
+  assert_int_equal(lu_registry_new(&reg), 0);
+  const lu_fn_t *const *fns;
+  size_t nf = lu_fns_here(&fns);
+  assert_int_equal(lu_registry_add(reg, fns, nf, "test"), 0);
+  lu_manager_t *m;
+  assert_int_equal(lu_manager_new(&m, NULL, reg, NULL, 0), 0);
+  const char *ev = "{\"specversion\":\"1.0\",\"id\":\"v1\",\"type\":"
+                   "\"Echo\",\"source\":\"t\"}";
+  assert_int_equal(lu_manager_submit_json(m, ev, strlen(ev), 1), 0);
+  lu_manager_drain(m);
+  lu_obs_source_t src = {.manager = m, .view = two_shard_view,
+                         .bus_errors = some_bus_errors};
+  lu_obs_snap_t s;
+  assert_int_equal(lu__obs_snapshot(&s, &src), 0);
+  assert_int_equal(s.bus_errors, 3);
+  lu_buf_t b = {0};
+  lu__obs_shards_json(&b, &s, &src);
+  cJSON *j = cJSON_Parse(b.p);
+  assert_non_null(j);
+  cJSON *arr = cJSON_GetObjectItem(j, "shards");
+  assert_int_equal(cJSON_GetArraySize(arr), 2);
+  cJSON *loc = cJSON_GetArrayItem(arr, 0), *rem = cJSON_GetArrayItem(arr, 1);
+  assert_true(cJSON_IsTrue(cJSON_GetObjectItem(loc, "local")));
+  assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(loc, "outcomes"),
+                                       "completed")->valueint, 1);
+  assert_string_equal(cJSON_GetObjectItem(rem, "id")->valuestring,
+                      "remote-b");
+  assert_true(cJSON_IsFalse(cJSON_GetObjectItem(rem, "local")));
+  assert_null(cJSON_GetObjectItem(rem, "outcomes"));
+  assert_int_equal(cJSON_GetObjectItem(rem, "in_flight")->valueint, 7);
+  assert_int_equal(cJSON_GetObjectItem(rem, "age_ms")->valueint, 180);
+  assert_true(cJSON_GetObjectItem(rem, "latency_ewma_seconds")->valuedouble ==
+              2.5e-6);
+  cJSON_Delete(j);
+  lu__buf_free(&b);
+  lu__metrics_write(&b, &s);
+  assert_non_null(strstr(b.p, "\nlucent_bus_errors_total 3\n"));
+  lu__buf_free(&b);
+  lu__obs_snapshot_free(&s);
+  lu_manager_free(m);
+  lu_registry_free(reg);
+}
+
 static void test_http_bad_address(void **state) {
   (void)state;
   lu_registry_t *reg;
@@ -634,6 +702,7 @@ int main(void) {
       cmocka_unit_test(test_render_snapshot),
       cmocka_unit_test(test_render_manager),
       cmocka_unit_test(test_readyz_store),
+      cmocka_unit_test(test_shards_view),
       cmocka_unit_test(test_http_bad_address),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
