@@ -375,6 +375,17 @@ static void on_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa,
   natsMsg_Destroy(msg);
 }
 
+/* An async JetStream publish that waits, up to the deadline, while 4096
+ * are pending (nats.c gives up after StallWait with NATS_TIMEOUT and
+ * leaves the message with us: send it again). */
+static natsStatus pub_async(jsCtx *js, natsMsg **m, uint64_t deadline) {
+  natsStatus s;
+  do
+    s = js_PublishMsgAsync(js, m, NULL);
+  while (s == NATS_TIMEOUT && now_ns() < deadline);
+  return s;
+}
+
 typedef struct pull_s {
   natsSubscription *sub;
   size_t want, got;
@@ -398,7 +409,7 @@ static void *pull_main(void *arg) {
 
 #define RAW_STREAM "BENCH_RAW"
 
-static res_t raw_js(const events_t *e) {
+static res_t raw_js(const events_t *e, int consume) {
   res_t r = {.n = e->n};
   natsConnection *pc = connect_to("bench-raw-js-pub"),
                  *cc = connect_to("bench-raw-js-sub");
@@ -408,6 +419,7 @@ static res_t raw_js(const events_t *e) {
   jo.PublishAsync.MaxPending = 4096;
   jo.PublishAsync.AckHandler = on_pub_ack;
   jo.PublishAsync.AckHandlerClosure = &acks;
+  jo.PublishAsync.StallWait = 1000;
   jsCtx *js = js_of(pc, &jo), *jc = js_of(cc, NULL);
   drop_stream(jc, RAW_STREAM);
   char err[256];
@@ -438,7 +450,7 @@ static res_t raw_js(const events_t *e) {
   pthread_t th;
   cpu_snap_t c0 = cpu_snap();
   uint64_t t0 = now_ns();
-  pthread_create(&th, NULL, pull_main, &p);
+  if (consume) pthread_create(&th, NULL, pull_main, &p);
   char id[64];
   for (size_t i = 0; i < e->n && now_ns() < p.deadline; i++) {
     natsMsg *m = NULL;
@@ -446,7 +458,7 @@ static res_t raw_js(const events_t *e) {
     s = natsMsg_Create(&m, "bench.raw.0", NULL, e->text + e->off[i],
                        (int)e->len[i]);
     if (s == NATS_OK) s = natsMsgHeader_Set(m, "Nats-Msg-Id", id);
-    if (s == NATS_OK) s = js_PublishMsgAsync(js, &m, NULL);
+    if (s == NATS_OK) s = pub_async(js, &m, p.deadline);
     if (s != NATS_OK) {
       natsMsg_Destroy(m);
       r.errors++;
@@ -456,15 +468,20 @@ static res_t raw_js(const events_t *e) {
   jsPubOptions_Init(&po);
   po.MaxWait = (int64_t)(O.max_seconds * 1000);
   js_PublishAsyncComplete(js, &po);
-  pthread_join(th, NULL);
+  if (consume) {
+    pthread_join(th, NULL);
+  } else { /* publish only: until every ack is in */
+    p.t_done = now_ns();
+    p.got = (size_t)atomic_load(&acks.ok);
+  }
   cpu_snap_t c1 = cpu_snap();
   r.done = p.got;
   r.errors += (size_t)atomic_load(&acks.err) + (size_t)atomic_load(&acks.dup);
   r.rate = (double)p.got * 1e9 / (double)(p.t_done - t0);
   cpu_fill(&r, c0, c1, e->n);
   if (p.got != e->n || r.errors)
-    snprintf(r.why, sizeof r.why, "%zu of %zu consumed, %zu errors", p.got,
-             e->n, r.errors);
+    snprintf(r.why, sizeof r.why, "%zu of %zu %s, %zu errors", p.got,
+             e->n, consume ? "consumed" : "acked", r.errors);
   natsSubscription_Unsubscribe(p.sub);
   natsSubscription_Destroy(p.sub);
   drop_stream(jc, RAW_STREAM);
@@ -879,6 +896,7 @@ static res_t lucent_events(natsConnection *nc, jsCtx *jsm, const events_t *e,
     jo.PublishAsync.MaxPending = 4096; /* as `lucent publish` */
     jo.PublishAsync.AckHandler = on_pub_ack;
     jo.PublishAsync.AckHandlerClosure = &acks;
+    jo.PublishAsync.StallWait = 1000;
     js = js_of(nc, &jo);
   }
   uint64_t base = stream_msgs(jsm, LU_STREAM_EVENTS);
@@ -906,7 +924,7 @@ static res_t lucent_events(natsConnection *nc, jsCtx *jsm, const events_t *e,
         natsMsg_Destroy(m);
         m = NULL;
       } else {
-        s = js_PublishMsgAsync(js, &m, NULL);
+        s = pub_async(js, &m, deadline);
       }
     }
     if (s != NATS_OK) {
@@ -1031,7 +1049,7 @@ static const char *fmt_cpu(char *b, size_t cap, sum_t c, sum_t s, sum_t v) {
 
 /* ---- the suite -------------------------------------------------------- */
 
-enum { K_JS, K_CORE, K_RR1, K_RR64, K_ALO, K_AMO, K_EX1, K_EX64 };
+enum { K_JS, K_CORE, K_RR1, K_RR64, K_JSPUB, K_ALO, K_AMO, K_EX1, K_EX64 };
 
 typedef struct cfg_s {
   int kind;
@@ -1070,8 +1088,9 @@ static int suite(void) {
       "raw JetStream: async publish + pull Fetch(256) + Ack",
       "raw core: publish -> subscribe",
       "raw request/reply, 1 in flight",
-      "raw request/reply, 64 in flight"};
-  for (int k = K_JS; k <= K_RR64; k++) {
+      "raw request/reply, 64 in flight",
+      "raw JetStream: async publish only (a result's write), reference"};
+  for (int k = K_JS; k <= K_JSPUB; k++) {
     cs[nc] = (cfg_t){.kind = k, .base = -1};
     snprintf(cs[nc].name, sizeof cs[nc].name, "%s", raw_names[k]);
     nc++;
@@ -1118,7 +1137,7 @@ static int suite(void) {
     events_t w = base_ev;
     w.n = w.n < 20000 ? w.n : 20000;
     (void)raw_core(&w);
-    (void)raw_js(&w);
+    (void)raw_js(&w, 1);
     (void)rr_run(cli, "bench.rr", &req, 2000, 1, 1, NULL);
   }
   drop_lucent_streams(jsm);
@@ -1130,10 +1149,17 @@ static int suite(void) {
       if (c->kind == K_ALO || c->kind == K_AMO) {
         int amo = c->kind == K_AMO;
         cfg_t *b = &cs[c->base];
-        res_t br = amo ? raw_core(&base_ev) : raw_js(&base_ev);
+        res_t br = amo ? raw_core(&base_ev) : raw_js(&base_ev, 1);
         check_run(b->name, &br);
         b->runs[b->nruns++] = br;
         json_run(amo ? "core" : "jetstream", "raw", b->name, r + 1, &br);
+        if (amo) { /* the JetStream write every stored result costs */
+          cfg_t *jp = &cs[K_JSPUB];
+          res_t pr = raw_js(&base_ev, 0);
+          check_run(jp->name, &pr);
+          jp->runs[jp->nruns++] = pr;
+          json_run("jetstream-publish", "raw", jp->name, r + 1, &pr);
+        }
         gen_events(&tick, O.n, "Tick");
         serves_start(ctl, jsm, c->shards, amo, NULL);
         res_t lr = lucent_events(cli, jsm, &tick, amo, "NoopTick");
