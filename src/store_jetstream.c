@@ -550,7 +550,7 @@ static int js_append(lu_store_t *base, const lu_record_t *recs, size_t n,
     if (rc) break;
     natsStatus s = js_PublishMsgAsync(st->js, &m, NULL);
     natsMsg_Destroy(m); /* NULL when nats.c took it */
-    st->published = 1;
+    if (s == NATS_OK) st->published = 1;
     if (s != NATS_OK) {
       char why[300];
       if (s == NATS_TIMEOUT)
@@ -583,7 +583,7 @@ static int js_append(lu_store_t *base, const lu_record_t *recs, size_t n,
     }
   }
   if (rc) {
-    drain(st);
+    if (st->published) drain(st);
     return rc;
   }
   pthread_mutex_lock(&st->mu);

@@ -1,9 +1,13 @@
 /*
- * js_fill.c - test helper: appends JSON Lines events from stdin to the
- * JetStream event store through lucent's own store code, so that
- * `lucent events --nats` can be tested before any shard writes to it.
+ * js_fill.c - test helper: appends JSON Lines events from stdin to an
+ * event store through lucent's own store code, so that `lucent events`
+ * can be tested on the same events in both backends without running
+ * shards.
  *
- *   js_fill URL < events.jsonl      (prints "appended N, inserted M")
+ *   js_fill URL < events.jsonl              JetStream (stream created)
+ *   js_fill --store FILE.db < events.jsonl  SQLite
+ *
+ * Prints "appended N, inserted M".  Batches of 1000, like a store thread.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,17 +23,22 @@ static const char *str(const cJSON *o, const char *k) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 2) {
-    fprintf(stderr, "usage: js_fill URL < events.jsonl\n");
+  int sqlite = argc == 3 && strcmp(argv[1], "--store") == 0;
+  if (argc != 2 && !sqlite) {
+    fprintf(stderr, "usage: js_fill (URL | --store FILE.db) < events.jsonl\n");
     return 2;
   }
   natsConnection *nc = NULL;
   lu_store_t *st = NULL;
   char err[1024];
   lu_nats_opts_t o = {.urls = argv[1]};
-  if (lu__nats_connect(&nc, &o, err, sizeof err) != 0 ||
-      lu__store_jetstream_open(&st, nc, 1, 0, err, sizeof err) != 0) {
+  int orc = sqlite ? lu_store_open(&st, argv[2], err, sizeof err)
+                   : lu__nats_connect(&nc, &o, err, sizeof err);
+  if (!orc && !sqlite)
+    orc = lu__store_jetstream_open(&st, nc, 1, 0, err, sizeof err);
+  if (orc) {
     fprintf(stderr, "js_fill: %s\n", err);
+    natsConnection_Destroy(nc);
     return 1;
   }
   enum { CAP = 1000 };
@@ -88,7 +97,9 @@ int main(int argc, char **argv) {
   free(docs);
   free(lines);
   lu_store_close(st);
-  natsConnection_Destroy(nc);
-  nats_Close();
+  if (nc) {
+    natsConnection_Destroy(nc);
+    nats_Close();
+  }
   return rc;
 }

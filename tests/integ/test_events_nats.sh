@@ -15,40 +15,60 @@ expect_fail 1 "no lucent event store on this server (stream LUCENT_EVENTS not fo
 expect_fail 1 "stream LUCENT_EVENTS not found" "$LUCENT" events --nats "$NATS_URL"
 pass "missing stream: exit 1, not created"
 
-# 2. The same events in both stores: a `lucent run` SQLite store, copied
-#    into JetStream through lucent's store code.
-"$LUCENT_GEN" -n 1500 --bad 6 --seed 11 > "$T/in.jsonl" 2> /dev/null
-"$LUCENT" run --plugin "$LUCENT_PLUGIN" --shards 2 --store "$T/ev.db" \
-  --input "$T/in.jsonl" > /dev/null
+# 2. The same events in both stores, written by lucent's store code: types
+#    with dots and spaces, shared subjects and correlation ids, some
+#    missing, a few duplicate ids.
+python3 - > "$T/all_in.jsonl" <<'PY'
+import json, random
+r = random.Random(5)
+types = ["OrderPlaced", "OrderPaid", "lucent.Rejected", "a.b.c", "with space",
+         "OrderShipped"]
+for i in range(2500):
+    e = {"specversion": "1.0", "id": "ev-%d" % (i if i % 97 else i - 1),
+         "type": r.choice(types), "source": "test",
+         "data": {"n": i, "text": "x" * r.randint(0, 300)}}
+    if i % 5:
+        e["subject"] = "order-%d" % r.randint(1, 40)
+    if i % 7:
+        e["correlationid"] = "corr-%d" % r.randint(1, 60)
+    print(json.dumps(e, separators=(",", ":")))
+PY
+out=$("$LUCENT_JS_FILL" --store "$T/ev.db" < "$T/all_in.jsonl")
+n=${out##*inserted }
+[ "$n" -gt 2400 ] || fail "SQLite fill: $out"
 "$LUCENT" events --store "$T/ev.db" > "$T/all.jsonl"
-n=$(grep -c . "$T/all.jsonl")
-[ "$n" -gt 1500 ] || fail "only $n events in the SQLite store"
-out=$("$LUCENT_JS_FILL" "$NATS_URL" < "$T/all.jsonl")
-[ "$out" = "appended $n, inserted $n" ] || fail "fill: $out"
-out=$("$LUCENT_JS_FILL" "$NATS_URL" < "$T/all.jsonl")
-[ "$out" = "appended $n, inserted 0" ] || fail "refill not deduplicated: $out"
-pass "$n events copied to JetStream, a second copy deduplicated"
+[ "$(grep -c . "$T/all.jsonl")" = "$n" ] || fail "SQLite holds $(grep -c . "$T/all.jsonl"), not $n"
+out=$("$LUCENT_JS_FILL" "$NATS_URL" < "$T/all_in.jsonl")
+[ "$out" = "appended 2500, inserted $n" ] || fail "fill: $out"
+out=$("$LUCENT_JS_FILL" "$NATS_URL" < "$T/all_in.jsonl")
+[ "$out" = "appended 2500, inserted 0" ] || fail "refill not deduplicated: $out"
+pass "$n events in both stores, a second copy deduplicated"
 
 # 3. Same output, byte for byte, for each filter.
-read -r typ subj corr < <(python3 - "$T/all.jsonl" <<'PY'
+IFS=$'\t' read -r typ subj corr < <(python3 - "$T/all.jsonl" <<'PY'
 import json, sys, collections
 ev = [json.loads(l) for l in open(sys.argv[1])]
 t = collections.Counter(e["type"] for e in ev).most_common(2)[-1][0]
 s = collections.Counter(e.get("subject") for e in ev if e.get("subject")).most_common(1)[0][0]
 c = collections.Counter(e.get("correlationid") for e in ev if e.get("correlationid")).most_common(1)[0][0]
-print(t, s, c)
+print(t, s, c, sep="\t")
 PY
 )
 check() {
   "$LUCENT" events --store "$T/ev.db" "$@" > "$T/a.jsonl"
   "$LUCENT" events --nats "$NATS_URL" "$@" > "$T/b.jsonl" || fail "events --nats $*"
+  [ -s "$T/a.jsonl" ] || [ "$*" = "--after $n" ] || [ "$*" = "--type NoSuchType" ] ||
+    [ "$*" = "--type with_space" ] || [ "$*" = "--type a.b" ] || fail "events $*: no events"
   cmp -s "$T/a.jsonl" "$T/b.jsonl" ||
     fail "events $* differ: $(wc -l < "$T/a.jsonl") vs $(wc -l < "$T/b.jsonl") lines"
-  [ -n "${1:-}" ] || [ -s "$T/b.jsonl" ] || fail "no output"
 }
 check
 check --type "$typ"
 check --type lucent.Rejected
+check --type a.b.c
+check --type "with space"
+check --type with_space
+check --type a.b
 check --subject "$subj"
 check --correlation "$corr"
 check --type "$typ" --subject "$subj"
