@@ -34,6 +34,7 @@ static void usage(FILE *f) {
           "    --correlation ID    only events with correlationid ID\n"
           "    --after SEQ         only events stored after sequence SEQ\n"
           "    --limit N           at most N events\n"
+          "    --count             print how many events match, not them\n"
           "  The event store on JetStream (stream LUCENT_EVENTS, written by\n"
           "  `lucent serve`), read-only:\n" CLI_NATS_USAGE);
 }
@@ -66,6 +67,12 @@ static int print_row(void *ud, uint64_t seq, const char *json, size_t len) {
   return 0;
 }
 
+static int count_row(void *ud, uint64_t seq, const char *json, size_t len) {
+  (void)seq, (void)json, (void)len;
+  (*(int64_t *)ud)++;
+  return 0;
+}
+
 int cmd_events(int argc, char **argv) {
   static const struct option opts[] = {
       {"store", required_argument, 0, 's'},
@@ -74,6 +81,7 @@ int cmd_events(int argc, char **argv) {
       {"correlation", required_argument, 0, 'c'},
       {"after", required_argument, 0, 'a'},
       {"limit", required_argument, 0, 'l'},
+      {"count", no_argument, 0, 'n'},
       {"help", no_argument, 0, 'h'},
       CLI_NATS_LONGOPTS,
       {0, 0, 0, 0}};
@@ -87,7 +95,7 @@ int cmd_events(int argc, char **argv) {
   int nats_conn_opts = 0; /* a connection option other than --nats */
   lu_query_t q = {0};
   uint64_t v;
-  int c;
+  int c, count = 0;
   optind = 1;
   opterr = 0; /* our own messages, with the "lucent: " prefix */
   while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
@@ -117,6 +125,7 @@ int cmd_events(int argc, char **argv) {
         }
         q.limit = (size_t)v;
         break;
+      case 'n': count = 1; break;
       case 'h': usage(stdout); return 0;
       case ':':
         cli_error("option '%s' needs a value", argv[optind - 1]);
@@ -178,7 +187,21 @@ int cmd_events(int argc, char **argv) {
   }
   out_t o = {0};
   errno = 0;
-  int rc = lu_store_query(st, &q, print_row, &o);
+  int rc;
+  if (count) {
+    /* Without filters the store knows its size; with them, count rows. */
+    int64_t n = 0;
+    if (!q.type && !q.subject && !q.correlationid && !q.after_seq &&
+        !q.limit) {
+      n = lu_store_count(st);
+      rc = n < 0 ? (int)n : 0;
+    } else {
+      rc = lu_store_query(st, &q, count_row, &n);
+    }
+    if (rc == 0) printf("%lld\n", (long long)n);
+  } else {
+    rc = lu_store_query(st, &q, print_row, &o);
+  }
   int ret = 0;
   if (rc < 0) {
     cli_error("%s", lu_store_errmsg(st));

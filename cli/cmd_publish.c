@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <xxhash.h>
 
@@ -37,14 +38,22 @@ static void usage(FILE *f) {
 
 typedef struct pubstate_s {
   _Atomic uint64_t acked, refused;
+  _Atomic int reported;
 } pubstate_t;
 
 static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae,
                    void *closure) {
   (void)js, (void)pae;
   pubstate_t *st = closure;
-  if (pa) atomic_fetch_add(&st->acked, 1);
-  else atomic_fetch_add(&st->refused, 1);
+  if (pa) {
+    atomic_fetch_add(&st->acked, 1);
+  } else {
+    atomic_fetch_add(&st->refused, 1);
+    if (pae && !atomic_exchange(&st->reported, 1)) /* the first reason */
+      cli_error("JetStream refused an event: %s (%d)",
+                pae->ErrText ? pae->ErrText : natsStatus_GetText(pae->Err),
+                (int)pae->ErrCode);
+  }
   natsMsg_Destroy(msg);
 }
 
@@ -175,6 +184,13 @@ int cmd_publish(int argc, char **argv) {
     jsPubOptions_Init(&po);
     po.MaxWait = 30000;
     s = js_PublishAsyncComplete(js, &po);
+    /* Complete returns once nothing is pending, which can be just before
+     * the last ack handlers have run: wait (bounded) for them. */
+    for (int i = 0; s == NATS_OK && i < 500; i++) {
+      if (atomic_load(&st.acked) + atomic_load(&st.refused) >= sent) break;
+      struct timespec ts = {0, 10 * 1000000L};
+      nanosleep(&ts, NULL);
+    }
     if (s != NATS_OK) {
       /* Whatever was not acknowledged by now counts as refused. */
       uint64_t a = atomic_load(&st.acked), r = atomic_load(&st.refused);

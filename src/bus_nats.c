@@ -248,6 +248,7 @@ static void release_sweep(puller_t *p) {
   natsMsgList list = {0};
   if (natsSubscription_Fetch(&list, p->sub, FETCH_BATCH, 1, NULL) != NATS_OK)
     return;
+  if (list.Count > FETCH_BATCH) list.Count = FETCH_BATCH; /* see below */
   for (int i = 0; i < list.Count; i++) natsMsg_Nak(list.Msgs[i], NULL);
   natsMsgList_Destroy(&list);
 }
@@ -277,11 +278,16 @@ static void *puller_main(void *arg) {
     natsStatus s = natsSubscription_Fetch(&list, p->sub, FETCH_BATCH,
                                           FETCH_WAIT_MS, &jerr);
     if (s == NATS_OK) {
-      for (int i = 0; i < list.Count; i++) {
+      /* nats.c 3.4.1 was seen (ASan) reporting a Count above the batch it
+       * allocated room for: never read past the array.  A message it
+       * counted but did not hand over is redelivered after AckWait. */
+      int n = list.Count < FETCH_BATCH ? list.Count : FETCH_BATCH;
+      for (int i = 0; i < n; i++) {
         natsMsg *msg = list.Msgs[i];
         list.Msgs[i] = NULL; /* ours now: acked (and destroyed) when done */
         handle_pulled(p, msg);
       }
+      list.Count = n; /* so that Destroy, too, stays inside the array */
       natsMsgList_Destroy(&list);
     } else if (s != NATS_TIMEOUT) {
       /* Disconnected, or the server is restarting: wait and try again. */
@@ -563,15 +569,18 @@ static void bus_forward(void *ud, const char *target, const char *json,
   }
 }
 
+/* Alive = in the manager's view (which outlives the membership, so this
+ * stays valid while the shard finishes its work during a stop). */
 static int peer_alive(void *ud, const char *shard) {
-  return lu__membership_peer_alive(ud, shard);
+  lu_natsbus_t *b = ud;
+  return !strcmp(shard, b->self) || lu__manager_in_view(b->m, shard);
 }
 
 static int bus_sticky(void *ud, const char *key, size_t klen,
                       const char *candidate, char *out, size_t cap) {
   lu_natsbus_t *b = ud;
   if (!b->kv) return LU_ENOENT;
-  return lu__kvsess_bind(b->kv, key, klen, candidate, peer_alive, b->ms, out,
+  return lu__kvsess_bind(b->kv, key, klen, candidate, peer_alive, b, out,
                          cap);
 }
 

@@ -221,8 +221,3 @@ void lu__membership_stop(lu_membership_t *ms) {
   pthread_cond_destroy(&ms->cond);
   free(ms);
 }
-
-int lu__membership_peer_alive(lu_membership_t *ms, const char *id) {
-  if (!strcmp(id, ms->self)) return 1;
-  return lu__manager_in_view(ms->m, id);
-}

@@ -24,8 +24,6 @@ int lu__membership_start(lu_membership_t **out, natsConnection *nc,
                          size_t errlen);
 /** Says goodbye (a "leaving" heartbeat) and stops; NULL is a no-op. */
 void lu__membership_stop(lu_membership_t *ms);
-/** Is shard `id` in the view now (self always is)? */
-int lu__membership_peer_alive(lu_membership_t *ms, const char *id);
 
 /* ---- bus_nats.c ------------------------------------------------------- */
 

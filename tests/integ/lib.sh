@@ -4,7 +4,7 @@ set -euo pipefail
 T=$(mktemp -d "${LUCENT_TEST_TMP:-/tmp}/integ.XXXXXX")
 trap 'rm -rf "$T"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
-pass() { echo "ok - $*"; }
+pass() { echo "ok - $* (${SECONDS}s)"; }
 # json FILE EXPR: evaluates a Python expression over the parsed JSON `j`.
 json() { python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print($2)" "$1"; }
 # expect_fail CODE PATTERN CMD...: CMD exits CODE and its stderr matches.

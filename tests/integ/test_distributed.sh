@@ -32,10 +32,24 @@ wait_view() { # wait_view ID "a,b,c": until shard ID logs that view
   fail "shard $1 never saw view [$2]: $(tail -5 "$T/$1.log")"
 }
 
-wait_outcomes() { # wait_outcomes INPUT SECONDS: until none is missing
+count() { "$LUCENT" events --nats "$NATS_URL" --count; }
+
+wait_quiet() { # until the store stops growing (chains finished)
+  local last=-1 now
+  for _ in $(seq 1 240); do
+    now=$(count)
+    [ "$now" = "$last" ] && return 0
+    last=$now
+    sleep 0.5
+  done
+  fail "the event store never stopped growing"
+}
+
+wait_outcomes() { # wait_outcomes INPUT SECONDS [AFTER_SEQ]: until none is missing
   local deadline=$((SECONDS + $2)) missing=
   while [ $SECONDS -lt $deadline ]; do
-    "$LUCENT" events --nats "$NATS_URL" > "$T/stored.jsonl"
+    wait_quiet
+    "$LUCENT" events --nats "$NATS_URL" --after "${3:-0}" > "$T/stored.jsonl"
     missing=$($CHECK "$1" "$T/stored.jsonl" --wait-only)
     [ "$missing" = 0 ] && return 0
     sleep 1
@@ -71,11 +85,11 @@ for l in open(sys.argv[1]):
 assert len(shards) == 3 and min(shards.values()) > 100, shards
 PY
 # Publishing the same file again stores nothing new (Msg-Id dedup).
-before=$(wc -l < "$T/stored.jsonl")
+before=$(count)
 "$LUCENT" publish --nats "$NATS_URL" --input "$T/in1.jsonl" > /dev/null
 sleep 2
-"$LUCENT" events --nats "$NATS_URL" > "$T/stored2.jsonl"
-[ "$(wc -l < "$T/stored2.jsonl")" = "$before" ] || fail "republish stored duplicates"
+wait_quiet
+[ "$(count)" = "$before" ] || fail "republish stored duplicates ($before -> $(count))"
 pass "steady state: one outcome per input, hash and session routing agree"
 
 # 4. Request/reply from any shard.
@@ -99,16 +113,15 @@ pass "exec: owner answers wherever the request lands; clear errors"
 
 # 5. kill -9 one shard mid-run: nothing lost, nothing stored twice.
 "$LUCENT_GEN" -n 20000 --bad 20 --seed 12 > "$T/in2.jsonl" 2>/dev/null
-base=$("$LUCENT" events --nats "$NATS_URL" | wc -l)
+base=$(count)
 "$LUCENT" publish --nats "$NATS_URL" --input "$T/in2.jsonl" > /dev/null || fail "publish 20k"
 for _ in $(seq 1 200); do   # kill when the run is well under way
-  c=$("$LUCENT" events --nats "$NATS_URL" | wc -l)
-  [ $((c - base)) -gt 15000 ] && break
+  [ $(($(count) - base)) -gt 15000 ] && break
   sleep 0.1
 done
 kill -9 "$PID_b"
 wait_view a "a,c"
-wait_outcomes "$T/in2.jsonl" 120
+wait_outcomes "$T/in2.jsonl" 120 "$base"
 $CHECK "$T/in2.jsonl" "$T/stored.jsonl" || fail "books after kill -9"
 pass "kill -9: every input has exactly one outcome, no duplicates"
 
@@ -116,8 +129,9 @@ pass "kill -9: every input has exactly one outcome, no duplicates"
 serve b
 for s in a b c; do wait_view $s "a,b,c"; done
 "$LUCENT_GEN" -n 2000 --seed 13 > "$T/in3.jsonl" 2>/dev/null
+base=$(count)
 "$LUCENT" publish --nats "$NATS_URL" --input "$T/in3.jsonl" > /dev/null
-wait_outcomes "$T/in3.jsonl" 60
+wait_outcomes "$T/in3.jsonl" 60 "$base"
 python3 - "$T/stored.jsonl" "$T/in3.jsonl" <<'PY' || fail "returning shard took no share"
 import json, sys
 ids = {json.loads(l)["id"] for l in open(sys.argv[2]) if l.strip()}
@@ -130,11 +144,12 @@ pass "returning shard takes its share"
 # 7. A NATS server restart: shards reconnect and keep working.
 nats_restart
 "$LUCENT_GEN" -n 500 --seed 14 > "$T/in4.jsonl" 2>/dev/null
+base=$(count)
 for _ in $(seq 1 50); do
   "$LUCENT" publish --nats "$NATS_URL" --input "$T/in4.jsonl" > /dev/null 2>&1 && break
   sleep 0.2
 done
-wait_outcomes "$T/in4.jsonl" 60
+wait_outcomes "$T/in4.jsonl" 60 "$base"
 pass "server restart survived"
 
 # 8. No shard left: exec fails fast and clearly.
@@ -146,8 +161,9 @@ pass "exec with no shard"
 serve d --delivery at-most-once; serve e --delivery at-most-once
 wait_view d "d,e"; wait_view e "d,e"
 "$LUCENT_GEN" -n 2000 --seed 15 > "$T/in5.jsonl" 2>/dev/null
+base=$(count)
 "$LUCENT" publish --nats "$NATS_URL" --delivery at-most-once --input "$T/in5.jsonl" > /dev/null
-wait_outcomes "$T/in5.jsonl" 60
-$CHECK "$T/in5.jsonl" "$T/stored.jsonl" > /dev/null || true  # earlier runs' books
+wait_outcomes "$T/in5.jsonl" 60 "$base"
+$CHECK "$T/in5.jsonl" "$T/stored.jsonl" || fail "books (at-most-once, no failure)"
 pass "at-most-once delivery"
 echo "9 passed, 0 failed"

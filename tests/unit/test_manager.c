@@ -502,8 +502,8 @@ static void test_rejections(void **state) {
       "{\"id\":\"x\",\"type\":",                          /* malformed */
       "{\"specversion\":\"1.0\",\"id\":\"m1\",\"source\":\"t\"}", /* no type */
       "[1,2,3]",                                          /* not an object */
-      "{\"specversion\":\"1.0\",\"id\":\"k1\",\"type\":\"Keyed\","
-      "\"source\":\"t\",\"data\":{}}",                    /* no hash key */
+      ("{\"specversion\":\"1.0\",\"id\":\"k1\",\"type\":\"Keyed\","
+       "\"source\":\"t\",\"data\":{}}"),                   /* no hash key */
   };
   for (size_t i = 0; i < 4; i++)
     lu_manager_submit_json(f->m, bad[i], strlen(bad[i]), i + 1);
