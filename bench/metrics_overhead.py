@@ -13,7 +13,7 @@ machine that gets busier or quieter affects them alike):
 Each run's time is the summary's "seconds" (submit of the first event to the
 drain of the last, so process start and plugin loading are left out).  Prints
 the median events/s of each configuration and its difference from `off`, and
-the median CPU time (user + system, from wait4) per 1000 events: on a machine
+the median CPU time (user + system, from wait4) per event: on a machine
 shared with other work, wall-clock throughput moves with the neighbours, CPU
 per event much less.
 
@@ -99,7 +99,7 @@ def run_once(a, inp, mode, tmp):
                  (mode, proc.returncode, open(errpath).read()))
     s = json.loads(out)
     cpu = ru.ru_utime + ru.ru_stime
-    return s["events_in"] / s["seconds"], cpu * 1000 / s["events_in"], counter[0]
+    return s["events_in"] / s["seconds"], cpu * 1e6 / s["events_in"], counter[0]
 
 
 def proc_cpu(pid):
@@ -179,18 +179,18 @@ def main():
                 cpus[m].append(cpu)
                 scrapes[m] += n
             print("rep %d: %s" % (r + 1, "  ".join(
-                "%s %.0f ev/s %.3f cpu-ms/1k" % (m, rates[m][-1], cpus[m][-1])
+                "%s %.0f ev/s %.1f cpu-us/ev" % (m, rates[m][-1], cpus[m][-1])
                 for m in modes)), flush=True)
         base = statistics.median(rates["off"])
         cbase = statistics.median(cpus["off"])
         print("\n%-8s %12s %9s %9s %14s %9s %8s" %
-              ("mode", "median ev/s", "stdev", "vs off", "cpu ms/1k ev",
+              ("mode", "median ev/s", "stdev", "vs off", "cpu us/event",
                "vs off", "scrapes"))
         for m in modes:
             med = statistics.median(rates[m])
             sd = statistics.stdev(rates[m]) if len(rates[m]) > 1 else 0
             cmed = statistics.median(cpus[m])
-            print("%-8s %12.0f %9.0f %+8.1f%% %14.3f %+8.1f%% %8d" %
+            print("%-8s %12.0f %9.0f %+8.1f%% %14.2f %+8.1f%% %8d" %
                   (m, med, sd, (med / base - 1) * 100, cmed,
                    (cmed / cbase - 1) * 100, scrapes[m]))
         if a.scrapes:
