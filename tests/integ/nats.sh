@@ -12,8 +12,9 @@
 #
 # The binary is $LUCENT_TEST_NATS_SERVER, else nats-server on PATH or in
 # /usr/sbin; without one the test is skipped (exit 77).  The server is
-# stopped when the test exits, whatever the reason (chained EXIT trap).
-# One server per test script.
+# stopped when the test exits (chained EXIT trap), and where util-linux's
+# setpriv exists it is started with --pdeathsig KILL, so that it dies with
+# the test's shell even when that is killed.  One server per test script.
 
 NATS_BIN=${LUCENT_TEST_NATS_SERVER:-}
 if [ -z "$NATS_BIN" ]; then
@@ -26,6 +27,8 @@ if [ -z "$NATS_BIN" ] || [ ! -x "$NATS_BIN" ]; then
 fi
 NATS_URL= NATS_PORT= NATS_PID= NATS_DIR=
 NATS_ARGS=()
+_NATS_PRE=()
+[ ! -x /usr/bin/setpriv ] || _NATS_PRE=(/usr/bin/setpriv --pdeathsig KILL)
 
 _nats_free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -34,7 +37,7 @@ _nats_free_port() {
 # Starts the recorded server; 0 once it accepts connections, 1 if it died
 # or did not listen within 10 s.
 _nats_spawn() {
-  "$NATS_BIN" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$NATS_DIR" \
+  "${_NATS_PRE[@]}" "$NATS_BIN" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$NATS_DIR" \
     "${NATS_ARGS[@]}" >> "$NATS_DIR/log" 2>&1 &
   NATS_PID=$!
   local i

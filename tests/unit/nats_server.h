@@ -14,7 +14,10 @@
  * JetStream directory in a fresh temporary directory under
  * $LUCENT_TEST_TMP (or /tmp); its output goes to <dir>/server.log.  Servers
  * still running at exit, or when the test dies of SIGABRT/SIGSEGV/SIGTERM
- * (a failed assertion under a sanitizer), are killed by their PID.
+ * (a failed assertion under a sanitizer), are killed by their PID; and
+ * where util-linux's setpriv exists the server is started through
+ * `setpriv --pdeathsig KILL`, so that it dies with the test even when the
+ * test ends in _exit (ThreadSanitizer's halt_on_error) or SIGKILL.
  */
 #ifndef LUCENT_TEST_NATS_SERVER_H
 #define LUCENT_TEST_NATS_SERVER_H
@@ -154,8 +157,15 @@ LU_TEST_NATS_FN int lu_test_nats_spawn(lu_test_nats_t *s) {
   char port[16], log[PATH_MAX + 16];
   snprintf(port, sizeof port, "%d", s->port);
   snprintf(log, sizeof log, "%s/server.log", s->dir);
-  char *argv[LU_TEST_NATS_MAX_ARGS + 12];
+  char *argv[LU_TEST_NATS_MAX_ARGS + 16];
   int n = 0;
+  const char *exe = s->bin;
+  if (access("/usr/bin/setpriv", X_OK) == 0) {
+    exe = "/usr/bin/setpriv";
+    argv[n++] = (char *)"setpriv";
+    argv[n++] = (char *)"--pdeathsig";
+    argv[n++] = (char *)"KILL";
+  }
   argv[n++] = s->bin;
   argv[n++] = (char *)"-a";
   argv[n++] = (char *)"127.0.0.1";
@@ -174,7 +184,7 @@ LU_TEST_NATS_FN int lu_test_nats_spawn(lu_test_nats_t *s) {
   posix_spawn_file_actions_adddup2(&fa, 1, 2);
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
   pid_t pid;
-  int rc = posix_spawn(&pid, s->bin, &fa, NULL, argv, environ);
+  int rc = posix_spawn(&pid, exe, &fa, NULL, argv, environ);
   posix_spawn_file_actions_destroy(&fa);
   if (rc != 0) {
     fprintf(stderr, "nats_server.h: cannot spawn %s: %s\n", s->bin,
