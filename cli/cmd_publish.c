@@ -111,6 +111,10 @@ int cmd_publish(int argc, char **argv) {
   jsOptions jo;
   jsOptions_Init(&jo);
   jo.PublishAsync.MaxPending = 4096;
+  /* With 4096 unacknowledged publishes a new one waits for room; nats.c's
+   * default wait of 200 ms fails it under load (the shards busy the
+   * server): wait as long as the final completion would. */
+  jo.PublishAsync.StallWait = 30000;
   jo.PublishAsync.AckHandler = on_ack;
   jo.PublishAsync.AckHandlerClosure = &st;
   natsStatus s = amo ? NATS_OK : natsConnection_JetStream(&js, nc, &jo);

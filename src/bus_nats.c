@@ -767,6 +767,7 @@ int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
   jsOptions jo;
   jsOptions_Init(&jo);
   jo.PublishAsync.MaxPending = 8192;
+  jo.PublishAsync.StallWait = 10000; /* a stalled forward waits, not fails */
   jo.PublishAsync.AckHandler = on_fwd_ack;
   jo.PublishAsync.AckHandlerClosure = b;
   natsStatus s = b->fwmap ? natsConnection_JetStream(&b->js, nc, &jo)

@@ -922,6 +922,16 @@ static void dispatch(lu_manager_t *m, int from, item_t *it) {
       return;
   }
   shard_t *f = from < 0 ? NULL : &m->shards[from];
+  /* On a bus, a round_robin event taken in here runs here: the intake
+   * partitions already spread events evenly over the shards, and a
+   * forward would only add a hop (one more JetStream write and ack). */
+  if (m->has_bus && from < 0 && !it->derived && !target->local) {
+    size_t n;
+    const lu_fnent_t *const *c =
+        lu__registry_candidates(m->reg, it->ev->type, &n);
+    if (n && c[0]->strategy == LU_STRAT_ROUND_ROBIN)
+      target = m->shards[0].member;
+  }
   /* With a durable bus, emitted events take the bus even to this shard:
    * they must be safe before their parent is acknowledged. */
   if (!target->local || (it->derived && m->has_bus && m->bus.forward_derived)) {

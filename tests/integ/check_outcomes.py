@@ -52,7 +52,12 @@ def main():
     results = {}
     by_id = {}
     events = []
-    for line in open(stored):
+    for raw in open(stored, "rb"):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            print("stored event is not UTF-8 (%s): %r" % (err, raw[:3000]))
+            return 1
         e = json.loads(line)
         events.append(e)
         if e["id"] in ids:
