@@ -14,9 +14,9 @@
 //   completed      Greet  shard-1  {"specversion":"1.0","id":"...",
 //                                   "type":"GreetCompleted",...,
 //                                   "data":{"greeting":"Hello, Ada!"}}
-//   dead_lettered  -      shard-0  {"specversion":"1.0","id":"...",
+//   dead_lettered  -      intake   {"specversion":"1.0","id":"...",
 //                                   "type":"lucent.DeadLettered",...}
-//                  reason: ...no function handles Goodbye...
+//                  reason: no function handles event type 'Goodbye'
 //   failed         Greet  shard-0  {"specversion":"1.0","id":"...",
 //                                   "type":"GreetFailed",...}
 //                  reason: name must be a non-empty string
