@@ -52,8 +52,11 @@ LU_EXTERN int lu_store_open_readonly(lu_store_t **out, const char *uri,
 
 /** Appends n records in one transaction; ids already stored are skipped.
  *  *inserted (may be NULL) receives how many were new.  Returns 0 or
- *  LU_ESTORE (the transaction is rolled back: nothing of the batch is
- *  stored).  Not thread safe with other calls on the same store. */
+ *  LU_ESTORE.  A record without id, type or JSON fails the batch before
+ *  anything is written.  Any other failure rolls the batch back in a file
+ *  store; an in-memory store keeps no journal and may keep part of it.
+ *  Either way, appending the same batch again stores each record once.
+ *  Not thread safe with other calls on the same store. */
 LU_EXTERN int lu_store_append(lu_store_t *st, const lu_record_t *recs,
                               size_t n, size_t *inserted);
 
