@@ -76,7 +76,10 @@ for l in sys.stdin:
     e=json.loads(l)
     assert e['id'] not in ids, 'duplicate id ' + e['id']
     ids.add(e['id'])
-    k=(e.get('causationid'), e['type'], e.get('data',{}).get('line') if e['type']=='lucent.Rejected' else None)
+    # One (cause, function, type): the ids derive from (input id,
+    # function), so a replay that picks the other fraud scorer adds that
+    # scorer's result; the same function's result twice is the bug.
+    k=(e.get('causationid'), e.get('function'), e['type'], e.get('data',{}).get('line') if e['type']=='lucent.Rejected' else None)
     assert k not in seen, 'stored twice: %s' % (k,)
     seen.add(k)"
 pass "replay: nothing stored twice ($before ValidateOrder results, then $after)"
