@@ -28,6 +28,6 @@ pass plain gcc
 # are 5-20x slower, and the claims (bounded memory, nothing lost on kill -9)
 # are about shape, not size.
 export LUCENT_TEST_BIG_EVENTS=100000 LUCENT_TEST_KILL_EVENTS=4000 LUCENT_TEST_SLOW=4
-pass asan clang -DLUCENT_ASAN=ON
-pass tsan gcc -DLUCENT_TSAN=ON
+LUCENT_TEST_SANITIZER=asan pass asan clang -DLUCENT_ASAN=ON
+LUCENT_TEST_SANITIZER=tsan pass tsan gcc -DLUCENT_TSAN=ON
 echo "all test passes succeeded"

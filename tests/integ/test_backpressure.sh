@@ -26,6 +26,15 @@ assert j["balanced"] and j["outcomes"]["completed"] == j["events_in"], j
 print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 PY
 }
+if [ "${LUCENT_TEST_SANITIZER:-}" = tsan ]; then
+  # ThreadSanitizer's shadow and history grow with every address a run
+  # touches: resident memory says nothing about lucent's queues there.
+  # The pipeline still runs (balanced books are asserted in peak()).
+  peak "$N" > /dev/null
+  pass "pipeline on $N events under TSan (memory not compared)"
+  echo "1 passed, 0 failed"
+  exit 0
+fi
 small=$(peak $((N / 10)))
 big=$(peak "$N")
 echo "peak RSS: $((N / 10)) events $((small / 1024)) MiB, $N events $((big / 1024)) MiB"
