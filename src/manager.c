@@ -37,6 +37,7 @@
 #include <time.h>
 
 #include "internal.h"
+#include "lucent/log.h"
 
 #define MAX_SHARDS 256   /* in a view */
 #define MAX_MEMBERS 1024 /* shards ever seen by this process */
@@ -470,8 +471,10 @@ static void *store_main(void *arg) {
     pthread_mutex_lock(&m->stats_lock);
     if (rc) {
       m->store_errors++;
-      fprintf(stderr, "lucent: event store: %s (%zu events not stored)\n",
-              lu_store_errmsg(m->store), nr);
+      LU_LOG(LU_LOG_ERROR, NULL, NULL,
+             LU_KVS(LU_KV_UINT("events", nr),
+                    LU_KV_STR("store", lu_store_errmsg(m->store))),
+             "event store batch not stored");
     }
     m->store_batches++;
     m->store_records += nr;

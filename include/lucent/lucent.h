@@ -240,4 +240,10 @@ LU_EXTERN lu_store_t *lu_manager_store(lu_manager_t *m);
 #ifdef __cplusplus
 }
 #endif
+
+/* The umbrella: logs and the observability server too (both use the
+ * declarations above). */
+#include "log.h"
+#include "http.h"
+
 #endif /* LUCENT_LUCENT_H */
