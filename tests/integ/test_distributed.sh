@@ -22,7 +22,7 @@ trap 'cleanup_shards; nats_stop; rm -rf "$T"' EXIT
 serve() { # serve ID [extra args]: starts a shard, records its pid
   local id=$1; shift
   "$LUCENT" serve --nats "$NATS_URL" --shard "$id" --plugin "$LUCENT_PLUGIN" \
-    --ack-wait-ms 2000 --log-format json "$@" \
+    --ack-wait-ms $((2000 * SLOW)) --log-format json "$@" \
     >> "$T/$id.out" 2>> "$T/$id.log" &
   SHARD_PIDS+=($!)
   eval "PID_$id=$!"
@@ -128,6 +128,13 @@ wait_view a "a,c"
 wait_outcomes "$T/in2.jsonl" 120 "$base"
 $CHECK "$T/in2.jsonl" "$T/stored.jsonl" || fail "books after kill -9"
 pass "kill -9: every input has exactly one outcome, no duplicates"
+
+if [ -n "${LUCENT_TEST_QUICK:-}" ]; then
+  # ThreadSanitizer pass: the threaded paths above are what it is for; the
+  # rejoin, restart and at-most-once phases ran in the other passes.
+  echo "5 passed, 0 failed"
+  exit 0
+fi
 
 # 6. The killed shard comes back and takes its share again.
 serve b
