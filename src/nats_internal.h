@@ -46,12 +46,6 @@
 #define LU_SUBJ_AMO_FWD "lucent.amo.fwd"   /* + ".<shard>" */
 #define LU_INTAKE_PARTITIONS 16
 
-/* The `lucent` command links liblucent.so, which exports only LU_EXTERN
- * symbols; the NATS entry points below are exported the same way so that
- * the CLI (cli/nats_opts.c, cmd_events, cmd_serve, ...) can call them.
- * They are still internal: no installed header declares them. */
-#define LU__NATS_API __attribute__((visibility("default")))
-
 /* ---- nats_conn.c ------------------------------------------------------ */
 
 /** Connection options a production user needs.  Strings are borrowed. */
@@ -84,13 +78,12 @@ typedef struct lu_nats_opts_s {
  *  refused)"), LU_EPROTO (authorization or TLS refused: err says so),
  *  LU_EINVAL (bad URL, unreadable file, contradictory options: err says
  *  which), LU_ENOMEM.  *nc is NULL on failure. */
-LU__NATS_API int lu__nats_connect(natsConnection **nc,
-                                  const lu_nats_opts_t *o, char *err,
-                                  size_t errlen);
+int lu__nats_connect(natsConnection **nc, const lu_nats_opts_t *o, char *err,
+                     size_t errlen);
 
 /** "nats: <status text>: <last error>" into buf, for messages (the last
  *  error is nats.c's, of this thread). */
-LU__NATS_API void lu__nats_reason(natsStatus s, char *buf, size_t cap);
+void lu__nats_reason(natsStatus s, char *buf, size_t cap);
 
 /* ---- store_jetstream.c ------------------------------------------------ */
 
@@ -107,10 +100,9 @@ LU__NATS_API void lu__nats_reason(natsStatus s, char *buf, size_t cap);
  *  consumer and stop at the last event present when they started.
  *  Errors: LU_ESTORE with the reason in err (no JetStream on the server,
  *  a stream of that name that is not lucent's, ...). */
-LU__NATS_API int lu__store_jetstream_open(lu_store_t **out,
-                                          natsConnection *nc, int create,
-                                          uint32_t dup_window_ms, char *err,
-                                          size_t errlen);
+int lu__store_jetstream_open(lu_store_t **out, natsConnection *nc,
+                             int create, uint32_t dup_window_ms, char *err,
+                             size_t errlen);
 
 /* ---- session_kv.c ----------------------------------------------------- */
 
@@ -126,22 +118,22 @@ LU__NATS_API int lu__store_jetstream_open(lu_store_t **out,
  *  without any lock held.  Open errors: LU_EIO (no JetStream, server
  *  unreachable; err says so). */
 typedef struct lu_kvsess_s lu_kvsess_t;
-LU__NATS_API int lu__kvsess_open(lu_kvsess_t **out, natsConnection *nc,
-                                 uint32_t ttl_ms, char *err, size_t errlen);
+int lu__kvsess_open(lu_kvsess_t **out, natsConnection *nc, uint32_t ttl_ms,
+                    char *err, size_t errlen);
 /** The shard id bound to key (klen bytes, any bytes) written to out (cap
  *  bytes), binding it to `candidate` when unbound or when alive(ud, bound)
  *  says the bound shard is gone (alive NULL = all alive).  Returns 0, or
  *  LU_EIO when the KV cannot be reached (out then holds candidate: the
  *  caller uses it and nothing is cached), LU_E2BIG (out too small),
  *  LU_EINVAL (no or empty candidate, shard ids over 127 bytes). */
-LU__NATS_API int lu__kvsess_bind(lu_kvsess_t *s, const char *key,
-                                 size_t klen, const char *candidate,
-                                 int (*alive)(void *ud, const char *shard),
-                                 void *ud, char *out, size_t cap);
+int lu__kvsess_bind(lu_kvsess_t *s, const char *key, size_t klen,
+                    const char *candidate,
+                    int (*alive)(void *ud, const char *shard), void *ud,
+                    char *out, size_t cap);
 /** The current binding without changing anything: 0, LU_ENOENT (none, or
  *  expired), or LU_EIO. */
-LU__NATS_API int lu__kvsess_lookup(lu_kvsess_t *s, const char *key,
-                                   size_t klen, char *out, size_t cap);
-LU__NATS_API void lu__kvsess_close(lu_kvsess_t *s);
+int lu__kvsess_lookup(lu_kvsess_t *s, const char *key, size_t klen, char *out,
+                      size_t cap);
+void lu__kvsess_close(lu_kvsess_t *s);
 
 #endif /* LUCENT_NATS_INTERNAL_H */
