@@ -909,7 +909,7 @@ static res_t lucent_events(natsConnection *nc, jsCtx *jsm, const events_t *e,
     size_t len = e->len[i];
     if (amo) snprintf(subj, sizeof subj, "%s", LU_SUBJ_AMO_INTAKE);
     else snprintf(subj, sizeof subj, "%s.%u", LU_SUBJ_INTAKE,
-                  lu__intake_partition(json, len));
+                  lu__intake_partition(NULL, json, len)); /* by bytes */
     snprintf(line, sizeof line, "%zu", i + 1);
     natsMsg *m = NULL;
     natsStatus s = natsMsg_Create(&m, subj, NULL, json, (int)len);

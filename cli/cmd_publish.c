@@ -149,7 +149,7 @@ int cmd_publish(int argc, char **argv) {
       lu__fmt(subj, sizeof subj, "%s", LU_SUBJ_AMO_INTAKE);
     else
       lu__fmt(subj, sizeof subj, "%s.%u", LU_SUBJ_INTAKE,
-              lu__intake_partition(line, (size_t)len));
+              lu__intake_partition(ev, line, (size_t)len));
     lu__fmt(lbuf, sizeof lbuf, "%" PRIu64, lineno);
     if (!id) { /* dedup id for a bad line: its bytes and its line */
       XXH64_hash_t h = XXH3_64bits_withSeed(line, (size_t)len, lineno);

@@ -39,7 +39,6 @@
  * the request, reply subject included, to lucent.exec.<owner>; the shard
  * that runs it replies once the outcome is stored.
  */
-#define _GNU_SOURCE /* memmem */
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -116,29 +115,13 @@ static uint64_t header_u64(natsMsg *msg, const char *name) {
   return strtoull(v, NULL, 10);
 }
 
-unsigned lu__intake_partition(const char *json, size_t len) {
-  /* Cheap: find "subject" (or "id") without a full parse; a miss hashes
-   * the bytes.  Same input, same partition: that is all order needs. */
-  static const char *const keys[] = {"\"subject\"", "\"id\""};
-  for (int k = 0; k < 2; k++) {
-    const char *p = json, *end = json + len;
-    size_t kl = strlen(keys[k]);
-    while (p + kl < end) {
-      const char *hit = memmem(p, (size_t)(end - p), keys[k], kl);
-      if (!hit) break;
-      const char *q = hit + kl;
-      while (q < end && (*q == ' ' || *q == ':' || *q == '\t')) q++;
-      if (q < end && *q == '"') {
-        const char *v = ++q;
-        while (q < end && *q != '"') q += *q == '\\' ? 2 : 1;
-        if (q <= end)
-          return (unsigned)(XXH3_64bits(v, (size_t)(q - v)) %
-                            LU_INTAKE_PARTITIONS);
-      }
-      p = hit + kl;
-    }
-  }
-  return (unsigned)(XXH3_64bits(json, len) % LU_INTAKE_PARTITIONS);
+unsigned lu__intake_partition(const lu_event_t *ev, const char *json,
+                              size_t len) {
+  /* Events of one stream (subject) stay in one partition, hence in order;
+   * without a subject, the id; what cannot be parsed, its bytes. */
+  const char *key = ev ? (ev->subject ? ev->subject : ev->id) : NULL;
+  uint64_t h = key ? XXH3_64bits(key, strlen(key)) : XXH3_64bits(json, len);
+  return (unsigned)(h % LU_INTAKE_PARTITIONS);
 }
 
 /* ---- streams and consumers ------------------------------------------- */

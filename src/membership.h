@@ -67,7 +67,8 @@ int lu__nats_ensure_stream(jsCtx *js, const char *name, const char *subjects,
 
 /** The partition (0 .. LU_INTAKE_PARTITIONS-1) an event goes to at intake:
  *  by its subject (the stream id: events of one stream stay in order), or
- *  its id, or the raw bytes for what cannot be parsed. */
-unsigned lu__intake_partition(const char *json, size_t len);
+ *  its id; ev NULL (a line that is not a valid event) hashes the bytes. */
+unsigned lu__intake_partition(const lu_event_t *ev, const char *json,
+                              size_t len);
 
 #endif /* LUCENT_MEMBERSHIP_H */
