@@ -44,9 +44,17 @@ typedef struct lu_buf_s {
 } lu_buf_t;
 void lu__buf_put(lu_buf_t *b, const char *s, size_t n);
 void lu__buf_puts(lu_buf_t *b, const char *s);
+/** Makes room for n more bytes (and the NUL) at once; 0, or -1 (b->oom). */
+int lu__buf_reserve(lu_buf_t *b, size_t n);
 /** Appends s as a JSON string literal (quotes and escapes; invalid UTF-8
  *  bytes become U+FFFD so the output is always valid JSON). */
 void lu__buf_json_str(lu_buf_t *b, const char *s, size_t n);
+/** Appends a cJSON value as compact JSON: what cJSON_PrintUnformatted
+ *  gives, without its sprintf per integer, except that a double cJSON
+ *  would round to 15 digits keeps the 17 that read back exactly.  NaN/Inf
+ *  print null; strings are escaped as lu__buf_json_str does.  NULL prints
+ *  null.  On allocation failure b->oom is set. */
+void lu__buf_json_value(lu_buf_t *b, const cJSON *v);
 void lu__buf_free(lu_buf_t *b);
 
 /* ---- store.c: the store interface, one vtable per backend ------------- */

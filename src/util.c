@@ -3,6 +3,7 @@
  * growable buffer for writing JSON text by hand on the hot path (cheaper
  * than building a cJSON tree to print it).
  */
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,6 +113,8 @@ static int buf_grow(lu_buf_t *b, size_t extra) {
   return 0;
 }
 
+int lu__buf_reserve(lu_buf_t *b, size_t n) { return buf_grow(b, n); }
+
 void lu__buf_put(lu_buf_t *b, const char *s, size_t n) {
   if (buf_grow(b, n)) return;
   memcpy(b->p + b->len, s, n);
@@ -187,6 +190,61 @@ void lu__buf_json_str(lu_buf_t *b, const char *s, size_t n) {
     }
   }
   lu__buf_put(b, "\"", 1);
+}
+
+/* A double as JSON: integers by hand (the common case: counters, ids,
+ * amounts in cents), others as cJSON prints them (the shortest of %.15g
+ * and %.17g that reads back the same); NaN and infinities as null. */
+static void buf_json_number(lu_buf_t *b, double d) {
+  char t[32];
+  if (isnan(d) || isinf(d)) {
+    lu__buf_put(b, "null", 4);
+    return;
+  }
+  if (d > -1e15 && d < 1e15 && d == (double)(int64_t)d) {
+    int64_t v = (int64_t)d;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    char *e = t + sizeof t, *q = e;
+    do *--q = (char)('0' + u % 10); while ((u /= 10));
+    if (v < 0 || signbit(d)) *--q = '-'; /* -0 stays -0, as in cJSON */
+    lu__buf_put(b, q, (size_t)(e - q));
+    return;
+  }
+  int n = snprintf(t, sizeof t, "%1.15g", d);
+  if (strtod(t, NULL) != d) n = snprintf(t, sizeof t, "%1.17g", d);
+  lu__buf_put(b, t, (size_t)n);
+}
+
+void lu__buf_json_value(lu_buf_t *b, const cJSON *v) {
+  if (!v || cJSON_IsNull(v)) {
+    lu__buf_put(b, "null", 4);
+  } else if (cJSON_IsFalse(v)) {
+    lu__buf_put(b, "false", 5);
+  } else if (cJSON_IsTrue(v)) {
+    lu__buf_put(b, "true", 4);
+  } else if (cJSON_IsNumber(v)) {
+    buf_json_number(b, v->valuedouble);
+  } else if (cJSON_IsString(v)) {
+    const char *str = v->valuestring ? v->valuestring : "";
+    lu__buf_json_str(b, str, strlen(str));
+  } else if (cJSON_IsRaw(v)) {
+    lu__buf_puts(b, v->valuestring ? v->valuestring : "null");
+  } else if (cJSON_IsArray(v) || cJSON_IsObject(v)) {
+    int obj = cJSON_IsObject(v);
+    lu__buf_put(b, obj ? "{" : "[", 1);
+    for (const cJSON *c = v->child; c; c = c->next) {
+      if (c != v->child) lu__buf_put(b, ",", 1);
+      if (obj) {
+        const char *k = c->string ? c->string : "";
+        lu__buf_json_str(b, k, strlen(k));
+        lu__buf_put(b, ":", 1);
+      }
+      lu__buf_json_value(b, c);
+    }
+    lu__buf_put(b, obj ? "}" : "]", 1);
+  } else {
+    lu__buf_put(b, "null", 4); /* cJSON_Invalid: an empty item */
+  }
 }
 
 void lu__buf_free(lu_buf_t *b) {

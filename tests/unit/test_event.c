@@ -3,6 +3,7 @@
  * validation, attribute access, raw bytes kept, building and changing, and
  * the derived ids and JSON string writer the pipeline relies on.
  */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -134,6 +135,51 @@ static void test_json_string_writer(void **state) {
   lu__buf_free(&b);
 }
 
+/* The value writer prints what cJSON prints (same text for every case
+ * here), and integers without cJSON's sprintf. */
+static void test_json_value_writer(void **state) {
+  (void)state;
+  static const char *const cases[] = {
+      "0", "-0", "7", "-42", "1000000000000000", "-1000000000000000",
+      "1e16", "123456789012345678", "0.1", "3.141592653589793", "1e-300",
+      "-2.5e+100", "true", "false", "null",
+      "\"\"", "\"a\\\"b\\n\\u0001\"", "[]", "{}",
+      "[1,2.5,[\"x\",{}],null]", "{\"seq\":17,\"k\":{\"a\":[true,false]}}",
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    cJSON *v = cJSON_Parse(cases[i]);
+    assert_non_null(v);
+    char *want = cJSON_PrintUnformatted(v);
+    lu_buf_t b = {0};
+    lu__buf_json_value(&b, v);
+    assert_false(b.oom);
+    assert_string_equal(b.p, want);
+    assert_int_equal(b.len, strlen(want));
+    cJSON_free(want);
+    cJSON_Delete(v);
+    lu__buf_free(&b);
+  }
+  /* Where cJSON rounds (it accepts %.15g within an epsilon), the writer
+   * keeps the exact double: 0.1 + 0.2 reads back as itself. */
+  cJSON *x = cJSON_CreateNumber(0.1 + 0.2);
+  lu_buf_t xb = {0};
+  lu__buf_json_value(&xb, x);
+  assert_string_equal(xb.p, "0.30000000000000004");
+  assert_true(strtod(xb.p, NULL) == 0.1 + 0.2);
+  cJSON_Delete(x);
+  lu__buf_free(&xb);
+  /* Not representable in JSON: null, as cJSON does. */
+  cJSON *nan = cJSON_CreateNumber(NAN);
+  lu_buf_t b = {0};
+  lu__buf_json_value(&b, nan);
+  assert_string_equal(b.p, "null");
+  b.len = 0;
+  lu__buf_json_value(&b, NULL);
+  assert_string_equal(b.p, "null");
+  cJSON_Delete(nan);
+  lu__buf_free(&b);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_parse_ok_keeps_bytes),
@@ -141,6 +187,7 @@ int main(void) {
       cmocka_unit_test(test_build_and_set),
       cmocka_unit_test(test_derived_ids),
       cmocka_unit_test(test_json_string_writer),
+      cmocka_unit_test(test_json_value_writer),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
