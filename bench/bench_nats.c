@@ -23,9 +23,12 @@
  *                   async publish to lucent.intake.<p>, Nats-Msg-Id and
  *                   Lucent-Line headers; at-most-once: core publish to
  *                   lucent.amo.intake), from the first publish until
- *                   stream LUCENT_EVENTS holds N results (stream info
- *                   polled every 5 ms).  Then the store is checked: exactly
- *                   N messages, all on lucent.events.NoopTickCompleted.
+ *                   N results have been published to LUCENT_EVENTS's
+ *                   subjects (a core subscription on lucent.events.>
+ *                   counts them, packs by their Lucent-Count: at-most-once
+ *                   serves pack results).  Then the store is checked with
+ *                   lucent's own reader: exactly N events, all
+ *                   NoopTickCompleted.
  *   lucent exec     the req/reply load generator against lucent.exec with
  *                   one CloudEvent per request; every reply must contain
  *                   "success":true.
@@ -186,6 +189,7 @@ typedef struct opts_s {
   pid_t server_pid;
   double max_seconds;
   size_t round0; /* label of the first round */
+  const char *pack; /* at-most-once serves: --pack N (NULL: their default) */
 } opts_t;
 
 static opts_t O;
@@ -304,12 +308,24 @@ static void drop_lucent_streams(jsCtx *js) {
   drop_stream(js, LU_STREAM_EVENTS);
 }
 
-static uint64_t stream_msgs(jsCtx *js, const char *name) {
-  jsStreamInfo *si = NULL;
-  if (js_GetStreamInfo(&si, js, name, NULL, NULL) != NATS_OK) return 0;
-  uint64_t n = si->State.Msgs;
-  jsStreamInfo_Destroy(si);
-  return n;
+/* Results published to the store's subjects, counted as they pass (a
+ * pack counts its Lucent-Count events). */
+static void on_stored(natsConnection *nc, natsSubscription *sub, natsMsg *m,
+                      void *closure) {
+  (void)nc, (void)sub;
+  _Atomic uint64_t *n = closure;
+  const char *v = NULL;
+  uint64_t k = 1;
+  if (natsMsgHeader_Get(m, "Lucent-Count", &v) == NATS_OK && v)
+    k = strtoull(v, NULL, 10);
+  atomic_fetch_add(n, k ? k : 1);
+  natsMsg_Destroy(m);
+}
+
+static int count_row(void *ud, uint64_t seq, const char *json, size_t len) {
+  (void)seq, (void)json, (void)len;
+  (*(uint64_t *)ud)++;
+  return 0;
 }
 
 /* ---- results ---------------------------------------------------------- */
@@ -788,7 +804,8 @@ static void serves_start(natsConnection *ctl, jsCtx *jsm, unsigned k,
     char *argv[] = {(char *)O.lucent, "serve", "--nats", (char *)O.url,
                     "--shard", ids[i], "--plugin", (char *)O.plugin,
                     "--delivery", amo ? "at-most-once" : "at-least-once",
-                    "--log-level", "warn", "--log-format", "text", NULL};
+                    "--log-level", "warn", "--log-format", "text",
+                    amo && O.pack ? "--pack" : NULL, (char *)O.pack, NULL};
     pid_t pid;
     int rc = posix_spawn(&pid, O.lucent, &fa, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
@@ -899,7 +916,23 @@ static res_t lucent_events(natsConnection *nc, jsCtx *jsm, const events_t *e,
     jo.PublishAsync.StallWait = 1000;
     js = js_of(nc, &jo);
   }
-  uint64_t base = stream_msgs(jsm, LU_STREAM_EVENTS);
+  (void)jsm;
+  /* The results, as they reach the store's subjects: on a connection of
+   * its own, so that the publisher's does not also carry them. */
+  natsConnection *obs = connect_to("bench-stored");
+  natsSubscription *stored_sub = NULL;
+  _Atomic uint64_t stored = 0;
+  if (natsConnection_Subscribe(&stored_sub, obs, LU_SUBJ_EVENTS ".>",
+                               on_stored, &stored) != NATS_OK ||
+      natsSubscription_SetPendingLimits(stored_sub, -1, -1) != NATS_OK ||
+      natsConnection_Flush(obs) != NATS_OK) {
+    snprintf(r.why, sizeof r.why, "cannot subscribe to %s.>",
+             LU_SUBJ_EVENTS);
+    r.errors = e->n;
+    natsSubscription_Destroy(stored_sub);
+    natsConnection_Destroy(obs);
+    return r;
+  }
   uint64_t deadline = now_ns() + (uint64_t)(O.max_seconds * 1e9);
   cpu_snap_t c0 = cpu_snap();
   uint64_t t0 = now_ns();
@@ -940,10 +973,10 @@ static res_t lucent_events(natsConnection *nc, jsCtx *jsm, const events_t *e,
     po.MaxWait = (int64_t)(O.max_seconds * 1000);
     js_PublishAsyncComplete(js, &po);
   }
-  /* Until the store holds a result per input. */
+  /* Until a result per input has gone to the store. */
   uint64_t have = 0, last = 0, since = now_ns(), t1 = 0;
   while (now_ns() < deadline) {
-    have = stream_msgs(jsm, LU_STREAM_EVENTS) - base;
+    have = atomic_load(&stored);
     if (have >= e->n) {
       t1 = now_ns();
       break;
@@ -962,38 +995,32 @@ static res_t lucent_events(natsConnection *nc, jsCtx *jsm, const events_t *e,
   r.rate = (double)r.done * 1e9 / (double)(t1 - t0);
   cpu_fill(&r, c0, c1, e->n);
   r.errors += (size_t)atomic_load(&acks.err) + (size_t)atomic_load(&acks.dup);
-  /* What is in the store: exactly N results of fn, nothing else. */
+  /* What is in the store: exactly N results of fn, nothing else, read
+   * the way `lucent events --nats` reads it (packs included). */
   sleep_ms(200);
-  jsOptions so;
-  jsOptions_Init(&so);
-  so.Stream.Info.SubjectsFilter = LU_SUBJ_EVENTS ".>";
-  jsStreamInfo *si = NULL;
-  char want[128];
-  snprintf(want, sizeof want, "%s.%sCompleted", LU_SUBJ_EVENTS, fn);
-  uint64_t good = 0, other = 0;
-  char other_subj[128] = "";
-  if (js_GetStreamInfo(&si, jsm, LU_STREAM_EVENTS, &so, NULL) == NATS_OK) {
-    for (int i = 0; si->State.Subjects && i < si->State.Subjects->Count;
-         i++) {
-      const jsStreamStateSubject *x = &si->State.Subjects->List[i];
-      if (!strcmp(x->Subject, want)) {
-        good += x->Msgs;
-      } else {
-        other += x->Msgs;
-        snprintf(other_subj, sizeof other_subj, "%s", x->Subject);
-      }
-    }
-    jsStreamInfo_Destroy(si);
+  natsSubscription_Destroy(stored_sub);
+  char want[128], err[160];
+  snprintf(want, sizeof want, "%sCompleted", fn);
+  uint64_t good = 0;
+  int64_t all = -1;
+  lu_store_t *st = NULL;
+  if (lu__store_jetstream_open(&st, obs, 0, 0, err, sizeof err) == 0) {
+    lu_query_t q = {.type = want};
+    if (lu_store_query(st, &q, count_row, &good) != 0)
+      snprintf(err, sizeof err, "%s", lu_store_errmsg(st));
+    all = lu_store_count(st);
+    lu_store_close(st);
   }
-  if (good != base + e->n || other) {
-    r.errors += (size_t)(other + (good > base + e->n ? good - base - e->n
-                                                     : base + e->n - good));
+  if (good != e->n || all != (int64_t)e->n) {
+    r.errors += (size_t)(good > e->n ? good - e->n : e->n - good) +
+                (all < 0 ? e->n : 0);
     snprintf(r.why, sizeof r.why,
-             "store holds %" PRIu64 " %s (want %" PRIu64 ") and %" PRIu64
-             " others (%s); %zu publish errors",
-             good, want, base + e->n, other, other_subj[0] ? other_subj : "-",
-             (size_t)atomic_load(&acks.err));
+             "store holds %" PRIu64 " %.60s (want %zu) of %" PRId64
+             " events; %zu publish errors%s%.150s",
+             good, want, e->n, all, (size_t)atomic_load(&acks.err),
+             all < 0 ? "; " : "", all < 0 ? err : "");
   }
+  natsConnection_Destroy(obs);
   jsCtx_Destroy(js);
   return r;
 }
@@ -1473,6 +1500,7 @@ static void usage(FILE *f) {
       "  --shards LIST       serve processes for events (default 1,3)\n"
       "  --exec-shards LIST  serve processes for exec (default 1,3)\n"
       "  --delivery LIST     alo,amo (default both)\n"
+      "  --pack N            at-most-once serves: results per message\n"
       "  --max-seconds S     bound of every load loop (default 60)\n"
       "  --json FILE         suite: one JSON line per run\n"
       "  --round N           rr, events: label of the first round (1)\n"
@@ -1547,6 +1575,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--n1")) O.n1 = parse_size(v, a);
     else if (!strcmp(a, "--n64")) O.n64 = parse_size(v, a);
     else if (!strcmp(a, "--keys")) O.keys = parse_size(v, a);
+    else if (!strcmp(a, "--pack")) O.pack = (parse_size(v, a), v);
     else if (!strcmp(a, "--max-seconds")) O.max_seconds = (double)parse_size(v, a);
     else if (!strcmp(a, "--shards")) O.nshards = parse_list(v, O.shards, 8, a);
     else if (!strcmp(a, "--exec-shards"))

@@ -25,6 +25,10 @@
 #include "membership.h"
 #include "nats_opts.h"
 
+/* Results per JetStream message at most with --delivery at-most-once
+ * (store_jetstream.c note 7): bench/README.md has the measurements. */
+#define SERVE_AMO_PACK 256
+
 static void usage(FILE *f) {
   fprintf(f,
       "usage: lucent serve --nats URLS --shard ID --plugin PATH [options]\n"
@@ -42,6 +46,9 @@ static void usage(FILE *f) {
       "  --ack-wait-ms N      JetStream redelivery delay (default 10000)\n"
       "  --heartbeat-ms N     heartbeat interval (default 250)\n"
       "  --batch N            events per store batch (default 4096)\n"
+      "  --pack N             at-most-once: store up to N results of one\n"
+      "                       type per JetStream message (default 256;\n"
+      "                       1 = one message per event)\n"
       "%s",
       CLI_NATS_USAGE);
 }
@@ -107,7 +114,7 @@ static int parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *v) {
 
 int cmd_serve(int argc, char **argv) {
   enum { O_SHARD = 300, O_SHARDS, O_DELIVERY, O_HTTP, O_LOGL, O_LOGF,
-         O_QUEUE, O_DEPTH, O_ACKW, O_HB, O_BATCH };
+         O_QUEUE, O_DEPTH, O_ACKW, O_HB, O_BATCH, O_PACK };
   static const struct option opts[] = {
       {"shard", required_argument, 0, O_SHARD},
       {"plugin", required_argument, 0, 'p'},
@@ -121,6 +128,7 @@ int cmd_serve(int argc, char **argv) {
       {"ack-wait-ms", required_argument, 0, O_ACKW},
       {"heartbeat-ms", required_argument, 0, O_HB},
       {"batch", required_argument, 0, O_BATCH},
+      {"pack", required_argument, 0, O_PACK},
       {"help", no_argument, 0, 'h'},
       CLI_NATS_LONGOPTS,
       {0, 0, 0, 0}};
@@ -133,7 +141,7 @@ int cmd_serve(int argc, char **argv) {
   lu_log_level_t log_level = LU_LOG_INFO;
   lu_log_format_t log_format = LU_LOG_FORMAT_AUTO;
   int nplug = 0, c;
-  uint32_t v32;
+  uint32_t v32, pack = 0; /* 0: the default for the delivery mode */
   if (lu_registry_new(&reg)) return 1;
   optind = 1;
   while ((c = getopt_long(argc, argv, "p:h", opts, NULL)) != -1) {
@@ -185,6 +193,7 @@ int cmd_serve(int argc, char **argv) {
       case O_ACKW: U32(bc.ack_wait_ms, 100, 3600000, "--ack-wait-ms")
       case O_HB: U32(bc.hb_interval_ms, 10, 60000, "--heartbeat-ms")
       case O_BATCH: U32(cfg.store_batch, 1, 1u << 20, "--batch")
+      case O_PACK: U32(pack, 1, 4096, "--pack")
 #undef U32
       case 'h': usage(stdout); lu_registry_free(reg); return 0;
       default: goto usage_err;
@@ -203,6 +212,16 @@ int cmd_serve(int argc, char **argv) {
               shard);
     goto usage_err;
   }
+  /* A pack is deduplicated as a whole (store_jetstream.c note 7): with
+   * redelivery a re-executed input would store its results twice. */
+  if (pack > 1 && bc.delivery != LU_DELIVERY_AT_MOST_ONCE) {
+    cli_error("--pack needs --delivery at-most-once: at-least-once "
+              "redelivers, and only one message per event deduplicates "
+              "each result");
+    goto usage_err;
+  }
+  if (!pack)
+    pack = bc.delivery == LU_DELIVERY_AT_MOST_ONCE ? SERVE_AMO_PACK : 1;
   lu_log_set_format(log_format);
   lu_log_set_level(log_level);
 
@@ -233,6 +252,7 @@ int cmd_serve(int argc, char **argv) {
     lu_registry_free(reg);
     return 1;
   }
+  lu__store_jetstream_set_pack(store, pack);
   const char *ids[] = {shard};
   cfg.shards = 1;
   cfg.shard_ids = ids;

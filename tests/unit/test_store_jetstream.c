@@ -367,6 +367,76 @@ static void test_queries(void **state) {
   assert_int_equal(run_query(st, &none)->n, 0);
 }
 
+/* Packs (store_jetstream.c note 7): consecutive records of one type share
+ * a message, up to the pack size; queries, filters and counts see events
+ * one by one; the store's own retry of a batch stores nothing twice. */
+static void test_packs(void **state) {
+  fx_t *f = *state;
+  lu_store_t *st = f->st;
+  lu__store_jetstream_set_pack(st, 3);
+  lu_record_t r[6] = {
+      rec("1", "OrderPlaced", "o1", "k1",
+          "{\"subject\":\"o1\",\"correlationid\":\"k1\",\"n\":1}"),
+      rec("2", "OrderPlaced", "o2", "k2",
+          "{\"subject\":\"o2\",\"correlationid\":\"k2\",\"n\":2}"),
+      rec("3", "OrderPlaced", "o1", "k3",
+          "{\"subject\":\"o1\",\"correlationid\":\"k3\",\"n\":3}"),
+      rec("4", "OrderPlaced", "o2", "k2",
+          "{\"subject\":\"o2\",\"correlationid\":\"k2\",\"n\":4}"),
+      rec("5", "OrderPaid", "o1", "k1",
+          "{\"subject\":\"o1\",\"correlationid\":\"k1\",\"n\":5}"),
+      rec("6", "OrderPlaced", NULL, NULL, "{\"n\":\n6}"), /* travels alone */
+  };
+  size_t ins = 0;
+  assert_int_equal(lu_store_append(st, r, 6, &ins), 0);
+  assert_int_equal(ins, 6);
+  assert_int_equal(lu_store_count(st), 6);
+
+  /* Messages: [1 2 3] [4] [5] [6]: the pack's events share sequence 1. */
+  rows_t *rows = run_query(st, NULL);
+  assert_int_equal(rows->n, 6);
+  static const uint64_t seqs[] = {1, 1, 1, 2, 3, 4};
+  for (size_t i = 0; i < 6; i++) {
+    assert_int_equal(rows->seq[i], seqs[i]);
+    assert_string_equal(rows->body[i], r[i].json);
+  }
+  lu_query_t q = {.type = "OrderPlaced"};
+  rows = run_query(st, &q);
+  assert_int_equal(rows->n, 5);
+  assert_string_equal(rows->body[4], r[5].json);
+  lu_query_t s = {.subject = "o1"};
+  rows = run_query(st, &s);
+  assert_int_equal(rows->n, 3);
+  assert_string_equal(rows->body[0], r[0].json);
+  assert_string_equal(rows->body[1], r[2].json);
+  assert_string_equal(rows->body[2], r[4].json);
+  lu_query_t c = {.type = "OrderPlaced", .correlationid = "k2"};
+  rows = run_query(st, &c);
+  assert_int_equal(rows->n, 2);
+  assert_string_equal(rows->body[0], r[1].json);
+  assert_string_equal(rows->body[1], r[3].json);
+  lu_query_t l = {.limit = 2};
+  assert_int_equal(run_query(st, &l)->n, 2);
+  lu_query_t a = {.after_seq = 1}; /* skips the whole pack */
+  rows = run_query(st, &a);
+  assert_int_equal(rows->n, 3);
+  assert_string_equal(rows->body[0], r[3].json);
+
+  /* The same batch again (the store's retry): nothing new. */
+  assert_int_equal(lu_store_append(st, r, 6, &ins), 0);
+  assert_int_equal(ins, 0);
+  assert_int_equal(lu_store_count(st), 6);
+  /* The limit of packs, as documented: the same events grouped otherwise
+   * are a new pack, stored again.  Hence at-most-once only. */
+  assert_int_equal(lu_store_append(st, r + 1, 3, &ins), 0);
+  assert_int_equal(ins, 3);
+  assert_int_equal(lu_store_count(st), 9);
+  /* Back to one message per event: per-event deduplication again. */
+  lu__store_jetstream_set_pack(st, 1);
+  assert_int_equal(lu_store_append(st, r + 3, 1, &ins), 0);
+  assert_int_equal(ins, 0); /* id "4" was stored alone above */
+}
+
 static void test_query_callback_stop_and_reentry(void **state) {
   fx_t *f = *state;
   lu_store_t *st = f->st;
@@ -708,6 +778,7 @@ int main(void) {
       T(test_duplicates),
       T(test_invalid_record_fails_batch),
       T(test_queries),
+      T(test_packs),
       T(test_query_callback_stop_and_reentry),
       T(test_query_callback_may_not_reenter),
       T(test_odd_types_and_values),
