@@ -22,7 +22,8 @@
  *                   way `lucent publish` does (at-least-once: JetStream
  *                   async publish to lucent.intake.<p>, Nats-Msg-Id and
  *                   Lucent-Line headers; at-most-once: core publish to
- *                   lucent.amo.intake), from the first publish until
+ *                   lucent.amo.intake, no headers), from the first publish
+ *                   until
  *                   N results have been published to LUCENT_EVENTS's
  *                   subjects (a core subscription on lucent.events.>
  *                   counts them, packs by their Lucent-Count: at-most-once
@@ -944,6 +945,11 @@ static res_t lucent_events(natsConnection *nc, jsCtx *jsm, const events_t *e,
     else snprintf(subj, sizeof subj, "%s.%u", LU_SUBJ_INTAKE,
                   lu__intake_partition(NULL, json, len)); /* by bytes */
     snprintf(line, sizeof line, "%zu", i + 1);
+    if (amo) { /* as `lucent publish`: valid events travel bare */
+      if (natsConnection_Publish(nc, subj, json, (int)len) != NATS_OK)
+        r.errors++;
+      continue;
+    }
     natsMsg *m = NULL;
     natsStatus s = natsMsg_Create(&m, subj, NULL, json, (int)len);
     if (s == NATS_OK) s = natsMsgHeader_Set(m, "Lucent-Line", line);

@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <cjson/cJSON.h>
 
@@ -42,10 +43,19 @@ typedef struct lu_buf_s {
   size_t len, cap;
   int oom; /* sticky allocation failure */
 } lu_buf_t;
-void lu__buf_put(lu_buf_t *b, const char *s, size_t n);
-void lu__buf_puts(lu_buf_t *b, const char *s);
 /** Makes room for n more bytes (and the NUL) at once; 0, or -1 (b->oom). */
 int lu__buf_reserve(lu_buf_t *b, size_t n);
+/* Inline: results and stored events are built from dozens of short puts,
+ * most of string literals whose strlen the compiler then folds. */
+static inline void lu__buf_put(lu_buf_t *b, const char *s, size_t n) {
+  if ((b->oom || b->len + n + 1 > b->cap) && lu__buf_reserve(b, n)) return;
+  memcpy(b->p + b->len, s, n);
+  b->len += n;
+  b->p[b->len] = 0;
+}
+static inline void lu__buf_puts(lu_buf_t *b, const char *s) {
+  lu__buf_put(b, s, strlen(s));
+}
 /** Appends s as a JSON string literal (quotes and escapes; invalid UTF-8
  *  bytes become U+FFFD so the output is always valid JSON). */
 void lu__buf_json_str(lu_buf_t *b, const char *s, size_t n);

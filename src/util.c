@@ -115,15 +115,6 @@ static int buf_grow(lu_buf_t *b, size_t extra) {
 
 int lu__buf_reserve(lu_buf_t *b, size_t n) { return buf_grow(b, n); }
 
-void lu__buf_put(lu_buf_t *b, const char *s, size_t n) {
-  if (buf_grow(b, n)) return;
-  memcpy(b->p + b->len, s, n);
-  b->len += n;
-  b->p[b->len] = 0;
-}
-
-void lu__buf_puts(lu_buf_t *b, const char *s) { lu__buf_put(b, s, strlen(s)); }
-
 /* Length of a valid UTF-8 sequence starting at s (n bytes left), or 0. */
 static size_t utf8_len(const unsigned char *s, size_t n) {
   unsigned c = s[0];
