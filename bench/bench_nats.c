@@ -32,7 +32,8 @@
  *                   NoopTickCompleted.
  *   lucent exec     the req/reply load generator against lucent.exec with
  *                   one CloudEvent per request; every reply must contain
- *                   "success":true.
+ *                   "success":true.  On serves of each --delivery mode:
+ *                   at-most-once serves pack the results they store.
  *
  * Every message is one of the same ~310-byte CloudEvents (bench_pipeline's
  * events plus a "key" member in data).  Every connection has SendAsap on
@@ -1087,7 +1088,8 @@ enum { K_JS, K_CORE, K_RR1, K_RR64, K_JSPUB, K_ALO, K_AMO, K_EX1, K_EX64 };
 typedef struct cfg_s {
   int kind;
   unsigned shards;
-  char name[96];
+  int amo;      /* exec: serves with --delivery at-most-once (packs) */
+  char name[128];
   res_t *runs;  /* R; raw configs: every baseline run */
   size_t nruns;
   int base;     /* index of the raw config it is paired with, -1 = raw */
@@ -1139,15 +1141,22 @@ static int suite(void) {
       nc++;
     }
   }
-  for (size_t s = 0; s < O.nexec; s++)
-    for (int w = 0; w < 2; w++) {
-      cs[nc] = (cfg_t){.kind = w ? K_EX64 : K_EX1, .shards = O.exec_shards[s],
-                       .base = w ? K_RR64 : K_RR1};
-      snprintf(cs[nc].name, sizeof cs[nc].name,
-               "lucent exec, %s in flight, %u serve%s", w ? "64" : "1",
-               O.exec_shards[s], O.exec_shards[s] == 1 ? "" : "s");
-      nc++;
-    }
+  /* exec on serves of each delivery mode asked for: request/reply is the
+   * same in both, but at-most-once serves pack the results they store. */
+  for (int d = 0; d < 2; d++) {
+    if (!(O.deliveries & (1 << d))) continue;
+    for (size_t s = 0; s < O.nexec; s++)
+      for (int w = 0; w < 2; w++) {
+        cs[nc] = (cfg_t){.kind = w ? K_EX64 : K_EX1,
+                         .shards = O.exec_shards[s], .amo = d,
+                         .base = w ? K_RR64 : K_RR1};
+        snprintf(cs[nc].name, sizeof cs[nc].name,
+                 "lucent exec, %s in flight, %u serve%s%s", w ? "64" : "1",
+                 O.exec_shards[s], O.exec_shards[s] == 1 ? "" : "s",
+                 d ? ", at-most-once serve (packed results)" : "");
+        nc++;
+      }
+  }
   for (size_t i = 0; i < nc; i++) {
     cs[i].runs = calloc(R * nc, sizeof *cs[i].runs);
     if (!cs[i].runs) die("out of memory");
@@ -1218,7 +1227,7 @@ static int suite(void) {
         b64->runs[b64->nruns++] = r64;
         json_run("rr1", "raw", b1->name, r + 1, &r1);
         json_run("rr64", "raw", b64->name, r + 1, &r64);
-        serves_start(ctl, jsm, c->shards, 0, NULL);
+        serves_start(ctl, jsm, c->shards, c->amo, NULL);
         (void)rr_run(cli, LU_SUBJ_EXEC, &req, 1000, 1, 1, NULL); /* warm */
         gen_events(&tick, nreq, "Tick"); /* fresh ids */
         res_t e1 = rr_run(cli, LU_SUBJ_EXEC, &tick, O.n1, 1, 1, NULL);
@@ -1234,10 +1243,11 @@ static int suite(void) {
         c64->runs[c64->nruns++] = e64;
         json_run("exec1", "lucent", c->name, r + 1, &e1);
         json_run("exec64", "lucent", c64->name, r + 1, &e64);
-        note("round %zu  exec %u serve%s: 1 in flight p50 %.0f p99 %.0f "
+        note("round %zu  exec %u serve%s%s: 1 in flight p50 %.0f p99 %.0f "
              "p999 %.0f µs (raw p99 %.0f µs: %.2fx); 64 in flight %.0f "
              "req/s (raw %.0f: %.1f%%)",
-             r + 1, c->shards, c->shards == 1 ? "" : "s", e1.p50 / 1e3,
+             r + 1, c->shards, c->shards == 1 ? "" : "s",
+             c->amo ? " (at-most-once)" : "", e1.p50 / 1e3,
              e1.p99 / 1e3, e1.p999 / 1e3, r1.p99 / 1e3, e1.ratio, e64.rate,
              r64.rate, 100 * e64.ratio);
       }
@@ -1369,7 +1379,7 @@ static int cmd_rr(void) {
       die("raw responder");
   } else {
     drop_lucent_streams(jsm);
-    serves_start(ctl, jsm, O.shards[0], 0, NULL);
+    serves_start(ctl, jsm, O.shards[0], O.deliveries == 2, NULL);
   }
   const char *subject = lucent ? LU_SUBJ_EXEC : "bench.rr";
   size_t nreq = O.n1 > O.n64 ? O.n1 : O.n64;
@@ -1505,7 +1515,8 @@ static void usage(FILE *f) {
       "50000)\n"
       "  --shards LIST       serve processes for events (default 1,3)\n"
       "  --exec-shards LIST  serve processes for exec (default 1,3)\n"
-      "  --delivery LIST     alo,amo (default both)\n"
+      "  --delivery LIST     alo,amo (default both): for events runs, and\n"
+      "                      the serves of exec runs (and rr --system lucent)\n"
       "  --pack N            at-most-once serves: results per message\n"
       "  --max-seconds S     bound of every load loop (default 60)\n"
       "  --json FILE         suite: one JSON line per run\n"
