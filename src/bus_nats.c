@@ -191,42 +191,6 @@ static int ensure_consumer(lu_natsbus_t *b, const char *stream,
   return LU_EIO;
 }
 
-/* ---- releasing received messages ------------------------------------- */
-
-/* nats.c frees a received message on its garbage-collector thread, and
- * natsMsg_Destroy wakes that thread whenever its list was empty: a futex
- * wake-up per message, plus the collector's own, were 1/6 of an
- * at-most-once serve's CPU (perf, bench/README.md).  Messages we are done
- * with are handed back RELEASE_BATCH at a time instead.  Shared by every
- * bus of the process; lu__natsbus_stop hands back what is left. */
-#define RELEASE_BATCH 64
-static pthread_mutex_t g_rel_lock = PTHREAD_MUTEX_INITIALIZER;
-static natsMsg *g_rel[RELEASE_BATCH];
-static size_t g_nrel;
-
-/* Destroys the held messages (all of them when all, else only a full
- * batch), outside the lock. */
-static void release_batch(int all) {
-  natsMsg *batch[RELEASE_BATCH];
-  size_t n = 0;
-  pthread_mutex_lock(&g_rel_lock);
-  if (all || g_nrel == RELEASE_BATCH) {
-    n = g_nrel;
-    memcpy(batch, g_rel, n * sizeof *batch);
-    g_nrel = 0;
-  }
-  pthread_mutex_unlock(&g_rel_lock);
-  for (size_t i = 0; i < n; i++) natsMsg_Destroy(batch[i]);
-}
-
-static void release(natsMsg *m) {
-  pthread_mutex_lock(&g_rel_lock);
-  g_rel[g_nrel++] = m;
-  int full = g_nrel == RELEASE_BATCH;
-  pthread_mutex_unlock(&g_rel_lock);
-  if (full) release_batch(0);
-}
-
 /* ---- acknowledging what we pulled ------------------------------------ */
 
 static void ack_done(void *ctx, const lu_outcome_t *o, int stored) {
@@ -234,7 +198,7 @@ static void ack_done(void *ctx, const lu_outcome_t *o, int stored) {
   natsMsg *msg = ctx;
   if (stored) natsMsg_Ack(msg, NULL);
   else natsMsg_Nak(msg, NULL); /* redelivered; idempotent ids */
-  release(msg);
+  lu__nats_msg_release(msg);
 }
 
 /* ---- pulling ---------------------------------------------------------- */
@@ -741,7 +705,7 @@ static void on_amo(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
   else
     lu__manager_submit_raw(b->m, data ? data : "", len > 0 ? (size_t)len : 0,
                            header_u64(msg, "Lucent-Line"), none);
-  release(msg);
+  lu__nats_msg_release(msg);
 }
 
 static natsStatus subscribe(lu_natsbus_t *b, natsSubscription **sub,
@@ -884,7 +848,7 @@ void lu__natsbus_stop(lu_natsbus_t *b, uint32_t timeout_ms) {
     natsSubscription_Destroy(b->pullers[i]->sub);
     free(b->pullers[i]);
   }
-  release_batch(1); /* nothing of ours is held past the stop */
+  lu__nats_msg_release_all(); /* nothing of ours is held past the stop */
   lu__kvsess_close(b->kv);
   jsCtx_Destroy(b->js);
   jsCtx_Destroy(b->jsm);

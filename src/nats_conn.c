@@ -42,6 +42,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -580,4 +581,47 @@ int lu__nats_connect(natsConnection **nc, const lu_nats_opts_t *o, char *err,
           shown, why);
   urls_free(urls, n);
   return rc;
+}
+
+/* ---- releasing received messages -------------------------------------- */
+
+/* nats.c frees a received message on its garbage-collector thread, and
+ * natsMsg_Destroy wakes that thread whenever its list was empty: a futex
+ * wake-up per message, plus the collector's own, were 1/6 of an
+ * at-most-once serve's CPU (perf, bench/README.md).  Messages are handed
+ * back RELEASE_BATCH at a time instead.  The batch is taken out in the
+ * same critical section that fills it: two threads releasing at once
+ * must never both see it full, or neither. */
+#define RELEASE_BATCH 64
+static pthread_mutex_t g_rel_lock = PTHREAD_MUTEX_INITIALIZER;
+static natsMsg *g_rel[RELEASE_BATCH];
+static size_t g_nrel;
+
+static void destroy_all(natsMsg **batch, size_t n) {
+  for (size_t i = 0; i < n; i++) natsMsg_Destroy(batch[i]);
+}
+
+void lu__nats_msg_release(natsMsg *m) {
+  if (!m) return;
+  natsMsg *batch[RELEASE_BATCH];
+  size_t n = 0;
+  pthread_mutex_lock(&g_rel_lock);
+  g_rel[g_nrel++] = m;
+  if (g_nrel == RELEASE_BATCH) {
+    n = g_nrel;
+    memcpy(batch, g_rel, n * sizeof *batch);
+    g_nrel = 0;
+  }
+  pthread_mutex_unlock(&g_rel_lock);
+  destroy_all(batch, n);
+}
+
+void lu__nats_msg_release_all(void) {
+  natsMsg *batch[RELEASE_BATCH];
+  pthread_mutex_lock(&g_rel_lock);
+  size_t n = g_nrel;
+  memcpy(batch, g_rel, n * sizeof *batch);
+  g_nrel = 0;
+  pthread_mutex_unlock(&g_rel_lock);
+  destroy_all(batch, n);
 }

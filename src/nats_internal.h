@@ -85,6 +85,15 @@ int lu__nats_connect(natsConnection **nc, const lu_nats_opts_t *o, char *err,
  *  error is nats.c's, of this thread). */
 void lu__nats_reason(natsStatus s, char *buf, size_t cap);
 
+/** Destroys a received message, later: messages are handed back to nats.c
+ *  in groups of 64, because each natsMsg_Destroy may wake nats.c's
+ *  garbage-collector thread.  Takes ownership (NULL is ignored).  Thread
+ *  safe.  Call lu__nats_msg_release_all before nats_Close. */
+void lu__nats_msg_release(natsMsg *m);
+/** Destroys every message still held by lu__nats_msg_release.  Thread
+ *  safe. */
+void lu__nats_msg_release_all(void);
+
 /* ---- store_jetstream.c ------------------------------------------------ */
 
 /** Opens the event store on JetStream: stream LUCENT_EVENTS (file
