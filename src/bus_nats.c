@@ -662,7 +662,7 @@ static void on_exec(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
     return;
   }
   if (sub == b->exec_self_sub) { /* forwarded to us: pinned */
-    lu__manager_run_local(b->m, ev, b->self, done);
+    lu__manager_run_local(b->m, ev, b->self, 1, done);
     natsMsg_Destroy(msg);
     return;
   }
@@ -676,7 +676,7 @@ static void on_exec(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
   } else if (local || !needs_owner(b, ev)) {
     /* The queue group already spread requests: a function that may run
      * anywhere (round_robin, load_balanced) runs where it landed. */
-    lu__manager_run_local(b->m, ev, local ? target : b->self, done);
+    lu__manager_run_local(b->m, ev, local ? target : b->self, 1, done);
   } else {
     lu_event_free(ev);
     free(rp);

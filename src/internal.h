@@ -365,8 +365,9 @@ int lu__manager_route(lu_manager_t *m, const lu_event_t *ev, char *target,
                       size_t cap, int *local, char *why, size_t wcap);
 /** Runs ev on the local shard `target` (pinned; takes ownership of ev);
  *  done gets the outcome (request/reply).  An unknown target runs on the
- *  first local shard. */
+ *  first local shard.  packable: the records of its outcome carry
+ *  LU_RECORD_PACKABLE (it will not be redelivered: an exec request). */
 int lu__manager_run_local(lu_manager_t *m, lu_event_t *ev, const char *target,
-                          lu_done_t done);
+                          int packable, lu_done_t done);
 
 #endif /* LUCENT_INTERNAL_H */

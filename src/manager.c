@@ -56,6 +56,7 @@ typedef struct item_s {
   unsigned attempts, hops;
   const lu_fnent_t *fn; /* fixed once selected, so retries stay on it */
   lu_done_t done;       /* who to tell when it is finished here */
+  int packable;         /* its records get LU_RECORD_PACKABLE (exec) */
 } item_t;
 
 #define NOFF SIZE_MAX
@@ -69,6 +70,7 @@ typedef struct unit_s {
   struct unit_s *next;
   lu_outcome_kind_t kind;
   int derived, shard; /* shard -1 = decided at intake */
+  int packable;       /* records get LU_RECORD_PACKABLE */
   uint64_t line, t_submit, exec_ns;
   unsigned attempts;
   const lu_fnent_t *fn;
@@ -452,6 +454,7 @@ static void *store_main(void *arg) {
             .time = at(&u->text, r->time),
             .json = at(&u->text, r->json),
             .len = r->json_len,
+            .flags = u->packable ? LU_RECORD_PACKABLE : 0,
         };
       }
     }
@@ -568,6 +571,7 @@ static void dead_letter(lu_manager_t *m, int shard, const item_t *it,
   const lu_event_t *ev = it->ev;
   unit_t *u = unit_new(LU_OUTCOME_DEAD_LETTERED, it->derived, shard, it->line,
                        it->t_submit);
+  u->packable = it->packable;
   u->done = it->done;
   ((item_t *)it)->done.fn = NULL;
   char id[37];
@@ -1088,7 +1092,7 @@ int lu__manager_accept(lu_manager_t *m, const char *json, size_t len,
 }
 
 int lu__manager_run_local(lu_manager_t *m, lu_event_t *ev, const char *target,
-                          lu_done_t done) {
+                          int packable, lu_done_t done) {
   shard_t *t = target ? local_shard(m, target) : NULL;
   if (!t) t = &m->shards[0];
   pending_add(m, 1);
@@ -1100,6 +1104,7 @@ int lu__manager_run_local(lu_manager_t *m, lu_event_t *ev, const char *target,
   it->ev = ev;
   it->t_submit = lu__now_ns();
   it->done = done;
+  it->packable = packable;
   enqueue(t, it, 0);
   return 0;
 }
@@ -1223,6 +1228,7 @@ static void complete(shard_t *s, item_t *it, uint64_t exec_ns) {
   const char *name = fe->fn->name;
   unit_t *u = unit_new(LU_OUTCOME_COMPLETED, it->derived, (int)s->idx,
                        it->line, it->t_submit);
+  u->packable = it->packable;
   char id[37], type[256], subject[320], src[48];
   const char *parts[] = {ev->id, name};
   lu__derive_id(id, parts, 2);
@@ -1303,6 +1309,7 @@ static void fail(shard_t *s, item_t *it, const char *reason, uint64_t exec_ns) {
   const char *name = fe->fn->name;
   unit_t *u = unit_new(LU_OUTCOME_FAILED, it->derived, (int)s->idx, it->line,
                        it->t_submit);
+  u->packable = it->packable;
   u->done = it->done;
   it->done.fn = NULL;
   char id[37], type[256], subject[320], src[48], abuf[16];

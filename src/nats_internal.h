@@ -114,12 +114,15 @@ int lu__store_jetstream_open(lu_store_t **out, natsConnection *nc,
                              size_t errlen);
 
 /** Packs up to max_records consecutive records of one type per message
- *  from the next append on (0 or 1: one message per event, the default).
- *  For at-most-once delivery only: a pack is deduplicated as a whole, so a
- *  redelivered input would be stored twice (store_jetstream.c note 7).
- *  Queries and counts read packs and single events alike.  No-op on a
- *  store that is not a JetStream store.  Same thread rules as append. */
-void lu__store_jetstream_set_pack(lu_store_t *st, size_t max_records);
+ *  from the next append on (0 or 1: one message per event, the default):
+ *  every record when all is 1, else only records flagged
+ *  LU_RECORD_PACKABLE.  A pack is deduplicated as a whole, so pack every
+ *  record only where nothing is redelivered (at-most-once delivery):
+ *  store_jetstream.c note 7.  Queries and counts read packs and single
+ *  events alike.  No-op on a store that is not a JetStream store.  Same
+ *  thread rules as append. */
+void lu__store_jetstream_set_pack(lu_store_t *st, size_t max_records,
+                                  int all);
 
 /* ---- session_kv.c ----------------------------------------------------- */
 

@@ -19,9 +19,10 @@
  * The stream sequence is the store sequence: it starts at 1 and grows by
  * one per stored (not duplicate) message, like the SQLite store's seq.
  *
- * A store can also pack (lu__store_jetstream_set_pack, used by `lucent
- * serve --delivery at-most-once`): consecutive records of one type in a
- * batch then travel as one message, note 7:
+ * A store can also pack (lu__store_jetstream_set_pack: `lucent serve`
+ * packs every result with --delivery at-most-once, and the results of
+ * `lucent exec` requests, LU_RECORD_PACKABLE, in both modes): consecutive
+ * records of one type in a batch then travel as one message, note 7:
  *
  *   packed message         subject  lucent.events.<type>
  *                          headers  Nats-Msg-Id     <first id>+<count>
@@ -97,7 +98,9 @@
  *     pack's id is its first event's id and its size, so the store's own
  *     retry of a failed batch, which packs the same way, is still
  *     deduplicated, but a redelivered input is not: that is why only
- *     at-most-once delivery packs, where nothing is redelivered), per-event
+ *     records that are never redelivered are packed - all of them with
+ *     at-most-once delivery, exec results (LU_RECORD_PACKABLE) with
+ *     either), per-event
  *     stream sequences (the events of a pack share its sequence; --after
  *     skips whole packs), the subject and correlation headers (queries
  *     parse each packed event to filter on them), and the cheap count
@@ -146,6 +149,7 @@ typedef struct js_store_s {
   int readonly;
   int busy; /* inside a query callback */
   size_t pack; /* records per message at most (note 7); 0, 1 = no packs */
+  int pack_all; /* pack every record, not only LU_RECORD_PACKABLE ones */
   lu_buf_t packbuf; /* a pack's data, reused */
   int64_t dup_ns; /* the duplicate window we want */
   int published; /* ever published: nats.c's pending map exists (its
@@ -559,18 +563,21 @@ static int build_msg(js_store_t *st, const lu_record_t *r, size_t i,
   return 0;
 }
 
-/* Can record r go in a pack?  Not with a raw newline (note 7). */
-static int packable(const lu_record_t *r) {
-  return !memchr(r->json, '\n', r->len);
+/* Can record r go in a pack?  When the store packs it (every record, or
+ * those flagged LU_RECORD_PACKABLE), and not with a raw newline (note 7). */
+static int packable(const js_store_t *st, const lu_record_t *r) {
+  return (st->pack_all || (r->flags & LU_RECORD_PACKABLE)) &&
+         !memchr(r->json, '\n', r->len);
 }
 
 /* How many records from recs[0] (of n) go in one message (note 7). */
 static size_t pack_run(const js_store_t *st, const lu_record_t *recs,
                        size_t n) {
-  if (st->pack < 2 || !packable(&recs[0])) return 1;
+  if (st->pack < 2 || !packable(st, &recs[0])) return 1;
   size_t k = 1, bytes = recs[0].len;
   while (k < n && k < st->pack && strcmp(recs[k].type, recs[0].type) == 0 &&
-         packable(&recs[k]) && bytes + 1 + recs[k].len <= LU_JS_PACK_BYTES) {
+         packable(st, &recs[k]) &&
+         bytes + 1 + recs[k].len <= LU_JS_PACK_BYTES) {
     bytes += 1 + recs[k].len;
     k++;
   }
@@ -627,9 +634,12 @@ static int build_pack(js_store_t *st, const lu_record_t *recs, size_t k,
   return 0;
 }
 
-void lu__store_jetstream_set_pack(lu_store_t *base, size_t max_records) {
-  if (base && base->ops == &jetstream_ops)
+void lu__store_jetstream_set_pack(lu_store_t *base, size_t max_records,
+                                  int all) {
+  if (base && base->ops == &jetstream_ops) {
     ((js_store_t *)base)->pack = max_records;
+    ((js_store_t *)base)->pack_all = all;
+  }
 }
 
 static int js_append(lu_store_t *base, const lu_record_t *recs, size_t n,

@@ -21,13 +21,20 @@ extern "C" {
 
 typedef struct lu_store_s lu_store_t;
 
+/** lu_record_t.flags: the record will never be appended again by a
+ *  redelivery (a `lucent exec` result: requests are not redelivered), so
+ *  a store may write it without per-event deduplication, for example in
+ *  one message with its neighbours (the JetStream store's packs). */
+#define LU_RECORD_PACKABLE 1u
+
 /** One event to append.  All strings are borrowed for the call; `json` is
  *  the full CloudEvent text (len bytes).  subject, correlationid and
- *  causationid may be NULL. */
+ *  causationid may be NULL.  flags: LU_RECORD_* (0 for most records). */
 typedef struct lu_record_s {
   const char *id, *type, *subject, *correlationid, *causationid, *time;
   const char *json;
   size_t len;
+  unsigned flags;
 } lu_record_t;
 
 /** Filter for lu_store_query(): NULL/0 fields match everything. */

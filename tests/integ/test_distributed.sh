@@ -64,8 +64,6 @@ wait_outcomes() { # wait_outcomes INPUT SECONDS [AFTER_SEQ]: until none is missi
 # 1. Bad URL and bad credentials: clear message, non-zero exit.
 expect_fail 1 "cannot connect" "$LUCENT" serve --nats nats://127.0.0.1:1 --shard x --plugin "$LUCENT_PLUGIN"
 expect_fail 2 "--shard is required" "$LUCENT" serve --nats "$NATS_URL" --plugin "$LUCENT_PLUGIN"
-# Packs are deduplicated as a whole: refused where inputs are redelivered.
-expect_fail 2 "--pack needs --delivery at-most-once" "$LUCENT" serve --nats "$NATS_URL" --shard x --plugin "$LUCENT_PLUGIN" --pack 8
 expect_fail 2 "--pack must be an integer" "$LUCENT" serve --nats "$NATS_URL" --shard x --plugin "$LUCENT_PLUGIN" --delivery at-most-once --pack 0
 pass "bad URL and usage errors"
 

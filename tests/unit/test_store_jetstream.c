@@ -373,7 +373,7 @@ static void test_queries(void **state) {
 static void test_packs(void **state) {
   fx_t *f = *state;
   lu_store_t *st = f->st;
-  lu__store_jetstream_set_pack(st, 3);
+  lu__store_jetstream_set_pack(st, 3, 1);
   lu_record_t r[6] = {
       rec("1", "OrderPlaced", "o1", "k1",
           "{\"subject\":\"o1\",\"correlationid\":\"k1\",\"n\":1}"),
@@ -432,9 +432,35 @@ static void test_packs(void **state) {
   assert_int_equal(ins, 3);
   assert_int_equal(lu_store_count(st), 9);
   /* Back to one message per event: per-event deduplication again. */
-  lu__store_jetstream_set_pack(st, 1);
+  lu__store_jetstream_set_pack(st, 1, 1);
   assert_int_equal(lu_store_append(st, r + 3, 1, &ins), 0);
   assert_int_equal(ins, 0); /* id "4" was stored alone above */
+}
+
+/* Packing only flagged records (exec results on an at-least-once serve):
+ * unflagged ones travel alone and keep per-event deduplication. */
+static void test_packs_flagged_only(void **state) {
+  fx_t *f = *state;
+  lu_store_t *st = f->st;
+  lu__store_jetstream_set_pack(st, 8, 0);
+  lu_record_t r[5] = {
+      rec("a", "T", NULL, NULL, "{\"n\":1}"),
+      rec("b", "T", NULL, NULL, "{\"n\":2}"),
+      rec("c", "T", NULL, NULL, "{\"n\":3}"),
+      rec("d", "T", NULL, NULL, "{\"n\":4}"),
+      rec("e", "T", NULL, NULL, "{\"n\":5}"),
+  };
+  r[0].flags = r[1].flags = r[3].flags = r[4].flags = LU_RECORD_PACKABLE;
+  size_t ins = 0;
+  assert_int_equal(lu_store_append(st, r, 5, &ins), 0);
+  assert_int_equal(ins, 5);
+  rows_t *rows = run_query(st, NULL); /* [a b] [c] [d e] */
+  assert_int_equal(rows->n, 5);
+  static const uint64_t seqs[] = {1, 1, 2, 3, 3};
+  for (size_t i = 0; i < 5; i++) assert_int_equal(rows->seq[i], seqs[i]);
+  assert_int_equal(lu_store_append(st, &r[2], 1, &ins), 0);
+  assert_int_equal(ins, 0); /* c, alone, deduplicated by its own id */
+  assert_int_equal(lu_store_count(st), 5);
 }
 
 static void test_query_callback_stop_and_reentry(void **state) {
@@ -779,6 +805,7 @@ int main(void) {
       T(test_invalid_record_fails_batch),
       T(test_queries),
       T(test_packs),
+      T(test_packs_flagged_only),
       T(test_query_callback_stop_and_reentry),
       T(test_query_callback_may_not_reenter),
       T(test_odd_types_and_values),
