@@ -863,6 +863,18 @@ static int open_consumer(js_store_t *st, const char *filter, uint64_t from,
   return fail(st, "query: cannot create a consumer: %s", why);
 }
 
+/* The next batch of a query's or count's consumer: what is there now, up
+ * to LU_JS_FETCH messages (note 5). */
+static natsStatus fetch_batch(natsSubscription *sub, natsMsgList *list) {
+  jsFetchRequest fr;
+  jsFetchRequest_Init(&fr);
+  fr.Batch = LU_JS_FETCH;
+  fr.MaxBytes = LU_JS_FETCH_BYTES;
+  fr.Expires = LU_JS_FETCH_WAIT_MS * NS_PER_MS;
+  fr.NoWait = true;
+  return natsSubscription_FetchRequest(list, sub, &fr);
+}
+
 static void close_consumer(natsSubscription *sub) {
   /* Deletes the ephemeral consumer; failure is harmless (it expires). */
   if (sub) natsSubscription_Unsubscribe(sub);
@@ -921,13 +933,7 @@ static int js_query(lu_store_t *base, const lu_query_t *q, lu_store_row_cb cb,
   }
   while (!done) {
     natsMsgList list = {0};
-    jsFetchRequest fr;
-    jsFetchRequest_Init(&fr);
-    fr.Batch = LU_JS_FETCH;
-    fr.MaxBytes = LU_JS_FETCH_BYTES;
-    fr.Expires = LU_JS_FETCH_WAIT_MS * NS_PER_MS;
-    fr.NoWait = true;
-    s = natsSubscription_FetchRequest(&list, sub, &fr);
+    s = fetch_batch(sub, &list);
     if (s != NATS_OK || list.Count == 0) {
       natsMsgList_Destroy(&list);
       /* Nothing came.  Fine if nothing is left (messages can vanish under
@@ -1023,13 +1029,7 @@ static int64_t js_count(lu_store_t *base) {
   int rc = 0, done = consumer_pending(sub) == 0;
   while (!done) {
     natsMsgList list = {0};
-    jsFetchRequest fr;
-    jsFetchRequest_Init(&fr);
-    fr.Batch = LU_JS_FETCH;
-    fr.MaxBytes = LU_JS_FETCH_BYTES;
-    fr.Expires = LU_JS_FETCH_WAIT_MS * NS_PER_MS;
-    fr.NoWait = true;
-    s = natsSubscription_FetchRequest(&list, sub, &fr);
+    s = fetch_batch(sub, &list);
     if (s != NATS_OK || list.Count == 0) {
       natsMsgList_Destroy(&list);
       if (consumer_pending(sub) == 0) break;
