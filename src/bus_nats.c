@@ -53,7 +53,11 @@
 
 #define MAX_PULLERS (LU_INTAKE_PARTITIONS + 256)
 #define FETCH_BATCH 256
-#define FETCH_WAIT_MS 200
+/* How long an idle pull request waits on the server.  A message that
+ * arrives meanwhile is delivered at once (nats.c returns it), so this only
+ * sets how often idle pullers poll: at 200 ms, 16 intake and the forward
+ * pullers of three serves cost exec's p99 17% (bench/README.md). */
+#define FETCH_WAIT_MS 1000
 #define FWD_MAP_SIZE 65536 /* power of two */
 
 typedef struct puller_s {
@@ -231,7 +235,8 @@ static void handle_pulled(puller_t *p, natsMsg *msg) {
  * subscription, where nobody would read it until AckWait.  Sweep once
  * after it expired and hand back (NAK) whatever arrived. */
 static void release_sweep(puller_t *p) {
-  struct timespec ts = {0, (FETCH_WAIT_MS + 50) * 1000000L};
+  long ms = FETCH_WAIT_MS + 50;
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
   nanosleep(&ts, NULL);
   natsMsgList list = {0};
   if (natsSubscription_Fetch(&list, p->sub, FETCH_BATCH, 1, NULL) != NATS_OK)
