@@ -1047,36 +1047,19 @@ int lu__manager_accept(lu_manager_t *m, const char *json, size_t len,
   /* Pinned to a shard that is alive: not ours to run or to re-route (we
    * pulled its queue while we thought it gone); it goes back to it. */
   if (!t && target && lu__manager_in_view(m, target)) return LU_EBUSY;
-  if (!t && hops <= MAX_HOPS) {
-    /* Taken over from a shard that is gone: route once more.  Counted as
-     * an input here (its first owner never recorded an outcome). */
-    pending_add(m, 1);
-    uint64_t t0 = lu__now_ns();
-    char err[256];
-    lu_event_t *ev;
-    int rc = lu_event_parse(&ev, json, len, err, sizeof err);
-    if (rc) {
-      reject(m, -1, 1, 0, t0, json, len, NULL, err, done);
-      return 0;
-    }
-    item_t *it = calloc(1, sizeof *it);
-    if (!it) abort();
-    it->ev = ev;
-    it->t_submit = t0;
-    it->derived = 1;
-    it->hops = hops;
-    it->done = done;
-    dispatch(m, -1, it);
-    return 0;
-  }
-  if (!t) t = &m->shards[0]; /* past the hop limit: run it here */
+  /* Taken over from a shard that is gone: route once more (re-route);
+   * past the hop limit, run it here. */
+  int reroute = !t && hops <= MAX_HOPS;
+  if (!t && !reroute) t = &m->shards[0];
+  /* Pending until its outcome is stored; a re-routed one counts as an
+   * input here (its first owner never recorded an outcome). */
   pending_add(m, 1);
   uint64_t t0 = lu__now_ns();
   char err[256];
   lu_event_t *ev;
-  int rc = lu_event_parse(&ev, json, len, err, sizeof err);
-  if (rc) {
-    reject(m, (int)t->idx, 1, 0, t0, json, len, NULL, err, done);
+  if (lu_event_parse(&ev, json, len, err, sizeof err)) {
+    reject(m, reroute ? -1 : (int)t->idx, 1, 0, t0, json, len, NULL, err,
+           done);
     return 0;
   }
   item_t *it = calloc(1, sizeof *it);
@@ -1086,8 +1069,12 @@ int lu__manager_accept(lu_manager_t *m, const char *json, size_t len,
   it->derived = 1;
   it->hops = hops;
   it->done = done;
-  count_forward(NULL, t);
-  enqueue(t, it, 1);
+  if (reroute) {
+    dispatch(m, -1, it);
+  } else {
+    count_forward(NULL, t);
+    enqueue(t, it, 1);
+  }
   return 0;
 }
 
