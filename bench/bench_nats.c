@@ -70,6 +70,8 @@
 #include <nats/nats.h>
 
 #include "membership.h" /* LU_SUBJ_*, LU_STREAM_*, lu__intake_partition */
+#define BENCH_PROG "bench_nats"
+#include "bench_util.h" /* die() exits: atexit kills the serves */
 
 extern char **environ;
 
@@ -83,18 +85,6 @@ static unsigned g_nserve;
 static void kill_serves_now(void) {
   for (unsigned i = 0; i < g_nserve; i++)
     if (g_serve[i] > 0) kill(g_serve[i], SIGKILL);
-}
-
-static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2),
-                                                     noreturn));
-static void die(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fputs("bench_nats: ", stderr);
-  vfprintf(stderr, fmt, ap);
-  va_end(ap);
-  fputc('\n', stderr);
-  exit(1); /* atexit: the serve processes are killed */
 }
 
 static void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -113,11 +103,6 @@ static void on_signal(int sig) {
   raise(sig);
 }
 
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static void sleep_ms(unsigned ms) {
   struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -125,32 +110,6 @@ static void sleep_ms(unsigned ms) {
   }
 }
 
-static void *xmalloc(size_t n) {
-  void *p = malloc(n ? n : 1);
-  if (!p) die("out of memory (%zu bytes)", n);
-  return p;
-}
-
-static int cmp_u64(const void *a, const void *b) {
-  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-  return x < y ? -1 : x > y;
-}
-
-static int cmp_dbl(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
-/* Nearest-rank percentile of a sorted array. */
-static uint64_t pct(const uint64_t *sorted, size_t n, double q) {
-  if (!n) return 0;
-  double x = q * (double)n;
-  size_t k = (size_t)x;
-  if ((double)k < x) k++;
-  if (k < 1) k = 1;
-  if (k > n) k = n;
-  return sorted[k - 1];
-}
 
 /* CPU time (user + system) of a process, ns; 0 if unknown. */
 static uint64_t proc_cpu_ns(pid_t pid) {
@@ -206,12 +165,6 @@ typedef struct events_s {
   size_t n, bytes;
 } events_t;
 
-static uint64_t rng_next(uint64_t *s) { /* splitmix64 */
-  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
 
 /* bench_pipeline's ~300-byte CloudEvents, plus data.key (10,000 distinct
  * shard keys), with ids unique to this call (a nonce), so that no run's
@@ -229,7 +182,7 @@ static void gen_events(events_t *e, size_t n, const char *type) {
   uint64_t rng = 42;
   size_t pos = 0;
   for (size_t i = 0; i < n; i++) {
-    uint64_t r = rng_next(&rng);
+    uint64_t r = lu__rand_next(&rng);
     unsigned stream = (unsigned)(r % 1000), tenant = (unsigned)(r >> 10) % 8,
              user = (unsigned)(r >> 20) % 5000,
              sensor = (unsigned)(r >> 33) % 64,
@@ -1527,14 +1480,6 @@ static void usage(FILE *f) {
       f);
 }
 
-static size_t parse_size(const char *s, const char *what) {
-  char *end;
-  errno = 0;
-  unsigned long long v = strtoull(s, &end, 10);
-  if (errno || end == s || *end || v == 0 || v > 100000000ull)
-    die("%s: bad value '%s'", what, s);
-  return (size_t)v;
-}
 
 static size_t parse_list(const char *v, unsigned *out, size_t cap,
                          const char *what) {

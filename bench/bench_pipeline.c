@@ -47,6 +47,10 @@
 
 #include <lucent/lucent.h>
 
+#include "internal.h" /* lu__rand_next */
+#define BENCH_PROG "bench_pipeline"
+#include "bench_util.h"
+
 /* ---- the function under test ----------------------------------------- */
 
 /* As little work as a function can do and still return something: copy
@@ -68,63 +72,11 @@ LU_FUNCTION(Noop, .events = "Tick", LU_ROUND_ROBIN, .cpu_millis = 1,
 
 /* ---- helpers ---------------------------------------------------------- */
 
-static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2),
-                                                     noreturn));
-static void die(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fputs("bench_pipeline: ", stderr);
-  vfprintf(stderr, fmt, ap);
-  va_end(ap);
-  fputc('\n', stderr);
-  exit(1);
-}
-
-static uint64_t clock_ns(clockid_t id) {
-  struct timespec ts;
-  clock_gettime(id, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t now_ns(void) { return clock_ns(CLOCK_MONOTONIC); }
-
 /* CPU time of the whole process (every thread): less sensitive than wall
  * time to other load on a shared machine. */
 static uint64_t cpu_ns(void) { return clock_ns(CLOCK_PROCESS_CPUTIME_ID); }
 
-static void *xmalloc(size_t n) {
-  void *p = malloc(n ? n : 1);
-  if (!p) die("out of memory (%zu bytes)", n);
-  return p;
-}
 
-static int cmp_u64(const void *a, const void *b) {
-  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-  return x < y ? -1 : x > y;
-}
-
-static int cmp_dbl(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
-/* Nearest-rank percentile of a sorted array. */
-static uint64_t pct(const uint64_t *sorted, size_t n, double q) {
-  if (!n) return 0;
-  double x = q * (double)n;
-  size_t k = (size_t)x;
-  if ((double)k < x) k++; /* ceil */
-  if (k < 1) k = 1;
-  if (k > n) k = n;
-  return sorted[k - 1];
-}
-
-static uint64_t rng_next(uint64_t *s) { /* splitmix64 */
-  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
 
 /* ---- the events ------------------------------------------------------- */
 
@@ -145,7 +97,7 @@ static void gen_events(events_t *e, size_t n) {
   uint64_t rng = 42;
   size_t pos = 0;
   for (size_t i = 0; i < n; i++) {
-    uint64_t r = rng_next(&rng);
+    uint64_t r = lu__rand_next(&rng);
     unsigned stream = (unsigned)(r % 1000), tenant = (unsigned)(r >> 10) % 8,
              user = (unsigned)(r >> 20) % 5000,
              sensor = (unsigned)(r >> 33) % 64;
@@ -473,14 +425,6 @@ static void usage(FILE *f) {
         f);
 }
 
-static size_t parse_size(const char *s, const char *what) {
-  char *end;
-  errno = 0;
-  unsigned long long v = strtoull(s, &end, 10);
-  if (errno || end == s || *end || v == 0 || v > 100000000ull)
-    die("%s: bad value '%s'", what, s);
-  return (size_t)v;
-}
 
 int main(int argc, char **argv) {
   size_t N = 200000, R = 3, batch = 0;
