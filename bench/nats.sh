@@ -19,27 +19,13 @@ cmake --build "$BUILD" -j2 --target lucent_cli bench_nats bench_noop >/dev/null
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/lucent-nats-bench.XXXXXX")
 OUT=${OUT:-$TMP}
-SERVER_PID=
-cleanup() {
-  if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
-  rm -rf "$TMP/js"
-}
-trap cleanup EXIT
 trap 'exit 130' INT TERM
+# The tests' helper: a free loopback port, a temporary store directory, and
+# the server stopped by its PID on any exit.
+. tests/integ/nats.sh
+nats_start
+echo "nats.sh: nats-server $(nats-server --version | awk '{print $2}') pid $NATS_PID on 127.0.0.1:$NATS_PORT, store $NATS_DIR; commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src cli || echo ' + uncommitted changes in src/ cli/')" >&2
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-nats-server -a 127.0.0.1 -p "$PORT" -js -sd "$TMP/js" >"$TMP/nats-server.log" 2>&1 &
-SERVER_PID=$!
-for _ in $(seq 100); do
-  (exec 3<>/dev/tcp/127.0.0.1/"$PORT") 2>/dev/null && break
-  kill -0 "$SERVER_PID" 2>/dev/null || { cat "$TMP/nats-server.log" >&2; exit 1; }
-  sleep 0.05
-done
-echo "nats.sh: nats-server $(nats-server --version | awk '{print $2}') pid $SERVER_PID on 127.0.0.1:$PORT, store $TMP/js; commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src cli || echo ' + uncommitted changes in src/ cli/')" >&2
-
-"$BUILD/bench/bench_nats" suite --nats "nats://127.0.0.1:$PORT" \
+"$BUILD/bench/bench_nats" suite --nats "$NATS_URL" \
   --lucent "$BUILD/lucent" --plugin "$BUILD/bench/libbench_noop.so" \
-  --server-pid "$SERVER_PID" --logdir "$TMP" --json "$OUT/nats-runs.jsonl" "$@"
+  --server-pid "$NATS_PID" --logdir "$TMP" --json "$OUT/nats-runs.jsonl" "$@"

@@ -57,28 +57,14 @@ BN=$BUILD/bench/bench_nats
 LUCENT=(--lucent "$BUILD/lucent" --plugin "$BUILD/bench/libbench_noop.so")
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/lucent-peer.XXXXXX")
-SERVER_PID=
-cleanup() {
-  if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
-  rm -rf "$TMP/js"
-}
-trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-nats-server -a 127.0.0.1 -p "$PORT" -js -sd "$TMP/js" >"$TMP/nats-server.log" 2>&1 &
-SERVER_PID=$!
-for _ in $(seq 100); do
-  (exec 3<>/dev/tcp/127.0.0.1/"$PORT") 2>/dev/null && break
-  kill -0 "$SERVER_PID" 2>/dev/null || { cat "$TMP/nats-server.log" >&2; exit 1; }
-  sleep 0.05
-done
-URL=nats://127.0.0.1:$PORT
-COMMON=(--nats "$URL" --server-pid "$SERVER_PID" --max-seconds "$MAX_SECONDS")
-echo "run.sh: nats-server pid $SERVER_PID on 127.0.0.1:$PORT; moleculer $MOL_VER, nats.js $NATSJS_VER, node $(node --version); $ROUNDS rounds" >&2
+# The tests' helper: a free loopback port, a temporary store directory, and
+# the server stopped by its PID on any exit.
+. tests/integ/nats.sh
+nats_start
+URL=$NATS_URL
+COMMON=(--nats "$URL" --server-pid "$NATS_PID" --max-seconds "$MAX_SECONDS")
+echo "run.sh: nats-server pid $NATS_PID on 127.0.0.1:$NATS_PORT; moleculer $MOL_VER, nats.js $NATSJS_VER, node $(node --version); $ROUNDS rounds" >&2
 
 RUNS=$TMP/runs.jsonl
 CDF=$TMP/cdf.csv
