@@ -1537,7 +1537,10 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--n1")) O.n1 = parse_size(v, a);
     else if (!strcmp(a, "--n64")) O.n64 = parse_size(v, a);
     else if (!strcmp(a, "--keys")) O.keys = parse_size(v, a);
-    else if (!strcmp(a, "--pack")) O.pack = (parse_size(v, a), v);
+    else if (!strcmp(a, "--pack")) {
+      parse_size(v, a); /* validated here, passed on as text */
+      O.pack = v;
+    }
     else if (!strcmp(a, "--max-seconds")) O.max_seconds = (double)parse_size(v, a);
     else if (!strcmp(a, "--shards")) O.nshards = parse_list(v, O.shards, 8, a);
     else if (!strcmp(a, "--exec-shards"))

@@ -167,24 +167,17 @@ int cmd_publish(int argc, char **argv) {
        * event (bench/README.md); the line number only matters for a line
        * that is not an event, which still carries it. */
       s = natsConnection_Publish(nc, subj, line, (int)len);
-      lu_event_free(ev);
-      if (s == NATS_OK) sent++;
-      else failed++;
-      continue;
-    }
-    s = natsMsg_Create(&msg, subj, NULL, line, (int)len);
-    if (s == NATS_OK) s = natsMsgHeader_Set(msg, "Lucent-Line", lbuf);
-    if (s == NATS_OK && !amo) s = natsMsgHeader_Set(msg, "Nats-Msg-Id", id);
-    if (s == NATS_OK) {
-      if (amo) {
-        s = natsConnection_PublishMsg(nc, msg);
-        natsMsg_Destroy(msg);
-      } else {
-        s = js_PublishMsgAsync(js, &msg, NULL);
-        if (s != NATS_OK) natsMsg_Destroy(msg);
-      }
     } else {
-      natsMsg_Destroy(msg);
+      s = natsMsg_Create(&msg, subj, NULL, line, (int)len);
+      if (s == NATS_OK) s = natsMsgHeader_Set(msg, "Lucent-Line", lbuf);
+      if (s == NATS_OK && !amo)
+        s = natsMsgHeader_Set(msg, "Nats-Msg-Id", id);
+      if (s == NATS_OK && amo) {
+        s = natsConnection_PublishMsg(nc, msg);
+      } else if (s == NATS_OK) {
+        s = js_PublishMsgAsync(js, &msg, NULL); /* takes msg on success */
+      }
+      natsMsg_Destroy(msg); /* NULL once JetStream took it */
     }
     lu_event_free(ev);
     if (s == NATS_OK) sent++;

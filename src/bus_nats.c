@@ -530,23 +530,23 @@ static void bus_forward(void *ud, const char *target, const char *json,
   atomic_fetch_add(&b->forwarded, 1);
   natsMsg *msg = NULL;
   natsStatus s;
-  if (amo && hops == 1) {
-    /* A first hop travels bare (a header block is half the CPU of a core
-     * message); on_amo reads a missing Lucent-Hops as 1. */
-    s = natsConnection_Publish(b->nc, subj, json, (int)len);
+  if (amo) {
+    /* Core NATS.  A first hop travels bare (a header block is half the CPU
+     * of a core message); on_amo reads a missing Lucent-Hops as 1. */
+    if (hops == 1) {
+      s = natsConnection_Publish(b->nc, subj, json, (int)len);
+    } else {
+      s = natsMsg_Create(&msg, subj, NULL, json, (int)len);
+      if (s == NATS_OK) s = natsMsgHeader_Set(msg, "Lucent-Hops", hbuf);
+      if (s == NATS_OK) s = natsConnection_PublishMsg(b->nc, msg);
+      natsMsg_Destroy(msg);
+    }
     if (s != NATS_OK) atomic_fetch_add(&b->forward_errors, 1);
     if (done.fn) done.fn(done.ctx, NULL, s == NATS_OK);
     return;
   }
   s = natsMsg_Create(&msg, subj, NULL, json, (int)len);
   if (s == NATS_OK) s = natsMsgHeader_Set(msg, "Lucent-Hops", hbuf);
-  if (s == NATS_OK && amo) {
-    s = natsConnection_PublishMsg(b->nc, msg);
-    natsMsg_Destroy(msg);
-    if (s != NATS_OK) atomic_fetch_add(&b->forward_errors, 1);
-    if (done.fn) done.fn(done.ctx, NULL, s == NATS_OK);
-    return;
-  }
   if (s == NATS_OK) {
     /* Same bytes to the same shard = the same forward: dedup id. */
     XXH128_hash_t h = XXH3_128bits_withSeed(json, len, lu__shard_seed(target));
