@@ -975,8 +975,7 @@ static int js_query(lu_store_t *base, const lu_query_t *q, lu_store_row_cb cb,
       }
       if (seq < next) continue; /* seen before a consumer was replaced */
       next = seq + 1;
-      const char *cnt = NULL;
-      if (natsMsgHeader_Get(m, HDR_COUNT, &cnt) == NATS_OK && cnt) {
+      if (msg_events(m) > 1) { /* a pack; as js_count counts it */
         if (type_matches(st, m, q, type_exact))
           ret = emit_pack(st, m, seq, q, cb, ud, &emitted, &done);
       } else if (matches(st, m, q, type_exact)) {

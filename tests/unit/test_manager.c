@@ -21,6 +21,7 @@
 #include <cmocka.h>
 
 #include "lucent/lucent.h"
+#include "internal.h" /* the store vtable, lu__manager_run_local */
 
 /* ---- functions under test --------------------------------------------- */
 
@@ -605,6 +606,63 @@ static void test_submit_built_event(void **state) {
   fx_free(f);
 }
 
+/* A store that counts the records flagged LU_RECORD_PACKABLE and passes
+ * every append on to an in-memory SQLite store. */
+typedef struct flagstore_s {
+  lu_store_t base;
+  lu_store_t *inner;
+  size_t flagged, plain;
+} flagstore_t;
+
+static int fs_append(lu_store_t *st, const lu_record_t *r, size_t n,
+                     size_t *ins) {
+  flagstore_t *f = (flagstore_t *)st;
+  for (size_t i = 0; i < n; i++) {
+    if (r[i].flags & LU_RECORD_PACKABLE) f->flagged++;
+    else f->plain++;
+  }
+  return lu_store_append(f->inner, r, n, ins);
+}
+static int fs_query(lu_store_t *st, const lu_query_t *q, lu_store_row_cb cb,
+                    void *ud) {
+  return lu_store_query(((flagstore_t *)st)->inner, q, cb, ud);
+}
+static int64_t fs_count(lu_store_t *st) {
+  return lu_store_count(((flagstore_t *)st)->inner);
+}
+static void fs_close(lu_store_t *st) {
+  lu_store_close(((flagstore_t *)st)->inner);
+}
+static const lu_store_ops_t flagstore_ops = {"flags", fs_append, fs_query,
+                                             fs_count, fs_close};
+
+/* Only what will never be redelivered may be packed: the records of an
+ * event run with packable = 1 (an exec request) carry LU_RECORD_PACKABLE,
+ * those of a submitted input do not. */
+static void test_packable_records(void **state) {
+  (void)state;
+  flagstore_t fs = {.base.ops = &flagstore_ops};
+  char err[256];
+  assert_int_equal(lu_store_open(&fs.inner, ":memory:", err, sizeof err), 0);
+  fixture_t *f = fx_new(1, NULL);
+  f->cfg.store_handle = &fs.base;
+  fx_start(f);
+  submitf(f, 1, EV("in-1", "Echo", "\"a\""));
+  lu_manager_drain(f->m);
+  assert_int_equal(fs.flagged, 0);
+  size_t plain = fs.plain;
+  assert_true(plain >= 1);
+  lu_event_t *ev;
+  assert_int_equal(lu_event_new(&ev, "Echo", "test", "subj",
+                                cJSON_CreateString("b")), 0);
+  lu_done_t none = {NULL, NULL};
+  assert_int_equal(lu__manager_run_local(f->m, ev, NULL, 1, none), 0);
+  lu_manager_drain(f->m);
+  assert_int_equal(fs.flagged, plain); /* the same outcome, flagged */
+  assert_int_equal(fs.plain, plain);
+  fx_free(f); /* closes fs through the manager */
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_result_envelope),
@@ -623,6 +681,7 @@ int main(void) {
       cmocka_unit_test(test_idempotent_replay),
       cmocka_unit_test(test_bad_config),
       cmocka_unit_test(test_submit_built_event),
+      cmocka_unit_test(test_packable_records),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
