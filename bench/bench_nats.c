@@ -269,11 +269,7 @@ static void on_stored(natsConnection *nc, natsSubscription *sub, natsMsg *m,
                       void *closure) {
   (void)nc, (void)sub;
   _Atomic uint64_t *n = closure;
-  const char *v = NULL;
-  uint64_t k = 1;
-  if (natsMsgHeader_Get(m, "Lucent-Count", &v) == NATS_OK && v)
-    k = strtoull(v, NULL, 10);
-  atomic_fetch_add(n, k ? k : 1);
+  atomic_fetch_add(n, lu__store_jetstream_msg_events(m));
   natsMsg_Destroy(m);
 }
 

@@ -124,6 +124,10 @@ int lu__store_jetstream_open(lu_store_t **out, natsConnection *nc,
 void lu__store_jetstream_set_pack(lu_store_t *st, size_t max_records,
                                   int all);
 
+/** How many events a message of LUCENT_EVENTS holds: the Lucent-Count of a
+ *  pack, else 1 (also for a bad count: it is then read as one event). */
+size_t lu__store_jetstream_msg_events(natsMsg *m);
+
 /* ---- session_kv.c ----------------------------------------------------- */
 
 /** Sticky-session bindings shared by every shard process (DESIGN.md

@@ -299,9 +299,7 @@ static void js_reason(natsStatus s, jsErrCode jerr, char *buf, size_t cap) {
 
 /* ---- ack handler (note 1) --------------------------------------------- */
 
-/* How many events a stored message holds: Lucent-Count of a pack, else 1
- * (also for a bad count: then it is counted, and read, as one message). */
-static size_t msg_events(natsMsg *m) {
+size_t lu__store_jetstream_msg_events(natsMsg *m) {
   const char *v = NULL;
   if (natsMsgHeader_Get(m, HDR_COUNT, &v) != NATS_OK || !v) return 1;
   char *end;
@@ -313,7 +311,7 @@ static void ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa,
                         jsPubAckErr *pae, void *closure) {
   js_store_t *st = closure;
   (void)js;
-  size_t events = msg_events(msg);
+  size_t events = lu__store_jetstream_msg_events(msg);
   pthread_mutex_lock(&st->mu);
   if (pa) {
     st->acked += events;
@@ -975,7 +973,7 @@ static int js_query(lu_store_t *base, const lu_query_t *q, lu_store_row_cb cb,
       }
       if (seq < next) continue; /* seen before a consumer was replaced */
       next = seq + 1;
-      if (msg_events(m) > 1) { /* a pack; as js_count counts it */
+      if (lu__store_jetstream_msg_events(m) > 1) { /* a pack, as counted */
         if (type_matches(st, m, q, type_exact))
           ret = emit_pack(st, m, seq, q, cb, ud, &emitted, &done);
       } else if (matches(st, m, q, type_exact)) {
@@ -1050,7 +1048,7 @@ static int64_t js_count(lu_store_t *base) {
         done = 1;
         break;
       }
-      events += msg_events(list.Msgs[i]);
+      events += lu__store_jetstream_msg_events(list.Msgs[i]);
       if (seq >= last || left == 0) done = 1;
     }
     natsMsgList_Destroy(&list);
