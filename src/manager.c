@@ -781,13 +781,14 @@ static int route_locked(lu_manager_t *m, const lu_event_t *ev,
     case LU_STRAT_STICKY: {
       char sk[320];
       size_t sl = session_key(fe, key, klen, sk, sizeof sk);
-      /* First sight binds the session to the least-loaded shard. */
-      unsigned best = 0;
-      uint64_t bl = UINT64_MAX;
-      for (unsigned i = 0; i < vn; i++) {
-        uint64_t l = member_load(m->view[i]);
-        if (l < bl) bl = l, best = i;
-      }
+      /* First sight binds the session to the less loaded of two shards
+       * drawn at random (power of two choices, as load_balanced; DESIGN.md
+       * decision 6).  The plain least-loaded shard would take every new
+       * session of a burst: loads are equal when idle, and a peer's load
+       * is a heartbeat old. */
+      for (unsigned i = 0; i < vn; i++) loads[i] = member_load(m->view[i]);
+      uint64_t r = shared_rand(m);
+      unsigned best = lu__two_choices(loads, vn, &r);
       if (m->has_bus && m->bus.sticky) {
         char bound[64];
         if (m->bus.sticky(m->bus.ud, sk, sl, m->view[best]->id, bound,

@@ -437,6 +437,29 @@ static void test_sticky_agreement(void **state) {
   fx_free(f);
 }
 
+/* New sessions arriving one at a time on idle shards (equal loads) spread
+ * over the shards: first sight must not always pick the first shard. */
+static void test_sticky_new_sessions_spread(void **state) {
+  (void)state;
+  fixture_t *f = fx_new(3, ":memory:");
+  fx_start(f);
+  for (int i = 0; i < 30; i++) {
+    submitf(f, 0,
+            "{\"specversion\":\"1.0\",\"id\":\"n%d\",\"type\":\"Sticky\","
+            "\"source\":\"t\",\"data\":{\"session\":\"new-%d\"}}", i, i);
+    lu_manager_drain(f->m);
+  }
+  int used[3] = {0};
+  for (size_t i = 0; i < f->seen.n; i++) {
+    const char *sh = f->seen.r[i].shard;
+    size_t n = strlen(sh);
+    assert_true(n > 0);
+    used[(sh[n - 1] - '0') % 3] = 1;
+  }
+  assert_true(used[0] + used[1] + used[2] >= 2);
+  fx_free(f);
+}
+
 static void test_round_robin_spreads(void **state) {
   (void)state;
   fixture_t *f = fx_new(4, ":memory:");
@@ -674,6 +697,7 @@ int main(void) {
       cmocka_unit_test(test_breaker_opens),
       cmocka_unit_test(test_hash_agreement),
       cmocka_unit_test(test_sticky_agreement),
+      cmocka_unit_test(test_sticky_new_sessions_spread),
       cmocka_unit_test(test_round_robin_spreads),
       cmocka_unit_test(test_selection),
       cmocka_unit_test(test_explain),
