@@ -151,6 +151,7 @@ typedef struct opts_s {
   double max_seconds;
   size_t round0; /* label of the first round */
   const char *pack; /* at-most-once serves: --pack N (NULL: their default) */
+  const char *forward; /* at-least-once serves: --forward (NULL: default) */
 } opts_t;
 
 static opts_t O;
@@ -752,11 +753,14 @@ static void serves_start(natsConnection *ctl, jsCtx *jsm, unsigned k,
     posix_spawn_file_actions_addopen(&fa, 1, log,
                                      O_WRONLY | O_CREAT | O_APPEND, 0644);
     posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    char *argv[] = {(char *)O.lucent, "serve", "--nats", (char *)O.url,
-                    "--shard", ids[i], "--plugin", (char *)O.plugin,
-                    "--delivery", amo ? "at-most-once" : "at-least-once",
-                    "--log-level", "warn", "--log-format", "text",
-                    amo && O.pack ? "--pack" : NULL, (char *)O.pack, NULL};
+    char *argv[20] = {(char *)O.lucent, "serve", "--nats", (char *)O.url,
+                      "--shard", ids[i], "--plugin", (char *)O.plugin,
+                      "--delivery", amo ? "at-most-once" : "at-least-once",
+                      "--log-level", "info", "--log-format", "text"};
+    int na = 14;
+    if (amo && O.pack) argv[na++] = "--pack", argv[na++] = (char *)O.pack;
+    if (!amo && O.forward)
+      argv[na++] = "--forward", argv[na++] = (char *)O.forward;
     pid_t pid;
     int rc = posix_spawn(&pid, O.lucent, &fa, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
@@ -1467,6 +1471,7 @@ static void usage(FILE *f) {
       "  --delivery LIST     alo,amo (default both): for events runs, and\n"
       "                      the serves of exec runs (and rr --system lucent)\n"
       "  --pack N            at-most-once serves: results per message\n"
+      "  --forward VIA       at-least-once serves: core or jetstream\n"
       "  --max-seconds S     bound of every load loop (default 60)\n"
       "  --json FILE         suite: one JSON line per run\n"
       "  --round N           rr, events: label of the first round (1)\n"
@@ -1536,6 +1541,11 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--pack")) {
       parse_size(v, a); /* validated here, passed on as text */
       O.pack = v;
+    }
+    else if (!strcmp(a, "--forward")) {
+      if (strcmp(v, "core") && strcmp(v, "jetstream"))
+        die("--forward: core or jetstream");
+      O.forward = v;
     }
     else if (!strcmp(a, "--max-seconds")) O.max_seconds = (double)parse_size(v, a);
     else if (!strcmp(a, "--shards")) O.nshards = parse_list(v, O.shards, 8, a);

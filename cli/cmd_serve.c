@@ -41,6 +41,10 @@ static void usage(FILE *f) {
       "  --delivery MODE      at-least-once (default, JetStream) or\n"
       "                       at-most-once (core NATS: a dying shard loses\n"
       "                       what it holds)\n"
+      "  --forward VIA        at-least-once forwards to the owning shard:\n"
+      "                       core (default: over core NATS, the intake\n"
+      "                       message acked once the owner has stored the\n"
+      "                       outcome) or jetstream (through LUCENT_FWD)\n"
       "  --http ADDR:PORT     /metrics, /healthz, /readyz, /functions, /shards\n"
       "  --log-level L        debug, info (default), warn, error, off\n"
       "  --log-format F       json, text or auto\n"
@@ -118,7 +122,7 @@ static int parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *v) {
 
 int cmd_serve(int argc, char **argv) {
   enum { O_SHARD = 300, O_SHARDS, O_DELIVERY, O_HTTP, O_LOGL, O_LOGF,
-         O_QUEUE, O_DEPTH, O_ACKW, O_HB, O_BATCH, O_PACK };
+         O_QUEUE, O_DEPTH, O_ACKW, O_HB, O_BATCH, O_PACK, O_FORWARD };
   static const struct option opts[] = {
       {"shard", required_argument, 0, O_SHARD},
       {"plugin", required_argument, 0, 'p'},
@@ -133,6 +137,7 @@ int cmd_serve(int argc, char **argv) {
       {"heartbeat-ms", required_argument, 0, O_HB},
       {"batch", required_argument, 0, O_BATCH},
       {"pack", required_argument, 0, O_PACK},
+      {"forward", required_argument, 0, O_FORWARD},
       {"help", no_argument, 0, 'h'},
       CLI_NATS_LONGOPTS,
       {0, 0, 0, 0}};
@@ -168,6 +173,14 @@ int cmd_serve(int argc, char **argv) {
           bc.delivery = LU_DELIVERY_AT_MOST_ONCE;
         } else {
           cli_error("--delivery wants at-least-once or at-most-once");
+          goto usage_err;
+        }
+        break;
+      case O_FORWARD:
+        if (!strcmp(optarg, "core") || !strcmp(optarg, "jetstream")) {
+          bc.durable_forward = optarg[0] == 'j';
+        } else {
+          cli_error("--forward wants core or jetstream");
           goto usage_err;
         }
         break;
@@ -303,7 +316,8 @@ int cmd_serve(int argc, char **argv) {
   LU_LOG(LU_LOG_INFO, shard, NULL, LU_KVS(LU_KV_STR("signal",
          sig == SIGINT ? "SIGINT" : "SIGTERM")), "stopping");
   lu_http_stop(http);
-  lu__natsbus_stop(bus, 5000);
+  lu_natsbus_stats_t bs;
+  lu__natsbus_stop(bus, 5000, &bs);
   lu_count_t cnt;
   uint64_t in;
   lu_manager_counts(m, &cnt, &in);
@@ -317,7 +331,11 @@ int cmd_serve(int argc, char **argv) {
                                            cnt.derived[LU_OUTCOME_REJECTED]),
                 LU_KV_UINT("dead_lettered",
                            cnt.outcomes[LU_OUTCOME_DEAD_LETTERED] +
-                               cnt.derived[LU_OUTCOME_DEAD_LETTERED])),
+                               cnt.derived[LU_OUTCOME_DEAD_LETTERED]),
+                LU_KV_UINT("forwarded", bs.forwarded),
+                LU_KV_UINT("forwards_confirmed", bs.forward_confirmed),
+                LU_KV_UINT("forwards_durable_fallback",
+                           bs.forward_fallbacks)),
          "stopped");
   uint64_t store_errors = lu_manager_store_errors(m);
   lu_manager_free(m);

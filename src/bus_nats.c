@@ -10,7 +10,11 @@
  *                      the event's subject (16 partitions)
  *   intake-<p>     --> pulled by the partition's owner: the shard that wins
  *                      rendezvous hashing of "intake-<p>" over the view
- *   owner routes   --> runs it, or publishes it to LUCENT_FWD subject
+ *   owner routes   --> runs it, or sends it to its owner over core NATS
+ *                      (lucent.cfwd.<target>) and acks the intake message
+ *                      when the owner replies that the outcome is stored
+ *                      (fwd_core.c); without that reply, or with --forward
+ *                      jetstream, publishes it to LUCENT_FWD subject
  *                      lucent.fwd.<target> (Nats-Msg-Id: hash of the bytes
  *                      and the target, so a redelivered forward is deduped)
  *   fwd-<shard>    --> pulled by <shard>; while <shard> is out of the view,
@@ -49,6 +53,7 @@
 
 #include <xxhash.h>
 
+#include "fwd_core.h"
 #include "membership.h"
 
 #define MAX_PULLERS (LU_INTAKE_PARTITIONS + 256)
@@ -97,6 +102,7 @@ struct lu_natsbus_s {
   pthread_mutex_t fwlock;
   fwent_t *fwmap;
   natsSubscription *exec_sub, *exec_self_sub, *amo_sub, *amo_fwd_sub;
+  lu_cfwd_t *cfwd; /* confirmed core forwarding (at-least-once) */
   _Atomic uint64_t pulled, forwarded, forward_errors, exec_requests,
       exec_forwarded;
 };
@@ -519,33 +525,15 @@ static void on_fwd_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa,
   natsMsg_Destroy(msg);
 }
 
-static void bus_forward(void *ud, const char *target, const char *json,
-                        size_t len, unsigned hops, lu_done_t done) {
+/* The durable forward: a LUCENT_FWD message, done when it is stored. */
+static void js_forward(void *ud, const char *target, const char *json,
+                       size_t len, unsigned hops, lu_done_t done) {
   lu_natsbus_t *b = ud;
   char subj[128], hbuf[16];
-  int amo = b->cfg.delivery == LU_DELIVERY_AT_MOST_ONCE;
-  lu__fmt(subj, sizeof subj, "%s.%s", amo ? LU_SUBJ_AMO_FWD : LU_SUBJ_FWD,
-          target);
+  lu__fmt(subj, sizeof subj, "%s.%s", LU_SUBJ_FWD, target);
   lu__fmt(hbuf, sizeof hbuf, "%u", hops);
-  atomic_fetch_add(&b->forwarded, 1);
   natsMsg *msg = NULL;
-  natsStatus s;
-  if (amo) {
-    /* Core NATS.  A first hop travels bare (a header block is half the CPU
-     * of a core message); on_amo reads a missing Lucent-Hops as 1. */
-    if (hops == 1) {
-      s = natsConnection_Publish(b->nc, subj, json, (int)len);
-    } else {
-      s = natsMsg_Create(&msg, subj, NULL, json, (int)len);
-      if (s == NATS_OK) s = natsMsgHeader_Set(msg, "Lucent-Hops", hbuf);
-      if (s == NATS_OK) s = natsConnection_PublishMsg(b->nc, msg);
-      natsMsg_Destroy(msg);
-    }
-    if (s != NATS_OK) atomic_fetch_add(&b->forward_errors, 1);
-    if (done.fn) done.fn(done.ctx, NULL, s == NATS_OK);
-    return;
-  }
-  s = natsMsg_Create(&msg, subj, NULL, json, (int)len);
+  natsStatus s = natsMsg_Create(&msg, subj, NULL, json, (int)len);
   if (s == NATS_OK) s = natsMsgHeader_Set(msg, "Lucent-Hops", hbuf);
   if (s == NATS_OK) {
     /* Same bytes to the same shard = the same forward: dedup id. */
@@ -569,6 +557,47 @@ static void bus_forward(void *ud, const char *target, const char *json,
     natsMsg_Destroy(msg);
     if (done.fn) done.fn(done.ctx, NULL, 0);
   }
+}
+
+static void bus_forward(void *ud, const char *target, const char *json,
+                        size_t len, unsigned hops, lu_done_t done) {
+  lu_natsbus_t *b = ud;
+  atomic_fetch_add(&b->forwarded, 1);
+  if (b->cfg.delivery != LU_DELIVERY_AT_MOST_ONCE) {
+    /* An intake message's first hop waits unacked for its owner's "stored"
+     * (fwd_core.c); emitted events and re-routes stay durable. */
+    if (!(b->cfwd && hops == 1 && done.fn == ack_done &&
+          lu__cfwd_send(b->cfwd, target, json, len, done) == 0))
+      js_forward(b, target, json, len, hops, done);
+    return;
+  }
+  /* At-most-once: core NATS.  A first hop travels bare (a header block is
+   * half the CPU of a core message); on_amo reads a missing Lucent-Hops as
+   * 1. */
+  char subj[128];
+  lu__fmt(subj, sizeof subj, "%s.%s", LU_SUBJ_AMO_FWD, target);
+  natsStatus s;
+  if (hops == 1) {
+    s = natsConnection_Publish(b->nc, subj, json, (int)len);
+  } else {
+    char hbuf[16];
+    lu__fmt(hbuf, sizeof hbuf, "%u", hops);
+    natsMsg *msg = NULL;
+    s = natsMsg_Create(&msg, subj, NULL, json, (int)len);
+    if (s == NATS_OK) s = natsMsgHeader_Set(msg, "Lucent-Hops", hbuf);
+    if (s == NATS_OK) s = natsConnection_PublishMsg(b->nc, msg);
+    natsMsg_Destroy(msg);
+  }
+  if (s != NATS_OK) atomic_fetch_add(&b->forward_errors, 1);
+  if (done.fn) done.fn(done.ctx, NULL, s == NATS_OK);
+}
+
+/* An event another shard sent us over core NATS: pinned here. */
+static void cfwd_accept(void *ud, const char *json, size_t len, unsigned hops,
+                        lu_done_t done) {
+  lu_natsbus_t *b = ud;
+  atomic_fetch_add(&b->pulled, 1);
+  lu__manager_accept(b->m, json, len, b->self, hops, done);
 }
 
 /* Alive = in the manager's view (which outlives the membership, so this
@@ -778,7 +807,7 @@ int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
   if (s == NATS_OK) s = natsConnection_JetStream(&b->jsm, nc, NULL);
   if (s != NATS_OK) {
     nats_err(err, errlen, "JetStream", s, 0);
-    lu__natsbus_stop(b, 0);
+    lu__natsbus_stop(b, 0, NULL);
     return LU_EIO;
   }
   int rc = 0;
@@ -798,8 +827,21 @@ int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
     rc = lu__kvsess_open(&b->kv, nc, cfg->session_ttl_ms, err, errlen);
     if (rc) rc = LU_EIO;
   }
+  /* Serving lucent.cfwd.<self> before joining the view: a shard that is
+   * in the view takes confirmed forwards.  A forward waits for its reply
+   * half an AckWait, so the intake message is not redelivered meanwhile. */
+  if (!rc && !amo && !cfg->durable_forward) {
+    lu_cfwd_cfg_t fc = {.nc = nc,
+                        .self = b->self,
+                        .timeout_ms = b->cfg.ack_wait_ms / 2,
+                        .fallback = js_forward,
+                        .accept = cfwd_accept,
+                        .alive = peer_alive,
+                        .ud = b};
+    rc = lu__cfwd_start(&b->cfwd, &fc, err, errlen);
+  }
   if (rc) {
-    lu__natsbus_stop(b, 0);
+    lu__natsbus_stop(b, 0, NULL);
     return rc;
   }
   lu_bus_t bus = {.forward = bus_forward,
@@ -811,7 +853,7 @@ int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
                             cfg->hb_interval_ms, on_view_change, b, err,
                             errlen);
   if (rc) {
-    lu__natsbus_stop(b, 0);
+    lu__natsbus_stop(b, 0, NULL);
     return rc;
   }
   char subj[128];
@@ -826,7 +868,7 @@ int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
   if (s == NATS_OK) s = natsConnection_Flush(nc);
   if (s != NATS_OK) {
     nats_err(err, errlen, "cannot subscribe", s, 0);
-    lu__natsbus_stop(b, 0);
+    lu__natsbus_stop(b, 0, NULL);
     return LU_EIO;
   }
   if (!amo) {
@@ -838,7 +880,8 @@ int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
   return 0;
 }
 
-void lu__natsbus_stop(lu_natsbus_t *b, uint32_t timeout_ms) {
+void lu__natsbus_stop(lu_natsbus_t *b, uint32_t timeout_ms,
+                      lu_natsbus_stats_t *final) {
   if (!b) return;
   /* 1. Leave the view: the others take our partitions from now on. */
   lu__membership_stop(b->ms);
@@ -853,8 +896,11 @@ void lu__natsbus_stop(lu_natsbus_t *b, uint32_t timeout_ms) {
     pthread_join(b->pullers[i]->thread, NULL);
   unsubscribe(&b->exec_sub);
   unsubscribe(&b->amo_sub);
-  /* 3. Finish what we took: outcomes stored, acks sent, forwards acked. */
+  lu__cfwd_stop_serving(b->cfwd); /* later senders go durable */
+  /* 3. Finish what we took: outcomes stored, acks sent, forwards acked
+   *    (confirmed by their owner, or made durable in LUCENT_FWD). */
   if (b->m) lu_manager_drain(b->m);
+  lu__cfwd_finish(b->cfwd, timeout_ms ? timeout_ms : 1);
   if (b->js) {
     jsPubOptions po;
     jsPubOptions_Init(&po);
@@ -868,6 +914,8 @@ void lu__natsbus_stop(lu_natsbus_t *b, uint32_t timeout_ms) {
     natsSubscription_Destroy(b->pullers[i]->sub);
     free(b->pullers[i]);
   }
+  if (final) lu__natsbus_stats(b, final);
+  lu__cfwd_free(b->cfwd);
   lu__nats_msg_release_all(); /* nothing of ours is held past the stop */
   lu__kvsess_close(b->kv);
   jsCtx_Destroy(b->js);
@@ -887,6 +935,10 @@ void lu__natsbus_stats(lu_natsbus_t *b, lu_natsbus_stats_t *o) {
   o->forward_errors = atomic_load(&b->forward_errors);
   o->exec_requests = atomic_load(&b->exec_requests);
   o->exec_forwarded = atomic_load(&b->exec_forwarded);
+  lu_cfwd_stats_t cs;
+  lu__cfwd_stats(b->cfwd, &cs);
+  o->forward_confirmed = cs.confirmed;
+  o->forward_fallbacks = cs.fallbacks;
   pthread_mutex_lock(&b->lock);
   for (unsigned i = 0; i < b->npullers; i++)
     o->claimed += atomic_load(&b->pullers[i]->want) ? 1 : 0;

@@ -37,6 +37,10 @@ typedef struct lu_natsbus_cfg_s {
   uint32_t hb_interval_ms; /**< 0 = 250 */
   uint32_t ack_wait_ms;    /**< JetStream redelivery delay; 0 = 10000 */
   uint32_t session_ttl_ms; /**< KV bucket TTL (longest sticky TTL) */
+  /** At-least-once: 1 = every forward goes through LUCENT_FWD; 0 (the
+   *  default) = an intake event's first hop goes over core NATS and its
+   *  intake message is acked when the owner confirms (fwd_core.c). */
+  int durable_forward;
 } lu_natsbus_cfg_t;
 
 typedef struct lu_natsbus_s lu_natsbus_t;
@@ -48,17 +52,23 @@ typedef struct lu_natsbus_s lu_natsbus_t;
 int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
                       lu_manager_t *m, const lu_natsbus_cfg_t *cfg, char *err,
                       size_t errlen);
-/** Leaves the view, stops pulling new work and waits (up to timeout_ms)
- *  for what it took to be finished and acknowledged.  NULL is a no-op. */
-void lu__natsbus_stop(lu_natsbus_t *b, uint32_t timeout_ms);
 
 /** Counters for logs and metrics. */
 typedef struct lu_natsbus_stats_s {
   uint64_t pulled, forwarded, forward_errors, exec_requests, exec_forwarded,
       dropped;
+  uint64_t forward_confirmed; /* core forwards confirmed by their owner */
+  uint64_t forward_fallbacks; /* core forwards that went durable instead */
   unsigned claimed; /* consumers this shard pulls now */
 } lu_natsbus_stats_t;
 void lu__natsbus_stats(lu_natsbus_t *b, lu_natsbus_stats_t *out);
+
+/** Leaves the view, stops pulling new work and waits (up to timeout_ms)
+ *  for what it took to be finished and acknowledged; then the last
+ *  counters go to *final (unless NULL) and everything is freed.  NULL b is
+ *  a no-op. */
+void lu__natsbus_stop(lu_natsbus_t *b, uint32_t timeout_ms,
+                      lu_natsbus_stats_t *final);
 
 /** Creates stream `name` (subjects, file storage, work-queue retention, a
  *  2-minute duplicate window) unless it exists.  0 or LU_EIO with err. */

@@ -23,6 +23,9 @@
  *   lucent.exec.<shard>        core subject            exec forwarded to the owner
  *   lucent.amo.intake          core, queue lucent-amo  at-most-once intake
  *   lucent.amo.fwd.<shard>     core subject            at-most-once forwarding
+ *   lucent.cfwd.<shard>        core request/reply      at-least-once forwards,
+ *                                                      confirmed once stored
+ *                                                      (fwd_core.c)
  *
  * Only modules that talk to NATS include this header (it pulls nats.h).
  */
@@ -44,6 +47,7 @@
 #define LU_SUBJ_EXEC "lucent.exec"         /* and + ".<shard>" */
 #define LU_SUBJ_AMO_INTAKE "lucent.amo.intake"
 #define LU_SUBJ_AMO_FWD "lucent.amo.fwd"   /* + ".<shard>" */
+#define LU_SUBJ_CFWD "lucent.cfwd"       /* + ".<shard>" */
 #define LU_INTAKE_PARTITIONS 16
 
 /* ---- nats_conn.c ------------------------------------------------------ */

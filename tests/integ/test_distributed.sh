@@ -137,13 +137,16 @@ if [ -n "${LUCENT_TEST_QUICK:-}" ]; then
   exit 0
 fi
 
-# 6. The killed shard comes back and takes its share again.
-serve b
+# 6. The killed shard comes back and takes its share again.  It comes back
+#    with --forward jetstream: it serves no lucent.cfwd.b, so the others'
+#    forwards to it find no responder and take LUCENT_FWD instead.
+serve b --forward jetstream
 for s in a b c; do wait_view $s "a,b,c"; done
 "$LUCENT_GEN" -n 2000 --seed 13 > "$T/in3.jsonl" 2>/dev/null
 base=$(count)
 "$LUCENT" publish --nats "$NATS_URL" --input "$T/in3.jsonl" > /dev/null
 wait_outcomes "$T/in3.jsonl" 60 "$base"
+$CHECK "$T/in3.jsonl" "$T/stored.jsonl" || fail "books after the return (mixed --forward)"
 python3 - "$T/stored.jsonl" "$T/in3.jsonl" <<'PY' || fail "returning shard took no share"
 import json, sys
 ids = {json.loads(l)["id"] for l in open(sys.argv[2]) if l.strip()}
@@ -164,8 +167,24 @@ done
 wait_outcomes "$T/in4.jsonl" 60 "$base"
 pass "server restart survived"
 
-# 8. No shard left: exec fails fast and clearly.
+# 8. No shard left: exec fails fast and clearly.  The stopped shards' last
+#    log lines count their forwards: a and c sent theirs over core NATS
+#    (confirmed by the owner), and to b, which serves none, durably.
 cleanup_shards
+python3 - "$T" <<'PY' || fail "forward counters"
+import json, sys
+last = {}
+for s in "abc":
+    for l in open("%s/%s.log" % (sys.argv[1], s)):
+        if l.startswith("{") and json.loads(l).get("msg") == "stopped":
+            last[s] = json.loads(l)
+assert set(last) == {"a", "b", "c"}, last
+for s in "ac":
+    assert last[s]["forwards_confirmed"] > 0, last[s]
+assert last["a"]["forwards_durable_fallback"] + last["c"]["forwards_durable_fallback"] > 0, last
+assert last["b"]["forwards_confirmed"] == 0 and last["b"]["forwarded"] > 0, last["b"]
+PY
+pass "forwards over core NATS, durable where the owner serves none"
 expect_fail 1 "no shard is serving" "$LUCENT" exec --nats "$NATS_URL" --type OrderPlaced --timeout 3000
 pass "exec with no shard"
 
@@ -178,4 +197,4 @@ base=$(count)
 wait_outcomes "$T/in5.jsonl" 60 "$base"
 $CHECK "$T/in5.jsonl" "$T/stored.jsonl" || fail "books (at-most-once, no failure)"
 pass "at-most-once delivery"
-echo "9 passed, 0 failed"
+echo "10 passed, 0 failed"
