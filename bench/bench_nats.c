@@ -69,6 +69,7 @@
 
 #include <nats/nats.h>
 
+#include "intake_pack.h" /* as `lucent publish` packs */
 #include "membership.h" /* LU_SUBJ_*, LU_STREAM_*, lu__intake_partition */
 #define BENCH_PROG "bench_nats"
 #include "bench_util.h" /* die() exits: atexit kills the serves */
@@ -152,6 +153,7 @@ typedef struct opts_s {
   size_t round0; /* label of the first round */
   const char *pack; /* at-most-once serves: --pack N (NULL: their default) */
   const char *forward; /* at-least-once serves: --forward (NULL: default) */
+  size_t intake_pack;  /* at-least-once publisher: events per message */
 } opts_t;
 
 static opts_t O;
@@ -270,7 +272,7 @@ static void on_stored(natsConnection *nc, natsSubscription *sub, natsMsg *m,
                       void *closure) {
   (void)nc, (void)sub;
   _Atomic uint64_t *n = closure;
-  atomic_fetch_add(n, lu__store_jetstream_msg_events(m));
+  atomic_fetch_add(n, lu__nats_msg_events(m));
   natsMsg_Destroy(m);
 }
 
@@ -337,9 +339,10 @@ static void on_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa,
                        jsPubAckErr *pae, void *closure) {
   (void)js, (void)pae;
   acks_t *a = closure;
-  if (pa && pa->Duplicate) atomic_fetch_add(&a->dup, 1);
-  else if (pa) atomic_fetch_add(&a->ok, 1);
-  else atomic_fetch_add(&a->err, 1);
+  uint64_t n = lu__nats_msg_events(msg); /* an intake pack: its events */
+  if (pa && pa->Duplicate) atomic_fetch_add(&a->dup, n);
+  else if (pa) atomic_fetch_add(&a->ok, n);
+  else atomic_fetch_add(&a->err, n);
   natsMsg_Destroy(msg);
 }
 
@@ -857,6 +860,32 @@ static void cleanup_at_exit(void) {
 
 /* ---- lucent: events through publish -> route -> execute -> stored ------ */
 
+/* Publishes e in intake packs, as `lucent publish` does: a pack goes when
+ * it is full, the rest at the end.  Returns the events that failed. */
+static size_t publish_packed(jsCtx *js, lu_packer_t *packer,
+                             const events_t *e, uint64_t deadline) {
+  size_t failed = 0;
+  char id[64];
+  for (size_t i = 0; i <= e->n && now_ns() < deadline;) {
+    natsMsg *m = NULL;
+    if (i < e->n) {
+      event_id(e, i, id, sizeof id);
+      const char *json = e->text + e->off[i];
+      lu__packer_add(packer, lu__intake_partition(NULL, json, e->len[i]),
+                     id, json, e->len[i], i + 1, &m, &failed);
+      i++;
+    } else {
+      lu__packer_flush(packer, &m, &failed);
+      if (!m) break;
+    }
+    if (m && pub_async(js, &m, deadline) != NATS_OK) {
+      failed += lu__nats_msg_events(m);
+      natsMsg_Destroy(m);
+    }
+  }
+  return failed + lu__packer_pending(packer); /* past the deadline */
+}
+
 static res_t lucent_events(natsConnection *nc, jsCtx *jsm, const events_t *e,
                            int amo, const char *fn) {
   res_t r = {.n = e->n};
@@ -889,10 +918,17 @@ static res_t lucent_events(natsConnection *nc, jsCtx *jsm, const events_t *e,
     return r;
   }
   uint64_t deadline = now_ns() + (uint64_t)(O.max_seconds * 1e9);
+  lu_packer_t *packer = NULL;
+  if (!amo && O.intake_pack > 1 && lu__packer_new(&packer, O.intake_pack))
+    die("out of memory");
   cpu_snap_t c0 = cpu_snap();
   uint64_t t0 = now_ns();
   char subj[64], line[24], id[64];
-  for (size_t i = 0; i < e->n && now_ns() < deadline; i++) {
+  if (packer) {
+    r.errors += publish_packed(js, packer, e, deadline);
+    lu__packer_free(packer);
+  }
+  for (size_t i = 0; !packer && i < e->n && now_ns() < deadline; i++) {
     const char *json = e->text + e->off[i];
     size_t len = e->len[i];
     if (amo) snprintf(subj, sizeof subj, "%s", LU_SUBJ_AMO_INTAKE);
@@ -1472,6 +1508,8 @@ static void usage(FILE *f) {
       "                      the serves of exec runs (and rr --system lucent)\n"
       "  --pack N            at-most-once serves: results per message\n"
       "  --forward VIA       at-least-once serves: core or jetstream\n"
+      "  --intake-pack N     at-least-once publisher: events per message\n"
+      "                      (default 64, as lucent publish; 1 = none)\n"
       "  --max-seconds S     bound of every load loop (default 60)\n"
       "  --json FILE         suite: one JSON line per run\n"
       "  --round N           rr, events: label of the first round (1)\n"
@@ -1506,7 +1544,7 @@ int main(int argc, char **argv) {
                .rounds = 3, .keys = 10000, .shards = {1, 3}, .nshards = 2,
                .exec_shards = {1, 3}, .nexec = 2, .deliveries = 3,
                .max_seconds = 60, .system = "lucent", .type = "Keyed",
-               .round0 = 1};
+               .round0 = 1, .intake_pack = LU_INTAKE_PACK_EVENTS};
   O.logdir = getenv("TMPDIR");
   if (!O.logdir || !*O.logdir) O.logdir = "/tmp";
   for (; i < argc; i++) {
@@ -1547,6 +1585,7 @@ int main(int argc, char **argv) {
         die("--forward: core or jetstream");
       O.forward = v;
     }
+    else if (!strcmp(a, "--intake-pack")) O.intake_pack = parse_size(v, a);
     else if (!strcmp(a, "--max-seconds")) O.max_seconds = (double)parse_size(v, a);
     else if (!strcmp(a, "--shards")) O.nshards = parse_list(v, O.shards, 8, a);
     else if (!strcmp(a, "--exec-shards"))

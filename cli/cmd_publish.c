@@ -2,11 +2,17 @@
  * cmd_publish.c - `lucent publish`: sends a JSON Lines file of events into a
  * distributed lucent.
  *
- * At-least-once (default): each line goes to JetStream stream LUCENT_INTAKE
- * on subject lucent.intake.<p> (p from the event's subject, so one stream
- * of events stays in order), with Nats-Msg-Id = the event id (publishing a
- * file twice stores each event once) and its line number in a header.  A
- * line counts as accepted once JetStream has acknowledged it.
+ * At-least-once (default): events go to JetStream stream LUCENT_INTAKE on
+ * subject lucent.intake.<p> (p from the event's subject, so one stream of
+ * events stays in order).  Consecutive valid events of one partition
+ * travel as one message, a pack of up to --pack N (default 64;
+ * intake_pack.c), with Nats-Msg-Id = a hash of the pack (publishing a
+ * file twice makes the same packs, stored once) and the line numbers in a
+ * header; a pack is sent when full, when the input would block (a pipe
+ * with nothing more in it yet), and at the end.  A line that is not a
+ * valid event, or any line with --pack 1, travels alone with Nats-Msg-Id =
+ * the event id (or a hash of the line) and its line number.  An event
+ * counts as accepted once JetStream has acknowledged its message.
  * At-most-once: core NATS subject lucent.amo.intake, no acknowledgement,
  * and no headers on a valid event (its line number is not sent: a header
  * block doubled the publisher's CPU per event); a line that is not a
@@ -17,16 +23,20 @@
  * summary says how many there were.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <xxhash.h>
 
 #include "cli.h"
+#include "intake_pack.h"
 #include "membership.h"
 #include "nats_opts.h"
 
@@ -35,8 +45,11 @@ static void usage(FILE *f) {
           "usage: lucent publish --nats URLS --input FILE|- [options]\n"
           "  --input FILE|-       JSON Lines CloudEvents; - for stdin\n"
           "  --delivery MODE      at-least-once (default) or at-most-once\n"
+          "  --pack N             at-least-once: up to N events of one intake\n"
+          "                       partition per message (default %d; 1 =\n"
+          "                       one message per event)\n"
           "  --json               print the summary as JSON\n"
-          "%s", CLI_NATS_USAGE);
+          "%s", LU_INTAKE_PACK_EVENTS, CLI_NATS_USAGE);
 }
 
 typedef struct pubstate_s {
@@ -48,10 +61,11 @@ static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae,
                    void *closure) {
   (void)js, (void)pae;
   pubstate_t *st = closure;
+  size_t events = lu__nats_msg_events(msg); /* a pack counts its events */
   if (pa) {
-    atomic_fetch_add(&st->acked, 1);
+    atomic_fetch_add(&st->acked, events);
   } else {
-    atomic_fetch_add(&st->refused, 1);
+    atomic_fetch_add(&st->refused, events);
     if (pae && !atomic_exchange(&st->reported, 1)) /* the first reason */
       cli_error("JetStream refused an event: %s (%d)",
                 pae->ErrText ? pae->ErrText : natsStatus_GetText(pae->Err),
@@ -60,11 +74,94 @@ static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae,
   natsMsg_Destroy(msg);
 }
 
+/* ---- reading lines, noticing when the input would block --------------- */
+
+typedef struct reader_s {
+  int fd;
+  char *buf;
+  size_t cap, start, end;
+  int eof;
+} reader_t;
+
+/* The next line (its '\n' replaced by NUL) in *line / *len: 1, 0 at the
+ * end, -1 on a read error (errno).  Before a read that would wait (a pipe
+ * with nothing in it yet), calls idle(ud): a pack waits for no one. */
+static int reader_next(reader_t *r, char **line, size_t *len,
+                       void (*idle)(void *), void *ud) {
+  for (;;) {
+    char *b = r->buf + r->start;
+    char *nl = r->end > r->start ? memchr(b, '\n', r->end - r->start) : NULL;
+    if (nl || (r->eof && r->end > r->start)) {
+      if (!nl) nl = r->buf + r->end; /* the last line has no newline */
+      *nl = 0;
+      *line = b;
+      *len = (size_t)(nl - b);
+      r->start = (size_t)(nl - r->buf) + 1;
+      if (r->start > r->end) r->start = r->end;
+      return 1;
+    }
+    if (r->eof) return 0;
+    if (r->start) {
+      memmove(r->buf, r->buf + r->start, r->end - r->start);
+      r->end -= r->start;
+      r->start = 0;
+    }
+    if (r->cap - r->end < 2) { /* room for a read and a final NUL */
+      size_t cap = r->cap ? r->cap * 2 : 65536;
+      char *nb = realloc(r->buf, cap);
+      if (!nb) {
+        errno = ENOMEM;
+        return -1;
+      }
+      r->buf = nb;
+      r->cap = cap;
+    }
+    struct pollfd pfd = {.fd = r->fd, .events = POLLIN};
+    if (idle && poll(&pfd, 1, 0) == 0) idle(ud);
+    ssize_t n = read(r->fd, r->buf + r->end, r->cap - r->end - 1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return -1;
+    if (n == 0) r->eof = 1;
+    r->end += (size_t)n;
+  }
+}
+
+/* ---- sending ---------------------------------------------------------- */
+
+typedef struct pub_s {
+  natsConnection *nc;
+  jsCtx *js;
+  lu_packer_t *packer; /* at-least-once with --pack > 1 */
+  uint64_t sent, failed; /* events */
+} pub_t;
+
+/* Publishes one intake message of `events` events (takes msg). */
+static void send_js(pub_t *p, natsMsg *msg, size_t events) {
+  natsStatus s = js_PublishMsgAsync(p->js, &msg, NULL);
+  natsMsg_Destroy(msg); /* NULL once JetStream took it */
+  if (s == NATS_OK) p->sent += events;
+  else p->failed += events;
+}
+
+static void flush_packs(void *ud) {
+  pub_t *p = ud;
+  if (!p->packer) return;
+  for (;;) {
+    natsMsg *m = NULL;
+    size_t dropped = 0;
+    lu__packer_flush(p->packer, &m, &dropped);
+    p->failed += dropped;
+    if (!m) break;
+    send_js(p, m, lu__nats_msg_events(m));
+  }
+}
+
 int cmd_publish(int argc, char **argv) {
-  enum { O_DELIVERY = 300 };
+  enum { O_DELIVERY = 300, O_PACK };
   static const struct option opts[] = {
       {"input", required_argument, 0, 'i'},
       {"delivery", required_argument, 0, O_DELIVERY},
+      {"pack", required_argument, 0, O_PACK},
       {"json", no_argument, 0, 'j'},
       {"help", no_argument, 0, 'h'},
       CLI_NATS_LONGOPTS,
@@ -72,6 +169,8 @@ int cmd_publish(int argc, char **argv) {
   lu_nats_opts_t no = {0};
   const char *input = NULL;
   int amo = 0, json = 0, c;
+  unsigned long pack = LU_INTAKE_PACK_EVENTS;
+  char *end;
   optind = 1;
   while ((c = getopt_long(argc, argv, "i:jh", opts, NULL)) != -1) {
     if (cli_nats_opt(c, optarg, &no)) continue;
@@ -82,6 +181,15 @@ int cmd_publish(int argc, char **argv) {
         if (!strcmp(optarg, "at-most-once")) amo = 1;
         else if (strcmp(optarg, "at-least-once")) {
           cli_error("--delivery wants at-least-once or at-most-once");
+          goto usage_err;
+        }
+        break;
+      case O_PACK:
+        errno = 0;
+        pack = strtoul(optarg, &end, 10);
+        if (errno || end == optarg || *end || optarg[0] == '-' || !pack ||
+            pack > 4096) {
+          cli_error("--pack must be an integer in 1..4096");
           goto usage_err;
         }
         break;
@@ -96,8 +204,8 @@ int cmd_publish(int argc, char **argv) {
     else cli_error("unexpected argument '%s'", argv[optind]);
     goto usage_err;
   }
-  FILE *in = strcmp(input, "-") ? fopen(input, "r") : stdin;
-  if (!in) {
+  int fd = strcmp(input, "-") ? open(input, O_RDONLY | O_CLOEXEC) : 0;
+  if (fd < 0) {
     cli_error("cannot open input %s: %s", input, strerror(errno));
     return 1;
   }
@@ -106,7 +214,7 @@ int cmd_publish(int argc, char **argv) {
   natsConnection *nc = NULL;
   if (lu__nats_connect(&nc, &no, err, sizeof err)) {
     cli_error("%s", err);
-    if (in != stdin) fclose(in);
+    if (fd) close(fd);
     return 1;
   }
   pubstate_t st = {0};
@@ -128,39 +236,58 @@ int cmd_publish(int argc, char **argv) {
     cli_error("%s", err);
     jsCtx_Destroy(js);
     natsConnection_Destroy(nc);
-    if (in != stdin) fclose(in);
+    if (fd) close(fd);
     return 1;
   }
-  char *line = NULL;
-  size_t cap = 0;
-  ssize_t len;
-  uint64_t lineno = 0, sent = 0, invalid = 0, failed = 0;
-  while ((len = getline(&line, &cap, in)) >= 0) {
+  pub_t pub = {.nc = nc, .js = js};
+  if (!amo && pack > 1 && lu__packer_new(&pub.packer, pack)) {
+    cli_error("out of memory");
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    if (fd) close(fd);
+    return 1;
+  }
+  reader_t rd = {.fd = fd};
+  char *line;
+  size_t len;
+  int more;
+  uint64_t lineno = 0, invalid = 0;
+  while ((more = reader_next(&rd, &line, &len, flush_packs, &pub)) > 0) {
     lineno++;
-    while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) len--;
+    while (len && line[len - 1] == '\r') len--;
+    line[len] = 0;
     size_t skip = strspn(line, " \t");
-    if ((ssize_t)skip >= len) continue;
+    if (skip >= len) continue;
     /* Is it a valid event?  Only to report it: it is sent either way. */
     lu_event_t *ev = NULL;
     const char *id = NULL;
-    if (lu_event_parse(&ev, line, (size_t)len, NULL, 0) == 0)
+    if (lu_event_parse(&ev, line, len, NULL, 0) == 0)
       id = lu_event_id(ev);
     else
       invalid++;
+    unsigned part = amo ? 0 : lu__intake_partition(ev, line, len);
+    natsMsg *msg = NULL;
+    if (pub.packer && ev) { /* into its partition's pack */
+      size_t dropped = 0;
+      lu__packer_add(pub.packer, part, id, line, len, lineno, &msg,
+                     &dropped);
+      pub.failed += dropped;
+      if (msg) send_js(&pub, msg, lu__nats_msg_events(msg));
+      lu_event_free(ev);
+      continue;
+    }
     char subj[64], lbuf[24], idbuf[64];
     if (amo)
       lu__fmt(subj, sizeof subj, "%s", LU_SUBJ_AMO_INTAKE);
     else
-      lu__fmt(subj, sizeof subj, "%s.%u", LU_SUBJ_INTAKE,
-              lu__intake_partition(ev, line, (size_t)len));
+      lu__fmt(subj, sizeof subj, "%s.%u", LU_SUBJ_INTAKE, part);
     lu__fmt(lbuf, sizeof lbuf, "%" PRIu64, lineno);
     if (!id) { /* dedup id for a bad line: its bytes and its line */
-      XXH64_hash_t h = XXH3_64bits_withSeed(line, (size_t)len, lineno);
+      XXH64_hash_t h = XXH3_64bits_withSeed(line, len, lineno);
       lu__fmt(idbuf, sizeof idbuf, "line-%" PRIu64 "-%016llx", lineno,
               (unsigned long long)h);
       id = idbuf;
     }
-    natsMsg *msg = NULL;
     if (amo && ev) {
       /* At-most-once, a valid event: bare, no headers.  A header block
        * cost half of the publisher's CPU and a fifth of nats-server's per
@@ -180,12 +307,15 @@ int cmd_publish(int argc, char **argv) {
       natsMsg_Destroy(msg); /* NULL once JetStream took it */
     }
     lu_event_free(ev);
-    if (s == NATS_OK) sent++;
-    else failed++;
+    if (s == NATS_OK) pub.sent++;
+    else pub.failed++;
   }
-  free(line);
-  int read_err = ferror(in);
-  if (in != stdin) fclose(in);
+  int read_err = more < 0 ? errno : 0;
+  flush_packs(&pub);
+  lu__packer_free(pub.packer);
+  free(rd.buf);
+  if (fd) close(fd);
+  uint64_t sent = pub.sent, failed = pub.failed;
   if (amo) {
     s = natsConnection_FlushTimeout(nc, 10000);
     if (s == NATS_OK) atomic_store(&st.acked, sent);
@@ -225,7 +355,7 @@ int cmd_publish(int argc, char **argv) {
   jsCtx_Destroy(js);
   natsConnection_Destroy(nc);
   if (read_err) {
-    cli_error("error reading %s", input);
+    cli_error("error reading %s: %s", input, strerror(read_err));
     return 1;
   }
   return refused ? 1 : 0;

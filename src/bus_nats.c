@@ -7,7 +7,9 @@
  * At-least-once (the default):
  *
  *   lucent publish --> LUCENT_INTAKE, subject lucent.intake.<p>, p = hash of
- *                      the event's subject (16 partitions)
+ *                      the event's subject (16 partitions); one event or a
+ *                      pack of consecutive ones per message (intake_pack.c:
+ *                      split here, acked when all of them are finished)
  *   intake-<p>     --> pulled by the partition's owner: the shard that wins
  *                      rendezvous hashing of "intake-<p>" over the view
  *   owner routes   --> runs it, or sends it to its owner over core NATS
@@ -54,6 +56,7 @@
 #include <xxhash.h>
 
 #include "fwd_core.h"
+#include "intake_pack.h"
 #include "membership.h"
 
 #define MAX_PULLERS (LU_INTAKE_PARTITIONS + 256)
@@ -216,6 +219,51 @@ static void ack_done(void *ctx, const lu_outcome_t *o, int stored) {
   lu__nats_msg_release(msg);
 }
 
+/* An intake pack (intake_pack.c) is acked once every event in it is
+ * finished here, NAKed if any failed: it then comes back whole. */
+typedef struct packjoin_s {
+  _Atomic size_t remaining;
+  _Atomic int ok;
+  natsMsg *msg;
+} packjoin_t;
+
+static void pack_done(void *ctx, const lu_outcome_t *o, int stored) {
+  packjoin_t *j = ctx;
+  if (!stored) atomic_store(&j->ok, 0);
+  if (atomic_fetch_sub(&j->remaining, 1) != 1) return;
+  ack_done(j->msg, o, atomic_load(&j->ok));
+  free(j);
+}
+
+/* Is this done the acknowledgement of an intake or forward message? */
+static int acks_a_message(lu_done_t d) {
+  return d.fn == ack_done || d.fn == pack_done;
+}
+
+static void submit_pack(lu_natsbus_t *b, natsMsg *msg, const char *data,
+                        size_t len) {
+  packjoin_t *j = malloc(sizeof *j);
+  if (!j) {
+    natsMsg_Nak(msg, NULL);
+    lu__nats_msg_release(msg);
+    return;
+  }
+  atomic_init(&j->remaining, 1); /* ours, until every line is submitted */
+  atomic_init(&j->ok, 1);
+  j->msg = msg;
+  const char *cursor = NULL;
+  size_t i = 0;
+  for (const char *p = data, *end = data + len; p < end; i++) {
+    const char *nl = memchr(p, '\n', (size_t)(end - p));
+    size_t l = nl ? (size_t)(nl - p) : (size_t)(end - p);
+    atomic_fetch_add(&j->remaining, 1);
+    lu__manager_submit_raw(b->m, p, l, lu__pack_line(msg, i, &cursor),
+                           (lu_done_t){pack_done, j});
+    p += l + 1;
+  }
+  pack_done(j, NULL, 1);
+}
+
 /* ---- pulling ---------------------------------------------------------- */
 
 static void handle_pulled(puller_t *p, natsMsg *msg) {
@@ -224,6 +272,10 @@ static void handle_pulled(puller_t *p, natsMsg *msg) {
   const char *data = natsMsg_GetData(msg);
   int len = natsMsg_GetDataLength(msg);
   lu_done_t done = {ack_done, msg};
+  if (!p->is_fwd && lu__nats_msg_events(msg) > 1) {
+    submit_pack(b, msg, data ? data : "", len > 0 ? (size_t)len : 0);
+    return;
+  }
   if (p->is_fwd) {
     if (lu__manager_accept(b->m, data ? data : "", len > 0 ? (size_t)len : 0,
                            p->target, (unsigned)header_u64(msg, "Lucent-Hops"),
@@ -255,7 +307,7 @@ static void release_sweep(puller_t *p) {
 static void *puller_main(void *arg) {
   puller_t *p = arg;
   lu_natsbus_t *b = p->b;
-  int pulling = 0;
+  int pulling = 0, batch = FETCH_BATCH;
   for (;;) {
     if (pulling && !atomic_load(&p->want)) {
       release_sweep(p);
@@ -274,17 +326,25 @@ static void *puller_main(void *arg) {
     pulling = 1;
     natsMsgList list = {0};
     jsErrCode jerr = 0;
-    natsStatus s = natsSubscription_Fetch(&list, p->sub, FETCH_BATCH,
+    natsStatus s = natsSubscription_Fetch(&list, p->sub, batch,
                                           FETCH_WAIT_MS, &jerr);
     if (s == NATS_OK) {
       /* nats.c 3.4.1 was seen (ASan) reporting a Count above the batch it
        * allocated room for: never read past the array.  A message it
        * counted but did not hand over is redelivered after AckWait. */
-      int n = list.Count < FETCH_BATCH ? list.Count : FETCH_BATCH;
+      int n = list.Count < batch ? list.Count : batch;
+      size_t events = 0;
       for (int i = 0; i < n; i++) {
         natsMsg *msg = list.Msgs[i];
         list.Msgs[i] = NULL; /* ours now: acked (and destroyed) when done */
+        events += lu__nats_msg_events(msg);
         handle_pulled(p, msg);
+      }
+      /* About FETCH_BATCH events per fetch, packs or not: the AckWait of
+       * the last message fetched runs while the ones before it run. */
+      if (n && events) {
+        size_t w = (size_t)FETCH_BATCH * (size_t)n / events;
+        batch = w < 1 ? 1 : w > FETCH_BATCH ? FETCH_BATCH : (int)w;
       }
       list.Count = n; /* so that Destroy, too, stays inside the array */
       natsMsgList_Destroy(&list);
@@ -566,7 +626,7 @@ static void bus_forward(void *ud, const char *target, const char *json,
   if (b->cfg.delivery != LU_DELIVERY_AT_MOST_ONCE) {
     /* An intake message's first hop waits unacked for its owner's "stored"
      * (fwd_core.c); emitted events and re-routes stay durable. */
-    if (!(b->cfwd && hops == 1 && done.fn == ack_done &&
+    if (!(b->cfwd && hops == 1 && acks_a_message(done) &&
           lu__cfwd_send(b->cfwd, target, json, len, done) == 0))
       js_forward(b, target, json, len, hops, done);
     return;

@@ -625,3 +625,11 @@ void lu__nats_msg_release_all(void) {
   pthread_mutex_unlock(&g_rel_lock);
   destroy_all(batch, n);
 }
+
+size_t lu__nats_msg_events(natsMsg *m) {
+  const char *v = NULL;
+  if (natsMsgHeader_Get(m, LU_HDR_COUNT, &v) != NATS_OK || !v) return 1;
+  char *end;
+  unsigned long long n = strtoull(v, &end, 10);
+  return *end || n < 1 || n > SIZE_MAX ? 1 : (size_t)n;
+}

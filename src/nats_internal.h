@@ -7,7 +7,9 @@
  *   -------------------------  ----------------------  ----------------------------
  *   LUCENT_INTAKE              stream lucent.intake.>  durable intake, partitioned
  *                                                      by the event's subject:
- *                                                      lucent.intake.<p>
+ *                                                      lucent.intake.<p>; one
+ *                                                      event or a pack of them
+ *                                                      per message (intake_pack.c)
  *   intake-<p>                 durable pull consumer   one per partition, pulled by
  *                                                      the partition's owner shard
  *   LUCENT_FWD                 stream lucent.fwd.>     forwarded events:
@@ -98,6 +100,15 @@ void lu__nats_msg_release(natsMsg *m);
  *  safe. */
 void lu__nats_msg_release_all(void);
 
+/** A pack: one message holding several events as JSON Lines, and this
+ *  header saying how many (stored results, store_jetstream.c note 7;
+ *  intake packs, intake_pack.c). */
+#define LU_HDR_COUNT "Lucent-Count"
+
+/** How many events a message holds: its Lucent-Count, else 1 (also for a
+ *  bad count: it is then read as one event). */
+size_t lu__nats_msg_events(natsMsg *m);
+
 /* ---- store_jetstream.c ------------------------------------------------ */
 
 /** Opens the event store on JetStream: stream LUCENT_EVENTS (file
@@ -128,9 +139,6 @@ int lu__store_jetstream_open(lu_store_t **out, natsConnection *nc,
 void lu__store_jetstream_set_pack(lu_store_t *st, size_t max_records,
                                   int all);
 
-/** How many events a message of LUCENT_EVENTS holds: the Lucent-Count of a
- *  pack, else 1 (also for a bad count: it is then read as one event). */
-size_t lu__store_jetstream_msg_events(natsMsg *m);
 
 /* ---- session_kv.c ----------------------------------------------------- */
 

@@ -139,7 +139,7 @@
 #define HDR_SUBJECT "Lucent-Subject"
 #define HDR_CORR "Lucent-Correlation"
 #define HDR_TYPE "Lucent-Type"
-#define HDR_COUNT "Lucent-Count"
+#define HDR_COUNT LU_HDR_COUNT
 #define LU_JS_PACK_BYTES (512 * 1024) /* below the default 1 MiB payload */
 
 typedef struct js_store_s {
@@ -299,19 +299,11 @@ static void js_reason(natsStatus s, jsErrCode jerr, char *buf, size_t cap) {
 
 /* ---- ack handler (note 1) --------------------------------------------- */
 
-size_t lu__store_jetstream_msg_events(natsMsg *m) {
-  const char *v = NULL;
-  if (natsMsgHeader_Get(m, HDR_COUNT, &v) != NATS_OK || !v) return 1;
-  char *end;
-  unsigned long long n = strtoull(v, &end, 10);
-  return *end || n < 1 || n > SIZE_MAX ? 1 : (size_t)n;
-}
-
 static void ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa,
                         jsPubAckErr *pae, void *closure) {
   js_store_t *st = closure;
   (void)js;
-  size_t events = lu__store_jetstream_msg_events(msg);
+  size_t events = lu__nats_msg_events(msg);
   pthread_mutex_lock(&st->mu);
   if (pa) {
     st->acked += events;
@@ -973,7 +965,7 @@ static int js_query(lu_store_t *base, const lu_query_t *q, lu_store_row_cb cb,
       }
       if (seq < next) continue; /* seen before a consumer was replaced */
       next = seq + 1;
-      if (lu__store_jetstream_msg_events(m) > 1) { /* a pack, as counted */
+      if (lu__nats_msg_events(m) > 1) { /* a pack, as counted */
         if (type_matches(st, m, q, type_exact))
           ret = emit_pack(st, m, seq, q, cb, ud, &emitted, &done);
       } else if (matches(st, m, q, type_exact)) {
@@ -1048,7 +1040,7 @@ static int64_t js_count(lu_store_t *base) {
         done = 1;
         break;
       }
-      events += lu__store_jetstream_msg_events(list.Msgs[i]);
+      events += lu__nats_msg_events(list.Msgs[i]);
       if (seq >= last || left == 0) done = 1;
     }
     natsMsgList_Destroy(&list);
