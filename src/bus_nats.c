@@ -820,20 +820,7 @@ static void on_amo(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
 static natsStatus subscribe(lu_natsbus_t *b, natsSubscription **sub,
                             const char *subj, const char *queue,
                             natsMsgHandler cb) {
-  natsStatus s = queue ? natsConnection_QueueSubscribe(sub, b->nc, subj,
-                                                       queue, cb, b)
-                       : natsConnection_Subscribe(sub, b->nc, subj, cb, b);
-  /* NATS-NOTES trap 5: async subscriptions drop past 65,536 pending. */
-  if (s == NATS_OK) s = natsSubscription_SetPendingLimits(*sub, 4000000, -1);
-  return s;
-}
-
-static void unsubscribe(natsSubscription **sub) {
-  if (!*sub) return;
-  if (natsSubscription_Drain(*sub) == NATS_OK)
-    natsSubscription_WaitForDrainCompletion(*sub, 2000);
-  natsSubscription_Destroy(*sub);
-  *sub = NULL;
+  return lu__nats_subscribe(b->nc, sub, subj, queue, cb, b);
 }
 
 /* ---- lifecycle -------------------------------------------------------- */
@@ -954,8 +941,8 @@ void lu__natsbus_stop(lu_natsbus_t *b, uint32_t timeout_ms,
   if (b->claimer) pthread_join(b->claimer, NULL);
   for (unsigned i = 0; i < b->npullers; i++)
     pthread_join(b->pullers[i]->thread, NULL);
-  unsubscribe(&b->exec_sub);
-  unsubscribe(&b->amo_sub);
+  lu__nats_unsubscribe(&b->exec_sub);
+  lu__nats_unsubscribe(&b->amo_sub);
   lu__cfwd_stop_serving(b->cfwd); /* later senders go durable */
   /* 3. Finish what we took: outcomes stored, acks sent, forwards acked
    *    (confirmed by their owner, or made durable in LUCENT_FWD). */
@@ -967,8 +954,8 @@ void lu__natsbus_stop(lu_natsbus_t *b, uint32_t timeout_ms,
     po.MaxWait = timeout_ms ? timeout_ms : 1;
     js_PublishAsyncComplete(b->js, &po);
   }
-  unsubscribe(&b->exec_self_sub);
-  unsubscribe(&b->amo_fwd_sub);
+  lu__nats_unsubscribe(&b->exec_self_sub);
+  lu__nats_unsubscribe(&b->amo_fwd_sub);
   if (b->nc) natsConnection_Flush(b->nc);
   for (unsigned i = 0; i < b->npullers; i++) {
     natsSubscription_Destroy(b->pullers[i]->sub);

@@ -274,24 +274,6 @@ static void *sweeper_main(void *arg) {
 
 /* ---- lifecycle -------------------------------------------------------- */
 
-static natsStatus sub_async(lu_cfwd_t *f, natsSubscription **sub,
-                            const char *subj, natsMsgHandler cb) {
-  natsStatus s = natsConnection_Subscribe(sub, f->cfg.nc, subj, cb, f);
-  /* NATS-NOTES trap 5: async subscriptions drop past 65,536 pending. */
-  if (s == NATS_OK) s = natsSubscription_SetPendingLimits(*sub, 4000000, -1);
-  return s;
-}
-
-static void drain(natsSubscription **sub) {
-  if (!*sub) return;
-  /* Drain, not Unsubscribe: a callback that is running finishes before
-   * the subscription (and what its closure points to) goes away. */
-  if (natsSubscription_Drain(*sub) == NATS_OK)
-    natsSubscription_WaitForDrainCompletion(*sub, 2000);
-  natsSubscription_Destroy(*sub);
-  *sub = NULL;
-}
-
 int lu__cfwd_start(lu_cfwd_t **out, const lu_cfwd_cfg_t *cfg, char *err,
                    size_t errlen) {
   *out = NULL;
@@ -317,11 +299,13 @@ int lu__cfwd_start(lu_cfwd_t **out, const lu_cfwd_cfg_t *cfg, char *err,
   natsStatus s = natsInbox_Create(&f->inbox);
   if (s == NATS_OK) {
     lu__fmt(subj, sizeof subj, "%s.*.*", (const char *)f->inbox);
-    s = sub_async(f, &f->reply_sub, subj, on_reply);
+    s = lu__nats_subscribe(f->cfg.nc, &f->reply_sub, subj, NULL, on_reply,
+                           f);
   }
   if (s == NATS_OK) {
     lu__fmt(subj, sizeof subj, "%s.%s", LU_SUBJ_CFWD, f->self);
-    s = sub_async(f, &f->serve_sub, subj, on_forward);
+    s = lu__nats_subscribe(f->cfg.nc, &f->serve_sub, subj, NULL,
+                           on_forward, f);
   }
   if (s == NATS_OK) s = natsConnection_Flush(f->cfg.nc);
   if (s != NATS_OK) {
@@ -343,7 +327,7 @@ int lu__cfwd_start(lu_cfwd_t **out, const lu_cfwd_cfg_t *cfg, char *err,
 }
 
 void lu__cfwd_stop_serving(lu_cfwd_t *f) {
-  if (f) drain(&f->serve_sub);
+  if (f) lu__nats_unsubscribe(&f->serve_sub);
 }
 
 void lu__cfwd_finish(lu_cfwd_t *f, uint32_t timeout_ms) {
@@ -388,7 +372,7 @@ void lu__cfwd_free(lu_cfwd_t *f) {
     pthread_mutex_unlock(&f->lock);
     pthread_join(f->sweeper, NULL);
   }
-  drain(&f->reply_sub);
+  lu__nats_unsubscribe(&f->reply_sub);
   natsInbox_Destroy(f->inbox);
   free(f->slots);
   pthread_mutex_destroy(&f->lock);

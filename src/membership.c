@@ -209,12 +209,7 @@ void lu__membership_stop(lu_membership_t *ms) {
     publish_hb(ms, 1); /* others drop us now, not after the timeout */
     natsConnection_Flush(ms->nc);
   }
-  if (ms->sub) {
-    /* Drain: no callback can run on `ms` once this returns. */
-    if (natsSubscription_Drain(ms->sub) == NATS_OK)
-      natsSubscription_WaitForDrainCompletion(ms->sub, 2000);
-    natsSubscription_Destroy(ms->sub);
-  }
+  lu__nats_unsubscribe(&ms->sub); /* no callback runs on `ms` after it */
   for (unsigned i = 0; i < ms->nfixed; i++) free(ms->fixed[i]);
   free(ms->fixed);
   pthread_mutex_destroy(&ms->lock);

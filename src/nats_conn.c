@@ -633,3 +633,26 @@ size_t lu__nats_msg_events(natsMsg *m) {
   unsigned long long n = strtoull(v, &end, 10);
   return *end || n < 1 || n > SIZE_MAX ? 1 : (size_t)n;
 }
+
+natsStatus lu__nats_subscribe(natsConnection *nc, natsSubscription **sub,
+                              const char *subj, const char *queue,
+                              natsMsgHandler cb, void *closure) {
+  *sub = NULL;
+  natsStatus s =
+      queue ? natsConnection_QueueSubscribe(sub, nc, subj, queue, cb, closure)
+            : natsConnection_Subscribe(sub, nc, subj, cb, closure);
+  if (s == NATS_OK) s = natsSubscription_SetPendingLimits(*sub, 4000000, -1);
+  if (s != NATS_OK) {
+    natsSubscription_Destroy(*sub);
+    *sub = NULL;
+  }
+  return s;
+}
+
+void lu__nats_unsubscribe(natsSubscription **sub) {
+  if (!*sub) return;
+  if (natsSubscription_Drain(*sub) == NATS_OK)
+    natsSubscription_WaitForDrainCompletion(*sub, 2000);
+  natsSubscription_Destroy(*sub);
+  *sub = NULL;
+}

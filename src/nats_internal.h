@@ -100,6 +100,17 @@ void lu__nats_msg_release(natsMsg *m);
  *  safe. */
 void lu__nats_msg_release_all(void);
 
+/** Subscribes cb(closure) to subj (in queue group `queue`, or NULL) with
+ *  room for 4,000,000 pending messages (NATS-NOTES trap 5: the default
+ *  drops past 65,536).  Returns nats.c's status; *sub NULL on failure. */
+natsStatus lu__nats_subscribe(natsConnection *nc, natsSubscription **sub,
+                              const char *subj, const char *queue,
+                              natsMsgHandler cb, void *closure);
+/** Drains *sub (up to 2 s), destroys it and sets it NULL; NULL is a no-op.
+ *  Drain, not Unsubscribe: once it returns no callback runs on what the
+ *  closure points to, so the caller may free it. */
+void lu__nats_unsubscribe(natsSubscription **sub);
+
 /** A pack: one message holding several events as JSON Lines, and this
  *  header saying how many (stored results, store_jetstream.c note 7;
  *  intake packs, intake_pack.c). */

@@ -290,4 +290,27 @@ LU_TEST_NATS_FN void lu_test_nats_stop(lu_test_nats_t *s) {
   s->nextra = 0;
 }
 
+/* In main(): skip the test (exit 77) when there is no nats-server. */
+#define LU_TEST_NATS_REQUIRE()                                          \
+  do {                                                                  \
+    char lu_bin_[PATH_MAX];                                             \
+    if (lu_test_nats_find(lu_bin_, sizeof lu_bin_) != 0) {              \
+      printf("skip: no nats-server (set LUCENT_TEST_NATS_SERVER)\n");   \
+      return LU_TEST_NATS_SKIP;                                         \
+    }                                                                   \
+  } while (0)
+
+#if defined(LUCENT_NATS_INTERNAL_H) && defined(fail_msg)
+/* A connection to url through lucent's own connect, failing the test if
+ * it cannot (for tests that include cmocka.h and nats_internal.h first). */
+LU_TEST_NATS_FN natsConnection *lu_test_nats_connect(const char *url) {
+  natsConnection *nc = NULL;
+  char err[512];
+  lu_nats_opts_t o = {.urls = url, .reconnect_wait_ms = 50};
+  if (lu__nats_connect(&nc, &o, err, sizeof err) != 0)
+    fail_msg("connect: %s", err);
+  return nc;
+}
+#endif
+
 #endif /* LUCENT_TEST_NATS_SERVER_H */

@@ -99,15 +99,6 @@ static int rec_alive(void *ud, const char *id) {
 
 /* ---- fixture ---------------------------------------------------------- */
 
-static natsConnection *connect_url(const char *url) {
-  natsConnection *nc = NULL;
-  char err[512];
-  lu_nats_opts_t o = {.urls = url, .reconnect_wait_ms = 50};
-  if (lu__nats_connect(&nc, &o, err, sizeof err) != 0)
-    fail_msg("connect: %s", err);
-  return nc;
-}
-
 static lu_cfwd_t *start(fx_t *f, natsConnection *nc, const char *self,
                         unsigned max_inflight, uint32_t timeout_ms) {
   lu_cfwd_cfg_t c = {.nc = nc,
@@ -128,8 +119,8 @@ static lu_cfwd_t *start(fx_t *f, natsConnection *nc, const char *self,
 static int setup(void **state) {
   fx_t *f = calloc(1, sizeof *f);
   if (lu_test_nats_start(&f->srv, NULL) != 0) return -1;
-  f->nc1 = connect_url(f->srv.url);
-  f->nc2 = connect_url(f->srv.url);
+  f->nc1 = lu_test_nats_connect(f->srv.url);
+  f->nc2 = lu_test_nats_connect(f->srv.url);
   pthread_mutex_init(&f->r.mu, NULL);
   f->r.target_alive = 1;
   for (int i = 0; i < MAXN; i++) f->r.verdict[i] = -1;
@@ -352,11 +343,7 @@ static void test_bad_arguments(void **state) {
 }
 
 int main(void) {
-  char bin[PATH_MAX];
-  if (lu_test_nats_find(bin, sizeof bin) != 0) {
-    printf("skip: no nats-server (set LUCENT_TEST_NATS_SERVER)\n");
-    return LU_TEST_NATS_SKIP;
-  }
+  LU_TEST_NATS_REQUIRE();
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
   const struct CMUnitTest tests[] = {
       T(test_confirmed_in_order),

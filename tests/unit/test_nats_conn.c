@@ -367,11 +367,7 @@ static void test_msg_release_threads(void **state) {
 }
 
 int main(void) {
-  char bin[PATH_MAX];
-  if (lu_test_nats_find(bin, sizeof bin) != 0) {
-    printf("skip: no nats-server (set LUCENT_TEST_NATS_SERVER)\n");
-    return LU_TEST_NATS_SKIP;
-  }
+  LU_TEST_NATS_REQUIRE();
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_connect_ok),
       cmocka_unit_test(test_wrong_url_fails_fast),

@@ -26,15 +26,6 @@ typedef struct fx_s {
   natsConnection *nc1, *nc2;
 } fx_t;
 
-static natsConnection *connect_url(const char *url) {
-  natsConnection *nc = NULL;
-  char err[512];
-  lu_nats_opts_t o = {.urls = url, .reconnect_wait_ms = 50};
-  if (lu__nats_connect(&nc, &o, err, sizeof err) != 0)
-    fail_msg("connect: %s", err);
-  return nc;
-}
-
 static lu_kvsess_t *open_kv(natsConnection *nc, uint32_t ttl_ms) {
   lu_kvsess_t *s = NULL;
   char err[512];
@@ -46,8 +37,8 @@ static lu_kvsess_t *open_kv(natsConnection *nc, uint32_t ttl_ms) {
 static int setup(void **state) {
   fx_t *f = calloc(1, sizeof *f);
   if (lu_test_nats_start(&f->srv, NULL) != 0) return -1;
-  f->nc1 = connect_url(f->srv.url);
-  f->nc2 = connect_url(f->srv.url);
+  f->nc1 = lu_test_nats_connect(f->srv.url);
+  f->nc2 = lu_test_nats_connect(f->srv.url);
   *state = f;
   return 0;
 }
@@ -292,7 +283,7 @@ static void test_unreachable(void **state) {
   static const char *const args[] = {"-js=false", NULL};
   lu_test_nats_t srv;
   assert_int_equal(lu_test_nats_start(&srv, args), 0);
-  natsConnection *nc = connect_url(srv.url);
+  natsConnection *nc = lu_test_nats_connect(srv.url);
   lu_kvsess_t *s = NULL;
   char err[512];
   assert_int_equal(lu__kvsess_open(&s, nc, 1000, err, sizeof err), LU_EIO);
@@ -303,11 +294,7 @@ static void test_unreachable(void **state) {
 }
 
 int main(void) {
-  char bin[PATH_MAX];
-  if (lu_test_nats_find(bin, sizeof bin) != 0) {
-    printf("skip: no nats-server (set LUCENT_TEST_NATS_SERVER)\n");
-    return LU_TEST_NATS_SKIP;
-  }
+  LU_TEST_NATS_REQUIRE();
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
   const struct CMUnitTest tests[] = {
       T(test_first_binder_wins),  T(test_race_agrees),

@@ -33,19 +33,10 @@ static int has(const char *msg, const char *needle) {
   return 0;
 }
 
-static natsConnection *connect_url(const char *url) {
-  natsConnection *nc = NULL;
-  char err[512];
-  lu_nats_opts_t o = {.urls = url, .reconnect_wait_ms = 50};
-  if (lu__nats_connect(&nc, &o, err, sizeof err) != 0)
-    fail_msg("connect: %s", err);
-  return nc;
-}
-
 static int setup(void **state) {
   fx_t *f = calloc(1, sizeof *f);
   if (lu_test_nats_start(&f->srv, NULL) != 0) return -1;
-  f->nc = connect_url(f->srv.url);
+  f->nc = lu_test_nats_connect(f->srv.url);
   char err[512];
   if (lu__store_jetstream_open(&f->st, f->nc, 1, 0, err, sizeof err) != 0) {
     fprintf(stderr, "open: %s\n", err);
@@ -119,7 +110,7 @@ static void test_open_readonly_and_config(void **state) {
   (void)state;
   lu_test_nats_t srv;
   assert_int_equal(lu_test_nats_start(&srv, NULL), 0);
-  natsConnection *nc = connect_url(srv.url);
+  natsConnection *nc = lu_test_nats_connect(srv.url);
   lu_store_t *st = NULL;
   char err[512];
   /* Read-only on a server without the stream: not created, clear error. */
@@ -203,7 +194,7 @@ static void test_no_jetstream(void **state) {
   static const char *const args[] = {"-js=false", NULL};
   lu_test_nats_t srv;
   assert_int_equal(lu_test_nats_start(&srv, args), 0);
-  natsConnection *nc = connect_url(srv.url);
+  natsConnection *nc = lu_test_nats_connect(srv.url);
   lu_store_t *st = NULL;
   char err[512];
   assert_int_equal(lu__store_jetstream_open(&st, nc, 1, 0, err, sizeof err),
@@ -637,7 +628,7 @@ typedef struct appender_s {
 
 static void *append_loop(void *arg) {
   appender_t *a = arg;
-  natsConnection *nc = connect_url(a->url);
+  natsConnection *nc = lu_test_nats_connect(a->url);
   lu_store_t *st = NULL;
   char err[512];
   if (lu__store_jetstream_open(&st, nc, 1, 0, err, sizeof err) != 0)
@@ -732,7 +723,7 @@ static void test_query_survives_lost_consumer(void **state) {
   big_t *b = big_batch("lost");
   assert_int_equal(lu_store_append(f->st, b->r, 3000, NULL), 0);
   free(b);
-  natsConnection *nc = connect_url(f->srv.url);
+  natsConnection *nc = lu_test_nats_connect(f->srv.url);
   killer_t k = {.c = {0, 0, 1}};
   assert_int_equal(natsConnection_JetStream(&k.js, nc, NULL), NATS_OK);
   assert_int_equal(lu_store_query(f->st, NULL, kill_consumer_cb, &k), 0);
@@ -790,11 +781,7 @@ static void test_server_restart(void **state) {
 }
 
 int main(void) {
-  char bin[PATH_MAX];
-  if (lu_test_nats_find(bin, sizeof bin) != 0) {
-    printf("skip: no nats-server (set LUCENT_TEST_NATS_SERVER)\n");
-    return LU_TEST_NATS_SKIP;
-  }
+  LU_TEST_NATS_REQUIRE();
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_open_readonly_and_config),
