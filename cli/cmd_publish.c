@@ -89,9 +89,10 @@ typedef struct reader_s {
 static int reader_next(reader_t *r, char **line, size_t *len,
                        void (*idle)(void *), void *ud) {
   for (;;) {
-    char *b = r->buf + r->start;
-    char *nl = r->end > r->start ? memchr(b, '\n', r->end - r->start) : NULL;
-    if (nl || (r->eof && r->end > r->start)) {
+    /* Nothing buffered yet: buf may still be NULL. */
+    char *b = r->end > r->start ? r->buf + r->start : NULL;
+    char *nl = b ? memchr(b, '\n', r->end - r->start) : NULL;
+    if (nl || (b && r->eof)) {
       if (!nl) nl = r->buf + r->end; /* the last line has no newline */
       *nl = 0;
       *line = b;

@@ -957,11 +957,12 @@ void lu__natsbus_stop(lu_natsbus_t *b, uint32_t timeout_ms,
   lu__nats_unsubscribe(&b->exec_self_sub);
   lu__nats_unsubscribe(&b->amo_fwd_sub);
   if (b->nc) natsConnection_Flush(b->nc);
+  if (final) lu__natsbus_stats(b, final); /* reads the pullers: first */
   for (unsigned i = 0; i < b->npullers; i++) {
     natsSubscription_Destroy(b->pullers[i]->sub);
     free(b->pullers[i]);
   }
-  if (final) lu__natsbus_stats(b, final);
+  b->npullers = 0;
   lu__cfwd_free(b->cfwd);
   lu__nats_msg_release_all(); /* nothing of ours is held past the stop */
   lu__kvsess_close(b->kv);
