@@ -307,7 +307,9 @@ static void release_sweep(puller_t *p) {
 static void *puller_main(void *arg) {
   puller_t *p = arg;
   lu_natsbus_t *b = p->b;
-  int pulling = 0, batch = FETCH_BATCH;
+  /* The first fetch asks for few messages: they may be intake packs of
+   * 64 events each (the next fetches adapt to what came). */
+  int pulling = 0, batch = FETCH_BATCH / 16;
   for (;;) {
     if (pulling && !atomic_load(&p->want)) {
       release_sweep(p);

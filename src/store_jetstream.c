@@ -117,6 +117,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "nats_internal.h"
 
@@ -393,7 +394,7 @@ static int ensure_stream(js_store_t *st, char *why, size_t cap) {
   jsErrCode jerr = 0;
   natsStatus s;
   int rc = 0;
-  for (int attempt = 0; attempt < 3; attempt++) {
+  for (int attempt = 0;; attempt++) {
     jerr = 0;
     s = js_GetStreamInfo(&si, st->js, LU_STREAM_EVENTS, NULL, &jerr);
     if (s == NATS_OK) {
@@ -439,8 +440,16 @@ static int ensure_stream(js_store_t *st, char *why, size_t cap) {
     jerr = 0;
     s = js_AddStream(&si, st->js, &cfg, NULL, &jerr);
     if (s == NATS_OK) break;
-    /* Someone created it meanwhile (10058: name in use): read it again. */
-    if (jerr == JSStreamNameExistErr) continue;
+    /* Another shard created it meanwhile: the server says "name in use"
+     * (10058) or, seen with three shards starting at once under
+     * ThreadSanitizer, "subjects overlap" (10065).  Read it again, a
+     * moment later; a foreign stream on our subjects stays an error. */
+    if ((jerr == JSStreamNameExistErr || jerr == JSStreamSubjectOverlapErr) &&
+        attempt < 4) {
+      struct timespec ts = {0, 50L * 1000000L * (attempt + 1)};
+      nanosleep(&ts, NULL);
+      continue;
+    }
     js_reason(s, jerr, why, cap);
     rc = LU_ESTORE;
     break;

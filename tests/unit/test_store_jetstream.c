@@ -106,6 +106,24 @@ static void assert_bodies(const rows_t *rows, const char *const *want,
 
 /* ---- opening ---------------------------------------------------------- */
 
+typedef struct racer_s {
+  const char *url;
+  int rc;
+  char err[512];
+} racer_t;
+
+static void *open_racer(void *arg) {
+  racer_t *r = arg;
+  natsConnection *nc = NULL;
+  lu_nats_opts_t o = {.urls = r->url};
+  lu_store_t *st = NULL;
+  if (lu__nats_connect(&nc, &o, r->err, sizeof r->err) == 0)
+    r->rc = lu__store_jetstream_open(&st, nc, 1, 0, r->err, sizeof r->err);
+  lu_store_close(st);
+  natsConnection_Destroy(nc);
+  return NULL;
+}
+
 static void test_open_readonly_and_config(void **state) {
   (void)state;
   lu_test_nats_t srv;
@@ -180,6 +198,31 @@ static void test_open_readonly_and_config(void **state) {
   assert_int_equal(lu__store_jetstream_open(&st, nc, 1, 0, err, sizeof err),
                    LU_ESTORE);
   assert_true(has(err, "does not take subjects lucent.events.>"));
+
+  /* Another stream on our subjects: refused too (after a few re-reads, in
+   * case it was a shard creating ours at the same moment). */
+  assert_int_equal(js_DeleteStream(js, LU_STREAM_EVENTS, NULL, NULL),
+                   NATS_OK);
+  const char *ours[] = {"lucent.events.>"};
+  cfg.Name = "OTHER";
+  cfg.Subjects = ours;
+  assert_int_equal(js_AddStream(NULL, js, &cfg, NULL, NULL), NATS_OK);
+  assert_int_equal(lu__store_jetstream_open(&st, nc, 1, 0, err, sizeof err),
+                   LU_ESTORE);
+  assert_true(has(err, "overlap"));
+  assert_int_equal(js_DeleteStream(js, "OTHER", NULL, NULL), NATS_OK);
+
+  /* Shards starting at once all open the store one of them creates. */
+  racer_t rc[4];
+  pthread_t th[4];
+  for (int i = 0; i < 4; i++) {
+    rc[i] = (racer_t){.url = srv.url, .rc = -1};
+    pthread_create(&th[i], NULL, open_racer, &rc[i]);
+  }
+  for (int i = 0; i < 4; i++) {
+    pthread_join(th[i], NULL);
+    if (rc[i].rc) fail_msg("racer %d: %s", i, rc[i].err);
+  }
 
   assert_int_equal(lu__store_jetstream_open(&st, NULL, 1, 0, err,
                                             sizeof err),
