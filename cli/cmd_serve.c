@@ -110,6 +110,17 @@ static uint64_t obs_bus_errors(void *ud) {
   return st.forward_errors + st.dropped;
 }
 
+static void obs_bus_forwards(void *ud, uint64_t *core, uint64_t *js,
+                             uint64_t *amo, uint64_t *fallbacks) {
+  serve_obs_t *o = ud;
+  lu_natsbus_stats_t st;
+  lu__natsbus_stats(o->bus, &st);
+  *core = st.forward_confirmed;
+  *js = st.forwards_jetstream;
+  *amo = st.forwards_amo;
+  *fallbacks = st.forward_fallbacks;
+}
+
 static int parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *v) {
   char *end;
   errno = 0;
@@ -297,7 +308,8 @@ int cmd_serve(int argc, char **argv) {
     lu_obs_source_t src = {.manager = m, .bus = "nats", .ud = &so,
                            .view = obs_view, .check_bus = obs_bus,
                            .check_shard = obs_shard,
-                           .bus_errors = obs_bus_errors};
+                           .bus_errors = obs_bus_errors,
+                           .bus_forwards = obs_bus_forwards};
     if (lu_http_start(&http, http_addr, &src, err, sizeof err)) {
       cli_error("shard %s: %s", shard, err);
     } else {

@@ -107,7 +107,7 @@ struct lu_natsbus_s {
   natsSubscription *exec_sub, *exec_self_sub, *amo_sub, *amo_fwd_sub;
   lu_cfwd_t *cfwd; /* confirmed core forwarding (at-least-once) */
   _Atomic uint64_t pulled, forwarded, forward_errors, exec_requests,
-      exec_forwarded;
+      exec_forwarded, forwards_js, forwards_amo;
 };
 
 /* ---- small helpers ---------------------------------------------------- */
@@ -601,6 +601,7 @@ static void js_forward(void *ud, const char *target, const char *json,
                        size_t len, unsigned hops, lu_done_t done) {
   lu_natsbus_t *b = ud;
   char subj[128], hbuf[16];
+  atomic_fetch_add(&b->forwards_js, 1);
   lu__fmt(subj, sizeof subj, "%s.%s", LU_SUBJ_FWD, target);
   lu__fmt(hbuf, sizeof hbuf, "%u", hops);
   natsMsg *msg = NULL;
@@ -646,6 +647,7 @@ static void bus_forward(void *ud, const char *target, const char *json,
    * half the CPU of a core message); on_amo reads a missing Lucent-Hops as
    * 1. */
   char subj[128];
+  atomic_fetch_add(&b->forwards_amo, 1);
   lu__fmt(subj, sizeof subj, "%s.%s", LU_SUBJ_AMO_FWD, target);
   natsStatus s;
   if (hops == 1) {
@@ -998,6 +1000,8 @@ void lu__natsbus_stats(lu_natsbus_t *b, lu_natsbus_stats_t *o) {
   lu__cfwd_stats(b->cfwd, &cs);
   o->forward_confirmed = cs.confirmed;
   o->forward_fallbacks = cs.fallbacks;
+  o->forwards_jetstream = atomic_load(&b->forwards_js);
+  o->forwards_amo = atomic_load(&b->forwards_amo);
   pthread_mutex_lock(&b->lock);
   for (unsigned i = 0; i < b->npullers; i++)
     o->claimed += atomic_load(&b->pullers[i]->want) ? 1 : 0;

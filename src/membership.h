@@ -59,6 +59,8 @@ typedef struct lu_natsbus_stats_s {
       dropped;
   uint64_t forward_confirmed; /* core forwards confirmed by their owner */
   uint64_t forward_fallbacks; /* core forwards that went durable instead */
+  uint64_t forwards_jetstream; /* through LUCENT_FWD (fallbacks included) */
+  uint64_t forwards_amo;       /* at-most-once, over core NATS */
   unsigned claimed; /* consumers this shard pulls now */
 } lu_natsbus_stats_t;
 void lu__natsbus_stats(lu_natsbus_t *b, lu_natsbus_stats_t *out);

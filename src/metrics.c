@@ -133,6 +133,11 @@ int lu__obs_snapshot(lu_obs_snap_t *s, const lu_obs_source_t *src) {
   lu__manager_store_stats(m, &s->store_batches, &s->store_records,
                           &s->store_errors);
   s->bus_errors = src->bus_errors ? src->bus_errors(src->ud) : 0;
+  if (src->bus_forwards) {
+    s->has_forwards = 1;
+    src->bus_forwards(src->ud, &s->fwd_core, &s->fwd_jetstream, &s->fwd_amo,
+                      &s->fwd_fallbacks);
+  }
   return 0;
 }
 
@@ -355,6 +360,23 @@ void lu__metrics_write(lu_buf_t *b, const lu_obs_snap_t *s) {
   family(b, "lucent_bus_errors_total", "counter",
          "Messages the bus failed to deliver (0 with the in-process bus).");
   sample_u64(b, "lucent_bus_errors_total", NULL, s->bus_errors);
+  if (s->has_forwards) {
+    family(b, "lucent_bus_forwards_total", "counter",
+           "Events sent to another shard process, by path: core (confirmed "
+           "by the owner once stored), jetstream (LUCENT_FWD), "
+           "at_most_once.");
+    const char *paths[] = {"core", "jetstream", "at_most_once"};
+    const uint64_t v[] = {s->fwd_core, s->fwd_jetstream, s->fwd_amo};
+    for (int i = 0; i < 3; i++) {
+      l = (labels_t){{"path"}, {paths[i]}};
+      sample_u64(b, "lucent_bus_forwards_total", &l, v[i]);
+    }
+    family(b, "lucent_bus_forward_fallbacks_total", "counter",
+           "Core forwards that got no confirmation (no responder, owner "
+           "gone, timeout) and went through JetStream instead.");
+    sample_u64(b, "lucent_bus_forward_fallbacks_total", NULL,
+               s->fwd_fallbacks);
+  }
   family(b, "lucent_build_info", "gauge", "The lucent version; always 1.");
   l = (labels_t){{"version"}, {s->version}};
   sample_u64(b, "lucent_build_info", &l, 1);

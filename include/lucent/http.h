@@ -82,6 +82,14 @@ typedef struct lu_obs_source_s {
   lu_check_cb check_shard;     /**< is this process's shard in the view?
                                     NULL: ok */
   uint64_t (*bus_errors)(void *ud); /**< NULL: 0 */
+  /** Events forwarded to other shard processes, by path: confirmed over
+   *  core NATS, through JetStream (LUCENT_FWD), at most once (core, no
+   *  confirmation); and how many core forwards went through JetStream
+   *  for want of a confirmation.  NULL (the in-process bus): no such
+   *  metrics. */
+  void (*bus_forwards)(void *ud, uint64_t *core_confirmed,
+                       uint64_t *jetstream, uint64_t *at_most_once,
+                       uint64_t *fallbacks);
 } lu_obs_source_t;
 
 /** Renders /metrics into *out (caller frees with free()), *len bytes,

@@ -67,8 +67,8 @@ expect_fail 2 "--shard is required" "$LUCENT" serve --nats "$NATS_URL" --plugin 
 expect_fail 2 "--pack must be an integer" "$LUCENT" serve --nats "$NATS_URL" --shard x --plugin "$LUCENT_PLUGIN" --delivery at-most-once --pack 0
 pass "bad URL and usage errors"
 
-# 2. Three shards join one view by heartbeats.
-serve a; serve b; serve c
+# 2. Three shards join one view by heartbeats (c also serves /metrics).
+serve a; serve b; serve c --http 127.0.0.1:0
 for s in a b c; do wait_view $s "a,b,c"; done
 pass "three shards in one view"
 
@@ -129,6 +129,26 @@ wait "$PUB7" || fail "publish from a pipe: $(cat "$T/pub7.json")"
 [ "$(json "$T/pub7.json" "j['accepted']")" = 5 ] || fail "pipe: $(cat "$T/pub7.json")"
 pass "intake packs: lines kept, a pipe is sent as it goes"
 
+# 3c. A serve's /metrics says which way its forwards went: over core NATS,
+#     confirmed by their owner.  (Fallbacks are only counted: one forward
+#     slower than half the AckWait on a loaded machine is not a failure.)
+python3 - "$T/c.log" <<'PY' || fail "forward metrics of shard c"
+import json, sys, urllib.request
+addr = next(json.loads(l)["addr"] for l in open(sys.argv[1])
+            if l.startswith("{") and json.loads(l)["msg"] == "http listening")
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+text = opener.open("http://%s/metrics" % addr, timeout=5).read().decode()
+m = {}
+for l in text.splitlines():
+    if l.startswith("lucent_bus_forward"):
+        k, v = l.rsplit(" ", 1)
+        m[k] = float(v)
+assert m['lucent_bus_forwards_total{path="core"}'] > 0, m
+assert m['lucent_bus_forwards_total{path="at_most_once"}'] == 0, m
+assert m["lucent_bus_forward_fallbacks_total"] >= 0, m
+PY
+pass "forward metrics"
+
 # 4. Request/reply from any shard.
 for i in 1 2 3 4 5 6; do
   "$LUCENT" exec --nats "$NATS_URL" --type OrderValidated --timeout 5000 \
@@ -165,7 +185,7 @@ pass "kill -9: every input has exactly one outcome, no duplicates"
 if [ -n "${LUCENT_TEST_QUICK:-}" ]; then
   # ThreadSanitizer pass: the threaded paths above are what it is for; the
   # rejoin, restart and at-most-once phases ran in the other passes.
-  echo "6 passed, 0 failed"
+  echo "7 passed, 0 failed"
   exit 0
 fi
 
@@ -229,4 +249,4 @@ base=$(count)
 wait_outcomes "$T/in5.jsonl" 60 "$base"
 $CHECK "$T/in5.jsonl" "$T/stored.jsonl" || fail "books (at-most-once, no failure)"
 pass "at-most-once delivery"
-echo "11 passed, 0 failed"
+echo "12 passed, 0 failed"
