@@ -593,7 +593,7 @@ static void on_fwd_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa,
   lu_done_t d = fw_take(b, msg);
   if (!pa) atomic_fetch_add(&b->forward_errors, 1);
   if (d.fn) d.fn(d.ctx, NULL, pa != NULL);
-  natsMsg_Destroy(msg);
+  lu__nats_msg_release(msg);
 }
 
 /* The durable forward: a LUCENT_FWD message, done when it is stored. */
@@ -763,12 +763,12 @@ static void on_exec(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
   int dlen = natsMsg_GetDataLength(msg);
   size_t len = dlen > 0 ? (size_t)dlen : 0;
   if (!reply || !*reply) {
-    natsMsg_Destroy(msg);
+    lu__nats_msg_release(msg);
     return;
   }
   reply_t *rp = malloc(sizeof *rp + strlen(reply) + 1);
   if (!rp) {
-    natsMsg_Destroy(msg);
+    lu__nats_msg_release(msg);
     return;
   }
   rp->b = b;
@@ -779,12 +779,12 @@ static void on_exec(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
   if (lu_event_parse(&ev, data ? data : "", len, why, sizeof why) != 0) {
     /* Recorded as lucent.Rejected like any bad input; the reply says why. */
     lu__manager_submit_raw(b->m, data ? data : "", len, 0, done);
-    natsMsg_Destroy(msg);
+    lu__nats_msg_release(msg);
     return;
   }
   if (sub == b->exec_self_sub) { /* forwarded to us: pinned */
     lu__manager_run_local(b->m, ev, b->self, 1, done);
-    natsMsg_Destroy(msg);
+    lu__nats_msg_release(msg);
     return;
   }
   char target[64];
@@ -808,7 +808,7 @@ static void on_exec(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
         NATS_OK)
       reply_json(b, reply, NULL, "cannot forward the request");
   }
-  natsMsg_Destroy(msg);
+  lu__nats_msg_release(msg);
 }
 
 static void on_amo(natsConnection *nc, natsSubscription *sub, natsMsg *msg,

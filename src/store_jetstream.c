@@ -331,7 +331,7 @@ static void ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa,
     st->failed += events;
   }
   pthread_mutex_unlock(&st->mu);
-  natsMsg_Destroy(msg); /* ours in an AckHandler */
+  lu__nats_msg_release(msg); /* ours in an AckHandler; batched (nats_conn.c) */
 }
 
 /* ---- open ------------------------------------------------------------- */
@@ -365,6 +365,9 @@ static void store_free(js_store_t *st) {
      * holding messages of a store that is gone. */
     if (st->published) drain(st);
     jsCtx_Destroy(st->js);
+    /* Acked messages wait in the release batch (ack_handler): hand them
+     * back now, while nats.c is surely still open. */
+    lu__nats_msg_release_all();
   }
   pthread_mutex_destroy(&st->mu);
   free(st->subj);
