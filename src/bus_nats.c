@@ -665,6 +665,16 @@ static void bus_forward(void *ud, const char *target, const char *json,
   if (done.fn) done.fn(done.ctx, NULL, s == NATS_OK);
 }
 
+/* A confirmed forward waits longer than half the AckWait for a live owner:
+ * tell JetStream its intake message is still being worked on. */
+static void cfwd_extend(void *ud, lu_done_t done) {
+  (void)ud;
+  natsMsg *m = done.fn == ack_done    ? (natsMsg *)done.ctx
+               : done.fn == pack_done ? ((packjoin_t *)done.ctx)->msg
+                                      : NULL;
+  if (m) natsMsg_InProgress(m, NULL);
+}
+
 /* An event another shard sent us over core NATS: pinned here. */
 static void cfwd_accept(void *ud, const char *json, size_t len, unsigned hops,
                         lu_done_t done) {
@@ -889,7 +899,8 @@ int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
   }
   /* Serving lucent.cfwd.<self> before joining the view: a shard that is
    * in the view takes confirmed forwards.  A forward waits for its reply
-   * half an AckWait, so the intake message is not redelivered meanwhile. */
+   * half an AckWait at a time, marking its intake message in progress so
+   * that it is not redelivered meanwhile, up to 6 AckWaits in all. */
   if (!rc && !amo && !cfg->durable_forward) {
     lu_cfwd_cfg_t fc = {.nc = nc,
                         .self = b->self,
@@ -897,6 +908,7 @@ int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
                         .fallback = js_forward,
                         .accept = cfwd_accept,
                         .alive = peer_alive,
+                        .extend = cfwd_extend,
                         .ud = b};
     rc = lu__cfwd_start(&b->cfwd, &fc, err, errlen);
   }

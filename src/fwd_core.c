@@ -19,7 +19,10 @@
  * intake message.  A forward that gets no confirmation (no responder: the
  * target is not serving lucent.cfwd yet or any more; the target left the
  * view; no reply within timeout_ms, e.g. it died and came back at once)
- * takes the durable path (cfg.fallback: LUCENT_FWD, as before).  If the
+ * takes the durable path (cfg.fallback: LUCENT_FWD, as before).  A reply
+ * that is only late, from an owner still in the view, is waited for longer
+ * (cfg.extend tells JetStream the intake message is in progress, so it is
+ * not redelivered meanwhile), up to max_wait_ms.  If the
  * target did run it meanwhile, it runs twice, and its outcome's ids are the
  * same both times (DESIGN.md decision 3), so the store keeps one.  If the
  * origin dies, its unacked intake messages are redelivered after AckWait to
@@ -47,7 +50,8 @@ typedef struct slot_s {
   lu_done_t done; /* fn == NULL: free (a sender always passes one) */
   char *json;
   size_t len;
-  uint64_t t_ms;  /* when it was sent */
+  uint64_t t0_ms; /* when it was sent */
+  uint64_t t_ms;  /* when it was sent or last extended */
   uint32_t gen;   /* tells a late reply for an earlier use of the slot */
   int next_free;
   char target[64];
@@ -68,7 +72,7 @@ struct lu_cfwd_s {
   slot_t *slots;
   int free_head;
   unsigned inflight;
-  _Atomic uint64_t sent, confirmed, fallbacks;
+  _Atomic uint64_t sent, confirmed, fallbacks, extensions;
 };
 
 static uint64_t now_ms(void) { return lu__now_ns() / 1000000u; }
@@ -153,7 +157,7 @@ int lu__cfwd_send(lu_cfwd_t *f, const char *target, const char *json,
   s->done = done;
   s->json = copy;
   s->len = len;
-  s->t_ms = now_ms();
+  s->t0_ms = s->t_ms = now_ms();
   uint32_t gen = ++s->gen;
   memcpy(s->target, target, tl + 1);
   f->inflight++;
@@ -240,9 +244,20 @@ static void sweep(lu_cfwd_t *f) {
   for (unsigned i = 0; i < f->cfg.max_inflight; i++) {
     pthread_mutex_lock(&f->lock);
     slot_t *s = &f->slots[i];
-    int expired = s->done.fn && now - s->t_ms >= f->cfg.timeout_ms;
-    for (unsigned k = 0; s->done.fn && !expired && k < ngone; k++)
-      expired = !strcmp(gone[k], s->target);
+    int live = s->done.fn != NULL, gone_t = 0;
+    for (unsigned k = 0; live && k < ngone; k++)
+      gone_t |= !strcmp(gone[k], s->target);
+    /* Late, with its owner still in the view: a busy owner (a backlog, slow
+     * functions, retries).  Keep the source from being redelivered and
+     * wait on, up to max_wait_ms; then, or if the owner left, go durable. */
+    int late = live && now - s->t_ms >= f->cfg.timeout_ms;
+    int expired = gone_t || (late && (!f->cfg.extend ||
+                                      now - s->t0_ms >= f->cfg.max_wait_ms));
+    if (late && !expired) {
+      f->cfg.extend(f->cfg.ud, s->done); /* under our lock: see the header */
+      s->t_ms = now;
+      atomic_fetch_add(&f->extensions, 1);
+    }
     uint32_t gen = s->gen;
     pthread_mutex_unlock(&f->lock);
     slot_t out;
@@ -282,6 +297,7 @@ int lu__cfwd_start(lu_cfwd_t **out, const lu_cfwd_cfg_t *cfg, char *err,
   f->cfg = *cfg;
   if (!f->cfg.max_inflight) f->cfg.max_inflight = 1024;
   if (!f->cfg.timeout_ms) f->cfg.timeout_ms = 5000;
+  if (!f->cfg.max_wait_ms) f->cfg.max_wait_ms = 12 * f->cfg.timeout_ms;
   lu__fmt(f->self, sizeof f->self, "%s", cfg->self);
   f->cfg.self = f->self;
   pthread_mutex_init(&f->lock, NULL);
@@ -359,6 +375,7 @@ void lu__cfwd_stats(lu_cfwd_t *f, lu_cfwd_stats_t *o) {
   o->sent = atomic_load(&f->sent);
   o->confirmed = atomic_load(&f->confirmed);
   o->fallbacks = atomic_load(&f->fallbacks);
+  o->extensions = atomic_load(&f->extensions);
 }
 
 void lu__cfwd_free(lu_cfwd_t *f) {

@@ -22,8 +22,13 @@ typedef struct lu_cfwd_cfg_s {
    *  while that many wait. */
   unsigned max_inflight;
   /** How long a forward waits for its reply before it takes the durable
-   *  path (0 = 5000 ms).  Keep it below the intake's AckWait. */
+   *  path, or, with extend, is extended (0 = 5000 ms).  Keep it below the
+   *  intake's AckWait. */
   uint32_t timeout_ms;
+  /** With extend: how long a forward to an owner that stays in the view
+   *  may wait in all before it takes the durable path (0 = 12 x
+   *  timeout_ms). */
+  uint32_t max_wait_ms;
   /** The durable path: forwards an event (borrowed for the call; hops is
    *  1) that could not be confirmed, and calls done when that forward is
    *  stored or has failed.  Called from the sweeper, the reply thread or
@@ -39,6 +44,12 @@ typedef struct lu_cfwd_cfg_s {
   /** Is shard `id` still in the view?  Forwards to a shard that left take
    *  the durable path at once.  Sweeper thread, no lock held. */
   int (*alive)(void *ud, const char *id);
+  /** A forward to a live owner waited timeout_ms: keep what done
+   *  acknowledges from being redelivered (natsMsg_InProgress), then it
+   *  waits timeout_ms more.  NULL: take the durable path at once.  Called
+   *  on the sweeper with this module's lock held (so that done stays
+   *  valid): must not call into this module. */
+  void (*extend)(void *ud, lu_done_t done);
   void *ud;
 } lu_cfwd_cfg_t;
 
@@ -75,6 +86,7 @@ void lu__cfwd_finish(lu_cfwd_t *f, uint32_t timeout_ms);
  *  path (no responder, target gone, timeout, finish). */
 typedef struct lu_cfwd_stats_s {
   uint64_t sent, confirmed, fallbacks;
+  uint64_t extensions; /* late replies waited for longer (extend) */
 } lu_cfwd_stats_t;
 void lu__cfwd_stats(lu_cfwd_t *f, lu_cfwd_stats_t *out);
 

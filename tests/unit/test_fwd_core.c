@@ -41,6 +41,7 @@ typedef struct rec_s {
   int verdict[MAXN];            /* origin: per event, -1 = no done yet */
   int calls[MAXN];              /* origin: how many times done ran */
   int bad_hops;                 /* a callback saw hops != 1 */
+  unsigned extended;            /* extend calls */
 } rec_t;
 
 typedef struct fx_s {
@@ -89,6 +90,14 @@ static void rec_fallback(void *ud, const char *target, const char *json,
   done.fn(done.ctx, NULL, 1); /* the durable forward was stored */
 }
 
+static void rec_extend(void *ud, lu_done_t done) {
+  rec_t *r = ud; /* called with the module's lock held: ours is separate */
+  (void)done;
+  pthread_mutex_lock(&r->mu);
+  r->extended++;
+  pthread_mutex_unlock(&r->mu);
+}
+
 static int rec_alive(void *ud, const char *id) {
   rec_t *r = ud;
   pthread_mutex_lock(&r->mu);
@@ -99,12 +108,15 @@ static int rec_alive(void *ud, const char *id) {
 
 /* ---- fixture ---------------------------------------------------------- */
 
-static lu_cfwd_t *start(fx_t *f, natsConnection *nc, const char *self,
-                        unsigned max_inflight, uint32_t timeout_ms) {
+static lu_cfwd_t *start_ext(fx_t *f, natsConnection *nc, const char *self,
+                            unsigned max_inflight, uint32_t timeout_ms,
+                            uint32_t max_wait_ms) {
   lu_cfwd_cfg_t c = {.nc = nc,
                      .self = self,
                      .max_inflight = max_inflight,
                      .timeout_ms = timeout_ms,
+                     .max_wait_ms = max_wait_ms,
+                     .extend = max_wait_ms ? rec_extend : NULL,
                      .fallback = rec_fallback,
                      .accept = rec_accept,
                      .alive = rec_alive,
@@ -114,6 +126,12 @@ static lu_cfwd_t *start(fx_t *f, natsConnection *nc, const char *self,
   if (lu__cfwd_start(&cf, &c, err, sizeof err) != 0)
     fail_msg("cfwd_start: %s", err);
   return cf;
+}
+
+/* Without extend: a late reply means the durable path at timeout_ms. */
+static lu_cfwd_t *start(fx_t *f, natsConnection *nc, const char *self,
+                        unsigned max_inflight, uint32_t timeout_ms) {
+  return start_ext(f, nc, self, max_inflight, timeout_ms, 0);
 }
 
 static int setup(void **state) {
@@ -260,6 +278,31 @@ static void test_timeout_goes_durable(void **state) {
   assert_int_equal(f->r.verdict[0], 1); /* from the durable path */
 }
 
+/* A live owner that is only slow is waited for (the source kept in
+ * progress) until max_wait; then the durable path; a reply after that
+ * changes nothing. */
+static void test_late_live_owner_is_extended(void **state) {
+  fx_t *f = *state;
+  f->r.mode = TARGET_HOLDS;
+  f->origin = start_ext(f, f->nc1, "o", 0, 100, 1500);
+  f->target = start(f, f->nc2, "t", 0, 0);
+  send_n(f, "t", 0, 1);
+  assert_true(wait_count(&f->r, &f->r.extended, 3) >= 3);
+  assert_int_equal(f->r.nfell, 0); /* 300+ ms late, still waiting */
+  assert_int_equal(f->r.calls[0], 0);
+  assert_int_equal(wait_count(&f->r, &f->r.nfell, 1), 1); /* max_wait */
+  assert_int_equal(done_count(&f->r, 1), 1);
+  lu_done_t d = f->r.held[0];
+  f->r.held[0].fn = NULL;
+  d.fn(d.ctx, NULL, 1);
+  usleep(200000);
+  assert_int_equal(f->r.calls[0], 1);
+  lu_cfwd_stats_t st;
+  lu__cfwd_stats(f->origin, &st);
+  assert_true(st.extensions >= 3);
+  assert_int_equal(st.fallbacks, 1);
+}
+
 typedef struct sender_s {
   fx_t *f;
   _Atomic unsigned sent;
@@ -351,6 +394,7 @@ int main(void) {
       T(test_no_responder_goes_durable),
       T(test_target_gone_then_late_reply),
       T(test_timeout_goes_durable),
+      T(test_late_live_owner_is_extended),
       T(test_full_window_blocks_and_keeps_order),
       T(test_finish_hands_over_the_rest),
       T(test_bad_arguments),
