@@ -923,7 +923,7 @@ static res_t lucent_events(natsConnection *nc, jsCtx *jsm, const events_t *e,
     die("out of memory");
   cpu_snap_t c0 = cpu_snap();
   uint64_t t0 = now_ns();
-  char subj[64], line[24], id[64];
+  char id[64];
   if (packer) {
     r.errors += publish_packed(js, packer, e, deadline);
     lu__packer_free(packer);
@@ -931,31 +931,17 @@ static res_t lucent_events(natsConnection *nc, jsCtx *jsm, const events_t *e,
   for (size_t i = 0; !packer && i < e->n && now_ns() < deadline; i++) {
     const char *json = e->text + e->off[i];
     size_t len = e->len[i];
-    if (amo) snprintf(subj, sizeof subj, "%s", LU_SUBJ_AMO_INTAKE);
-    else snprintf(subj, sizeof subj, "%s.%u", LU_SUBJ_INTAKE,
-                  lu__intake_partition(NULL, json, len)); /* by bytes */
-    snprintf(line, sizeof line, "%zu", i + 1);
     if (amo) { /* as `lucent publish`: valid events travel bare */
-      if (natsConnection_Publish(nc, subj, json, (int)len) != NATS_OK)
+      if (natsConnection_Publish(nc, LU_SUBJ_AMO_INTAKE, json, (int)len) !=
+          NATS_OK)
         r.errors++;
       continue;
     }
     natsMsg *m = NULL;
-    natsStatus s = natsMsg_Create(&m, subj, NULL, json, (int)len);
-    if (s == NATS_OK) s = natsMsgHeader_Set(m, "Lucent-Line", line);
-    if (s == NATS_OK && !amo) {
-      event_id(e, i, id, sizeof id);
-      s = natsMsgHeader_Set(m, "Nats-Msg-Id", id);
-    }
-    if (s == NATS_OK) {
-      if (amo) {
-        s = natsConnection_PublishMsg(nc, m);
-        natsMsg_Destroy(m);
-        m = NULL;
-      } else {
-        s = pub_async(js, &m, deadline);
-      }
-    }
+    event_id(e, i, id, sizeof id);
+    natsStatus s = lu__intake_msg(&m, lu__intake_partition(NULL, json, len),
+                                  id, json, len, i + 1); /* by bytes */
+    if (s == NATS_OK) s = pub_async(js, &m, deadline);
     if (s != NATS_OK) {
       natsMsg_Destroy(m);
       r.errors++;

@@ -266,50 +266,47 @@ int cmd_publish(int argc, char **argv) {
       id = lu_event_id(ev);
     else
       invalid++;
-    unsigned part = amo ? 0 : lu__intake_partition(ev, line, len);
+    if (amo) {
+      if (ev) {
+        /* A valid event travels bare: a header block cost half of the
+         * publisher's CPU and a fifth of nats-server's per event
+         * (bench/README.md); the line number only matters for a line that
+         * is not an event, which still carries it. */
+        s = natsConnection_Publish(nc, LU_SUBJ_AMO_INTAKE, line, (int)len);
+      } else {
+        char lbuf[24];
+        lu__fmt(lbuf, sizeof lbuf, "%" PRIu64, lineno);
+        natsMsg *msg = NULL;
+        s = natsMsg_Create(&msg, LU_SUBJ_AMO_INTAKE, NULL, line, (int)len);
+        if (s == NATS_OK) s = natsMsgHeader_Set(msg, "Lucent-Line", lbuf);
+        if (s == NATS_OK) s = natsConnection_PublishMsg(nc, msg);
+        natsMsg_Destroy(msg);
+      }
+      if (s == NATS_OK) pub.sent++;
+      else pub.failed++;
+      lu_event_free(ev);
+      continue;
+    }
+    unsigned part = lu__intake_partition(ev, line, len);
     natsMsg *msg = NULL;
     if (pub.packer && ev) { /* into its partition's pack */
       size_t dropped = 0;
       lu__packer_add(pub.packer, part, id, line, len, lineno, &msg,
                      &dropped);
       pub.failed += dropped;
-      if (msg) send_js(&pub, msg, lu__nats_msg_events(msg));
-      lu_event_free(ev);
-      continue;
-    }
-    char subj[64], lbuf[24], idbuf[64];
-    if (amo)
-      lu__fmt(subj, sizeof subj, "%s", LU_SUBJ_AMO_INTAKE);
-    else
-      lu__fmt(subj, sizeof subj, "%s.%u", LU_SUBJ_INTAKE, part);
-    lu__fmt(lbuf, sizeof lbuf, "%" PRIu64, lineno);
-    if (!id) { /* dedup id for a bad line: its bytes and its line */
-      XXH64_hash_t h = XXH3_64bits_withSeed(line, len, lineno);
-      lu__fmt(idbuf, sizeof idbuf, "line-%" PRIu64 "-%016llx", lineno,
-              (unsigned long long)h);
-      id = idbuf;
-    }
-    if (amo && ev) {
-      /* At-most-once, a valid event: bare, no headers.  A header block
-       * cost half of the publisher's CPU and a fifth of nats-server's per
-       * event (bench/README.md); the line number only matters for a line
-       * that is not an event, which still carries it. */
-      s = natsConnection_Publish(nc, subj, line, (int)len);
     } else {
-      s = natsMsg_Create(&msg, subj, NULL, line, (int)len);
-      if (s == NATS_OK) s = natsMsgHeader_Set(msg, "Lucent-Line", lbuf);
-      if (s == NATS_OK && !amo)
-        s = natsMsgHeader_Set(msg, "Nats-Msg-Id", id);
-      if (s == NATS_OK && amo) {
-        s = natsConnection_PublishMsg(nc, msg);
-      } else if (s == NATS_OK) {
-        s = js_PublishMsgAsync(js, &msg, NULL); /* takes msg on success */
+      char idbuf[64];
+      if (!id) { /* dedup id for a bad line: its bytes and its line */
+        XXH64_hash_t h = XXH3_64bits_withSeed(line, len, lineno);
+        lu__fmt(idbuf, sizeof idbuf, "line-%" PRIu64 "-%016llx", lineno,
+                (unsigned long long)h);
+        id = idbuf;
       }
-      natsMsg_Destroy(msg); /* NULL once JetStream took it */
+      if (lu__intake_msg(&msg, part, id, line, len, lineno) != NATS_OK)
+        pub.failed++;
     }
+    if (msg) send_js(&pub, msg, lu__nats_msg_events(msg));
     lu_event_free(ev);
-    if (s == NATS_OK) pub.sent++;
-    else pub.failed++;
   }
   int read_err = more < 0 ? errno : 0;
   flush_packs(&pub);

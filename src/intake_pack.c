@@ -87,32 +87,51 @@ void lu__packer_free(lu_packer_t *p) {
 
 size_t lu__packer_pending(const lu_packer_t *p) { return p->pending; }
 
+natsStatus lu__intake_msg(natsMsg **out, unsigned partition, const char *id,
+                          const char *json, size_t len, uint64_t line) {
+  char subj[64], lbuf[24];
+  lu__fmt(subj, sizeof subj, "%s.%u", LU_SUBJ_INTAKE, partition);
+  lu__fmt(lbuf, sizeof lbuf, "%" PRIu64, line);
+  *out = NULL;
+  natsStatus s = natsMsg_Create(out, subj, NULL, json, (int)len);
+  if (s == NATS_OK) s = natsMsgHeader_Set(*out, "Nats-Msg-Id", id);
+  if (s == NATS_OK) s = natsMsgHeader_Set(*out, "Lucent-Line", lbuf);
+  if (s != NATS_OK) {
+    natsMsg_Destroy(*out);
+    *out = NULL;
+  }
+  return s;
+}
+
+/* The message of partition i's pack of two or more. */
+static natsStatus pack_msg(natsMsg **out, unsigned i, const pack_t *k) {
+  char subj[64], hdr[64];
+  lu__fmt(subj, sizeof subj, "%s.%u", LU_SUBJ_INTAKE, i);
+  natsStatus s = natsMsg_Create(out, subj, NULL, k->body.p, (int)k->body.len);
+  XXH128_hash_t h = XXH3_128bits(k->body.p, k->body.len);
+  lu__fmt(hdr, sizeof hdr, "pack-%016llx%016llx",
+          (unsigned long long)h.high64, (unsigned long long)h.low64);
+  if (s == NATS_OK) s = natsMsgHeader_Set(*out, "Nats-Msg-Id", hdr);
+  lu__fmt(hdr, sizeof hdr, "%zu", k->n);
+  if (s == NATS_OK) s = natsMsgHeader_Set(*out, LU_HDR_COUNT, hdr);
+  if (s == NATS_OK) s = natsMsgHeader_Set(*out, "Lucent-Lines", k->lines.p);
+  return s;
+}
+
 /* The message for partition i's pack; the pack is emptied either way. */
 static int take(lu_packer_t *p, unsigned i, natsMsg **ready,
                 size_t *dropped) {
   pack_t *k = &p->packs[i];
   *ready = NULL;
   if (!k->n) return 0;
-  char subj[64], hdr[64];
-  lu__fmt(subj, sizeof subj, "%s.%u", LU_SUBJ_INTAKE, i);
   natsMsg *m = NULL;
   natsStatus s = NATS_NO_MEMORY;
-  if (!k->body.oom && !k->lines.oom)
-    s = natsMsg_Create(&m, subj, NULL, k->body.p ? k->body.p : "",
-                       (int)k->body.len);
-  if (k->n == 1) {
-    lu__fmt(hdr, sizeof hdr, "%" PRIu64, k->first_line);
-    if (s == NATS_OK) s = natsMsgHeader_Set(m, "Nats-Msg-Id", k->first_id);
-    if (s == NATS_OK) s = natsMsgHeader_Set(m, "Lucent-Line", hdr);
-  } else {
-    XXH128_hash_t h = XXH3_128bits(k->body.p, k->body.len);
-    lu__fmt(hdr, sizeof hdr, "pack-%016llx%016llx",
-            (unsigned long long)h.high64, (unsigned long long)h.low64);
-    if (s == NATS_OK) s = natsMsgHeader_Set(m, "Nats-Msg-Id", hdr);
-    lu__fmt(hdr, sizeof hdr, "%zu", k->n);
-    if (s == NATS_OK) s = natsMsgHeader_Set(m, LU_HDR_COUNT, hdr);
-    if (s == NATS_OK) s = natsMsgHeader_Set(m, "Lucent-Lines", k->lines.p);
-  }
+  /* (An allocation that failed while it was filled fails it here.)  A
+   * pack of one is a plain event. */
+  if (!k->body.oom && !k->lines.oom && k->first_id)
+    s = k->n == 1 ? lu__intake_msg(&m, i, k->first_id, k->body.p,
+                                   k->body.len, k->first_line)
+                  : pack_msg(&m, i, k);
   p->pending -= k->n;
   if (s != NATS_OK) {
     *dropped += k->n;
@@ -141,9 +160,8 @@ int lu__packer_add(lu_packer_t *p, unsigned partition, const char *id,
   lu__fmt(num, sizeof num, "%s%" PRIu64, k->n ? "," : "", line);
   lu__buf_puts(&k->lines, num);
   if (!k->n) {
-    k->first_id = strdup(id ? id : "");
+    k->first_id = strdup(id ? id : ""); /* NULL: fails at take */
     k->first_line = line;
-    if (!k->first_id) k->body.oom = 1; /* fails at take */
   }
   k->n++;
   p->pending++;

@@ -47,6 +47,13 @@ int lu__packer_flush(lu_packer_t *p, natsMsg **ready, size_t *dropped);
 /** Events waiting in packs, not yet handed out. */
 size_t lu__packer_pending(const lu_packer_t *p);
 
+/** The at-least-once intake message of one event, or of a line that is
+ *  not one (json borrowed for the call): subject lucent.intake.<partition>,
+ *  Nats-Msg-Id = id, Lucent-Line = line.  A pack of one takes this form
+ *  too.  Returns nats.c's status; *out (the caller's) is NULL on failure. */
+natsStatus lu__intake_msg(natsMsg **out, unsigned partition, const char *id,
+                          const char *json, size_t len, uint64_t line);
+
 /** Reads an intake message's line numbers: the i-th (0-based) event's
  *  line, from Lucent-Lines of a pack or Lucent-Line of a single event; 0
  *  when unknown.  *cursor starts at NULL and walks the header (call with
