@@ -162,26 +162,9 @@ int lu__nats_ensure_stream(jsCtx *js, const char *name,
     jsStreamInfo_Destroy(si);
     return 0;
   }
-  for (int attempt = 0;; attempt++) {
-    jerr = 0;
-    s = js_AddStream(&si, js, &sc, NULL, &jerr);
-    if (s == NATS_OK) {
-      jsStreamInfo_Destroy(si);
-      return 0;
-    }
-    /* Lost a race with another shard creating it: fine if it exists now
-     * (the server may say "name in use" or "subjects overlap" before the
-     * other shard's stream can be read: store_jetstream.c does the same). */
-    if (js_GetStreamInfo(&si, js, name, NULL, NULL) == NATS_OK) {
-      jsStreamInfo_Destroy(si);
-      return 0;
-    }
-    if (attempt == 4 || (jerr != JSStreamNameExistErr &&
-                         jerr != JSStreamSubjectOverlapErr))
-      break;
-    struct timespec ts = {0, 50L * 1000000L * (attempt + 1)};
-    nanosleep(&ts, NULL);
-  }
+  jerr = 0;
+  s = lu__nats_create_stream(js, &sc, NULL, &jerr);
+  if (s == NATS_OK) return 0;
   char what[128];
   lu__fmt(what, sizeof what, "cannot create stream %s", name);
   nats_err(err, errlen, what, s, jerr);

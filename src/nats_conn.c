@@ -48,6 +48,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -655,4 +656,27 @@ void lu__nats_unsubscribe(natsSubscription **sub) {
     natsSubscription_WaitForDrainCompletion(*sub, 2000);
   natsSubscription_Destroy(*sub);
   *sub = NULL;
+}
+
+natsStatus lu__nats_create_stream(jsCtx *js, jsStreamConfig *cfg,
+                                  jsStreamInfo **si, jsErrCode *jerr) {
+  jsStreamInfo *info = NULL;
+  natsStatus s;
+  for (int attempt = 0;; attempt++) {
+    *jerr = 0;
+    s = js_AddStream(&info, js, cfg, NULL, jerr);
+    if (s == NATS_OK) break;
+    if (attempt == 4 || (*jerr != JSStreamNameExistErr &&
+                         *jerr != JSStreamSubjectOverlapErr))
+      break;
+    struct timespec ts = {0, 50L * 1000000L * (attempt + 1)};
+    nanosleep(&ts, NULL);
+    if (js_GetStreamInfo(&info, js, cfg->Name, NULL, NULL) == NATS_OK) {
+      s = NATS_OK;
+      break;
+    }
+  }
+  if (si) *si = info;
+  else jsStreamInfo_Destroy(info);
+  return s;
 }

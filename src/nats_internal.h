@@ -106,6 +106,16 @@ void lu__nats_msg_release_all(void);
 natsStatus lu__nats_subscribe(natsConnection *nc, natsSubscription **sub,
                               const char *subj, const char *queue,
                               natsMsgHandler cb, void *closure);
+/** Creates stream cfg->Name, or finds the one another process is creating
+ *  at the same moment: when js_AddStream fails with "name in use" or
+ *  "subjects overlap" (the server says either while another shard creates
+ *  the same stream), the stream is read again a moment later, up to 5
+ *  times.  Returns NATS_OK and the stream's info in *si (the caller
+ *  destroys it; si may be NULL), or js_AddStream's failure with *jerr:
+ *  also for a foreign stream on the same subjects. */
+natsStatus lu__nats_create_stream(jsCtx *js, jsStreamConfig *cfg,
+                                  jsStreamInfo **si, jsErrCode *jerr);
+
 /** Drains *sub (up to 2 s), destroys it and sets it NULL; NULL is a no-op.
  *  Drain, not Unsubscribe: once it returns no callback runs on what the
  *  closure points to, so the caller may free it. */

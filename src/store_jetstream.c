@@ -117,7 +117,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "nats_internal.h"
 
@@ -395,40 +394,13 @@ static int ensure_stream(js_store_t *st, char *why, size_t cap) {
   int create = !st->readonly;
   jsStreamInfo *si = NULL;
   jsErrCode jerr = 0;
-  natsStatus s;
-  int rc = 0;
-  for (int attempt = 0;; attempt++) {
-    jerr = 0;
-    s = js_GetStreamInfo(&si, st->js, LU_STREAM_EVENTS, NULL, &jerr);
-    if (s == NATS_OK) {
-      if (check_config(si->Config, why, cap) != 0) {
-        rc = LU_ESTORE;
-      } else if (create && si->Config->Duplicates < dup_ns) {
-        /* Made by an older or differently configured lucent: widen the
-         * duplicate window, never narrow it (someone may rely on it). */
-        jsStreamConfig cfg = *si->Config;
-        jsStreamInfo *si2 = NULL;
-        cfg.Duplicates = dup_ns;
-        s = js_UpdateStream(&si2, st->js, &cfg, NULL, &jerr);
-        jsStreamInfo_Destroy(si2);
-        if (s != NATS_OK) {
-          js_reason(s, jerr, why, cap);
-          rc = LU_ESTORE;
-        }
-      }
-      break;
-    }
-    if (s != NATS_NOT_FOUND) {
-      js_reason(s, jerr, why, cap);
-      rc = LU_ESTORE;
-      break;
-    }
-    if (!create) {
-      lu__fmt(why, cap, "no lucent event store on this server (stream "
-                        LU_STREAM_EVENTS " not found)");
-      rc = LU_ENOENT;
-      break;
-    }
+  natsStatus s = js_GetStreamInfo(&si, st->js, LU_STREAM_EVENTS, NULL, &jerr);
+  if (s == NATS_NOT_FOUND && !create) {
+    lu__fmt(why, cap, "no lucent event store on this server (stream "
+                      LU_STREAM_EVENTS " not found)");
+    return LU_ENOENT;
+  }
+  if (s == NATS_NOT_FOUND) {
     const char *subjects[] = {LU_SUBJ_EVENTS ".>"};
     jsStreamConfig cfg;
     jsStreamConfig_Init(&cfg);
@@ -440,22 +412,28 @@ static int ensure_stream(js_store_t *st, char *why, size_t cap) {
     cfg.Retention = js_LimitsPolicy;
     cfg.Discard = js_DiscardOld;
     cfg.Duplicates = dup_ns;
-    jerr = 0;
-    s = js_AddStream(&si, st->js, &cfg, NULL, &jerr);
-    if (s == NATS_OK) break;
-    /* Another shard created it meanwhile: the server says "name in use"
-     * (10058) or, seen with three shards starting at once under
-     * ThreadSanitizer, "subjects overlap" (10065).  Read it again, a
-     * moment later; a foreign stream on our subjects stays an error. */
-    if ((jerr == JSStreamNameExistErr || jerr == JSStreamSubjectOverlapErr) &&
-        attempt < 4) {
-      struct timespec ts = {0, 50L * 1000000L * (attempt + 1)};
-      nanosleep(&ts, NULL);
-      continue;
-    }
+    /* Ours, or another shard's created at the same moment: checked below
+     * like any stream found. */
+    s = lu__nats_create_stream(st->js, &cfg, &si, &jerr);
+  }
+  int rc = 0;
+  if (s != NATS_OK) {
     js_reason(s, jerr, why, cap);
     rc = LU_ESTORE;
-    break;
+  } else if (check_config(si->Config, why, cap) != 0) {
+    rc = LU_ESTORE;
+  } else if (create && si->Config->Duplicates < dup_ns) {
+    /* Made by an older or differently configured lucent: widen the
+     * duplicate window, never narrow it (someone may rely on it). */
+    jsStreamConfig cfg = *si->Config;
+    jsStreamInfo *si2 = NULL;
+    cfg.Duplicates = dup_ns;
+    s = js_UpdateStream(&si2, st->js, &cfg, NULL, &jerr);
+    jsStreamInfo_Destroy(si2);
+    if (s != NATS_OK) {
+      js_reason(s, jerr, why, cap);
+      rc = LU_ESTORE;
+    }
   }
   jsStreamInfo_Destroy(si);
   return rc;
