@@ -243,28 +243,26 @@ static void submit_pack(lu_natsbus_t *b, natsMsg *msg, const char *data,
   atomic_init(&j->remaining, 1); /* ours, until every line is submitted */
   atomic_init(&j->ok, 1);
   j->msg = msg;
-  const char *cursor = NULL;
-  size_t i = 0;
-  for (const char *p = data, *end = data + len; p < end; i++) {
-    const char *nl = memchr(p, '\n', (size_t)(end - p));
-    size_t l = nl ? (size_t)(nl - p) : (size_t)(end - p);
+  const char *cursor = NULL, *ev;
+  size_t at = 0, l;
+  for (size_t i = 0; (ev = lu__pack_next(data, len, &at, &l)); i++) {
     atomic_fetch_add(&j->remaining, 1);
-    lu__manager_submit_raw(b->m, p, l, lu__pack_line(msg, i, &cursor),
+    lu__manager_submit_raw(b->m, ev, l, lu__pack_line(msg, i, &cursor),
                            (lu_done_t){pack_done, j});
-    p += l + 1;
   }
   pack_done(j, NULL, 1);
 }
 
 /* ---- pulling ---------------------------------------------------------- */
 
-static void handle_pulled(puller_t *p, natsMsg *msg) {
+/* msg holds `events` events (lu__nats_msg_events): more is an intake pack. */
+static void handle_pulled(puller_t *p, natsMsg *msg, size_t events) {
   lu_natsbus_t *b = p->b;
   atomic_fetch_add(&b->pulled, 1);
   const char *data = natsMsg_GetData(msg);
   int len = natsMsg_GetDataLength(msg);
   lu_done_t done = {ack_done, msg};
-  if (!p->is_fwd && lu__nats_msg_events(msg) > 1) {
+  if (!p->is_fwd && events > 1) {
     submit_pack(b, msg, data ? data : "", len > 0 ? (size_t)len : 0);
     return;
   }
@@ -331,8 +329,9 @@ static void *puller_main(void *arg) {
       for (int i = 0; i < n; i++) {
         natsMsg *msg = list.Msgs[i];
         list.Msgs[i] = NULL; /* ours now: acked (and destroyed) when done */
-        events += lu__nats_msg_events(msg);
-        handle_pulled(p, msg);
+        size_t k = lu__nats_msg_events(msg);
+        events += k;
+        handle_pulled(p, msg, k);
       }
       /* About FETCH_BATCH events per fetch, packs or not: the AckWait of
        * the last message fetched runs while the ones before it run. */

@@ -130,6 +130,19 @@ void lu__nats_unsubscribe(natsSubscription **sub);
  *  bad count: it is then read as one event). */
 size_t lu__nats_msg_events(natsMsg *m);
 
+/** Walks a pack's data d (len bytes, the events' JSON one per line): the
+ *  event at offset *at, its length in *ll; *at moves past it.  NULL when
+ *  none is left. */
+static inline const char *lu__pack_next(const char *d, size_t len,
+                                        size_t *at, size_t *ll) {
+  if (!d || *at >= len) return NULL;
+  const char *p = d + *at;
+  const char *nl = memchr(p, '\n', len - *at);
+  *ll = nl ? (size_t)(nl - p) : len - *at;
+  *at += *ll + 1;
+  return p;
+}
+
 /* ---- store_jetstream.c ------------------------------------------------ */
 
 /** Opens the event store on JetStream: stream LUCENT_EVENTS (file

@@ -771,11 +771,9 @@ static int emit_pack(js_store_t *st, natsMsg *m, uint64_t seq,
   const char *d = natsMsg_GetData(m);
   size_t len = (size_t)natsMsg_GetDataLength(m);
   int ret = 0;
-  for (size_t at = 0; d && at < len && !*done;) {
-    const char *nl = memchr(d + at, '\n', len - at);
-    size_t ll = nl ? (size_t)(nl - (d + at)) : len - at;
-    const char *line = d + at;
-    at += ll + 1;
+  size_t at = 0, ll;
+  for (const char *line;
+       !*done && (line = lu__pack_next(d, len, &at, &ll));) {
     if (q->subject || q->correlationid) {
       cJSON *ev = cJSON_ParseWithLength(line, ll);
       int ok = ev && (!q->subject || attr_is(ev, "subject", q->subject)) &&
