@@ -183,7 +183,7 @@ int lu__membership_start(lu_membership_t **out, natsConnection *nc,
   }
   char subj[64];
   lu__fmt(subj, sizeof subj, "%s.*", LU_SUBJ_HB);
-  natsStatus s = natsConnection_Subscribe(&ms->sub, nc, subj, on_hb, ms);
+  natsStatus s = lu__nats_subscribe(nc, &ms->sub, subj, NULL, on_hb, ms);
   if (s == NATS_OK) s = natsConnection_Flush(nc);
   if (s != NATS_OK) {
     char r[256];

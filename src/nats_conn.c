@@ -67,6 +67,9 @@
  * subscriber expecting large messages raises it with
  * natsSubscription_SetPendingLimits. */
 #define LU_NATS_MAX_PENDING_MSGS (1 << 20)
+/* ... and lucent's own subscriptions (lu__nats_subscribe) more: a bus
+ * subscription may take a whole burst of intake or forwards. */
+#define LU_NATS_SUB_PENDING_MSGS 4000000
 /* A silent server (network partition) is noticed after ~3 pings. */
 #define LU_NATS_PING_MS 5000
 #define LU_NATS_PINGS_OUT 3
@@ -642,7 +645,8 @@ natsStatus lu__nats_subscribe(natsConnection *nc, natsSubscription **sub,
   natsStatus s =
       queue ? natsConnection_QueueSubscribe(sub, nc, subj, queue, cb, closure)
             : natsConnection_Subscribe(sub, nc, subj, cb, closure);
-  if (s == NATS_OK) s = natsSubscription_SetPendingLimits(*sub, 4000000, -1);
+  if (s == NATS_OK)
+    s = natsSubscription_SetPendingLimits(*sub, LU_NATS_SUB_PENDING_MSGS, -1);
   if (s != NATS_OK) {
     natsSubscription_Destroy(*sub);
     *sub = NULL;
