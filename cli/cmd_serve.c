@@ -161,7 +161,7 @@ int cmd_serve(int argc, char **argv) {
   lu_log_level_t log_level = LU_LOG_INFO;
   lu_log_format_t log_format = LU_LOG_FORMAT_AUTO;
   int nplug = 0, c;
-  uint32_t v32, pack = 0; /* 0: the default for the delivery mode */
+  uint32_t v32, pack = SERVE_PACK;
   if (lu_registry_new(&reg)) return 1;
   optind = 1;
   while ((c = getopt_long(argc, argv, "p:h", opts, NULL)) != -1) {
@@ -188,9 +188,8 @@ int cmd_serve(int argc, char **argv) {
         }
         break;
       case O_FORWARD:
-        if (!strcmp(optarg, "core") || !strcmp(optarg, "jetstream")) {
-          bc.durable_forward = optarg[0] == 'j';
-        } else {
+        bc.durable_forward = !strcmp(optarg, "jetstream");
+        if (!bc.durable_forward && strcmp(optarg, "core")) {
           cli_error("--forward wants core or jetstream");
           goto usage_err;
         }
@@ -240,7 +239,6 @@ int cmd_serve(int argc, char **argv) {
               shard);
     goto usage_err;
   }
-  if (!pack) pack = SERVE_PACK;
   lu_log_set_format(log_format);
   lu_log_set_level(log_level);
 

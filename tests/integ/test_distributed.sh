@@ -65,6 +65,8 @@ wait_outcomes() { # wait_outcomes INPUT SECONDS [AFTER_SEQ]: until none is missi
 expect_fail 1 "cannot connect" "$LUCENT" serve --nats nats://127.0.0.1:1 --shard x --plugin "$LUCENT_PLUGIN"
 expect_fail 2 "--shard is required" "$LUCENT" serve --nats "$NATS_URL" --plugin "$LUCENT_PLUGIN"
 expect_fail 2 "--pack must be an integer" "$LUCENT" serve --nats "$NATS_URL" --shard x --plugin "$LUCENT_PLUGIN" --delivery at-most-once --pack 0
+expect_fail 2 "--forward wants core or jetstream" "$LUCENT" serve --nats "$NATS_URL" --shard x --plugin "$LUCENT_PLUGIN" --forward fast
+expect_fail 2 "--pack must be an integer in 1..4096" "$LUCENT" publish --nats "$NATS_URL" --input /dev/null --pack 0
 pass "bad URL and usage errors"
 
 # 2. Three shards join one view by heartbeats (c also serves /metrics).
