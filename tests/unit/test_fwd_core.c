@@ -108,9 +108,11 @@ static int rec_alive(void *ud, const char *id) {
 
 /* ---- fixture ---------------------------------------------------------- */
 
-static lu_cfwd_t *start_ext(fx_t *f, natsConnection *nc, const char *self,
-                            unsigned max_inflight, uint32_t timeout_ms,
-                            uint32_t max_wait_ms) {
+/* max_wait_ms 0: no extend, a late reply means the durable path at
+ * timeout_ms. */
+static lu_cfwd_t *start(fx_t *f, natsConnection *nc, const char *self,
+                        unsigned max_inflight, uint32_t timeout_ms,
+                        uint32_t max_wait_ms) {
   lu_cfwd_cfg_t c = {.nc = nc,
                      .self = self,
                      .max_inflight = max_inflight,
@@ -128,10 +130,22 @@ static lu_cfwd_t *start_ext(fx_t *f, natsConnection *nc, const char *self,
   return cf;
 }
 
-/* Without extend: a late reply means the durable path at timeout_ms. */
-static lu_cfwd_t *start(fx_t *f, natsConnection *nc, const char *self,
-                        unsigned max_inflight, uint32_t timeout_ms) {
-  return start_ext(f, nc, self, max_inflight, timeout_ms, 0);
+/* An origin "o" on nc1 as given, and a target "t" on nc2 that does
+ * `mode` with what it gets. */
+static void pair(fx_t *f, int mode, unsigned max_inflight,
+                 uint32_t timeout_ms, uint32_t max_wait_ms) {
+  f->r.mode = mode;
+  f->origin = start(f, f->nc1, "o", max_inflight, timeout_ms, max_wait_ms);
+  f->target = start(f, f->nc2, "t", 0, 0, 0);
+}
+
+/* The target answers held event k ("stored"), as late as it likes. */
+static void answer(fx_t *f, unsigned k) {
+  pthread_mutex_lock(&f->r.mu);
+  lu_done_t d = f->r.held[k];
+  f->r.held[k].fn = NULL;
+  pthread_mutex_unlock(&f->r.mu);
+  d.fn(d.ctx, NULL, 1);
 }
 
 static int setup(void **state) {
@@ -202,8 +216,7 @@ static void send_n(fx_t *f, const char *target, unsigned from, unsigned n) {
 
 static void test_confirmed_in_order(void **state) {
   fx_t *f = *state;
-  f->origin = start(f, f->nc1, "o", 0, 0);
-  f->target = start(f, f->nc2, "t", 0, 0);
+  pair(f, TARGET_STORES, 0, 0, 0);
   send_n(f, "t", 0, 100);
   assert_int_equal(done_count(&f->r, 100), 100);
   for (unsigned i = 0; i < 100; i++) {
@@ -223,9 +236,7 @@ static void test_confirmed_in_order(void **state) {
 
 static void test_not_stored_is_a_failure(void **state) {
   fx_t *f = *state;
-  f->r.mode = TARGET_FAILS;
-  f->origin = start(f, f->nc1, "o", 0, 0);
-  f->target = start(f, f->nc2, "t", 0, 0);
+  pair(f, TARGET_FAILS, 0, 0, 0);
   send_n(f, "t", 0, 3);
   assert_int_equal(done_count(&f->r, 3), 3);
   for (unsigned i = 0; i < 3; i++) assert_int_equal(f->r.verdict[i], 0);
@@ -234,7 +245,7 @@ static void test_not_stored_is_a_failure(void **state) {
 
 static void test_no_responder_goes_durable(void **state) {
   fx_t *f = *state;
-  f->origin = start(f, f->nc1, "o", 0, 0);
+  f->origin = start(f, f->nc1, "o", 0, 0, 0);
   send_n(f, "nobody", 0, 2); /* no shard serves lucent.cfwd.nobody */
   assert_int_equal(wait_count(&f->r, &f->r.nfell, 2), 2);
   assert_int_equal(done_count(&f->r, 2), 2);
@@ -248,9 +259,7 @@ static void test_no_responder_goes_durable(void **state) {
 
 static void test_target_gone_then_late_reply(void **state) {
   fx_t *f = *state;
-  f->r.mode = TARGET_HOLDS;
-  f->origin = start(f, f->nc1, "o", 0, 60000);
-  f->target = start(f, f->nc2, "t", 0, 0);
+  pair(f, TARGET_HOLDS, 0, 60000, 0);
   send_n(f, "t", 0, 1);
   assert_int_equal(wait_count(&f->r, &f->r.naccepted, 1), 1);
   pthread_mutex_lock(&f->r.mu);
@@ -259,9 +268,7 @@ static void test_target_gone_then_late_reply(void **state) {
   assert_int_equal(wait_count(&f->r, &f->r.nfell, 1), 1);
   assert_int_equal(done_count(&f->r, 1), 1);
   /* The target answers after all: nothing more happens at the origin. */
-  lu_done_t d = f->r.held[0];
-  f->r.held[0].fn = NULL;
-  d.fn(d.ctx, NULL, 1);
+  answer(f, 0);
   usleep(200000);
   assert_int_equal(f->r.calls[0], 1);
   assert_int_equal(f->r.nfell, 1);
@@ -269,9 +276,7 @@ static void test_target_gone_then_late_reply(void **state) {
 
 static void test_timeout_goes_durable(void **state) {
   fx_t *f = *state;
-  f->r.mode = TARGET_HOLDS;
-  f->origin = start(f, f->nc1, "o", 0, 100); /* alive, but never answers */
-  f->target = start(f, f->nc2, "t", 0, 0);
+  pair(f, TARGET_HOLDS, 0, 100, 0); /* alive, but never answers */
   send_n(f, "t", 0, 2);
   assert_int_equal(wait_count(&f->r, &f->r.nfell, 2), 2);
   assert_int_equal(done_count(&f->r, 2), 2);
@@ -283,18 +288,14 @@ static void test_timeout_goes_durable(void **state) {
  * changes nothing. */
 static void test_late_live_owner_is_extended(void **state) {
   fx_t *f = *state;
-  f->r.mode = TARGET_HOLDS;
-  f->origin = start_ext(f, f->nc1, "o", 0, 100, 1500);
-  f->target = start(f, f->nc2, "t", 0, 0);
+  pair(f, TARGET_HOLDS, 0, 100, 1500);
   send_n(f, "t", 0, 1);
   assert_true(wait_count(&f->r, &f->r.extended, 3) >= 3);
   assert_int_equal(f->r.nfell, 0); /* 300+ ms late, still waiting */
   assert_int_equal(f->r.calls[0], 0);
   assert_int_equal(wait_count(&f->r, &f->r.nfell, 1), 1); /* max_wait */
   assert_int_equal(done_count(&f->r, 1), 1);
-  lu_done_t d = f->r.held[0];
-  f->r.held[0].fn = NULL;
-  d.fn(d.ctx, NULL, 1);
+  answer(f, 0);
   usleep(200000);
   assert_int_equal(f->r.calls[0], 1);
   lu_cfwd_stats_t st;
@@ -323,9 +324,7 @@ static void *sender_main(void *arg) {
 
 static void test_full_window_blocks_and_keeps_order(void **state) {
   fx_t *f = *state;
-  f->r.mode = TARGET_HOLDS;
-  f->origin = start(f, f->nc1, "o", 2, 60000);
-  f->target = start(f, f->nc2, "t", 0, 0);
+  pair(f, TARGET_HOLDS, 2, 60000, 0);
   sender_t s = {.f = f};
   pthread_t th;
   pthread_create(&th, NULL, sender_main, &s);
@@ -337,11 +336,7 @@ static void test_full_window_blocks_and_keeps_order(void **state) {
   assert_int_equal(f->r.nfell, 0);
   for (unsigned k = 0; k < 5; k++) {
     assert_true(wait_count(&f->r, &f->r.naccepted, k + 1) >= k + 1);
-    pthread_mutex_lock(&f->r.mu);
-    lu_done_t d = f->r.held[k];
-    f->r.held[k].fn = NULL;
-    pthread_mutex_unlock(&f->r.mu);
-    d.fn(d.ctx, NULL, 1);
+    answer(f, k);
   }
   pthread_join(th, NULL);
   assert_int_equal(s.failed, 0);
@@ -357,9 +352,7 @@ static void test_full_window_blocks_and_keeps_order(void **state) {
 
 static void test_finish_hands_over_the_rest(void **state) {
   fx_t *f = *state;
-  f->r.mode = TARGET_HOLDS;
-  f->origin = start(f, f->nc1, "o", 0, 60000);
-  f->target = start(f, f->nc2, "t", 0, 0);
+  pair(f, TARGET_HOLDS, 0, 60000, 0);
   send_n(f, "t", 0, 3);
   assert_int_equal(wait_count(&f->r, &f->r.naccepted, 3), 3);
   lu__cfwd_finish(f->origin, 50);
@@ -372,7 +365,7 @@ static void test_finish_hands_over_the_rest(void **state) {
 
 static void test_bad_arguments(void **state) {
   fx_t *f = *state;
-  f->origin = start(f, f->nc1, "o", 0, 0);
+  f->origin = start(f, f->nc1, "o", 0, 0, 0);
   char longid[80];
   memset(longid, 'x', sizeof longid - 1);
   longid[sizeof longid - 1] = 0;
