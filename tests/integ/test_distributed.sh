@@ -147,7 +147,7 @@ for l in text.splitlines():
         m[k] = float(v)
 assert m['lucent_bus_forwards_total{path="core"}'] > 0, m
 assert m['lucent_bus_forwards_total{path="at_most_once"}'] == 0, m
-assert m["lucent_bus_forward_fallbacks_total"] >= 0, m
+assert "lucent_bus_forward_fallbacks_total" in m, m  # present; any value
 PY
 pass "forward metrics"
 
