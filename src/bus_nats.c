@@ -80,12 +80,6 @@ typedef struct puller_s {
   _Atomic int want;
 } puller_t;
 
-/* In-flight JetStream forwards: message -> who to tell. */
-typedef struct fwent_s {
-  natsMsg *msg;
-  lu_done_t done;
-} fwent_t;
-
 struct lu_natsbus_s {
   natsConnection *nc;
   jsCtx *js;    /* forwards (ack handler) */
@@ -103,7 +97,7 @@ struct lu_natsbus_s {
   uint32_t claim_delay_ms;
   int stopping;
   pthread_mutex_t fwlock;
-  fwent_t *fwmap;
+  lu_ptrmap_t fwmap; /* in-flight JetStream forwards */
   natsSubscription *exec_sub, *exec_self_sub, *amo_sub, *amo_fwd_sub;
   lu_cfwd_t *cfwd; /* confirmed core forwarding (at-least-once) */
   _Atomic uint64_t pulled, forwarded, forward_errors, exec_requests,
@@ -523,48 +517,24 @@ static void on_view_change(void *ud) {
 
 /* ---- forwarding ------------------------------------------------------- */
 
-static size_t fw_slot(const natsMsg *msg) {
-  uintptr_t x = (uintptr_t)msg;
-  return (size_t)((x >> 4) * 0x9e3779b97f4a7c15ull) & (FWD_MAP_SIZE - 1);
-}
-
+/* In-flight durable forwards: message -> who to tell (a boxed lu_done_t). */
 static int fw_put(lu_natsbus_t *b, natsMsg *msg, lu_done_t done) {
+  lu_done_t *box = malloc(sizeof *box);
+  if (!box) return -1;
+  *box = done;
   pthread_mutex_lock(&b->fwlock);
-  size_t i = fw_slot(msg);
-  for (size_t k = 0; k < FWD_MAP_SIZE; k++, i = (i + 1) & (FWD_MAP_SIZE - 1))
-    if (!b->fwmap[i].msg) {
-      b->fwmap[i].msg = msg;
-      b->fwmap[i].done = done;
-      pthread_mutex_unlock(&b->fwlock);
-      return 0;
-    }
+  int rc = lu__ptrmap_put(&b->fwmap, msg, box);
   pthread_mutex_unlock(&b->fwlock);
-  return -1;
+  if (rc) free(box);
+  return rc;
 }
 
 static lu_done_t fw_take(lu_natsbus_t *b, natsMsg *msg) {
-  lu_done_t d = {NULL, NULL};
-  const size_t mask = FWD_MAP_SIZE - 1;
   pthread_mutex_lock(&b->fwlock);
-  size_t i = fw_slot(msg);
-  while (b->fwmap[i].msg && b->fwmap[i].msg != msg) i = (i + 1) & mask;
-  if (b->fwmap[i].msg == msg) {
-    d = b->fwmap[i].done;
-    /* Linear probing delete by backward shift: move later entries of the
-     * cluster into the hole unless their home slot lies in (i, j]. */
-    size_t j = (i + 1) & mask;
-    while (b->fwmap[j].msg) {
-      size_t k = fw_slot(b->fwmap[j].msg);
-      int stays = i <= j ? (k > i && k <= j) : (k > i || k <= j);
-      if (!stays) {
-        b->fwmap[i] = b->fwmap[j];
-        i = j;
-      }
-      j = (j + 1) & mask;
-    }
-    b->fwmap[i].msg = NULL;
-  }
+  lu_done_t *box = lu__ptrmap_take(&b->fwmap, msg);
   pthread_mutex_unlock(&b->fwlock);
+  lu_done_t d = box ? *box : (lu_done_t){NULL, NULL};
+  free(box);
   return d;
 }
 
@@ -846,7 +816,7 @@ int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
   pthread_mutex_init(&b->lock, NULL);
   pthread_cond_init(&b->cond, NULL);
   pthread_mutex_init(&b->fwlock, NULL);
-  b->fwmap = calloc(FWD_MAP_SIZE, sizeof *b->fwmap);
+  int mapped = lu__ptrmap_init(&b->fwmap, FWD_MAP_SIZE) == 0;
   int amo = cfg->delivery == LU_DELIVERY_AT_MOST_ONCE;
   jsOptions jo;
   jsOptions_Init(&jo);
@@ -854,7 +824,7 @@ int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
   jo.PublishAsync.StallWait = 10000; /* a stalled forward waits, not fails */
   jo.PublishAsync.AckHandler = on_fwd_ack;
   jo.PublishAsync.AckHandlerClosure = b;
-  natsStatus s = b->fwmap ? natsConnection_JetStream(&b->js, nc, &jo)
+  natsStatus s = mapped ? natsConnection_JetStream(&b->js, nc, &jo)
                           : NATS_NO_MEMORY;
   if (s == NATS_OK) s = natsConnection_JetStream(&b->jsm, nc, NULL);
   if (s != NATS_OK) {
@@ -975,7 +945,9 @@ void lu__natsbus_stop(lu_natsbus_t *b, uint32_t timeout_ms,
   lu__kvsess_close(b->kv);
   jsCtx_Destroy(b->js);
   jsCtx_Destroy(b->jsm);
-  free(b->fwmap);
+  for (size_t i = 0; b->fwmap.keys && i <= b->fwmap.mask; i++)
+    free(b->fwmap.vals[i]); /* forwards never answered: boxes only */
+  lu__ptrmap_free(&b->fwmap);
   pthread_mutex_destroy(&b->lock);
   pthread_cond_destroy(&b->cond);
   pthread_mutex_destroy(&b->fwlock);

@@ -9,6 +9,7 @@
 
 #include <stdatomic.h>
 #include <stddef.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -33,6 +34,9 @@ double lu__rand_unit(uint64_t *state);
  *  strings (each followed by a 0 byte) printed in the 8-4-4-4-12 UUID
  *  shape (version nibble 8, "custom").  buf gets 36 chars + NUL. */
 void lu__derive_id(char buf[37], const char *const *parts, size_t n);
+/** pthread_cond_init for a condition whose timed waits use
+ *  CLOCK_MONOTONIC deadlines.  0 or an errno value. */
+int lu__cond_init_mono(pthread_cond_t *c);
 /** snprintf into a fixed buffer, always NUL-terminated, never fails. */
 void lu__fmt(char *buf, size_t cap, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -67,17 +71,56 @@ void lu__buf_json_str(lu_buf_t *b, const char *s, size_t n);
 void lu__buf_json_value(lu_buf_t *b, const cJSON *v);
 void lu__buf_free(lu_buf_t *b);
 
+/** A map from pointers to pointers: open addressing with linear probing,
+ *  a fixed number of slots.  No lock of its own: its owner locks. */
+typedef struct lu_ptrmap_s {
+  const void **keys; /* NULL = empty slot */
+  void **vals;
+  size_t mask, n;
+} lu_ptrmap_t;
+/** Room for cap - 1 entries (cap rounded up to a power of two, at least
+ *  16).  0 or LU_ENOMEM. */
+int lu__ptrmap_init(lu_ptrmap_t *pm, size_t cap);
+void lu__ptrmap_free(lu_ptrmap_t *pm);
+/** Adds key (not NULL, not already in) -> val: 0, or -1 when full. */
+int lu__ptrmap_put(lu_ptrmap_t *pm, const void *key, void *val);
+/** Removes key and returns its value; NULL when absent. */
+void *lu__ptrmap_take(lu_ptrmap_t *pm, const void *key);
+/** Removes every entry whose value is val; returns how many. */
+size_t lu__ptrmap_drop_value(lu_ptrmap_t *pm, const void *val);
+
 /* ---- store.c: the store interface, one vtable per backend ------------- */
+
+/** Called exactly once when an append begun with lu__store_append_begin
+ *  is finished: rc 0 (every record is stored; inserted = how many were
+ *  new) or LU_ESTORE with why (borrowed for the call).  It may run on the
+ *  backend's own thread, and must not block long. */
+typedef void (*lu_store_done_fn)(void *ctx, int rc, size_t inserted,
+                                 const char *why);
 
 typedef struct lu_store_ops_s {
   const char *name; /* "sqlite", "jetstream" */
   int (*append)(lu_store_t *st, const lu_record_t *recs, size_t n,
                 size_t *inserted);
+  /* NULL when the backend only appends synchronously (SQLite). */
+  int (*append_begin)(lu_store_t *st, const lu_record_t *recs, size_t n,
+                      lu_store_done_fn done, void *ctx);
   int (*query)(lu_store_t *st, const lu_query_t *q, lu_store_row_cb cb,
                void *ud);
   int64_t (*count)(lu_store_t *st);
   void (*close)(lu_store_t *st);
 } lu_store_ops_t;
+
+/** Can st append without waiting (lu__store_append_begin)? */
+int lu__store_can_begin(const lu_store_t *st);
+/** Begins appending recs and returns without waiting for the store: the
+ *  records are copied before it returns; done is called exactly once when
+ *  they are stored or have failed - possibly before this returns, on this
+ *  thread, else on the backend's.  Same single-caller rule as
+ *  lu_store_append for the calls themselves.  0 = begun; else nothing was
+ *  begun, done is not called, and lu_store_errmsg says why. */
+int lu__store_append_begin(lu_store_t *st, const lu_record_t *recs, size_t n,
+                           lu_store_done_fn done, void *ctx);
 
 /* The common head of every backend's store object (backends put it first
  * in their own struct and cast). */

@@ -12,6 +12,12 @@
  *                                 |     to forwarded[target]         pending--
  *                                 +-> outcome unit -> store queue (bounded: blocks)
  *
+ * With an asynchronous store (JetStream: lu__store_append_begin) the store
+ * thread only begins each batch, up to STORE_INFLIGHT at once; the
+ * counters, callbacks and pending-- of a batch run when the store reports
+ * it, on the store's own thread, and a batch that failed in flight comes
+ * back to the store thread to be retried and waited for.
+ *
  * Invariants:
  *  1. Every event that enters (submitted or emitted) produces exactly one
  *     outcome unit, and `pending` counts entered-but-not-recorded events;
@@ -22,11 +28,19 @@
  *  3. No deadlock: the intake queue is bounded (producers block: that is the
  *     backpressure), the forwarded queue is not (a shard never blocks on
  *     another shard), and the store queue is bounded but the store thread
- *     waits on nothing but SQLite.  Memory stays bounded because forwarded
- *     items only come from executed intake items (fan-out x depth limit).
+ *     waits on nothing but the store: SQLite, or an asynchronous store's
+ *     batches in flight, whose reports (on the store's own thread) never
+ *     wait on a queue.  Memory stays bounded because forwarded items only
+ *     come from executed intake items (fan-out x depth limit).
  *  4. A shard's function state (breakers, EWMAs) is touched only by its own
  *     thread; counters readers may see live are under the shard's stats
  *     lock.
+ *  5. Waking a thread costs a futex call (dear on a VM), so a producer
+ *     signals only a consumer that sleeps (its idle flag), clears the flag
+ *     so that the next producer does not signal it again, and signals
+ *     after unlocking: a thread woken under the lock would at once block
+ *     on it.  The consumer re-checks its queue under the lock, so no
+ *     wake-up is lost.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -44,6 +58,8 @@
 #define MAX_HOPS 2
 #define INTAKE_BATCH 64
 #define STORE_QUEUE_MAX 16384
+/* Batches an asynchronous store (JetStream) may have in flight at once. */
+#define STORE_INFLIGHT 4
 #define REJECT_RAW_MAX 4096 /* bytes of an oversized input kept as "raw" */
 
 /* ---- data ------------------------------------------------------------- */
@@ -165,7 +181,11 @@ struct lu_manager_s {
   size_t un;
   int sstop;
   int sidle, sblocked; /* store thread waiting; producers waiting */
+  int sasync;          /* the store appends asynchronously (store.h) */
+  size_t sinflight;    /* batches begun and not reported yet */
+  struct sbatch_s *retry, *retry_tail; /* failed async batches */
   pthread_t sthread;
+  pthread_mutex_t olock; /* reporting outcomes: one batch at a time */
 
   pthread_mutex_t plock; /* pending */
   pthread_cond_t pdone;
@@ -385,9 +405,12 @@ static void store_push(lu_manager_t *m, unit_t *u) {
   m->utail = u;
   m->un++;
   /* Wake the store thread only when it sleeps: a signal per event is a
-   * futex call per event, and the store is the one thread everyone feeds. */
-  if (m->sidle) pthread_cond_signal(&m->swake);
+   * futex call per event, and the store is the one thread everyone feeds.
+   * Invariant 5. */
+  int wake = m->sidle;
+  m->sidle = 0;
   pthread_mutex_unlock(&m->slock);
+  if (wake) pthread_cond_signal(&m->swake);
 }
 
 static void account(lu_manager_t *m, const unit_t *u, uint64_t now) {
@@ -407,6 +430,144 @@ static void account(lu_manager_t *m, const unit_t *u, uint64_t now) {
   }
 }
 
+/* A batch on its way through an asynchronous store (lu__store_append_begin):
+ * its units, reported once the store says stored or failed. */
+typedef struct sbatch_s {
+  struct sbatch_s *next; /* on m->retry */
+  lu_manager_t *m;
+  size_t nu, nr;
+  unit_t *units[];
+} sbatch_t;
+
+/* The records of units[0..nu-1] into recs (room for them all); their
+ * number. */
+static size_t unit_records(unit_t *const *units, size_t nu,
+                           lu_record_t *recs) {
+  size_t nr = 0;
+  for (size_t i = 0; i < nu; i++) {
+    const unit_t *u = units[i];
+    if (u->text.oom) {
+      fprintf(stderr, "lucent: out of memory building an outcome\n");
+      abort();
+    }
+    for (size_t k = 0; k < u->nrec; k++) {
+      const urec_t *r = &u->rec[k];
+      recs[nr++] = (lu_record_t){
+          .id = at(&u->text, r->id),
+          .type = at(&u->text, r->type),
+          .subject = at(&u->text, r->subject),
+          .correlationid = at(&u->text, r->corr),
+          .causationid = at(&u->text, r->caus),
+          .time = at(&u->text, r->time),
+          .json = at(&u->text, r->json),
+          .len = r->json_len,
+          .flags = u->packable ? LU_RECORD_PACKABLE : 0,
+      };
+    }
+  }
+  return nr;
+}
+
+/* A batch's end: counters, then each outcome to on_outcome and its done,
+ * then the units are freed.  rc != 0: not stored, why says so.  Runs on
+ * the store thread, or on the store's own thread for an asynchronous
+ * store: olock keeps on_outcome to one call at a time. */
+static void report(lu_manager_t *m, unit_t *const *units, size_t nu,
+                   size_t nr, int rc, const char *why) {
+  uint64_t now = lu__now_ns();
+  pthread_mutex_lock(&m->stats_lock);
+  if (rc) {
+    m->store_errors++;
+    LU_LOG(LU_LOG_ERROR, NULL, NULL,
+           LU_KVS(LU_KV_UINT("events", nr), LU_KV_STR("store", why)),
+           "event store batch not stored");
+  }
+  m->store_batches++;
+  m->store_records += nr;
+  for (size_t i = 0; i < nu; i++) account(m, units[i], now);
+  pthread_mutex_unlock(&m->stats_lock);
+
+  pthread_mutex_lock(&m->olock);
+  for (size_t i = 0; i < nu; i++) {
+    unit_t *u = units[i];
+    if (m->cfg.on_outcome || u->done.fn) {
+      lu_outcome_t o = {
+          .kind = u->kind,
+          .derived = u->derived,
+          .line = u->line,
+          .event_id = at(&u->text, u->ev_id),
+          .event_type = at(&u->text, u->ev_type),
+          .function = u->fn ? u->fn->fn->name : NULL,
+          .shard = u->shard < 0 ? "intake" : m->shards[u->shard].id,
+          .attempts = u->attempts,
+          .reason = at(&u->text, u->reason),
+          .stored_json = at(&u->text, u->rec[0].json),
+          .result_json = at(&u->text, u->result),
+          .exec_ns = u->exec_ns,
+          .total_ns = now - u->t_submit,
+      };
+      if (m->cfg.on_outcome) m->cfg.on_outcome(m->cfg.on_outcome_ud, &o);
+      if (u->done.fn) u->done.fn(u->done.ctx, &o, rc == 0);
+    }
+  }
+  pthread_mutex_unlock(&m->olock);
+  for (size_t i = 0; i < nu; i++) unit_free(units[i]);
+  pending_done(m, nu);
+}
+
+/* Appends and waits, retrying a failing batch a few times (a busy or
+ * briefly full disk, a server restart) before its outcomes are reported
+ * as unstored.  Tries `from` to 3. */
+static void append_sync(lu_manager_t *m, unit_t *const *units, size_t nu,
+                        lu_record_t *recs, int from) {
+  size_t nr = unit_records(units, nu, recs);
+  int rc = 0;
+  for (int attempt = from; attempt < 4; attempt++) {
+    if (attempt) {
+      struct timespec ts = {0, 10000000L << (attempt - 1)};
+      nanosleep(&ts, NULL);
+    }
+    rc = lu_store_append(m->store, recs, nr, NULL);
+    if (!rc) break;
+  }
+  report(m, units, nu, nr, rc, rc ? lu_store_errmsg(m->store) : NULL);
+}
+
+/* lu_store_done_fn of an asynchronous batch: on the store's thread. */
+static void batch_stored(void *ctx, int rc, size_t inserted,
+                         const char *why) {
+  (void)inserted, (void)why;
+  sbatch_t *b = ctx;
+  lu_manager_t *m = b->m;
+  if (rc) { /* the store thread tries again, and waits this time */
+    pthread_mutex_lock(&m->slock);
+    b->next = NULL;
+    if (m->retry_tail) m->retry_tail->next = b;
+    else m->retry = b;
+    m->retry_tail = b;
+    int wake = m->sidle;
+    m->sidle = 0;
+    pthread_mutex_unlock(&m->slock);
+    if (wake) pthread_cond_signal(&m->swake);
+    return;
+  }
+  report(m, b->units, b->nu, b->nr, 0, NULL);
+  free(b);
+  /* Signalled under the lock here: once it is released the store thread
+   * may see nothing in flight, stop, and the manager be freed. */
+  pthread_mutex_lock(&m->slock);
+  m->sinflight--;
+  if (m->sidle) pthread_cond_signal(&m->swake);
+  pthread_mutex_unlock(&m->slock); /* m may be freed from here on */
+}
+
+/* The store thread.  A synchronous store (SQLite): take what is queued,
+ * one transaction per batch (group commit), report.  An asynchronous one
+ * (JetStream): begin the batch and go on with the next while its acks
+ * travel, up to STORE_INFLIGHT batches; batch_stored reports each on the
+ * store's thread, and a failed one comes back here to be retried and
+ * waited for.  Outcomes are reported in the order batches finish: the
+ * store's order, except that a retried batch comes after later ones. */
 static void *store_main(void *arg) {
   lu_manager_t *m = arg;
   size_t cap = m->cfg.store_batch;
@@ -415,12 +576,27 @@ static void *store_main(void *arg) {
   if (!recs || !units) abort();
   for (;;) {
     pthread_mutex_lock(&m->slock);
-    while (!m->uhead && !m->sstop) {
+    for (;;) {
+      if (m->retry) break;
+      if (m->uhead && m->sinflight < STORE_INFLIGHT) break;
+      if (m->sstop && !m->uhead && !m->sinflight) break;
       m->sidle = 1;
       pthread_cond_wait(&m->swake, &m->slock);
       m->sidle = 0;
     }
-    if (!m->uhead && m->sstop) {
+    if (m->retry) {
+      sbatch_t *b = m->retry;
+      m->retry = b->next;
+      if (!m->retry) m->retry_tail = NULL;
+      pthread_mutex_unlock(&m->slock);
+      append_sync(m, b->units, b->nu, recs, 1);
+      free(b);
+      pthread_mutex_lock(&m->slock);
+      m->sinflight--;
+      pthread_mutex_unlock(&m->slock);
+      continue;
+    }
+    if (!m->uhead) { /* stopping, and nothing is left anywhere */
       pthread_mutex_unlock(&m->slock);
       break;
     }
@@ -433,78 +609,23 @@ static void *store_main(void *arg) {
       units[nu++] = u;
       nr += u->nrec;
     }
-    if (m->sblocked) pthread_cond_broadcast(&m->sspace);
+    int unblock = m->sblocked > 0;
+    if (m->sasync) m->sinflight++;
     pthread_mutex_unlock(&m->slock);
+    if (unblock) pthread_cond_broadcast(&m->sspace);
 
-    nr = 0;
-    for (size_t i = 0; i < nu; i++) {
-      unit_t *u = units[i];
-      if (u->text.oom) {
-        fprintf(stderr, "lucent: out of memory building an outcome\n");
-        abort();
-      }
-      for (size_t k = 0; k < u->nrec; k++) {
-        const urec_t *r = &u->rec[k];
-        recs[nr++] = (lu_record_t){
-            .id = at(&u->text, r->id),
-            .type = at(&u->text, r->type),
-            .subject = at(&u->text, r->subject),
-            .correlationid = at(&u->text, r->corr),
-            .causationid = at(&u->text, r->caus),
-            .time = at(&u->text, r->time),
-            .json = at(&u->text, r->json),
-            .len = r->json_len,
-            .flags = u->packable ? LU_RECORD_PACKABLE : 0,
-        };
-      }
+    if (!m->sasync) {
+      append_sync(m, units, nu, recs, 0);
+      continue;
     }
-    /* Group commit; a failing batch is retried a few times (a busy or
-     * briefly full disk) before its outcomes are reported as unstored. */
-    int rc = 0;
-    for (int attempt = 0; attempt < 4; attempt++) {
-      rc = lu_store_append(m->store, recs, nr, NULL);
-      if (!rc) break;
-      struct timespec ts = {0, 10000000L << attempt};
-      nanosleep(&ts, NULL);
-    }
-    uint64_t now = lu__now_ns();
-    pthread_mutex_lock(&m->stats_lock);
-    if (rc) {
-      m->store_errors++;
-      LU_LOG(LU_LOG_ERROR, NULL, NULL,
-             LU_KVS(LU_KV_UINT("events", nr),
-                    LU_KV_STR("store", lu_store_errmsg(m->store))),
-             "event store batch not stored");
-    }
-    m->store_batches++;
-    m->store_records += nr;
-    for (size_t i = 0; i < nu; i++) account(m, units[i], now);
-    pthread_mutex_unlock(&m->stats_lock);
-
-    for (size_t i = 0; i < nu; i++) {
-      unit_t *u = units[i];
-      if (m->cfg.on_outcome || u->done.fn) {
-        lu_outcome_t o = {
-            .kind = u->kind,
-            .derived = u->derived,
-            .line = u->line,
-            .event_id = at(&u->text, u->ev_id),
-            .event_type = at(&u->text, u->ev_type),
-            .function = u->fn ? u->fn->fn->name : NULL,
-            .shard = u->shard < 0 ? "intake" : m->shards[u->shard].id,
-            .attempts = u->attempts,
-            .reason = at(&u->text, u->reason),
-            .stored_json = at(&u->text, u->rec[0].json),
-            .result_json = at(&u->text, u->result),
-            .exec_ns = u->exec_ns,
-            .total_ns = now - u->t_submit,
-        };
-        if (m->cfg.on_outcome) m->cfg.on_outcome(m->cfg.on_outcome_ud, &o);
-        if (u->done.fn) u->done.fn(u->done.ctx, &o, rc == 0);
-      }
-      unit_free(u);
-    }
-    pending_done(m, nu);
+    sbatch_t *b = malloc(sizeof *b + nu * sizeof *units);
+    if (!b) abort();
+    b->m = m;
+    b->nu = nu;
+    memcpy(b->units, units, nu * sizeof *units);
+    b->nr = unit_records(units, nu, recs);
+    if (lu__store_append_begin(m->store, recs, b->nr, batch_stored, b))
+      batch_stored(b, LU_ESTORE, 0, lu_store_errmsg(m->store));
   }
   free(recs);
   free(units);
@@ -856,8 +977,10 @@ static void enqueue(shard_t *t, item_t *it, int forwarded) {
     t->in_tail = it;
     t->in_n++;
   }
-  if (t->idle) pthread_cond_signal(&t->wake);
+  int wake = t->idle; /* invariant 5 */
+  t->idle = 0;
   pthread_mutex_unlock(&t->lock);
+  if (wake) pthread_cond_signal(&t->wake);
 }
 
 static void pending_add(lu_manager_t *m, uint64_t k) {
@@ -1523,11 +1646,12 @@ static void *shard_main(void *arg) {
       if (!s->in_head) s->in_tail = NULL;
       in_last->next = NULL;
       s->in_n -= k;
-      if (s->blocked) pthread_cond_broadcast(&s->space);
     } else {
       in = NULL;
     }
+    int unblock = in && s->blocked > 0;
     pthread_mutex_unlock(&s->lock);
+    if (unblock) pthread_cond_broadcast(&s->space);
 
     while (fw) {
       item_t *next = fw->next;
@@ -1548,15 +1672,6 @@ static void *shard_main(void *arg) {
 }
 
 /* ---- lifecycle -------------------------------------------------------- */
-
-static int cond_init_mono(pthread_cond_t *c) {
-  pthread_condattr_t a;
-  pthread_condattr_init(&a);
-  pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-  int rc = pthread_cond_init(c, &a);
-  pthread_condattr_destroy(&a);
-  return rc;
-}
 
 int lu_manager_new(lu_manager_t **out, const lu_config_t *cfg_in,
                    const lu_registry_t *reg, char *errbuf, size_t errlen) {
@@ -1623,6 +1738,8 @@ int lu_manager_new(lu_manager_t **out, const lu_config_t *cfg_in,
   pthread_mutex_init(&m->slock, NULL);
   pthread_cond_init(&m->swake, NULL);
   pthread_cond_init(&m->sspace, NULL);
+  pthread_mutex_init(&m->olock, NULL);
+  m->sasync = lu__store_can_begin(m->store);
   pthread_mutex_init(&m->plock, NULL);
   pthread_cond_init(&m->pdone, NULL);
   pthread_mutex_init(&m->stats_lock, NULL);
@@ -1648,7 +1765,7 @@ int lu_manager_new(lu_manager_t **out, const lu_config_t *cfg_in,
     if (!s->fns) abort();
     pthread_mutex_init(&s->lock, NULL);
     pthread_mutex_init(&s->stats_lock, NULL);
-    cond_init_mono(&s->wake);
+    lu__cond_init_mono(&s->wake);
     pthread_cond_init(&s->space, NULL);
   }
   lu__manager_set_view(m, NULL, 0);
@@ -1701,6 +1818,7 @@ void lu_manager_free(lu_manager_t *m) {
     pthread_mutex_destroy(&m->slock);
     pthread_cond_destroy(&m->swake);
     pthread_cond_destroy(&m->sspace);
+    pthread_mutex_destroy(&m->olock);
     pthread_mutex_destroy(&m->plock);
     pthread_cond_destroy(&m->pdone);
     pthread_mutex_destroy(&m->stats_lock);

@@ -12,6 +12,17 @@ int lu_store_append(lu_store_t *st, const lu_record_t *recs, size_t n,
   return st->ops->append(st, recs, n, inserted);
 }
 
+int lu__store_can_begin(const lu_store_t *st) {
+  return st && st->ops->append_begin;
+}
+
+int lu__store_append_begin(lu_store_t *st, const lu_record_t *recs, size_t n,
+                           lu_store_done_fn done, void *ctx) {
+  if (!st || !done) return LU_EINVAL;
+  if (!st->ops->append_begin) return LU_EINVAL;
+  return st->ops->append_begin(st, recs, n, done, ctx);
+}
+
 int lu_store_query(lu_store_t *st, const lu_query_t *q, lu_store_row_cb cb,
                    void *ud) {
   if (!st) return LU_EINVAL;

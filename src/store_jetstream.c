@@ -32,28 +32,32 @@
  *
  * Design notes:
  *
- *  1. Group commit = async publish + wait.  An append publishes all n
- *     records with js_PublishMsgAsync (up to LU_JS_MAX_PENDING in flight)
- *     and then waits for every ack with js_PublishAsyncComplete, bounded
- *     by LU_JS_APPEND_TIMEOUT_MS.  Each ack goes through ack_handler on
- *     nats.c's thread, which counts acks, duplicates and failures.  Any
- *     failure or a timeout fails the whole batch (LU_ESTORE): the caller
- *     retries it, and Nats-Msg-Id makes the retry store nothing twice
- *     (DESIGN.md decision 3) - as long as it comes within the duplicate
- *     window, which must outlast the longest redelivery delay.  Unlike
- *     SQLite a failed batch is not rolled back: the messages acked before
- *     the failure stay stored; the retry finds them as duplicates.
+ *  1. Appends are asynchronous publishes.  A batch's records go out with
+ *     js_PublishMsgAsync, each message with its own timeout
+ *     (LU_JS_APPEND_TIMEOUT_MS, nats.c's MaxWait), and each message maps
+ *     to its batch (st->inflight) until ack_handler, on nats.c's thread,
+ *     gets its ack, refusal or timeout.  The batch's last answer finishes
+ *     it: its owner's callback says stored, or LU_ESTORE with why.  Any
+ *     refusal or timeout fails the whole batch: the caller retries it, and
+ *     Nats-Msg-Id makes the retry store nothing twice (DESIGN.md decision
+ *     3) - as long as it comes within the duplicate window, which must
+ *     outlast the longest redelivery delay.  Unlike SQLite a failed batch
+ *     is not rolled back: the messages acked before the failure stay
+ *     stored; the retry finds them as duplicates.
+ *     lu__store_append_begin returns once the batch is published, so the
+ *     manager's store thread can publish the next batch while this one's
+ *     acks travel (manager.c: appends in flight); lu_store_append begins a
+ *     batch and waits for it.
  *
- *  2. A failed batch leaves nothing behind.  After a timeout the messages
- *     still waiting for their ack are taken back
- *     (js_PublishAsyncGetPendingList) so that their late acks are ignored,
- *     and a second js_PublishAsyncComplete waits for ack handlers already
- *     running (nats.c counts a message as pending until its handler has
- *     returned) - so the next batch's counters start clean.  While the
- *     connection is down publishes wait in nats.c's reconnect buffer; if
- *     the server is back within the timeout they are stored and acked and
- *     the append succeeds; otherwise it fails, and the buffered copies
- *     may still be stored on reconnect (harmless: same ids).
+ *  2. Nothing outlives its batch.  While the connection is down publishes
+ *     wait in nats.c's reconnect buffer; if the server is back within the
+ *     timeout they are stored and acked and the batch succeeds; otherwise
+ *     it fails, and the buffered copies may still be stored on reconnect
+ *     (harmless: same ids).  lu_store_append also bounds its own wait: a
+ *     batch with no answer at all past the timeout is taken back from
+ *     st->inflight (late answers are then ignored).  Closing waits for
+ *     every batch begun, then takes back what nats.c still holds and waits
+ *     for handlers already running.
  *
  *  3. Subjects.  A type may contain dots (they become subject levels,
  *     which is fine: lucent.events.> still covers it).  Characters that a
@@ -109,14 +113,17 @@
  *
  * Errors leave their message in the store (lu_store_errmsg); opening
  * writes it to the caller's buffer.  natsStatus codes never leave this
- * file.  Not thread safe (store.h): one caller at a time, as with SQLite.
+ * file.  Not thread safe (store.h): one caller at a time, as with SQLite;
+ * the callbacks of batches begun run on nats.c's thread.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "nats_internal.h"
 
@@ -154,11 +161,12 @@ typedef struct js_store_s {
   int64_t dup_ns; /* the duplicate window we want */
   int published; /* ever published: nats.c's pending map exists (its
                   * js_PublishAsyncGetPendingList crashes before) */
-  /* Written by ack_handler on nats.c's thread, read by the appender. */
+  /* Shared by the appender and ack_handler on nats.c's thread. */
   pthread_mutex_t mu;
-  size_t acked, dups, failed;
-  size_t noresp;    /* failures because no stream took the subject */
-  char ackerr[256]; /* the first failure of the batch */
+  pthread_cond_t idle; /* nbatches fell to 0 */
+  lu_ptrmap_t inflight; /* natsMsg * -> its js_batch_t (note 1) */
+  size_t nbatches;      /* begun and not finished */
+  _Atomic int lost_stream; /* an ack said no stream took it (note 6) */
   /* Reused buffers. */
   char *subj;
   size_t subjcap;
@@ -263,16 +271,29 @@ static const char *hv_escape(char **buf, size_t *cap, const char *v) {
 
 /* ---- errors ----------------------------------------------------------- */
 
+/* The store's error sentence, "event store on JetStream (...): " + fmt,
+ * into buf. */
+static void vsay(char *buf, size_t cap, const char *fmt, va_list ap) {
+  int n = snprintf(buf, cap,
+                   "event store on JetStream (stream " LU_STREAM_EVENTS "): ");
+  if (n > 0 && (size_t)n < cap) vsnprintf(buf + n, cap - (size_t)n, fmt, ap);
+}
+
+static void say(char *buf, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void say(char *buf, size_t cap, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsay(buf, cap, fmt, ap);
+  va_end(ap);
+}
+
 static int fail(js_store_t *st, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static int fail(js_store_t *st, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  int n = snprintf(st->base.errmsg, sizeof st->base.errmsg,
-                   "event store on JetStream (stream " LU_STREAM_EVENTS "): ");
-  if (n > 0 && (size_t)n < sizeof st->base.errmsg)
-    vsnprintf(st->base.errmsg + n, sizeof st->base.errmsg - (size_t)n, fmt,
-              ap);
+  vsay(st->base.errmsg, sizeof st->base.errmsg, fmt, ap);
   va_end(ap);
   return LU_ESTORE;
 }
@@ -297,39 +318,96 @@ static void js_reason(natsStatus s, jsErrCode jerr, char *buf, size_t cap) {
   }
 }
 
-/* ---- ack handler (note 1) --------------------------------------------- */
+/* ---- appends in flight (note 1) ------------------------------------- */
+
+/* An append begun: each of its messages maps to it in st->inflight until
+ * nats.c hands that message's ack, refusal or timeout to ack_handler. */
+typedef struct js_batch_s {
+  size_t n;      /* events */
+  size_t left;   /* messages published and not answered yet */
+  int sealed;    /* publishing is over (all sent, or it stopped) */
+  size_t acked, dups, failed, timeouts;
+  char refused[256]; /* the first refusal, as ack_handler got it */
+  char stopped[512]; /* why publishing stopped early: a whole sentence */
+  lu_store_done_fn done;
+  void *ctx;
+} js_batch_t;
+
+/* Counts b out of the store (and frees it); under nothing. */
+static void batch_forget(js_store_t *st, js_batch_t *b) {
+  free(b);
+  pthread_mutex_lock(&st->mu);
+  if (--st->nbatches == 0) pthread_cond_broadcast(&st->idle);
+  pthread_mutex_unlock(&st->mu);
+}
+
+/* Every message of b is answered: tell its owner.  Runs once, under no
+ * lock, on whichever thread answered last. */
+static void batch_finish(js_store_t *st, js_batch_t *b) {
+  int rc = 0;
+  size_t inserted = 0;
+  char why[sizeof b->stopped + 128];
+  why[0] = 0;
+  if (b->stopped[0]) {
+    lu__fmt(why, sizeof why, "%s", b->stopped);
+    rc = LU_ESTORE;
+  } else if (b->failed) {
+    say(why, sizeof why, "%zu of %zu events not stored: %s; retry the batch",
+        b->failed, b->n, b->refused);
+    rc = LU_ESTORE;
+  } else if (b->timeouts || b->acked != b->n) {
+    int connected =
+        natsConnection_Status(st->nc) == NATS_CONN_STATUS_CONNECTED;
+    say(why, sizeof why,
+        "no acks for %zu events within %d ms; batch not stored (retry "
+        "it)%s",
+        b->n - b->acked, LU_JS_APPEND_TIMEOUT_MS,
+        connected ? "" : " (NATS connection lost, reconnecting)");
+    rc = LU_ESTORE;
+  } else {
+    inserted = b->acked - b->dups;
+  }
+  b->done(b->ctx, rc, inserted, rc ? why : NULL);
+  batch_forget(st, b);
+}
 
 static void ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa,
                         jsPubAckErr *pae, void *closure) {
   js_store_t *st = closure;
   (void)js;
   size_t events = lu__nats_msg_events(msg);
+  js_batch_t *finished = NULL;
   pthread_mutex_lock(&st->mu);
-  if (pa) {
-    st->acked += events;
-    if (pa->Duplicate) st->dups += events;
-  } else {
-    if (pae && pae->Err == NATS_NO_RESPONDERS) st->noresp++;
-    if (!st->failed) {
+  js_batch_t *b = lu__ptrmap_take(&st->inflight, msg);
+  if (b && pa) {
+    b->acked += events;
+    if (pa->Duplicate) b->dups += events;
+  } else if (b && pae && pae->Err == NATS_TIMEOUT) {
+    b->timeouts++;
+  } else if (b) {
+    if (pae && pae->Err == NATS_NO_RESPONDERS) atomic_store(&st->lost_stream, 1);
+    if (!b->failed) {
       const char *id = NULL;
       natsMsgHeader_Get(msg, HDR_ID, &id);
       if (pae && pae->Err == NATS_NO_RESPONDERS)
-        lu__fmt(st->ackerr, sizeof st->ackerr,
+        lu__fmt(b->refused, sizeof b->refused,
                 "no stream stores %s (stream " LU_STREAM_EVENTS
                 " deleted?)",
                 natsMsg_GetSubject(msg));
       else if (pae && pae->ErrCode)
-        lu__fmt(st->ackerr, sizeof st->ackerr,
+        lu__fmt(b->refused, sizeof b->refused,
                 "event %s refused: %s (JetStream error %d)", id ? id : "?",
                 pae->ErrText ? pae->ErrText : "error", (int)pae->ErrCode);
       else
-        lu__fmt(st->ackerr, sizeof st->ackerr, "event %s refused: %s",
+        lu__fmt(b->refused, sizeof b->refused, "event %s refused: %s",
                 id ? id : "?",
                 pae && pae->ErrText ? pae->ErrText : "error");
     }
-    st->failed += events;
+    b->failed += events;
   }
+  if (b && --b->left == 0 && b->sealed) finished = b;
   pthread_mutex_unlock(&st->mu);
+  if (finished) batch_finish(st, finished);
   lu__nats_msg_release(msg); /* ours in an AckHandler; batched (nats_conn.c) */
 }
 
@@ -337,16 +415,33 @@ static void ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa,
 
 static int js_append(lu_store_t *base, const lu_record_t *recs, size_t n,
                      size_t *inserted);
+static int js_append_begin(lu_store_t *base, const lu_record_t *recs,
+                           size_t n, lu_store_done_fn done, void *ctx);
 static int js_query(lu_store_t *base, const lu_query_t *q, lu_store_row_cb cb,
                     void *ud);
 static int64_t js_count(lu_store_t *base);
 static void js_close(lu_store_t *base);
-static const lu_store_ops_t jetstream_ops = {"jetstream", js_append, js_query,
-                                             js_count, js_close};
+static const lu_store_ops_t jetstream_ops = {.name = "jetstream",
+                                             .append = js_append,
+                                             .append_begin = js_append_begin,
+                                             .query = js_query,
+                                             .count = js_count,
+                                             .close = js_close};
 
-/* Takes back what is still waiting for an ack and waits for ack handlers
- * still running, so that nothing of this batch reaches the next one. */
-static void drain(js_store_t *st) {
+/* Waits (bounded) for every append begun to finish: each message has
+ * its own timeout, so they all do.  Then takes back whatever nats.c still
+ * holds (its handlers will not run) and waits for handlers already
+ * running, so that none runs after the store is gone. */
+static void quiesce(js_store_t *st) {
+  struct timespec until;
+  clock_gettime(CLOCK_MONOTONIC, &until);
+  until.tv_sec += LU_JS_APPEND_TIMEOUT_MS / 1000 + 2;
+  pthread_mutex_lock(&st->mu);
+  while (st->nbatches &&
+         pthread_cond_timedwait(&st->idle, &st->mu, &until) != ETIMEDOUT) {
+  }
+  pthread_mutex_unlock(&st->mu);
+  if (!st->published) return;
   natsMsgList pending = {0};
   if (js_PublishAsyncGetPendingList(&pending, st->js) == NATS_OK)
     natsMsgList_Destroy(&pending);
@@ -360,15 +455,15 @@ static void store_free(js_store_t *st) {
   if (!st) return;
   lu__buf_free(&st->packbuf);
   if (st->js) {
-    /* Nothing should be pending (appends wait), but never leave nats.c
-     * holding messages of a store that is gone. */
-    if (st->published) drain(st);
+    quiesce(st);
     jsCtx_Destroy(st->js);
     /* Acked messages wait in the release batch (ack_handler): hand them
      * back now, while nats.c is surely still open. */
     lu__nats_msg_release_all();
   }
   pthread_mutex_destroy(&st->mu);
+  pthread_cond_destroy(&st->idle);
+  lu__ptrmap_free(&st->inflight);
   free(st->subj);
   free(st->esc);
   free(st);
@@ -464,6 +559,12 @@ int lu__store_jetstream_open(lu_store_t **out, natsConnection *nc,
   st->nc = nc;
   st->readonly = !create;
   pthread_mutex_init(&st->mu, NULL);
+  lu__cond_init_mono(&st->idle);
+  if (lu__ptrmap_init(&st->inflight, 4 * LU_JS_MAX_PENDING) != 0) {
+    store_free(st);
+    lu__fmt(err, errlen, "cannot open the event store: out of memory");
+    return LU_ENOMEM;
+  }
 
   jsOptions jo;
   jsOptions_Init(&jo);
@@ -622,15 +723,17 @@ void lu__store_jetstream_set_pack(lu_store_t *base, size_t max_records,
   }
 }
 
-static int js_append(lu_store_t *base, const lu_record_t *recs, size_t n,
-                     size_t *inserted) {
-  js_store_t *st = (js_store_t *)base;
-  if (inserted) *inserted = 0;
-  if (!st || (n && !recs)) return LU_EINVAL;
+/* Publishes recs as one batch (note 1); done is called exactly once when
+ * every message is answered - maybe before this returns.  0 = begun, and
+ * *out (when asked) is the batch if it may still be unfinished; else an
+ * error in st->errmsg and nothing begun. */
+static int js_begin(js_store_t *st, const lu_record_t *recs, size_t n,
+                    lu_store_done_fn done, void *ctx, js_batch_t **out) {
+  if (out) *out = NULL;
+  if (!st || (n && !recs) || !done) return LU_EINVAL;
   if (st->busy) return reentered(st);
   if (st->readonly) return fail(st, "opened read-only, cannot append");
   st->base.errmsg[0] = 0;
-  if (!n) return 0;
 
   /* Check the whole batch before publishing any of it. */
   for (size_t i = 0; i < n; i++) {
@@ -642,83 +745,163 @@ static int js_append(lu_store_t *base, const lu_record_t *recs, size_t n,
       return fail(st, "record %zu of the batch has an empty id; batch not "
                       "stored", i);
   }
-
+  /* A stream deleted under us (note 6): make it again first, so that
+   * this (retried) batch is stored. */
+  if (atomic_exchange(&st->lost_stream, 0)) {
+    char why[300];
+    if (ensure_stream(st, why, sizeof why) != 0)
+      atomic_store(&st->lost_stream, 1);
+  }
+  js_batch_t *b = calloc(1, sizeof *b);
+  if (!b) return fail(st, "out of memory");
+  b->n = n;
+  b->done = done;
+  b->ctx = ctx;
   pthread_mutex_lock(&st->mu);
-  st->acked = st->dups = st->failed = st->noresp = 0;
-  st->ackerr[0] = 0;
+  st->nbatches++;
   pthread_mutex_unlock(&st->mu);
 
-  uint64_t t0 = lu__now_ns();
-  int rc = 0;
-  for (size_t i = 0, k; i < n && !rc; i += k) {
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  po.MaxWait = LU_JS_APPEND_TIMEOUT_MS; /* each message's own timeout */
+  char why[sizeof b->stopped];
+  why[0] = 0;
+  for (size_t i = 0, k; i < n; i += k) {
     natsMsg *m = NULL;
     k = pack_run(st, recs + i, n - i);
-    rc = k > 1 ? build_pack(st, recs + i, k, i, &m)
-               : build_msg(st, &recs[i], i, &m);
-    if (rc) break;
-    natsStatus s = js_PublishMsgAsync(st->js, &m, NULL);
-    natsMsg_Destroy(m); /* NULL when nats.c took it */
-    if (s == NATS_OK) st->published = 1;
-    if (s != NATS_OK) {
-      char why[300];
-      if (s == NATS_TIMEOUT)
-        lu__fmt(why, sizeof why, "no acks from the server within %d ms",
-                LU_JS_APPEND_TIMEOUT_MS);
-      else
-        js_reason(s, 0, why, sizeof why);
-      rc = fail(st, "publishing record %zu of %zu: %s", i, n, why);
+    int rc = k > 1 ? build_pack(st, recs + i, k, i, &m)
+                   : build_msg(st, &recs[i], i, &m);
+    if (rc) {
+      lu__fmt(why, sizeof why, "%s", st->base.errmsg);
+      break;
     }
-  }
-  if (!rc) {
-    uint64_t spent = (lu__now_ns() - t0) / 1000000u;
-    jsPubOptions po;
-    jsPubOptions_Init(&po);
-    po.MaxWait = spent + 1 >= LU_JS_APPEND_TIMEOUT_MS
-                     ? 1
-                     : (int64_t)(LU_JS_APPEND_TIMEOUT_MS - spent);
-    natsStatus s = js_PublishAsyncComplete(st->js, &po);
-    if (s == NATS_TIMEOUT) {
-      int connected =
-          natsConnection_Status(st->nc) == NATS_CONN_STATUS_CONNECTED;
-      rc = fail(st, "no acks for %zu events within %d ms%s; batch not "
-                    "stored (retry it)",
-                n, LU_JS_APPEND_TIMEOUT_MS,
-                connected ? "" : " (NATS connection lost, reconnecting)");
-    } else if (s != NATS_OK) {
-      char why[300];
-      js_reason(s, 0, why, sizeof why);
-      rc = fail(st, "waiting for acks: %s", why);
+    pthread_mutex_lock(&st->mu);
+    int mapped = lu__ptrmap_put(&st->inflight, m, b) == 0;
+    if (mapped) b->left++;
+    pthread_mutex_unlock(&st->mu);
+    natsMsg *sent = m;
+    natsStatus s = mapped ? js_PublishMsgAsync(st->js, &m, &po)
+                          : NATS_INSUFFICIENT_BUFFER;
+    if (s == NATS_OK) {
+      st->published = 1;
+      continue;
     }
-  }
-  if (rc) {
-    if (st->published) drain(st);
-    return rc;
+    if (mapped) { /* not sent: no answer will come for it */
+      pthread_mutex_lock(&st->mu);
+      if (lu__ptrmap_take(&st->inflight, sent)) b->left--;
+      pthread_mutex_unlock(&st->mu);
+    }
+    natsMsg_Destroy(m);
+    char r[300];
+    if (s == NATS_TIMEOUT)
+      lu__fmt(r, sizeof r, "%d events in flight for %d ms",
+              LU_JS_MAX_PENDING, LU_JS_APPEND_TIMEOUT_MS);
+    else if (!mapped)
+      lu__fmt(r, sizeof r, "too many events in flight");
+    else
+      js_reason(s, 0, r, sizeof r);
+    say(why, sizeof why, "publishing record %zu of %zu: %s; batch not stored",
+        i, n, r);
+    break;
   }
   pthread_mutex_lock(&st->mu);
-  size_t acked = st->acked, dups = st->dups, failed = st->failed;
-  size_t noresp = st->noresp;
-  char ackerr[sizeof st->ackerr];
-  memcpy(ackerr, st->ackerr, sizeof ackerr);
+  memcpy(b->stopped, why, sizeof why);
+  b->sealed = 1;
+  int finished = b->left == 0;
   pthread_mutex_unlock(&st->mu);
-  if (failed || acked != n) {
-    rc = fail(st, "%zu of %zu events not stored: %s; retry the batch",
-              failed ? failed : n - acked, n,
-              ackerr[0] ? ackerr : "acks missing");
-    /* The stream is gone (deleted by hand?): make it again, so that the
-     * retry stores the batch, as the SQLite store would recreate its
-     * file. */
-    if (noresp) {
-      char why[300];
-      if (ensure_stream(st, why, sizeof why) == 0)
-        lu__fmt(st->base.errmsg + strlen(st->base.errmsg),
-                sizeof st->base.errmsg - strlen(st->base.errmsg),
-                " (stream " LU_STREAM_EVENTS " was missing: created "
-                "again)");
-    }
-    return rc;
-  }
-  if (inserted) *inserted = acked - dups;
+  if (finished) batch_finish(st, b);
+  else if (out) *out = b;
   return 0;
+}
+
+static int js_append_begin(lu_store_t *base, const lu_record_t *recs,
+                           size_t n, lu_store_done_fn done, void *ctx) {
+  return js_begin((js_store_t *)base, recs, n, done, ctx, NULL);
+}
+
+/* lu_store_append: a batch begun, then waited for. */
+typedef struct js_wait_s {
+  pthread_mutex_t mu;
+  pthread_cond_t cond;
+  int finished, rc;
+  size_t inserted;
+  char why[1024];
+} js_wait_t;
+
+static void wait_done(void *ctx, int rc, size_t inserted, const char *why) {
+  js_wait_t *w = ctx;
+  pthread_mutex_lock(&w->mu);
+  w->rc = rc;
+  w->inserted = inserted;
+  lu__fmt(w->why, sizeof w->why, "%s", why ? why : "");
+  w->finished = 1;
+  pthread_cond_signal(&w->cond);
+  pthread_mutex_unlock(&w->mu);
+}
+
+static int js_append(lu_store_t *base, const lu_record_t *recs, size_t n,
+                     size_t *inserted) {
+  js_store_t *st = (js_store_t *)base;
+  if (inserted) *inserted = 0;
+  if (!st || (n && !recs)) return LU_EINVAL;
+  if (st->busy) return reentered(st);
+  if (!n && !st->readonly) {
+    st->base.errmsg[0] = 0;
+    return 0;
+  }
+  js_wait_t w = {.finished = 0};
+  pthread_mutex_init(&w.mu, NULL);
+  lu__cond_init_mono(&w.cond);
+  js_batch_t *b = NULL;
+  int rc = js_begin(st, recs, n, wait_done, &w, &b);
+  if (rc == 0) {
+    /* Every message times out by itself (note 1); this bound is a guard
+     * against an answer that never comes at all. */
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += LU_JS_APPEND_TIMEOUT_MS / 1000 + 2;
+    pthread_mutex_lock(&w.mu);
+    while (!w.finished &&
+           pthread_cond_timedwait(&w.cond, &w.mu, &until) != ETIMEDOUT) {
+    }
+    int finished = w.finished;
+    pthread_mutex_unlock(&w.mu);
+    size_t dropped = 0;
+    if (!finished && b) {
+      /* Take the batch back, unless its last answer is being handled
+       * (then no message maps to it any more, and done is on its way). */
+      pthread_mutex_lock(&st->mu);
+      dropped = lu__ptrmap_drop_value(&st->inflight, b);
+      pthread_mutex_unlock(&st->mu);
+    }
+    if (dropped) {
+      batch_forget(st, b);
+      rc = fail(st, "no acks for %zu events within %d ms; batch not stored "
+                    "(retry it)", n, LU_JS_APPEND_TIMEOUT_MS);
+    } else {
+      pthread_mutex_lock(&w.mu);
+      while (!w.finished) pthread_cond_wait(&w.cond, &w.mu);
+      pthread_mutex_unlock(&w.mu);
+      rc = w.rc;
+      if (rc) lu__fmt(st->base.errmsg, sizeof st->base.errmsg, "%s", w.why);
+      else if (inserted) *inserted = w.inserted;
+    }
+  }
+  pthread_mutex_destroy(&w.mu);
+  pthread_cond_destroy(&w.cond);
+  /* The stream is gone (deleted by hand?): make it again now, so that the
+   * caller's retry stores the batch, as the SQLite store would recreate
+   * its file (note 6). */
+  if (rc == LU_ESTORE && atomic_exchange(&st->lost_stream, 0)) {
+    char why[300];
+    if (ensure_stream(st, why, sizeof why) == 0)
+      lu__fmt(st->base.errmsg + strlen(st->base.errmsg),
+              sizeof st->base.errmsg - strlen(st->base.errmsg),
+              " (stream " LU_STREAM_EVENTS " was missing: created again)");
+    else
+      atomic_store(&st->lost_stream, 1);
+  }
+  return rc;
 }
 
 /* ---- query (note 5) --------------------------------------------------- */

@@ -377,8 +377,11 @@ static int sq_query(lu_store_t *base, const lu_query_t *q, lu_store_row_cb cb,
                     void *ud);
 static int64_t sq_count(lu_store_t *base);
 static void sq_close(lu_store_t *base);
-static const lu_store_ops_t sqlite_ops = {"sqlite", sq_append, sq_query,
-                                          sq_count, sq_close};
+static const lu_store_ops_t sqlite_ops = {.name = "sqlite",
+                                          .append = sq_append,
+                                          .query = sq_query,
+                                          .count = sq_count,
+                                          .close = sq_close};
 
 /* Both opens.  ro: read-only (the file must exist and be a lucent store). */
 static int store_open(lu_store_t **out, const char *uri, int ro, char *err,

@@ -151,7 +151,10 @@ typedef struct lu_config_s {
   uint64_t seed;               /**< randomness (jitter, two choices);
                                     0 = from the clock */
   lu_outcome_cb on_outcome;    /**< may be NULL; called from the store
-                                    thread, one call at a time */
+                                    thread (with an event store on
+                                    JetStream: from the NATS client's
+                                    thread that gets the store's acks),
+                                    one call at a time */
   void *on_outcome_ud;
   lu_explain_cb on_explain;    /**< may be NULL; called from shard threads,
                                     possibly concurrently */

@@ -656,8 +656,11 @@ static int64_t fs_count(lu_store_t *st) {
 static void fs_close(lu_store_t *st) {
   lu_store_close(((flagstore_t *)st)->inner);
 }
-static const lu_store_ops_t flagstore_ops = {"flags", fs_append, fs_query,
-                                             fs_count, fs_close};
+static const lu_store_ops_t flagstore_ops = {.name = "flags",
+                                             .append = fs_append,
+                                             .query = fs_query,
+                                             .count = fs_count,
+                                             .close = fs_close};
 
 /* Only what will never be redelivered may be packed: the records of an
  * event run with packable = 1 (an exec request) carry LU_RECORD_PACKABLE,

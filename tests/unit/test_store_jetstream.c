@@ -715,6 +715,123 @@ static void test_query_terminates_during_appends(void **state) {
   assert_true(a.batches > 0);
 }
 
+/* ---- appends begun without waiting (lu__store_append_begin) --------- */
+
+typedef struct begun_s {
+  pthread_mutex_t mu;
+  pthread_cond_t cond;
+  size_t calls[32]; /* per batch */
+  int rc[32];
+  size_t inserted[32];
+  char why[32][256];
+  size_t finished;
+} begun_t;
+
+typedef struct begun_ref_s {
+  begun_t *b;
+  size_t i;
+} begun_ref_t;
+
+static void begun_done(void *ctx, int rc, size_t inserted, const char *why) {
+  begun_ref_t *r = ctx;
+  begun_t *b = r->b;
+  pthread_mutex_lock(&b->mu);
+  b->calls[r->i]++;
+  b->rc[r->i] = rc;
+  b->inserted[r->i] = inserted;
+  snprintf(b->why[r->i], sizeof b->why[0], "%s", why ? why : "");
+  b->finished++;
+  pthread_cond_broadcast(&b->cond);
+  pthread_mutex_unlock(&b->mu);
+}
+
+/* Waits (at most 20 s) until `want` batches have finished. */
+static void begun_wait(begun_t *b, size_t want) {
+  uint64_t until = lu__now_ns() + 20000000000ull;
+  pthread_mutex_lock(&b->mu);
+  while (b->finished < want && lu__now_ns() < until) {
+    pthread_mutex_unlock(&b->mu);
+    lu_test_nats_sleep_ms(5);
+    pthread_mutex_lock(&b->mu);
+  }
+  pthread_mutex_unlock(&b->mu);
+  assert_int_equal(b->finished, want);
+}
+
+/* Twenty batches begun back to back, the odd ones repeating the even ones
+ * before them: each is reported exactly once, the repeats as stored with
+ * nothing new (Nats-Msg-Id), and the store holds every event once. */
+static void test_append_begin(void **state) {
+  fx_t *f = *state;
+  assert_true(lu__store_can_begin(f->st));
+  static begun_t b = {.mu = PTHREAD_MUTEX_INITIALIZER,
+                      .cond = PTHREAD_COND_INITIALIZER};
+  begun_ref_t refs[20];
+  static char ids[20][50][32];
+  lu_record_t r[50];
+  for (size_t i = 0; i < 20; i++) {
+    size_t gen = i - i % 2; /* batches 2k and 2k+1: the same ids */
+    for (int k = 0; k < 50; k++) {
+      snprintf(ids[i][k], sizeof ids[i][k], "begin-%zu-%d", gen, k);
+      r[k] = rec(ids[i][k], k % 3 ? "T" : "U", NULL, NULL, "{\"b\":1}");
+    }
+    refs[i] = (begun_ref_t){&b, i};
+    /* The records are copied before it returns: reuse them at once. */
+    assert_int_equal(lu__store_append_begin(f->st, r, 50, begun_done,
+                                            &refs[i]), 0);
+  }
+  begun_wait(&b, 20);
+  lu_test_nats_sleep_ms(50); /* a second call would come now */
+  size_t inserted = 0;
+  for (size_t i = 0; i < 20; i++) {
+    assert_int_equal(b.calls[i], 1);
+    if (b.rc[i]) fprintf(stderr, "batch %zu: %s\n", i, b.why[i]);
+    assert_int_equal(b.rc[i], 0);
+    inserted += b.inserted[i];
+  }
+  assert_int_equal(inserted, 500);
+  assert_int_equal(lu_store_count(f->st), 500);
+}
+
+/* A batch that cannot be begun (a record without an id) is refused at
+ * once and never reported; one whose stream is gone is reported as not
+ * stored, with the reason, and the next batch finds the stream made
+ * again. */
+static void test_append_begin_failures(void **state) {
+  fx_t *f = *state;
+  static begun_t b = {.mu = PTHREAD_MUTEX_INITIALIZER,
+                      .cond = PTHREAD_COND_INITIALIZER};
+  begun_ref_t refs[3] = {{&b, 0}, {&b, 1}, {&b, 2}};
+  lu_record_t bad[2] = {rec("ok", "T", NULL, NULL, "{}"),
+                        rec(NULL, "T", NULL, NULL, "{}")};
+  assert_int_equal(lu__store_append_begin(f->st, bad, 2, begun_done,
+                                          &refs[0]), LU_ESTORE);
+  assert_true(has(lu_store_errmsg(f->st), "record 1"));
+
+  jsCtx *js = NULL;
+  assert_int_equal(natsConnection_JetStream(&js, f->nc, NULL), NATS_OK);
+  fixture(f->st);
+  assert_int_equal(js_DeleteStream(js, LU_STREAM_EVENTS, NULL, NULL),
+                   NATS_OK);
+  lu_record_t one = rec("gone-1", "T", NULL, NULL, "{}");
+  assert_int_equal(lu__store_append_begin(f->st, &one, 1, begun_done,
+                                          &refs[1]), 0);
+  begun_wait(&b, 1);
+  assert_int_equal(b.calls[0], 0);
+  assert_int_equal(b.calls[1], 1);
+  assert_int_equal(b.rc[1], LU_ESTORE);
+  assert_true(has(b.why[1], "not stored"));
+  assert_true(has(b.why[1], "no stream stores"));
+  /* The retry: the stream is made again first, and the batch stored. */
+  assert_int_equal(lu__store_append_begin(f->st, &one, 1, begun_done,
+                                          &refs[2]), 0);
+  begun_wait(&b, 2);
+  assert_int_equal(b.rc[2], 0);
+  assert_int_equal(b.inserted[2], 1);
+  assert_int_equal(lu_store_count(f->st), 1);
+  jsCtx_Destroy(js);
+}
+
 /* The stream deleted under a running store: the failed batch says so and
  * the stream is made again, so the retry stores it. */
 static void test_stream_deleted(void **state) {
@@ -841,6 +958,8 @@ int main(void) {
       T(test_odd_types_and_values),
       T(test_ten_thousand),
       T(test_query_terminates_during_appends),
+      T(test_append_begin),
+      T(test_append_begin_failures),
       T(test_stream_deleted),
       T(test_query_survives_lost_consumer),
       T(test_server_restart),

@@ -1,0 +1,161 @@
+/*
+ * test_manager_jetstream.c - the manager on the JetStream event store,
+ * which appends asynchronously (lu__store_append_begin): the store thread
+ * keeps several batches in flight and each is reported on nats.c's thread
+ * when its acks are in.  Checked against a real nats-server: every
+ * outcome reported once and stored, on_outcome never called concurrently,
+ * and a batch that fails in flight retried by the store thread (here: the
+ * stream deleted under the store) instead of being reported as lost.
+ * Skips (exit 77) without nats-server.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "lucent/lucent.h"
+#include "nats_internal.h"
+#include "nats_server.h"
+
+LU_FUNCTION(Echo, .events = "Echo", LU_ROUND_ROBIN) {
+  lu_out_result(out, data ? cJSON_Duplicate(data, 1) : cJSON_CreateNull());
+  return LU_OK;
+}
+
+/* Two records per outcome: the result and an emitted Echo. */
+LU_FUNCTION(Fork, .events = "Fork", LU_ROUND_ROBIN) {
+  lu_out_emit(out, "Echo", NULL, cJSON_Duplicate(data, 1));
+  lu_out_result(out, cJSON_CreateString("forked"));
+  return LU_OK;
+}
+
+typedef struct seen_s {
+  _Atomic int inside;      /* on_outcome running now */
+  _Atomic int overlapped;  /* it ever ran twice at once */
+  _Atomic size_t outcomes, completed, derived;
+} seen_t;
+
+static void on_outcome(void *ud, const lu_outcome_t *o) {
+  seen_t *s = ud;
+  if (atomic_fetch_add(&s->inside, 1) != 0) atomic_store(&s->overlapped, 1);
+  atomic_fetch_add(&s->outcomes, 1);
+  if (o->kind == LU_OUTCOME_COMPLETED) atomic_fetch_add(&s->completed, 1);
+  if (o->derived) atomic_fetch_add(&s->derived, 1);
+  atomic_fetch_sub(&s->inside, 1);
+}
+
+typedef struct fx_s {
+  lu_test_nats_t srv;
+  natsConnection *nc;
+  lu_registry_t *reg;
+  lu_manager_t *m;
+  seen_t seen;
+} fx_t;
+
+static int setup(void **state) {
+  fx_t *f = calloc(1, sizeof *f);
+  if (!f || lu_test_nats_start(&f->srv, NULL) != 0) return -1;
+  f->nc = lu_test_nats_connect(f->srv.url);
+  const lu_fn_t *const *fns;
+  size_t n = lu_fns_here(&fns);
+  if (n != 2 || lu_registry_new(&f->reg) ||
+      lu_registry_add(f->reg, fns, n, "test"))
+    return -1;
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state) {
+  fx_t *f = *state;
+  lu_manager_free(f->m); /* closes the store */
+  lu_registry_free(f->reg);
+  natsConnection_Destroy(f->nc);
+  lu_test_nats_stop(&f->srv);
+  free(f);
+  return 0;
+}
+
+static void start(fx_t *f, unsigned shards) {
+  char err[512];
+  lu_store_t *st = NULL;
+  assert_int_equal(lu__store_jetstream_open(&st, f->nc, 1, 0, err,
+                                            sizeof err), 0);
+  assert_true(lu__store_can_begin(st));
+  lu_config_t cfg;
+  lu_config_init(&cfg);
+  cfg.shards = shards;
+  cfg.store_handle = st;
+  cfg.store_batch = 64; /* many small batches: several in flight */
+  cfg.on_outcome = on_outcome;
+  cfg.on_outcome_ud = &f->seen;
+  assert_int_equal(lu_manager_new(&f->m, &cfg, f->reg, err, sizeof err), 0);
+}
+
+static void submit(fx_t *f, const char *type, size_t n, const char *tag) {
+  for (size_t i = 0; i < n; i++) {
+    char line[256];
+    int len = snprintf(line, sizeof line,
+                       "{\"specversion\":\"1.0\",\"id\":\"%s-%zu\",\"type\":"
+                       "\"%s\",\"source\":\"t\",\"data\":{\"i\":%zu}}",
+                       tag, i, type, i);
+    assert_int_equal(lu_manager_submit_json(f->m, line, (size_t)len, i + 1),
+                     0);
+  }
+}
+
+/* 3000 inputs, 1000 of which emit one event: 4000 outcomes, and 5000
+ * records (a Fork's outcome carries its result and the emitted event). */
+static void test_outcomes_reported_once(void **state) {
+  fx_t *f = *state;
+  start(f, 2);
+  submit(f, "Echo", 2000, "e");
+  submit(f, "Fork", 1000, "f");
+  assert_int_equal(lu_manager_drain(f->m), 0);
+  assert_int_equal(atomic_load(&f->seen.outcomes), 4000);
+  assert_int_equal(atomic_load(&f->seen.completed), 4000);
+  assert_int_equal(atomic_load(&f->seen.derived), 1000);
+  assert_int_equal(atomic_load(&f->seen.overlapped), 0);
+  assert_int_equal(lu_manager_store_errors(f->m), 0);
+  uint64_t batches, records, errors;
+  lu__manager_store_stats(f->m, &batches, &records, &errors);
+  assert_int_equal(records, 5000);
+  assert_true(batches >= 5000 / 64);
+  assert_int_equal(lu_store_count(lu_manager_store(f->m)), 5000);
+}
+
+/* The stream deleted under the running store: the batches in flight fail
+ * ("no stream stores ..."), come back to the store thread, which appends
+ * them again once the stream is made again - nothing is reported lost. */
+static void test_failed_batch_retried(void **state) {
+  fx_t *f = *state;
+  start(f, 1);
+  submit(f, "Echo", 100, "before");
+  assert_int_equal(lu_manager_drain(f->m), 0);
+  jsCtx *js = NULL;
+  assert_int_equal(natsConnection_JetStream(&js, f->nc, NULL), NATS_OK);
+  assert_int_equal(js_DeleteStream(js, LU_STREAM_EVENTS, NULL, NULL),
+                   NATS_OK);
+  submit(f, "Echo", 500, "after");
+  assert_int_equal(lu_manager_drain(f->m), 0);
+  assert_int_equal(atomic_load(&f->seen.outcomes), 600);
+  assert_int_equal(atomic_load(&f->seen.completed), 600);
+  assert_int_equal(lu_manager_store_errors(f->m), 0);
+  /* The new stream has the 500 (the first 100 went with the old one). */
+  assert_int_equal(lu_store_count(lu_manager_store(f->m)), 500);
+  jsCtx_Destroy(js);
+}
+
+int main(void) {
+  LU_TEST_NATS_REQUIRE();
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+  const struct CMUnitTest tests[] = {
+      T(test_outcomes_reported_once),
+      T(test_failed_batch_retried),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
