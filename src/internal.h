@@ -102,17 +102,22 @@ typedef struct lu_store_ops_s {
   const char *name; /* "sqlite", "jetstream" */
   int (*append)(lu_store_t *st, const lu_record_t *recs, size_t n,
                 size_t *inserted);
-  /* NULL when the backend only appends synchronously (SQLite). */
+  /* NULL when the backend only appends synchronously (SQLite); then
+   * batches_in_flight is NULL too. */
   int (*append_begin)(lu_store_t *st, const lu_record_t *recs, size_t n,
                       lu_store_done_fn done, void *ctx);
+  size_t (*batches_in_flight)(const lu_store_t *st);
   int (*query)(lu_store_t *st, const lu_query_t *q, lu_store_row_cb cb,
                void *ud);
   int64_t (*count)(lu_store_t *st);
   void (*close)(lu_store_t *st);
 } lu_store_ops_t;
 
-/** Can st append without waiting (lu__store_append_begin)? */
-int lu__store_can_begin(const lu_store_t *st);
+/** How many batches begun with lu__store_append_begin the caller should
+ *  keep in flight at once: 0 when st only appends synchronously; 1 when
+ *  it packs every record (fewer, larger batches make fewer messages);
+ *  more when batches do not change what is sent. */
+size_t lu__store_batches_in_flight(const lu_store_t *st);
 /** Begins appending recs and returns without waiting for the store: the
  *  records are copied before it returns; done is called exactly once when
  *  they are stored or have failed - possibly before this returns, on this

@@ -13,7 +13,8 @@
  *                                 +-> outcome unit -> store queue (bounded: blocks)
  *
  * With an asynchronous store (JetStream: lu__store_append_begin) the store
- * thread only begins each batch, up to STORE_INFLIGHT at once; the
+ * thread only begins each batch, up to as many at once as the store asks
+ * (lu__store_batches_in_flight); the
  * counters, callbacks and pending-- of a batch run when the store reports
  * it, on the store's own thread, and a batch that failed in flight comes
  * back to the store thread to be retried and waited for.
@@ -58,8 +59,6 @@
 #define MAX_HOPS 2
 #define INTAKE_BATCH 64
 #define STORE_QUEUE_MAX 16384
-/* Batches an asynchronous store (JetStream) may have in flight at once. */
-#define STORE_INFLIGHT 4
 #define REJECT_RAW_MAX 4096 /* bytes of an oversized input kept as "raw" */
 
 /* ---- data ------------------------------------------------------------- */
@@ -180,8 +179,10 @@ struct lu_manager_s {
   unit_t *uhead, *utail;
   size_t un;
   int sstop;
-  int sidle, sblocked; /* store thread waiting; producers waiting */
-  int sasync;          /* the store appends asynchronously (store.h) */
+  int sidle, sblocked; /* store thread waiting for work; producers waiting */
+  int sslot;           /* store thread waiting for a batch to end */
+  int swaiting;        /* store thread waiting, for anything */
+  size_t sasync;       /* batches in flight the store wants; 0 = sync */
   size_t sinflight;    /* batches begun and not reported yet */
   struct sbatch_s *retry, *retry_tail; /* failed async batches */
   pthread_t sthread;
@@ -545,8 +546,8 @@ static void batch_stored(void *ctx, int rc, size_t inserted,
     if (m->retry_tail) m->retry_tail->next = b;
     else m->retry = b;
     m->retry_tail = b;
-    int wake = m->sidle;
-    m->sidle = 0;
+    int wake = m->swaiting;
+    m->sidle = m->sslot = m->swaiting = 0;
     pthread_mutex_unlock(&m->slock);
     if (wake) pthread_cond_signal(&m->swake);
     return;
@@ -557,16 +558,16 @@ static void batch_stored(void *ctx, int rc, size_t inserted,
    * may see nothing in flight, stop, and the manager be freed. */
   pthread_mutex_lock(&m->slock);
   m->sinflight--;
-  if (m->sidle) pthread_cond_signal(&m->swake);
+  if (m->sslot) pthread_cond_signal(&m->swake);
   pthread_mutex_unlock(&m->slock); /* m may be freed from here on */
 }
 
 /* The store thread.  A synchronous store (SQLite): take what is queued,
  * one transaction per batch (group commit), report.  An asynchronous one
  * (JetStream): begin the batch and go on with the next while its acks
- * travel, up to STORE_INFLIGHT batches; batch_stored reports each on the
- * store's thread, and a failed one comes back here to be retried and
- * waited for.  Outcomes are reported in the order batches finish: the
+ * travel, up to the store's batches in flight; batch_stored reports each
+ * on the store's thread, and a failed one comes back here to be retried
+ * and waited for.  Outcomes are reported in the order batches finish: the
  * store's order, except that a retried batch comes after later ones. */
 static void *store_main(void *arg) {
   lu_manager_t *m = arg;
@@ -578,11 +579,16 @@ static void *store_main(void *arg) {
     pthread_mutex_lock(&m->slock);
     for (;;) {
       if (m->retry) break;
-      if (m->uhead && m->sinflight < STORE_INFLIGHT) break;
+      if (m->uhead && (!m->sasync || m->sinflight < m->sasync)) break;
       if (m->sstop && !m->uhead && !m->sinflight) break;
-      m->sidle = 1;
+      /* Wake-ups only for what we wait for (each is a futex call): work
+       * from producers when nothing is queued; a batch's end when the
+       * batches in flight are at the store's limit, or when stopping. */
+      m->sidle = !m->uhead;
+      m->sslot = m->uhead || m->sstop;
+      m->swaiting = 1;
       pthread_cond_wait(&m->swake, &m->slock);
-      m->sidle = 0;
+      m->sidle = m->sslot = m->swaiting = 0;
     }
     if (m->retry) {
       sbatch_t *b = m->retry;
@@ -1739,7 +1745,7 @@ int lu_manager_new(lu_manager_t **out, const lu_config_t *cfg_in,
   pthread_cond_init(&m->swake, NULL);
   pthread_cond_init(&m->sspace, NULL);
   pthread_mutex_init(&m->olock, NULL);
-  m->sasync = lu__store_can_begin(m->store);
+  m->sasync = lu__store_batches_in_flight(m->store);
   pthread_mutex_init(&m->plock, NULL);
   pthread_cond_init(&m->pdone, NULL);
   pthread_mutex_init(&m->stats_lock, NULL);

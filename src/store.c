@@ -12,8 +12,8 @@ int lu_store_append(lu_store_t *st, const lu_record_t *recs, size_t n,
   return st->ops->append(st, recs, n, inserted);
 }
 
-int lu__store_can_begin(const lu_store_t *st) {
-  return st && st->ops->append_begin;
+size_t lu__store_batches_in_flight(const lu_store_t *st) {
+  return st && st->ops->append_begin ? st->ops->batches_in_flight(st) : 0;
 }
 
 int lu__store_append_begin(lu_store_t *st, const lu_record_t *recs, size_t n,

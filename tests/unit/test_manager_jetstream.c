@@ -85,7 +85,7 @@ static void start(fx_t *f, unsigned shards) {
   lu_store_t *st = NULL;
   assert_int_equal(lu__store_jetstream_open(&st, f->nc, 1, 0, err,
                                             sizeof err), 0);
-  assert_true(lu__store_can_begin(st));
+  assert_true(lu__store_batches_in_flight(st));
   lu_config_t cfg;
   lu_config_init(&cfg);
   cfg.shards = shards;

@@ -763,7 +763,7 @@ static void begun_wait(begun_t *b, size_t want) {
  * nothing new (Nats-Msg-Id), and the store holds every event once. */
 static void test_append_begin(void **state) {
   fx_t *f = *state;
-  assert_true(lu__store_can_begin(f->st));
+  assert_true(lu__store_batches_in_flight(f->st));
   static begun_t b = {.mu = PTHREAD_MUTEX_INITIALIZER,
                       .cond = PTHREAD_COND_INITIALIZER};
   begun_ref_t refs[20];
