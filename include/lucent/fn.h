@@ -86,7 +86,9 @@ typedef struct lu_fn_s {
   double load_bound;    /**< hash_based only: 0 = off, else a factor c > 1:
                              a key skips to its next shard in rendezvous
                              order while its shard's load exceeds c x the
-                             average load */
+                             average load (capacity ceil(c x (total + 1)
+                             / n): 1 at low load, so one event in flight
+                             moves the key's next event) */
   uint32_t cpu_millis;  /**< cpu needed, millicores (0..shard capacity) */
   uint32_t memory_mb;   /**< memory needed, MB */
   int32_t priority;     /**< 1 (lowest) .. 10 (highest); 0 = default 5 */
