@@ -14,10 +14,10 @@
  *
  * With an asynchronous store (JetStream: lu__store_append_begin) the store
  * thread only begins each batch, up to as many at once as the store asks
- * (lu__store_batches_in_flight); the
- * counters, callbacks and pending-- of a batch run when the store reports
- * it, on the store's own thread, and a batch that failed in flight comes
- * back to the store thread to be retried and waited for.
+ * (lu__store_batches_in_flight); the counters, callbacks and pending-- of
+ * a batch run when the store reports it, on the store's own thread, and a
+ * batch that failed in flight comes back to the store thread to be
+ * retried and waited for.
  *
  * Invariants:
  *  1. Every event that enters (submitted or emitted) produces exactly one
@@ -181,7 +181,6 @@ struct lu_manager_s {
   int sstop;
   int sidle, sblocked; /* store thread waiting for work; producers waiting */
   int sslot;           /* store thread waiting for a batch to end */
-  int swaiting;        /* store thread waiting, for anything */
   size_t sasync;       /* batches in flight the store wants; 0 = sync */
   size_t sinflight;    /* batches begun and not reported yet */
   struct sbatch_s *retry, *retry_tail; /* failed async batches */
@@ -546,8 +545,8 @@ static void batch_stored(void *ctx, int rc, size_t inserted,
     if (m->retry_tail) m->retry_tail->next = b;
     else m->retry = b;
     m->retry_tail = b;
-    int wake = m->swaiting;
-    m->sidle = m->sslot = m->swaiting = 0;
+    int wake = m->sidle || m->sslot; /* it waits (and nobody woke it) */
+    m->sidle = m->sslot = 0;
     pthread_mutex_unlock(&m->slock);
     if (wake) pthread_cond_signal(&m->swake);
     return;
@@ -586,9 +585,8 @@ static void *store_main(void *arg) {
        * batches in flight are at the store's limit, or when stopping. */
       m->sidle = !m->uhead;
       m->sslot = m->uhead || m->sstop;
-      m->swaiting = 1;
       pthread_cond_wait(&m->swake, &m->slock);
-      m->sidle = m->sslot = m->swaiting = 0;
+      m->sidle = m->sslot = 0;
     }
     if (m->retry) {
       sbatch_t *b = m->retry;
