@@ -327,7 +327,7 @@ typedef struct js_batch_s {
   size_t n;      /* events */
   size_t left;   /* messages published and not answered yet */
   int sealed;    /* publishing is over (all sent, or it stopped) */
-  size_t acked, dups, failed, timeouts;
+  size_t acked, dups, failed; /* a timed-out message is in none */
   char refused[256]; /* the first refusal, as ack_handler got it */
   char stopped[512]; /* why publishing stopped early: a whole sentence */
   lu_store_done_fn done;
@@ -348,7 +348,6 @@ static void batch_finish(js_store_t *st, js_batch_t *b) {
   int rc = 0;
   size_t inserted = 0;
   char why[sizeof b->stopped + 128];
-  why[0] = 0;
   if (b->stopped[0]) {
     lu__fmt(why, sizeof why, "%s", b->stopped);
     rc = LU_ESTORE;
@@ -356,7 +355,7 @@ static void batch_finish(js_store_t *st, js_batch_t *b) {
     say(why, sizeof why, "%zu of %zu events not stored: %s; retry the batch",
         b->failed, b->n, b->refused);
     rc = LU_ESTORE;
-  } else if (b->timeouts || b->acked != b->n) {
+  } else if (b->acked != b->n) { /* timeouts */
     int connected =
         natsConnection_Status(st->nc) == NATS_CONN_STATUS_CONNECTED;
     say(why, sizeof why,
@@ -383,10 +382,10 @@ static void ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa,
   if (b && pa) {
     b->acked += events;
     if (pa->Duplicate) b->dups += events;
-  } else if (b && pae && pae->Err == NATS_TIMEOUT) {
-    b->timeouts++;
-  } else if (b) {
-    if (pae && pae->Err == NATS_NO_RESPONDERS) atomic_store(&st->lost_stream, 1);
+  } else if (b && !(pae && pae->Err == NATS_TIMEOUT)) { /* refused */
+    /* (A timeout only leaves acked short of n: batch_finish says so.) */
+    if (pae && pae->Err == NATS_NO_RESPONDERS)
+      atomic_store(&st->lost_stream, 1);
     if (!b->failed) {
       const char *id = NULL;
       natsMsgHeader_Get(msg, HDR_ID, &id);
@@ -727,6 +726,17 @@ void lu__store_jetstream_set_pack(lu_store_t *base, size_t max_records,
   }
 }
 
+/* The stream was deleted under us (an ack said no stream took the
+ * subject): make it again, as the SQLite store recreates a missing file
+ * (note 6).  1 if it was lost and is back. */
+static int remake_lost_stream(js_store_t *st) {
+  if (!atomic_exchange(&st->lost_stream, 0)) return 0;
+  char why[300];
+  if (ensure_stream(st, why, sizeof why) == 0) return 1;
+  atomic_store(&st->lost_stream, 1); /* next time */
+  return 0;
+}
+
 /* Publishes recs as one batch (note 1); done is called exactly once when
  * every message is answered - maybe before this returns.  0 = begun, and
  * *out (when asked) is the batch if it may still be unfinished; else an
@@ -749,13 +759,7 @@ static int js_begin(js_store_t *st, const lu_record_t *recs, size_t n,
       return fail(st, "record %zu of the batch has an empty id; batch not "
                       "stored", i);
   }
-  /* A stream deleted under us (note 6): make it again first, so that
-   * this (retried) batch is stored. */
-  if (atomic_exchange(&st->lost_stream, 0)) {
-    char why[300];
-    if (ensure_stream(st, why, sizeof why) != 0)
-      atomic_store(&st->lost_stream, 1);
-  }
+  remake_lost_stream(st); /* so that this (retried) batch is stored */
   js_batch_t *b = calloc(1, sizeof *b);
   if (!b) return fail(st, "out of memory");
   b->n = n;
@@ -903,18 +907,12 @@ static int js_append(lu_store_t *base, const lu_record_t *recs, size_t n,
   }
   pthread_mutex_destroy(&w.mu);
   pthread_cond_destroy(&w.cond);
-  /* The stream is gone (deleted by hand?): make it again now, so that the
-   * caller's retry stores the batch, as the SQLite store would recreate
-   * its file (note 6). */
-  if (rc == LU_ESTORE && atomic_exchange(&st->lost_stream, 0)) {
-    char why[300];
-    if (ensure_stream(st, why, sizeof why) == 0)
-      lu__fmt(st->base.errmsg + strlen(st->base.errmsg),
-              sizeof st->base.errmsg - strlen(st->base.errmsg),
-              " (stream " LU_STREAM_EVENTS " was missing: created again)");
-    else
-      atomic_store(&st->lost_stream, 1);
-  }
+  /* Made again now rather than at the next batch, so that the error can
+   * say so. */
+  if (rc == LU_ESTORE && remake_lost_stream(st))
+    lu__fmt(st->base.errmsg + strlen(st->base.errmsg),
+            sizeof st->base.errmsg - strlen(st->base.errmsg),
+            " (stream " LU_STREAM_EVENTS " was missing: created again)");
   return rc;
 }
 
