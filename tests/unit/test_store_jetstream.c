@@ -719,7 +719,6 @@ static void test_query_terminates_during_appends(void **state) {
 
 typedef struct begun_s {
   pthread_mutex_t mu;
-  pthread_cond_t cond;
   size_t calls[32]; /* per batch */
   int rc[32];
   size_t inserted[32];
@@ -741,7 +740,6 @@ static void begun_done(void *ctx, int rc, size_t inserted, const char *why) {
   b->inserted[r->i] = inserted;
   snprintf(b->why[r->i], sizeof b->why[0], "%s", why ? why : "");
   b->finished++;
-  pthread_cond_broadcast(&b->cond);
   pthread_mutex_unlock(&b->mu);
 }
 
@@ -764,8 +762,7 @@ static void begun_wait(begun_t *b, size_t want) {
 static void test_append_begin(void **state) {
   fx_t *f = *state;
   assert_true(lu__store_batches_in_flight(f->st));
-  static begun_t b = {.mu = PTHREAD_MUTEX_INITIALIZER,
-                      .cond = PTHREAD_COND_INITIALIZER};
+  static begun_t b = {.mu = PTHREAD_MUTEX_INITIALIZER};
   begun_ref_t refs[20];
   static char ids[20][50][32];
   lu_record_t r[50];
@@ -799,8 +796,7 @@ static void test_append_begin(void **state) {
  * again. */
 static void test_append_begin_failures(void **state) {
   fx_t *f = *state;
-  static begun_t b = {.mu = PTHREAD_MUTEX_INITIALIZER,
-                      .cond = PTHREAD_COND_INITIALIZER};
+  static begun_t b = {.mu = PTHREAD_MUTEX_INITIALIZER};
   begun_ref_t refs[3] = {{&b, 0}, {&b, 1}, {&b, 2}};
   lu_record_t bad[2] = {rec("ok", "T", NULL, NULL, "{}"),
                         rec(NULL, "T", NULL, NULL, "{}")};
