@@ -346,6 +346,10 @@ const lu_registry_t *lu__manager_registry(const lu_manager_t *m);
 /** Store batches committed, records appended, batches lost.  Thread safe. */
 void lu__manager_store_stats(const lu_manager_t *m, uint64_t *batches,
                              uint64_t *records, uint64_t *errors);
+/** Of those, how many batches shard threads began themselves (an
+ *  asynchronous store with the store thread idle); always 0 with a
+ *  synchronous store.  Thread safe. */
+uint64_t lu__manager_store_direct(const lu_manager_t *m);
 
 /* ---- manager.c: the hooks a bus (bus_nats.c) plugs into ---------------- */
 

@@ -12,12 +12,15 @@
  *                                 |     to forwarded[target]         pending--
  *                                 +-> outcome unit -> store queue (bounded: blocks)
  *
- * With an asynchronous store (JetStream: lu__store_append_begin) the store
- * thread only begins each batch, up to as many at once as the store asks
+ * With an asynchronous store (JetStream: lu__store_append_begin) batches
+ * are only begun, up to as many at once as the store asks
  * (lu__store_batches_in_flight); the counters, callbacks and pending-- of
  * a batch run when the store reports it, on the store's own thread, and a
  * batch that failed in flight comes back to the store thread to be
- * retried and waited for.
+ * retried and waited for.  A shard thread then holds its outcomes until
+ * the end of its run (at most LU_HOLD_NS) and, when the store thread has
+ * nothing to do, begins them itself as one batch: one thread hand-off
+ * less per event (shard_flush).
  *
  * Invariants:
  *  1. Every event that enters (submitted or emitted) produces exactly one
@@ -31,8 +34,10 @@
  *     another shard), and the store queue is bounded but the store thread
  *     waits on nothing but the store: SQLite, or an asynchronous store's
  *     batches in flight, whose reports (on the store's own thread) never
- *     wait on a queue.  Memory stays bounded because forwarded items only
- *     come from executed intake items (fan-out x depth limit).
+ *     wait on a queue or on sbegin.  A shard that begins its own batch
+ *     waits, like the store thread, only on the store.  Memory stays
+ *     bounded because forwarded items only come from executed intake
+ *     items (fan-out x depth limit).
  *  4. A shard's function state (breakers, EWMAs) is touched only by its own
  *     thread; counters readers may see live are under the shard's stats
  *     lock.
@@ -60,6 +65,10 @@
 #define INTAKE_BATCH 64
 #define STORE_QUEUE_MAX 16384
 #define REJECT_RAW_MAX 4096 /* bytes of an oversized input kept as "raw" */
+/* How long a shard holds its outcomes for an asynchronous store at most
+ * (shard_out): long enough for a run of fast functions to make one batch,
+ * short against a NATS round trip's ~0.2 ms at the tail. */
+#define LU_HOLD_NS 1000000u
 
 /* ---- data ------------------------------------------------------------- */
 
@@ -141,6 +150,12 @@ struct shard_s {
   uint64_t rng;
   lu_out_t out;
   lu_buf_t print; /* print_json's output */
+  /* Asynchronous store only: this run's outcomes, not handed on yet
+   * (shard_out), the first of them held since ofirst_ns. */
+  unit_t **ounits;
+  size_t onu, onr;
+  uint64_t ofirst_ns;
+  lu_record_t *orecs;
   /* under stats_lock */
   pthread_mutex_t stats_lock;
   uint64_t routed, forwarded, received, retries;
@@ -186,6 +201,11 @@ struct lu_manager_s {
   struct sbatch_s *retry, *retry_tail; /* failed async batches */
   pthread_t sthread;
   pthread_mutex_t olock; /* reporting outcomes: one batch at a time */
+  /* One lu__store_append_begin at a time (a store is single-caller),
+   * held by the store thread from taking units off the queue until they
+   * are begun, so that a shard beginning its own batch (shard_flush) can
+   * never overtake outcomes queued before it. */
+  pthread_mutex_t sbegin;
 
   pthread_mutex_t plock; /* pending */
   pthread_cond_t pdone;
@@ -196,6 +216,7 @@ struct lu_manager_s {
   lu_count_t *per_shard; /* n + 1: the last is intake */
   uint64_t events_in;
   uint64_t store_errors, store_batches, store_records;
+  _Atomic uint64_t sdirect; /* batches begun by shard threads */
   fnglobal_t *fng;
 
   pthread_mutex_t rng_lock;
@@ -561,6 +582,63 @@ static void batch_stored(void *ctx, int rc, size_t inserted,
   pthread_mutex_unlock(&m->slock); /* m may be freed from here on */
 }
 
+/* The shard's held outcomes, in order: begun by this thread as one batch
+ * when the store thread has nothing to do (nothing queued or to retry,
+ * a batch slot free), which saves waking it - a futex call each, dear on
+ * a VM (bench/README.md, NATS mode); else onto the store queue, where
+ * the store thread takes them. */
+static void shard_flush(shard_t *s) {
+  lu_manager_t *m = s->m;
+  size_t nu = s->onu;
+  if (!nu) return;
+  s->onu = s->onr = 0;
+  if (!pthread_mutex_trylock(&m->sbegin)) { /* else the store thread works */
+    pthread_mutex_lock(&m->slock);
+    int direct = !m->uhead && !m->retry && !m->sstop &&
+                 m->sinflight < m->sasync;
+    if (direct) m->sinflight++;
+    pthread_mutex_unlock(&m->slock);
+    if (direct) /* before the batch may be reported: a drain then sees it */
+      atomic_fetch_add_explicit(&m->sdirect, 1, memory_order_relaxed);
+    if (direct) {
+      sbatch_t *b = malloc(sizeof *b + nu * sizeof *s->ounits);
+      if (!b) abort();
+      b->m = m;
+      b->nu = nu;
+      memcpy(b->units, s->ounits, nu * sizeof *s->ounits);
+      b->nr = unit_records(b->units, nu, s->orecs);
+      int rc =
+          lu__store_append_begin(m->store, s->orecs, b->nr, batch_stored, b);
+      pthread_mutex_unlock(&m->sbegin);
+      if (rc) batch_stored(b, LU_ESTORE, 0, lu_store_errmsg(m->store));
+      return;
+    }
+    pthread_mutex_unlock(&m->sbegin);
+  }
+  for (size_t i = 0; i < nu; i++) store_push(m, s->ounits[i]);
+}
+
+/* An outcome made on shard thread s.  A synchronous store (SQLite) gets
+ * it at once: the store thread is the one writer and groups the commits.
+ * For an asynchronous one the shard holds its outcomes until the end of
+ * its run, or LU_HOLD_NS, or a full batch, and then begins them itself
+ * when it can (shard_flush).  The hold bound is checked as outcomes are
+ * made, so an outcome made just before a slow function waits for that
+ * function to end. */
+static void shard_out(shard_t *s, unit_t *u) {
+  lu_manager_t *m = s->m;
+  if (!m->sasync) {
+    store_push(m, u);
+    return;
+  }
+  if (s->onu && s->onr + u->nrec > m->cfg.store_batch) shard_flush(s);
+  uint64_t now = lu__now_ns();
+  if (!s->onu) s->ofirst_ns = now;
+  s->ounits[s->onu++] = u;
+  s->onr += u->nrec;
+  if (now - s->ofirst_ns >= LU_HOLD_NS) shard_flush(s);
+}
+
 /* The store thread.  A synchronous store (SQLite): take what is queued,
  * one transaction per batch (group commit), report.  An asynchronous one
  * (JetStream): begin the batch and go on with the next while its acks
@@ -575,6 +653,7 @@ static void *store_main(void *arg) {
   unit_t **units = malloc((cap + 1) * sizeof *units);
   if (!recs || !units) abort();
   for (;;) {
+    pthread_mutex_lock(&m->sbegin);
     pthread_mutex_lock(&m->slock);
     for (;;) {
       if (m->retry) break;
@@ -585,8 +664,12 @@ static void *store_main(void *arg) {
        * batches in flight are at the store's limit, or when stopping. */
       m->sidle = !m->uhead;
       m->sslot = m->uhead || m->sstop;
+      pthread_mutex_unlock(&m->sbegin);
       pthread_cond_wait(&m->swake, &m->slock);
       m->sidle = m->sslot = 0;
+      pthread_mutex_unlock(&m->slock);
+      pthread_mutex_lock(&m->sbegin);
+      pthread_mutex_lock(&m->slock);
     }
     if (m->retry) {
       sbatch_t *b = m->retry;
@@ -594,6 +677,7 @@ static void *store_main(void *arg) {
       if (!m->retry) m->retry_tail = NULL;
       pthread_mutex_unlock(&m->slock);
       append_sync(m, b->units, b->nu, recs, 1);
+      pthread_mutex_unlock(&m->sbegin);
       free(b);
       pthread_mutex_lock(&m->slock);
       m->sinflight--;
@@ -602,6 +686,7 @@ static void *store_main(void *arg) {
     }
     if (!m->uhead) { /* stopping, and nothing is left anywhere */
       pthread_mutex_unlock(&m->slock);
+      pthread_mutex_unlock(&m->sbegin);
       break;
     }
     size_t nu = 0, nr = 0;
@@ -620,6 +705,7 @@ static void *store_main(void *arg) {
 
     if (!m->sasync) {
       append_sync(m, units, nu, recs, 0);
+      pthread_mutex_unlock(&m->sbegin);
       continue;
     }
     sbatch_t *b = malloc(sizeof *b + nu * sizeof *units);
@@ -628,8 +714,9 @@ static void *store_main(void *arg) {
     b->nu = nu;
     memcpy(b->units, units, nu * sizeof *units);
     b->nr = unit_records(units, nu, recs);
-    if (lu__store_append_begin(m->store, recs, b->nr, batch_stored, b))
-      batch_stored(b, LU_ESTORE, 0, lu_store_errmsg(m->store));
+    int brc = lu__store_append_begin(m->store, recs, b->nr, batch_stored, b);
+    pthread_mutex_unlock(&m->sbegin);
+    if (brc) batch_stored(b, LU_ESTORE, 0, lu_store_errmsg(m->store));
   }
   free(recs);
   free(units);
@@ -1414,7 +1501,7 @@ static void complete(shard_t *s, item_t *it, uint64_t exec_ns) {
    * a drain never sees 0 between them (invariant 1). */
   if (nk) pending_add(m, nk);
   for (size_t i = 0; i < nk; i++) dispatch(m, (int)s->idx, kids[i]);
-  store_push(m, u);
+  shard_out(s, u);
 }
 
 static void fail(shard_t *s, item_t *it, const char *reason, uint64_t exec_ns) {
@@ -1456,7 +1543,7 @@ static void fail(shard_t *s, item_t *it, const char *reason, uint64_t exec_ns) {
   u->ev_type = put_z(&u->text, ev->type);
   u->reason = put_z(&u->text, reason);
   (void)m;
-  store_push(m, u);
+  shard_out(s, u);
 }
 
 /* Picks the function for an item on this shard; NULL (and a dead letter)
@@ -1671,6 +1758,7 @@ static void *shard_main(void *arg) {
     }
     uint64_t now = lu__now_ns();
     while (s->nheap && s->heap[0]->due_ns <= now) run_item(s, heap_pop(s));
+    shard_flush(s);
   }
   return NULL;
 }
@@ -1743,6 +1831,7 @@ int lu_manager_new(lu_manager_t **out, const lu_config_t *cfg_in,
   pthread_cond_init(&m->swake, NULL);
   pthread_cond_init(&m->sspace, NULL);
   pthread_mutex_init(&m->olock, NULL);
+  pthread_mutex_init(&m->sbegin, NULL);
   m->sasync = lu__store_batches_in_flight(m->store);
   pthread_mutex_init(&m->plock, NULL);
   pthread_cond_init(&m->pdone, NULL);
@@ -1766,6 +1855,8 @@ int lu_manager_new(lu_manager_t **out, const lu_config_t *cfg_in,
     if (i + 1 == m->n) m->cfg.shard_ids = NULL; /* copied into s->id */
     s->rng = lu__rand_next(&m->rng);
     s->fns = calloc(nf + 1, sizeof *s->fns);
+    s->ounits = malloc((m->cfg.store_batch + 1) * sizeof *s->ounits);
+    s->orecs = malloc((m->cfg.store_batch + LU_MAX_EMIT + 1) * sizeof *s->orecs);
     if (!s->fns) abort();
     pthread_mutex_init(&s->lock, NULL);
     pthread_mutex_init(&s->stats_lock, NULL);
@@ -1814,6 +1905,8 @@ void lu_manager_free(lu_manager_t *m) {
       free(s->heap);
       free(s->fns);
       lu__buf_free(&s->print);
+      free(s->ounits);
+      free(s->orecs);
       pthread_mutex_destroy(&s->lock);
       pthread_mutex_destroy(&s->stats_lock);
       pthread_cond_destroy(&s->wake);
@@ -1823,6 +1916,7 @@ void lu_manager_free(lu_manager_t *m) {
     pthread_cond_destroy(&m->swake);
     pthread_cond_destroy(&m->sspace);
     pthread_mutex_destroy(&m->olock);
+    pthread_mutex_destroy(&m->sbegin);
     pthread_mutex_destroy(&m->plock);
     pthread_cond_destroy(&m->pdone);
     pthread_mutex_destroy(&m->stats_lock);
@@ -1962,6 +2056,10 @@ void lu__manager_store_stats(const lu_manager_t *cm, uint64_t *batches,
   *records = m->store_records;
   *errors = m->store_errors;
   pthread_mutex_unlock(&m->stats_lock);
+}
+
+uint64_t lu__manager_store_direct(const lu_manager_t *m) {
+  return atomic_load_explicit(&m->sdirect, memory_order_relaxed);
 }
 
 void lu__manager_set_bus(lu_manager_t *m, const lu_bus_t *bus) {
