@@ -744,8 +744,15 @@ static void on_exec(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
     lu__nats_msg_release(msg);
     return;
   }
+  /* Run it on this thread if the shard sleeps (lu__manager_run_local),
+   * but not when more requests wait behind it: then the shard thread runs
+   * them as one run and stores their outcomes as one batch, where inline
+   * each would make its own (measured: 64 in flight fell ~15%). */
+  int queued = 0;
+  natsSubscription_GetPending(sub, &queued, NULL);
+  int may_inline = queued == 0;
   if (sub == b->exec_self_sub) { /* forwarded to us: pinned */
-    lu__manager_run_local(b->m, ev, b->self, 1, done);
+    lu__manager_run_local(b->m, ev, b->self, 1, may_inline, done);
     lu__nats_msg_release(msg);
     return;
   }
@@ -759,7 +766,8 @@ static void on_exec(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
   } else if (local || !needs_owner(b, ev)) {
     /* The queue group already spread requests: a function that may run
      * anywhere (round_robin, load_balanced) runs where it landed. */
-    lu__manager_run_local(b->m, ev, local ? target : b->self, 1, done);
+    lu__manager_run_local(b->m, ev, local ? target : b->self, 1, may_inline,
+                          done);
   } else {
     lu_event_free(ev);
     free(rp);

@@ -418,8 +418,12 @@ int lu__manager_route(lu_manager_t *m, const lu_event_t *ev, char *target,
 /** Runs ev on the local shard `target` (pinned; takes ownership of ev);
  *  done gets the outcome (request/reply).  An unknown target runs on the
  *  first local shard.  packable: the records of its outcome carry
- *  LU_RECORD_PACKABLE (it will not be redelivered: an exec request). */
+ *  LU_RECORD_PACKABLE (it will not be redelivered: an exec request).
+ *  may_inline: when the shard's thread sleeps with nothing queued, run it
+ *  on the calling thread instead of waking that one (the call then
+ *  returns after the function ran and its outcome was handed to the
+ *  store); the caller must not hold any manager lock.  Thread safe. */
 int lu__manager_run_local(lu_manager_t *m, lu_event_t *ev, const char *target,
-                          int packable, lu_done_t done);
+                          int packable, int may_inline, lu_done_t done);
 
 #endif /* LUCENT_INTERNAL_H */

@@ -38,9 +38,10 @@
  *     waits, like the store thread, only on the store.  Memory stays
  *     bounded because forwarded items only come from executed intake
  *     items (fan-out x depth limit).
- *  4. A shard's function state (breakers, EWMAs) is touched only by its own
- *     thread; counters readers may see live are under the shard's stats
- *     lock.
+ *  4. A shard's function state (breakers, EWMAs) is touched only by the
+ *     holder of the shard's turn: its own thread, or a caller running an
+ *     exec request inline while that thread sleeps (run_inline).
+ *     Counters readers may see live are under the shard's stats lock.
  *  5. Waking a thread costs a futex call (dear on a VM), so a producer
  *     signals only a consumer that sleeps (its idle flag), clears the flag
  *     so that the next producer does not signal it again, and signals
@@ -141,6 +142,7 @@ struct shard_s {
   size_t in_n, fw_n;
   int stop;
   int idle;    /* the shard thread waits on `wake`: signal it */
+  int inline_busy; /* a producer runs an item in the thread's place */
   int blocked; /* producers waiting on `space` */
   _Atomic uint64_t load; /* queued + executing + waiting to retry */
   /* shard thread only */
@@ -1068,8 +1070,10 @@ static void enqueue(shard_t *t, item_t *it, int forwarded) {
     t->in_tail = it;
     t->in_n++;
   }
-  int wake = t->idle; /* invariant 5 */
-  t->idle = 0;
+  /* Invariant 5; while an item runs inline, its runner wakes the thread
+   * when it is done (run_inline). */
+  int wake = t->idle && !t->inline_busy;
+  if (wake) t->idle = 0;
   pthread_mutex_unlock(&t->lock);
   if (wake) pthread_cond_signal(&t->wake);
 }
@@ -1293,8 +1297,42 @@ int lu__manager_accept(lu_manager_t *m, const char *json, size_t len,
   return 0;
 }
 
+static void run_item(shard_t *s, item_t *it); /* below */
+
+/* Runs an exec request's item on the calling thread (nats.c's delivery
+ * thread) instead of handing it to shard s, when s's thread sleeps with
+ * nothing queued or waiting to retry: the hand-off would cost a wake-up
+ * and a context switch (a futex call each, dear on a VM) for a shard that
+ * has nothing else to do.  The caller takes the shard's turn
+ * (inline_busy), so the shard's state still has one user at a time
+ * (invariant 4); items that arrive meanwhile are queued without a
+ * wake-up, and the caller wakes the thread when it hands the turn back if
+ * there is work for it (queued items, a retry to schedule, or a stop).
+ * 1 if it ran the item, 0 if the item must be queued. */
+static int run_inline(shard_t *s, item_t *it) {
+  pthread_mutex_lock(&s->lock);
+  int ok = s->idle && !s->inline_busy && !s->fw_head && !s->in_head &&
+           !s->nheap && !s->stop;
+  if (ok) s->inline_busy = 1;
+  pthread_mutex_unlock(&s->lock);
+  if (!ok) return 0;
+  atomic_fetch_add_explicit(&s->load, 1, memory_order_relaxed);
+  run_item(s, it);
+  shard_flush(s);
+  pthread_mutex_lock(&s->lock);
+  s->inline_busy = 0;
+  if (s->idle && (s->fw_head || s->in_head || s->nheap || s->stop)) {
+    s->idle = 0;
+    /* Under the lock: once it is released the thread may stop and the
+     * manager be freed. */
+    pthread_cond_signal(&s->wake);
+  }
+  pthread_mutex_unlock(&s->lock);
+  return 1;
+}
+
 int lu__manager_run_local(lu_manager_t *m, lu_event_t *ev, const char *target,
-                          int packable, lu_done_t done) {
+                          int packable, int may_inline, lu_done_t done) {
   shard_t *t = target ? local_shard(m, target) : NULL;
   if (!t) t = &m->shards[0];
   pending_add(m, 1);
@@ -1307,7 +1345,7 @@ int lu__manager_run_local(lu_manager_t *m, lu_event_t *ev, const char *target,
   it->t_submit = lu__now_ns();
   it->done = done;
   it->packable = packable;
-  enqueue(t, it, 0);
+  if (!may_inline || !run_inline(t, it)) enqueue(t, it, 0);
   return 0;
 }
 
@@ -1701,6 +1739,12 @@ static void *shard_main(void *arg) {
   for (;;) {
     pthread_mutex_lock(&s->lock);
     for (;;) {
+      if (s->inline_busy) { /* run_inline wakes us if we have work */
+        s->idle = 1;
+        pthread_cond_wait(&s->wake, &s->lock);
+        s->idle = 0;
+        continue;
+      }
       if (s->fw_head || s->in_head) break;
       uint64_t now = lu__now_ns();
       if (s->nheap && s->heap[0]->due_ns <= now) break;

@@ -8,13 +8,16 @@
  * LU_FUNCTION and found through lu_fns_here(), the way an embedding
  * program does it.
  */
+#include <pthread.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -92,6 +95,19 @@ LU_FUNCTION(ScoreSmall, .events = "Score", .priority = 1, .cpu_millis = 10) {
   return LU_OK;
 }
 
+/* Not pure, on purpose: records which thread ran each attempt (attempts
+ * 1 and 2; the first fails, retryable, when data.retry is true). */
+static _Atomic long where_tid[3];
+LU_FUNCTION(Where, .events = "Where", .max_retries = 1,
+            .retry_backoff_ms = 1) {
+  unsigned a = lu_ctx_attempt(ctx);
+  if (a < 3) atomic_store(&where_tid[a], (long)syscall(SYS_gettid));
+  if (a == 1 && cJSON_IsTrue(cJSON_GetObjectItem(data, "retry")))
+    return lu_out_fail(out, LU_RETRY, "once more");
+  lu_out_result(out, cJSON_CreateNumber(a));
+  return LU_OK;
+}
+
 /* Two fitting candidates of different priority. */
 LU_FUNCTION(RankHigh, .events = "Rank", .priority = 9) { return LU_OK; }
 LU_FUNCTION(RankLow, .events = "Rank", .priority = 2) { return LU_OK; }
@@ -145,7 +161,7 @@ static fixture_t *fx_new(unsigned shards, const char *store) {
   assert_int_equal(lu_registry_new(&f->reg), 0);
   const lu_fn_t *const *fns;
   size_t n = lu_fns_here(&fns);
-  assert_int_equal(n, 14); /* a vanished section would be silent */
+  assert_int_equal(n, 15); /* a vanished section would be silent */
   assert_int_equal(lu_registry_add(f->reg, fns, n, "test"), 0);
   lu_config_init(&f->cfg);
   f->cfg.shards = shards;
@@ -682,11 +698,96 @@ static void test_packable_records(void **state) {
   assert_int_equal(lu_event_new(&ev, "Echo", "test", "subj",
                                 cJSON_CreateString("b")), 0);
   lu_done_t none = {NULL, NULL};
-  assert_int_equal(lu__manager_run_local(f->m, ev, NULL, 1, none), 0);
+  assert_int_equal(lu__manager_run_local(f->m, ev, NULL, 1, 0, none), 0);
   lu_manager_drain(f->m);
   assert_int_equal(fs.flagged, plain); /* the same outcome, flagged */
   assert_int_equal(fs.plain, plain);
   fx_free(f); /* closes fs through the manager */
+}
+
+/* run_local(may_inline) on a shard whose thread sleeps: the function runs
+ * on the caller's thread.  The shard thread may still be on its way to
+ * sleep after a drain, so a few tries are allowed for the first. */
+static int where_inline(fixture_t *f, const char *data, int may_inline) {
+  lu_event_t *ev;
+  assert_int_equal(lu_event_new(&ev, "Where", "test", "subj",
+                                cJSON_Parse(data)), 0);
+  atomic_store(&where_tid[1], 0);
+  atomic_store(&where_tid[2], 0);
+  struct timespec ms = {0, 2000000};
+  nanosleep(&ms, NULL); /* let the shard thread fall asleep */
+  lu_done_t none = {NULL, NULL};
+  assert_int_equal(lu__manager_run_local(f->m, ev, NULL, 1, may_inline, none),
+                   0);
+  lu_manager_drain(f->m);
+  return atomic_load(&where_tid[1]) == (long)syscall(SYS_gettid);
+}
+
+static void test_run_inline(void **state) {
+  (void)state;
+  fixture_t *f = fx_new(1, ":memory:");
+  fx_start(f);
+  int here = 0;
+  for (int i = 0; i < 20 && !here; i++) here = where_inline(f, "{}", 1);
+  assert_true(here);
+  for (int i = 0; i < 5; i++) assert_false(where_inline(f, "{}", 0));
+  /* An inline run that ends in a retry: the shard thread must be woken
+   * to run attempt 2 (else the drain would never return). */
+  alarm(60);
+  here = 0;
+  for (int i = 0; i < 20 && !here; i++)
+    here = where_inline(f, "{\"retry\":true}", 1);
+  alarm(0);
+  assert_true(here);
+  assert_int_not_equal(atomic_load(&where_tid[2]), 0);
+  assert_int_not_equal(atomic_load(&where_tid[2]), (long)syscall(SYS_gettid));
+  const rec_t *last = &f->seen.r[f->seen.n - 1];
+  assert_int_equal(last->kind, LU_OUTCOME_COMPLETED);
+  assert_int_equal(last->attempts, 2);
+  assert_balanced(f);
+  fx_free(f);
+}
+
+/* Callers running exec items inline race with each other and with the
+ * shard thread (submitted events): each item runs once, one at a time per
+ * shard (ThreadSanitizer checks the second), and every outcome lands. */
+typedef struct inliner_s {
+  fixture_t *f;
+  int n;
+} inliner_t;
+
+static void *inliner(void *arg) {
+  inliner_t *in = arg;
+  lu_done_t none = {NULL, NULL};
+  for (int i = 0; i < in->n; i++) {
+    lu_event_t *ev;
+    if (lu_event_new(&ev, "Echo", "test", "subj", cJSON_CreateNumber(i)))
+      abort();
+    lu__manager_run_local(in->f->m, ev, i % 2 ? "shard-1" : NULL, 1, 1, none);
+  }
+  return NULL;
+}
+
+static void test_run_inline_concurrent(void **state) {
+  (void)state;
+  fixture_t *f = fx_new(2, ":memory:");
+  fx_start(f);
+  pthread_t th[3];
+  inliner_t in = {f, 300};
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(pthread_create(&th[i], NULL, inliner, &in), 0);
+  for (int i = 0; i < 300; i++) {
+    char id[32];
+    snprintf(id, sizeof id, "c%d", i);
+    submitf(f, (uint64_t)i + 1, EV("%s", "Echo", "1"), id, id, id);
+  }
+  for (int i = 0; i < 3; i++) pthread_join(th[i], NULL);
+  lu_manager_drain(f->m);
+  assert_int_equal(f->seen.n, 1200);
+  for (size_t i = 0; i < f->seen.n; i++)
+    assert_int_equal(f->seen.r[i].kind, LU_OUTCOME_COMPLETED);
+  assert_balanced(f);
+  fx_free(f);
 }
 
 int main(void) {
@@ -709,6 +810,8 @@ int main(void) {
       cmocka_unit_test(test_bad_config),
       cmocka_unit_test(test_submit_built_event),
       cmocka_unit_test(test_packable_records),
+      cmocka_unit_test(test_run_inline),
+      cmocka_unit_test(test_run_inline_concurrent),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
