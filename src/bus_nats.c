@@ -43,7 +43,9 @@
  * Request/reply (both modes): lucent.exec (queue group lucent-exec) takes a
  * CloudEvent; the shard that gets it routes it and either runs it or passes
  * the request, reply subject included, to lucent.exec.<owner>; the shard
- * that runs it replies once the outcome is stored.
+ * that runs it replies once the outcome is stored.  A request that finds
+ * its shard's thread asleep and no other request behind it runs on the
+ * delivery thread that took it (lu__manager_run_local: one hand-off less).
  */
 #include <errno.h>
 #include <inttypes.h>

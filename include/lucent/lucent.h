@@ -152,11 +152,13 @@ typedef struct lu_config_s {
                                     0 = from the clock */
   lu_outcome_cb on_outcome;    /**< may be NULL; called from the store
                                     thread (with an event store on
-                                    JetStream: from the NATS client's
-                                    thread that gets the store's acks),
-                                    one call at a time */
+                                    JetStream: from whichever thread sees
+                                    a batch's last ack, mostly the NATS
+                                    client's), one call at a time */
   void *on_outcome_ud;
-  lu_explain_cb on_explain;    /**< may be NULL; called from shard threads,
+  lu_explain_cb on_explain;    /**< may be NULL; called from shard threads
+                                    (or the NATS client's thread running a
+                                    request inline: lucent serve),
                                     possibly concurrently */
   void *on_explain_ud;
 } lu_config_t;
