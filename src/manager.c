@@ -584,6 +584,23 @@ static void batch_stored(void *ctx, int rc, size_t inserted,
   pthread_mutex_unlock(&m->slock); /* m may be freed from here on */
 }
 
+/* Begins units[0..nu-1] as one batch of an asynchronous store (its slot
+ * already counted in sinflight), then releases sbegin, which the caller
+ * holds; recs has room for their records.  A batch that cannot even
+ * begin goes to the retry list, as one that fails in flight does. */
+static void begin_batch(lu_manager_t *m, unit_t *const *units, size_t nu,
+                        lu_record_t *recs) {
+  sbatch_t *b = malloc(sizeof *b + nu * sizeof *units);
+  if (!b) abort();
+  b->m = m;
+  b->nu = nu;
+  memcpy(b->units, units, nu * sizeof *units);
+  b->nr = unit_records(units, nu, recs);
+  int rc = lu__store_append_begin(m->store, recs, b->nr, batch_stored, b);
+  pthread_mutex_unlock(&m->sbegin);
+  if (rc) batch_stored(b, LU_ESTORE, 0, lu_store_errmsg(m->store));
+}
+
 /* The shard's held outcomes, in order: begun by this thread as one batch
  * when the store thread has nothing to do (nothing queued or to retry,
  * a batch slot free), which saves waking it - a futex call each, dear on
@@ -600,19 +617,10 @@ static void shard_flush(shard_t *s) {
                  m->sinflight < m->sasync;
     if (direct) m->sinflight++;
     pthread_mutex_unlock(&m->slock);
-    if (direct) /* before the batch may be reported: a drain then sees it */
-      atomic_fetch_add_explicit(&m->sdirect, 1, memory_order_relaxed);
     if (direct) {
-      sbatch_t *b = malloc(sizeof *b + nu * sizeof *s->ounits);
-      if (!b) abort();
-      b->m = m;
-      b->nu = nu;
-      memcpy(b->units, s->ounits, nu * sizeof *s->ounits);
-      b->nr = unit_records(b->units, nu, s->orecs);
-      int rc =
-          lu__store_append_begin(m->store, s->orecs, b->nr, batch_stored, b);
-      pthread_mutex_unlock(&m->sbegin);
-      if (rc) batch_stored(b, LU_ESTORE, 0, lu_store_errmsg(m->store));
+      /* Counted before the batch may be reported: a drain then sees it. */
+      atomic_fetch_add_explicit(&m->sdirect, 1, memory_order_relaxed);
+      begin_batch(m, s->ounits, nu, s->orecs);
       return;
     }
     pthread_mutex_unlock(&m->sbegin);
@@ -710,15 +718,7 @@ static void *store_main(void *arg) {
       pthread_mutex_unlock(&m->sbegin);
       continue;
     }
-    sbatch_t *b = malloc(sizeof *b + nu * sizeof *units);
-    if (!b) abort();
-    b->m = m;
-    b->nu = nu;
-    memcpy(b->units, units, nu * sizeof *units);
-    b->nr = unit_records(units, nu, recs);
-    int brc = lu__store_append_begin(m->store, recs, b->nr, batch_stored, b);
-    pthread_mutex_unlock(&m->sbegin);
-    if (brc) batch_stored(b, LU_ESTORE, 0, lu_store_errmsg(m->store));
+    begin_batch(m, units, nu, recs);
   }
   free(recs);
   free(units);
