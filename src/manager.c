@@ -1899,9 +1899,13 @@ int lu_manager_new(lu_manager_t **out, const lu_config_t *cfg_in,
     if (i + 1 == m->n) m->cfg.shard_ids = NULL; /* copied into s->id */
     s->rng = lu__rand_next(&m->rng);
     s->fns = calloc(nf + 1, sizeof *s->fns);
-    s->ounits = malloc((m->cfg.store_batch + 1) * sizeof *s->ounits);
-    s->orecs = malloc((m->cfg.store_batch + LU_MAX_EMIT + 1) * sizeof *s->orecs);
     if (!s->fns) abort();
+    if (m->sasync) { /* shard_out holds outcomes only for such a store */
+      size_t cap = m->cfg.store_batch;
+      s->ounits = malloc((cap + 1) * sizeof *s->ounits);
+      s->orecs = malloc((cap + LU_MAX_EMIT + 1) * sizeof *s->orecs);
+      if (!s->ounits || !s->orecs) abort();
+    }
     pthread_mutex_init(&s->lock, NULL);
     pthread_mutex_init(&s->stats_lock, NULL);
     lu__cond_init_mono(&s->wake);
