@@ -44,8 +44,9 @@
  * CloudEvent; the shard that gets it routes it and either runs it or passes
  * the request, reply subject included, to lucent.exec.<owner>; the shard
  * that runs it replies once the outcome is stored.  A request that finds
- * its shard's thread asleep and no other request behind it runs on the
- * delivery thread that took it (lu__manager_run_local: one hand-off less).
+ * its shard's thread asleep runs on the delivery thread that took it, and
+ * so do the requests waiting behind it, as one run whose outcomes make one
+ * store batch (lu__manager_run_local: no hand-off, no thread woken).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -717,23 +718,21 @@ static int needs_owner(lu_natsbus_t *b, const lu_event_t *ev) {
                c[0]->strategy == LU_STRAT_STICKY);
 }
 
-static void on_exec(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
-                    void *closure) {
-  (void)nc;
-  lu_natsbus_t *b = closure;
-  atomic_fetch_add(&b->exec_requests, 1);
+/* One request; 1 if it went to lu__manager_run_local. */
+static int exec_request(lu_natsbus_t *b, natsSubscription *sub,
+                        natsMsg *msg) {
   const char *reply = natsMsg_GetReply(msg);
   const char *data = natsMsg_GetData(msg);
   int dlen = natsMsg_GetDataLength(msg);
   size_t len = dlen > 0 ? (size_t)dlen : 0;
   if (!reply || !*reply) {
     lu__nats_msg_release(msg);
-    return;
+    return 0;
   }
   reply_t *rp = malloc(sizeof *rp + strlen(reply) + 1);
   if (!rp) {
     lu__nats_msg_release(msg);
-    return;
+    return 0;
   }
   rp->b = b;
   strcpy(rp->subject, reply);
@@ -744,32 +743,35 @@ static void on_exec(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
     /* Recorded as lucent.Rejected like any bad input; the reply says why. */
     lu__manager_submit_raw(b->m, data ? data : "", len, 0, done);
     lu__nats_msg_release(msg);
-    return;
+    return 0;
   }
-  /* Run it on this thread if the shard sleeps (lu__manager_run_local),
-   * but not when more requests wait behind it: then the shard thread runs
-   * them as one run and stores their outcomes as one batch, where inline
-   * each would make its own (measured: 64 in flight fell ~15%). */
+  /* Run it on this thread if the shard sleeps (lu__manager_run_local):
+   * no hand-off to wake it.  When more requests wait behind this one, say
+   * so (LU_INLINE_MORE): the thread keeps the shard's turn and runs them
+   * all as one run whose outcomes make one store batch.  (Running each on
+   * its own, each its own batch, cost 16% of exec's rate with 64 in
+   * flight; queueing them all for the shard's thread cost a wake-up per
+   * burst and ~15% more serve CPU per request on 3 serves than this.) */
   int queued = 0;
   natsSubscription_GetPending(sub, &queued, NULL);
-  int may_inline = queued == 0;
+  int inl = queued > 0 ? LU_INLINE_MORE : LU_INLINE_LAST;
   if (sub == b->exec_self_sub) { /* forwarded to us: pinned */
-    lu__manager_run_local(b->m, ev, b->self, 1, may_inline, done);
+    lu__manager_run_local(b->m, ev, b->self, 1, inl, done);
     lu__nats_msg_release(msg);
-    return;
+    return 1;
   }
   char target[64];
   int local = 0;
   int rc = lu__manager_route(b->m, ev, target, sizeof target, &local, why,
-                             sizeof why);
+                             sizeof why), ran = 0;
   if (rc != LU_ROUTE_OK) {
     lu_event_free(ev);
     lu__manager_submit_raw(b->m, data, len, 0, done); /* records it */
   } else if (local || !needs_owner(b, ev)) {
     /* The queue group already spread requests: a function that may run
      * anywhere (round_robin, load_balanced) runs where it landed. */
-    lu__manager_run_local(b->m, ev, local ? target : b->self, 1, may_inline,
-                          done);
+    lu__manager_run_local(b->m, ev, local ? target : b->self, 1, inl, done);
+    ran = 1;
   } else {
     lu_event_free(ev);
     free(rp);
@@ -781,6 +783,17 @@ static void on_exec(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
       reply_json(b, reply, NULL, "cannot forward the request");
   }
   lu__nats_msg_release(msg);
+  return ran;
+}
+
+static void on_exec(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
+                    void *closure) {
+  (void)nc;
+  lu_natsbus_t *b = closure;
+  atomic_fetch_add(&b->exec_requests, 1);
+  /* A burst whose last request did not run here: end it now rather than
+   * leave the shard's turn to be taken over (~1 ms later). */
+  if (!exec_request(b, sub, msg)) lu__manager_end_burst(b->m);
 }
 
 static void on_amo(natsConnection *nc, natsSubscription *sub, natsMsg *msg,

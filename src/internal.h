@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #include <cjson/cJSON.h>
 
@@ -37,6 +38,8 @@ void lu__derive_id(char buf[37], const char *const *parts, size_t n);
 /** pthread_cond_init for a condition whose timed waits use
  *  CLOCK_MONOTONIC deadlines.  0 or an errno value. */
 int lu__cond_init_mono(pthread_cond_t *c);
+/** The deadline for such a timed wait at lu__now_ns() time at_ns. */
+struct timespec lu__mono_deadline(uint64_t at_ns);
 /** snprintf into a fixed buffer, always NUL-terminated, never fails. */
 void lu__fmt(char *buf, size_t cap, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -415,15 +418,32 @@ enum { LU_ROUTE_OK, LU_ROUTE_REJECT, LU_ROUTE_DEAD };
  *  or LU_ROUTE_REJECT / LU_ROUTE_DEAD with the reason in why. */
 int lu__manager_route(lu_manager_t *m, const lu_event_t *ev, char *target,
                       size_t cap, int *local, char *why, size_t wcap);
+/** How lu__manager_run_local may use the calling thread. */
+enum {
+  LU_INLINE_NEVER = 0, /* queue the item for the shard's thread */
+  LU_INLINE_LAST = 1,  /* run it here if the shard's thread sleeps */
+  LU_INLINE_MORE = 2   /* the same, and another call follows soon */
+};
 /** Runs ev on the local shard `target` (pinned; takes ownership of ev);
  *  done gets the outcome (request/reply).  An unknown target runs on the
  *  first local shard.  packable: the records of its outcome carry
  *  LU_RECORD_PACKABLE (it will not be redelivered: an exec request).
- *  may_inline: when the shard's thread sleeps with nothing queued, run it
- *  on the calling thread instead of waking that one (the call then
- *  returns after the function ran and its outcome was handed to the
- *  store); the caller must not hold any manager lock.  Thread safe. */
+ *  inline_mode LU_INLINE_LAST: when the shard's thread sleeps with
+ *  nothing queued, run it on the calling thread instead of waking that
+ *  one (the call then returns after the function ran and its outcome was
+ *  handed to the store).  LU_INLINE_MORE: the same, but the caller has
+ *  another request waiting (a burst): it keeps the shard's turn and the
+ *  outcomes for its next call, so the burst makes one store batch; its
+ *  last call should say LU_INLINE_LAST, and if no call follows, the
+ *  shard's thread takes the turn over within ~1 ms (nothing is lost, the
+ *  outcomes only wait).  The caller must not hold any manager lock.
+ *  Thread safe. */
 int lu__manager_run_local(lu_manager_t *m, lu_event_t *ev, const char *target,
-                          int packable, int may_inline, lu_done_t done);
+                          int packable, int inline_mode, lu_done_t done);
+/** Ends the calling thread's burst on m's shards early: a turn it kept
+ *  with LU_INLINE_MORE is given back and its outcomes handed to the store
+ *  now (the caller's next request went elsewhere).  A no-op otherwise.
+ *  The caller must not hold any manager lock.  */
+void lu__manager_end_burst(lu_manager_t *m);
 
 #endif /* LUCENT_INTERNAL_H */

@@ -40,7 +40,10 @@
  *     items (fan-out x depth limit).
  *  4. A shard's function state (breakers, EWMAs) is touched only by the
  *     holder of the shard's turn: its own thread, or a caller running an
- *     exec request inline while that thread sleeps (run_inline).
+ *     exec request inline while that thread sleeps (run_inline), who may
+ *     keep the turn between the requests of a burst (parked); the thread
+ *     takes a parked turn over, under the shard's lock, only while its
+ *     holder is not running.
  *     Counters readers may see live are under the shard's stats lock.
  *  5. Waking a thread costs a futex call (dear on a VM), so a producer
  *     signals only a consumer that sleeps (its idle flag), clears the flag
@@ -142,7 +145,11 @@ struct shard_s {
   size_t in_n, fw_n;
   int stop;
   int idle;    /* the shard thread waits on `wake`: signal it */
-  int inline_busy; /* a producer runs an item in the thread's place */
+  int inline_busy; /* a producer holds the thread's turn (run_inline) */
+  int parked;      /* ... and is between two items of a burst */
+  int watching;    /* the thread waits, timed, for a parked turn */
+  uint64_t park_ns;   /* when the turn was parked */
+  uint64_t turn_gen;  /* which acquisition holds the turn (turn_gens) */
   int blocked; /* producers waiting on `space` */
   _Atomic uint64_t load; /* queued + executing + waiting to retry */
   /* shard thread only */
@@ -1071,8 +1078,8 @@ static void enqueue(shard_t *t, item_t *it, int forwarded) {
     t->in_n++;
   }
   /* Invariant 5; while an item runs inline, its runner wakes the thread
-   * when it is done (run_inline). */
-  int wake = t->idle && !t->inline_busy;
+   * when it is done (run_inline); a parked turn the thread takes over. */
+  int wake = t->idle && (!t->inline_busy || t->parked);
   if (wake) t->idle = 0;
   pthread_mutex_unlock(&t->lock);
   if (wake) pthread_cond_signal(&t->wake);
@@ -1299,25 +1306,21 @@ int lu__manager_accept(lu_manager_t *m, const char *json, size_t len,
 
 static void run_item(shard_t *s, item_t *it); /* below */
 
-/* Runs an exec request's item on the calling thread (nats.c's delivery
- * thread) instead of handing it to shard s, when s's thread sleeps with
- * nothing queued or waiting to retry: the hand-off would cost a wake-up
- * and a context switch (a futex call each, dear on a VM) for a shard that
- * has nothing else to do.  The caller takes the shard's turn
- * (inline_busy), so the shard's state still has one user at a time
- * (invariant 4); items that arrive meanwhile are queued without a
- * wake-up, and the caller wakes the thread when it hands the turn back if
- * there is work for it (queued items, a retry to schedule, or a stop).
- * 1 if it ran the item, 0 if the item must be queued. */
-static int run_inline(shard_t *s, item_t *it) {
-  pthread_mutex_lock(&s->lock);
-  int ok = s->idle && !s->inline_busy && !s->fw_head && !s->in_head &&
-           !s->nheap && !s->stop;
-  if (ok) s->inline_busy = 1;
-  pthread_mutex_unlock(&s->lock);
-  if (!ok) return 0;
-  atomic_fetch_add_explicit(&s->load, 1, memory_order_relaxed);
-  run_item(s, it);
+/* Generations of inline turns, unique in the process (from 1): the
+ * calling thread's claim on a parked turn (turn_held) is its generation,
+ * so a turn taken over meanwhile, or a manager freed and another made at
+ * its address, is never mistaken for the caller's; the claim is only
+ * compared, never followed, until it is checked against a live shard. */
+static _Atomic uint64_t turn_gens;
+static _Thread_local struct {
+  const lu_manager_t *m;
+  unsigned idx;
+  uint64_t gen; /* 0: none */
+} turn_held;
+
+/* The end of an inline turn: its outcomes handed on, the turn given back,
+ * the thread woken if there is work for it. */
+static void turn_release(shard_t *s) {
   shard_flush(s);
   pthread_mutex_lock(&s->lock);
   s->inline_busy = 0;
@@ -1328,11 +1331,75 @@ static int run_inline(shard_t *s, item_t *it) {
     pthread_cond_signal(&s->wake);
   }
   pthread_mutex_unlock(&s->lock);
+}
+
+/* Runs an exec request's item on the calling thread (nats.c's delivery
+ * thread) instead of handing it to shard s, when s's thread sleeps with
+ * nothing queued or waiting to retry: the hand-off would cost a wake-up
+ * and a context switch (a futex call each, dear on a VM) for a shard that
+ * has nothing else to do.  The caller takes the shard's turn
+ * (inline_busy), so the shard's state still has one user at a time
+ * (invariant 4); items that arrive meanwhile are queued without a
+ * wake-up, and the caller wakes the thread when it hands the turn back if
+ * there is work for it (queued items, a retry to schedule, or a stop).
+ *
+ * With `more` (LU_INLINE_MORE: the caller has another request waiting),
+ * the caller keeps the turn after the item, parked, with the outcomes
+ * held, and its next call resumes it: a burst of requests runs as one run
+ * and its outcomes make one batch, with no thread woken.  A parked turn
+ * is the thread's to take over (shard_main: flush the held outcomes and
+ * go on) when work is queued for it, at a stop, or after LU_HOLD_NS, so a
+ * caller that never calls again delays outcomes but loses nothing; the
+ * caller does not park when there is work queued or a retry waiting.
+ * 1 if it ran the item, 0 if the item must be queued. */
+static int run_inline(shard_t *s, item_t *it, int more) {
+  pthread_mutex_lock(&s->lock);
+  int mine = turn_held.gen && s->turn_gen == turn_held.gen &&
+             s->inline_busy && s->parked;
+  int ok = mine || (s->idle && !s->inline_busy && !s->fw_head &&
+                    !s->in_head && !s->nheap && !s->stop);
+  if (mine) {
+    s->parked = 0;
+  } else if (ok) {
+    s->inline_busy = 1;
+    s->turn_gen = turn_held.gen = atomic_fetch_add(&turn_gens, 1) + 1;
+    turn_held.m = s->m;
+    turn_held.idx = s->idx;
+  }
+  pthread_mutex_unlock(&s->lock);
+  if (!ok) return 0;
+  atomic_fetch_add_explicit(&s->load, 1, memory_order_relaxed);
+  run_item(s, it);
+  pthread_mutex_lock(&s->lock);
+  if (more && !s->nheap && !s->fw_head && !s->in_head && !s->stop) {
+    s->parked = 1;
+    s->park_ns = lu__now_ns();
+    /* The thread must watch the parked turn: wake it if it sleeps
+     * untimed (once a burst; it then wakes every LU_HOLD_NS at most). */
+    int kick = s->idle && !s->watching;
+    if (kick) pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->lock);
+    return 1;
+  }
+  pthread_mutex_unlock(&s->lock);
+  turn_held.gen = 0;
+  turn_release(s);
   return 1;
 }
 
+void lu__manager_end_burst(lu_manager_t *m) {
+  if (!turn_held.gen || turn_held.m != m || turn_held.idx >= m->n) return;
+  shard_t *s = &m->shards[turn_held.idx];
+  pthread_mutex_lock(&s->lock);
+  int mine = s->turn_gen == turn_held.gen && s->inline_busy && s->parked;
+  if (mine) s->parked = 0;
+  pthread_mutex_unlock(&s->lock);
+  turn_held.gen = 0;
+  if (mine) turn_release(s);
+}
+
 int lu__manager_run_local(lu_manager_t *m, lu_event_t *ev, const char *target,
-                          int packable, int may_inline, lu_done_t done) {
+                          int packable, int inline_mode, lu_done_t done) {
   shard_t *t = target ? local_shard(m, target) : NULL;
   if (!t) t = &m->shards[0];
   pending_add(m, 1);
@@ -1345,7 +1412,13 @@ int lu__manager_run_local(lu_manager_t *m, lu_event_t *ev, const char *target,
   it->t_submit = lu__now_ns();
   it->done = done;
   it->packable = packable;
-  if (!may_inline || !run_inline(t, it)) enqueue(t, it, 0);
+  /* A burst kept on another of m's shards ends first (one claim a thread:
+   * it would otherwise wait to be taken over). */
+  if (turn_held.gen && turn_held.m == m && turn_held.idx != t->idx)
+    lu__manager_end_burst(m);
+  if (inline_mode == LU_INLINE_NEVER ||
+      !run_inline(t, it, inline_mode == LU_INLINE_MORE))
+    enqueue(t, it, 0);
   return 0;
 }
 
@@ -1740,8 +1813,21 @@ static void *shard_main(void *arg) {
     pthread_mutex_lock(&s->lock);
     for (;;) {
       if (s->inline_busy) { /* run_inline wakes us if we have work */
+        uint64_t now = lu__now_ns();
+        if (s->parked && (s->fw_head || s->in_head || s->stop ||
+                          now - s->park_ns >= LU_HOLD_NS)) {
+          s->inline_busy = s->parked = 0; /* its outcomes: flushed below */
+          break;
+        }
         s->idle = 1;
-        pthread_cond_wait(&s->wake, &s->lock);
+        if (s->parked) { /* watch it: take it over after LU_HOLD_NS */
+          struct timespec ts = lu__mono_deadline(now + LU_HOLD_NS);
+          s->watching = 1;
+          pthread_cond_timedwait(&s->wake, &s->lock, &ts);
+          s->watching = 0;
+        } else {
+          pthread_cond_wait(&s->wake, &s->lock);
+        }
         s->idle = 0;
         continue;
       }
@@ -1750,13 +1836,7 @@ static void *shard_main(void *arg) {
       if (s->nheap && s->heap[0]->due_ns <= now) break;
       if (s->stop && !s->nheap) break;
       if (s->nheap) {
-        uint64_t due = s->heap[0]->due_ns;
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        uint64_t abs_ns = (uint64_t)ts.tv_sec * 1000000000u +
-                          (uint64_t)ts.tv_nsec + (due - now);
-        ts.tv_sec = (time_t)(abs_ns / 1000000000u);
-        ts.tv_nsec = (long)(abs_ns % 1000000000u);
+        struct timespec ts = lu__mono_deadline(s->heap[0]->due_ns);
         s->idle = 1;
         pthread_cond_timedwait(&s->wake, &s->lock, &ts);
         s->idle = 0;
@@ -1768,6 +1848,7 @@ static void *shard_main(void *arg) {
     }
     if (s->stop && !s->fw_head && !s->in_head && !s->nheap) {
       pthread_mutex_unlock(&s->lock);
+      shard_flush(s); /* a parked turn's outcomes, taken over */
       break;
     }
     item_t *fw = s->fw_head;

@@ -30,6 +30,12 @@ int lu__cond_init_mono(pthread_cond_t *c) {
   return rc;
 }
 
+struct timespec lu__mono_deadline(uint64_t at_ns) {
+  struct timespec ts = {(time_t)(at_ns / 1000000000u),
+                        (long)(at_ns % 1000000000u)};
+  return ts;
+}
+
 int64_t lu__wall_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);

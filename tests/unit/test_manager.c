@@ -698,29 +698,41 @@ static void test_packable_records(void **state) {
   assert_int_equal(lu_event_new(&ev, "Echo", "test", "subj",
                                 cJSON_CreateString("b")), 0);
   lu_done_t none = {NULL, NULL};
-  assert_int_equal(lu__manager_run_local(f->m, ev, NULL, 1, 0, none), 0);
+  assert_int_equal(
+      lu__manager_run_local(f->m, ev, NULL, 1, LU_INLINE_NEVER, none), 0);
   lu_manager_drain(f->m);
   assert_int_equal(fs.flagged, plain); /* the same outcome, flagged */
   assert_int_equal(fs.plain, plain);
   fx_free(f); /* closes fs through the manager */
 }
 
-/* run_local(may_inline) on a shard whose thread sleeps: the function runs
- * on the caller's thread.  The shard thread may still be on its way to
- * sleep after a drain, so a few tries are allowed for the first. */
-static int where_inline(fixture_t *f, const char *data, int may_inline) {
+/* One Where item with data through run_local in `mode`, no drain: 1 if
+ * it ran on the calling thread (else it was queued, and where_tid[1] is 0
+ * or, later, the shard thread's). */
+static int where_run(fixture_t *f, const char *data, int mode) {
   lu_event_t *ev;
-  assert_int_equal(lu_event_new(&ev, "Where", "test", "subj",
-                                cJSON_Parse(data)), 0);
+  if (lu_event_new(&ev, "Where", "test", "subj", cJSON_Parse(data)))
+    abort();
   atomic_store(&where_tid[1], 0);
   atomic_store(&where_tid[2], 0);
+  lu_done_t none = {NULL, NULL};
+  if (lu__manager_run_local(f->m, ev, NULL, 1, mode, none)) abort();
+  return atomic_load(&where_tid[1]) == (long)syscall(SYS_gettid);
+}
+
+static int where_now(fixture_t *f, int mode) {
+  return where_run(f, "{}", mode);
+}
+
+/* run_local(LU_INLINE_LAST) on a shard whose thread sleeps: the function
+ * runs on the caller's thread.  The shard thread may still be on its way
+ * to sleep after a drain, so a few tries are allowed for the first. */
+static int where_inline(fixture_t *f, const char *data, int mode) {
   struct timespec ms = {0, 2000000};
   nanosleep(&ms, NULL); /* let the shard thread fall asleep */
-  lu_done_t none = {NULL, NULL};
-  assert_int_equal(lu__manager_run_local(f->m, ev, NULL, 1, may_inline, none),
-                   0);
+  int here = where_run(f, data, mode);
   lu_manager_drain(f->m);
-  return atomic_load(&where_tid[1]) == (long)syscall(SYS_gettid);
+  return here;
 }
 
 static void test_run_inline(void **state) {
@@ -728,15 +740,17 @@ static void test_run_inline(void **state) {
   fixture_t *f = fx_new(1, ":memory:");
   fx_start(f);
   int here = 0;
-  for (int i = 0; i < 20 && !here; i++) here = where_inline(f, "{}", 1);
+  for (int i = 0; i < 20 && !here; i++)
+    here = where_inline(f, "{}", LU_INLINE_LAST);
   assert_true(here);
-  for (int i = 0; i < 5; i++) assert_false(where_inline(f, "{}", 0));
+  for (int i = 0; i < 5; i++)
+    assert_false(where_inline(f, "{}", LU_INLINE_NEVER));
   /* An inline run that ends in a retry: the shard thread must be woken
    * to run attempt 2 (else the drain would never return). */
   alarm(60);
   here = 0;
   for (int i = 0; i < 20 && !here; i++)
-    here = where_inline(f, "{\"retry\":true}", 1);
+    here = where_inline(f, "{\"retry\":true}", LU_INLINE_LAST);
   alarm(0);
   assert_true(here);
   assert_int_not_equal(atomic_load(&where_tid[2]), 0);
@@ -748,9 +762,122 @@ static void test_run_inline(void **state) {
   fx_free(f);
 }
 
-/* Callers running exec items inline race with each other and with the
- * shard thread (submitted events): each item runs once, one at a time per
- * shard (ThreadSanitizer checks the second), and every outcome lands. */
+typedef struct leaver_s {
+  fixture_t *f;
+  int ran_here;
+} leaver_t;
+
+/* Starts a burst (LU_INLINE_MORE) and exits without ending it. */
+static void *more_then_leave(void *arg) {
+  leaver_t *l = arg;
+  l->ran_here = where_now(l->f, LU_INLINE_MORE);
+  return NULL;
+}
+
+static int leave_parked(fixture_t *f) {
+  struct timespec ms = {0, 2000000};
+  nanosleep(&ms, NULL); /* let the shard thread fall asleep */
+  leaver_t l = {f, 0};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, more_then_leave, &l), 0);
+  pthread_join(th, NULL);
+  return l.ran_here;
+}
+
+static void *where_last(void *arg) {
+  leaver_t *l = arg;
+  l->ran_here = where_now(l->f, LU_INLINE_LAST);
+  return NULL;
+}
+
+/* A caller that keeps the shard's turn for a burst (LU_INLINE_MORE) and
+ * never calls again does not stall the shard: work queued for it makes
+ * the thread take the turn over at once, and with nothing queued it takes
+ * it over after ~1 ms, so a later caller finds the shard asleep and free
+ * again.  lu__manager_end_burst gives the turn back at once.  Each check
+ * is tried a few times, since the shard thread may be on its way to sleep
+ * (the first call then queues instead of keeping a turn); without the
+ * feature each check fails on every try.  alarm() fails a hang. */
+static void test_run_inline_burst(void **state) {
+  (void)state;
+  fixture_t *f = fx_new(1, ":memory:");
+  fx_start(f);
+  alarm(60);
+  /* A burst runs on its caller's thread, call after call. */
+  int here = 0;
+  for (int i = 0; i < 20 && !here; i++) {
+    struct timespec ms = {0, 2000000};
+    nanosleep(&ms, NULL);
+    here = where_now(f, LU_INLINE_MORE);
+  }
+  assert_true(here);
+  int n_here = 0;
+  for (int i = 0; i < 8; i++) n_here += where_now(f, LU_INLINE_MORE);
+  n_here += where_now(f, LU_INLINE_LAST);
+  assert_true(n_here >= 1);
+  lu_manager_drain(f->m);
+  size_t before = f->seen.n;
+
+  /* Queued work behind an abandoned turn runs (else the drain hangs), on
+   * the shard thread. */
+  int parked = 0;
+  for (int i = 0; i < 20 && !parked; i++) {
+    parked = leave_parked(f);
+    if (!parked) lu_manager_drain(f->m);
+  }
+  assert_true(parked);
+  atomic_store(&where_tid[1], 0);
+  submitf(f, 1, EV("q-1", "Where", "{}"));
+  lu_manager_drain(f->m);
+  assert_int_not_equal(atomic_load(&where_tid[1]), 0);
+  assert_int_not_equal(atomic_load(&where_tid[1]),
+                       (long)syscall(SYS_gettid));
+
+  /* With nothing queued, the turn is taken over after a while: a later
+   * caller runs inline again (it would be queued behind a kept turn). */
+  int freed = 0;
+  for (int i = 0; i < 20 && !freed; i++) {
+    if (!leave_parked(f)) {
+      lu_manager_drain(f->m);
+      continue;
+    }
+    struct timespec wait = {0, 50000000};
+    nanosleep(&wait, NULL);
+    freed = where_now(f, LU_INLINE_LAST);
+    lu_manager_drain(f->m);
+  }
+  assert_true(freed);
+
+  /* end_burst gives the turn back at once: another thread runs inline. */
+  int given = 0;
+  for (int i = 0; i < 20 && !given; i++) {
+    struct timespec ms = {0, 2000000};
+    nanosleep(&ms, NULL);
+    if (!where_now(f, LU_INLINE_MORE)) {
+      lu_manager_drain(f->m);
+      continue;
+    }
+    lu__manager_end_burst(f->m);
+    leaver_t l = {f, 0};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, where_last, &l), 0);
+    pthread_join(th, NULL);
+    given = l.ran_here;
+    lu_manager_drain(f->m);
+  }
+  assert_true(given);
+  alarm(0);
+  assert_true(f->seen.n > before);
+  for (size_t i = 0; i < f->seen.n; i++)
+    assert_int_equal(f->seen.r[i].kind, LU_OUTCOME_COMPLETED);
+  assert_balanced(f);
+  fx_free(f);
+}
+
+/* Callers running exec items inline, in bursts, race with each other and
+ * with the shard thread (submitted events): each item runs once, one at a
+ * time per shard (ThreadSanitizer checks the second), and every outcome
+ * lands. */
 typedef struct inliner_s {
   fixture_t *f;
   int n;
@@ -763,7 +890,11 @@ static void *inliner(void *arg) {
     lu_event_t *ev;
     if (lu_event_new(&ev, "Echo", "test", "subj", cJSON_CreateNumber(i)))
       abort();
-    lu__manager_run_local(in->f->m, ev, i % 2 ? "shard-1" : NULL, 1, 1, none);
+    /* Bursts of 4 on one shard, then a last call: the turn is kept
+     * across them, parked, while the others race for it. */
+    int mode = i % 4 == 3 || i == in->n - 1 ? LU_INLINE_LAST : LU_INLINE_MORE;
+    lu__manager_run_local(in->f->m, ev, (i / 4) % 2 ? "shard-1" : NULL, 1,
+                          mode, none);
   }
   return NULL;
 }
@@ -811,6 +942,7 @@ int main(void) {
       cmocka_unit_test(test_submit_built_event),
       cmocka_unit_test(test_packable_records),
       cmocka_unit_test(test_run_inline),
+      cmocka_unit_test(test_run_inline_burst),
       cmocka_unit_test(test_run_inline_concurrent),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -7,7 +7,8 @@
  * a batch that fails in flight retried by the store thread (here: the
  * stream deleted under the store) instead of being reported as lost, and
  * the batches shard threads begin themselves (when the store thread is
- * idle) neither lost nor stored out of order.
+ * idle) neither lost nor stored out of order, and a burst of exec items
+ * run inline stored as one batch, even when its caller never ends it.
  * Skips (exit 77) without nats-server.
  */
 #include <setjmp.h>
@@ -17,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -175,6 +178,57 @@ static void test_shard_begins_its_batch(void **state) {
   assert_true(direct <= batches);
 }
 
+static lu_event_t *echo_event(int i) {
+  lu_event_t *ev = NULL;
+  cJSON *d = cJSON_CreateObject();
+  cJSON_AddNumberToObject(d, "i", i);
+  assert_int_equal(lu_event_new(&ev, "Echo", "t", "s", d), 0);
+  return ev;
+}
+
+/* A burst of exec items run inline (LU_INLINE_MORE ... LU_INLINE_LAST)
+ * keeps the shard's turn and its outcomes from call to call: the burst's
+ * outcomes make one store batch, where each call would make its own.
+ * Then a burst whose caller never calls again: the shard thread takes the
+ * turn over and stores what it held (else the drain would hang; alarm()
+ * fails that). */
+static void test_inline_burst_one_batch(void **state) {
+  fx_t *f = *state;
+  start(f, 1);
+  lu_done_t none = {NULL, NULL};
+  uint64_t b0, records, errors;
+  lu__manager_store_stats(f->m, &b0, &records, &errors);
+  for (int burst = 0; burst < 5; burst++) {
+    struct timespec ms = {0, 5000000};
+    nanosleep(&ms, NULL); /* let the shard thread fall asleep */
+    for (int i = 0; i < 10; i++)
+      lu__manager_run_local(f->m, echo_event(burst * 10 + i), NULL, 1,
+                            i < 9 ? LU_INLINE_MORE : LU_INLINE_LAST, none);
+    assert_int_equal(lu_manager_drain(f->m), 0);
+  }
+  uint64_t b1;
+  lu__manager_store_stats(f->m, &b1, &records, &errors);
+  assert_int_equal(atomic_load(&f->seen.completed), 50);
+  assert_int_equal(records, 50);
+  /* One batch a burst, give or take a first call that found the shard
+   * thread awake (it then queues, and the thread's run makes the batch);
+   * 50 if each call flushed. */
+  assert_true(b1 - b0 >= 5);
+  assert_true(b1 - b0 < 10);
+
+  alarm(60);
+  struct timespec ms = {0, 5000000};
+  nanosleep(&ms, NULL);
+  for (int i = 0; i < 3; i++)
+    lu__manager_run_local(f->m, echo_event(100 + i), NULL, 1, LU_INLINE_MORE,
+                          none);
+  assert_int_equal(lu_manager_drain(f->m), 0);
+  alarm(0);
+  assert_int_equal(atomic_load(&f->seen.completed), 53);
+  assert_int_equal(lu_store_count(lu_manager_store(f->m)), 53);
+  assert_int_equal(lu_manager_store_errors(f->m), 0);
+}
+
 typedef struct order_s {
   long next; /* the data.i expected next */
   size_t rows, out_of_order;
@@ -222,6 +276,7 @@ int main(void) {
       T(test_failed_batch_retried),
       T(test_shard_begins_its_batch),
       T(test_store_order_kept),
+      T(test_inline_burst_one_batch),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
