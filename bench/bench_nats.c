@@ -34,6 +34,11 @@
  *                   one CloudEvent per request; every reply must contain
  *                   "success":true.  On serves of each --delivery mode:
  *                   at-most-once serves pack the results they store.
+ *                   Raw req/reply and lucent exec alternate in --slices
+ *                   slices (default 5) with the serves up, so that both
+ *                   see the same moments of a shared machine; each one's
+ *                   latencies are pooled over its slices, its rate is
+ *                   its requests over its time.
  *
  * Every message is one of the same ~310-byte CloudEvents (bench_pipeline's
  * events plus a "key" member in data).  Every connection has SendAsap on
@@ -154,6 +159,7 @@ typedef struct opts_s {
   const char *pack; /* at-most-once serves: --pack N (NULL: their default) */
   const char *forward; /* at-least-once serves: --forward (NULL: default) */
   size_t intake_pack;  /* at-least-once publisher: events per message */
+  size_t slices; /* suite exec: raw and lucent alternate in this many */
 } opts_t;
 
 static opts_t O;
@@ -1058,6 +1064,69 @@ static const char *fmt_cpu(char *b, size_t cap, sum_t c, sum_t s, sum_t v) {
 
 /* ---- the suite -------------------------------------------------------- */
 
+/* Pools slices of one system's request/reply runs: requests and time
+ * summed (rate = requests / time), latencies merged, CPU per request
+ * weighted by requests. */
+typedef struct pool_s {
+  res_t r;
+  double secs, cpu[3];
+  uint64_t *lat;
+  size_t nlat;
+} pool_t;
+
+static void pool_add(pool_t *p, const res_t *x, uint64_t *lat) {
+  p->r.n += x->n;
+  p->r.done += x->done;
+  if (x->errors && !p->r.errors)
+    snprintf(p->r.why, sizeof p->r.why, "%s", x->why);
+  p->r.errors += x->errors;
+  if (x->rate > 0) p->secs += (double)x->done / x->rate;
+  p->cpu[0] += x->cpu_client * (double)x->done;
+  p->cpu[1] += x->cpu_serve * (double)x->done;
+  p->cpu[2] += x->cpu_server * (double)x->done;
+  uint64_t *l = realloc(p->lat, (p->nlat + x->done + 1) * sizeof *l);
+  if (!l) die("out of memory");
+  memcpy(l + p->nlat, lat, x->done * sizeof *l);
+  p->lat = l;
+  p->nlat += x->done;
+  free(lat);
+}
+
+static res_t pool_end(pool_t *p) {
+  res_t r = p->r;
+  double n = r.done ? (double)r.done : 1;
+  r.rate = p->secs > 0 ? (double)r.done / p->secs : 0;
+  r.cpu_client = p->cpu[0] / n;
+  r.cpu_serve = p->cpu[1] / n;
+  r.cpu_server = p->cpu[2] / n;
+  qsort(p->lat, p->nlat, sizeof *p->lat, cmp_u64);
+  r.p50 = pct(p->lat, p->nlat, 0.50);
+  r.p99 = pct(p->lat, p->nlat, 0.99);
+  r.p999 = pct(p->lat, p->nlat, 0.999);
+  r.max = p->nlat ? p->lat[p->nlat - 1] : 0;
+  free(p->lat);
+  return r;
+}
+
+/* `total` requests, `window` in flight, to the raw responder and to
+ * lucent.exec in turn, O.slices slices each: the pair of results. */
+static void rr_paired(natsConnection *cli, const events_t *req,
+                      const events_t *tick, size_t total, size_t window,
+                      res_t *raw, res_t *luc) {
+  size_t k = O.slices ? O.slices : 1, per = total / k ? total / k : 1;
+  pool_t pr = {0}, pl = {0};
+  for (size_t i = 0; i < k; i++) {
+    uint64_t *lat = NULL;
+    res_t x = rr_run(cli, "bench.rr", req, per, window, 1, &lat);
+    x.cpu_serve = 0; /* the serves idle meanwhile: not the raw's */
+    pool_add(&pr, &x, lat);
+    x = rr_run(cli, LU_SUBJ_EXEC, tick, per, window, 1, &lat);
+    pool_add(&pl, &x, lat);
+  }
+  *raw = pool_end(&pr);
+  *luc = pool_end(&pl);
+}
+
 enum { K_JS, K_CORE, K_RR1, K_RR64, K_JSPUB, K_ALO, K_AMO, K_EX1, K_EX64 };
 
 typedef struct cfg_s {
@@ -1194,22 +1263,21 @@ static int suite(void) {
              100 * lr.ratio, lr.cpu_serve, lr.cpu_server, lr.cpu_client);
       } else { /* exec, 1 and 64 in flight */
         cfg_t *c64 = &cs[i + 1], *b1 = &cs[K_RR1], *b64 = &cs[K_RR64];
-        res_t r1 = rr_run(cli, "bench.rr", &req, O.n1, 1, 1, NULL);
-        res_t r64 = rr_run(cli, "bench.rr", &req, O.n64, 64, 1, NULL);
+        serves_start(ctl, jsm, c->shards, c->amo, NULL);
+        (void)rr_run(cli, LU_SUBJ_EXEC, &req, 1000, 1, 1, NULL); /* warm */
+        gen_events(&tick, nreq, "Tick"); /* fresh ids */
+        res_t r1, r64, e1, e64;
+        rr_paired(cli, &req, &tick, O.n1, 1, &r1, &e1);
+        rr_paired(cli, &req, &tick, O.n64, 64, &r64, &e64);
+        serves_stop();
+        drop_lucent_streams(jsm);
+        events_free(&tick);
         check_run(b1->name, &r1);
         check_run(b64->name, &r64);
         b1->runs[b1->nruns++] = r1;
         b64->runs[b64->nruns++] = r64;
         json_run("rr1", "raw", b1->name, r + 1, &r1);
         json_run("rr64", "raw", b64->name, r + 1, &r64);
-        serves_start(ctl, jsm, c->shards, c->amo, NULL);
-        (void)rr_run(cli, LU_SUBJ_EXEC, &req, 1000, 1, 1, NULL); /* warm */
-        gen_events(&tick, nreq, "Tick"); /* fresh ids */
-        res_t e1 = rr_run(cli, LU_SUBJ_EXEC, &tick, O.n1, 1, 1, NULL);
-        res_t e64 = rr_run(cli, LU_SUBJ_EXEC, &tick, O.n64, 64, 1, NULL);
-        serves_stop();
-        drop_lucent_streams(jsm);
-        events_free(&tick);
         e1.ratio = r1.p99 ? (double)e1.p99 / (double)r1.p99 : 0;
         e64.ratio = r64.rate > 0 ? e64.rate / r64.rate : 0;
         check_run(c->name, &e1);
@@ -1496,6 +1564,8 @@ static void usage(FILE *f) {
       "  --forward VIA       at-least-once serves: core or jetstream\n"
       "  --intake-pack N     at-least-once publisher: events per message\n"
       "                      (default 64, as lucent publish; 1 = none)\n"
+      "  --slices S          suite: raw req/reply and lucent exec\n"
+      "                      alternate in S slices a round (5)\n"
       "  --max-seconds S     bound of every load loop (default 60)\n"
       "  --json FILE         suite: one JSON line per run\n"
       "  --round N           rr, events: label of the first round (1)\n"
@@ -1530,7 +1600,8 @@ int main(int argc, char **argv) {
                .rounds = 3, .keys = 10000, .shards = {1, 3}, .nshards = 2,
                .exec_shards = {1, 3}, .nexec = 2, .deliveries = 3,
                .max_seconds = 60, .system = "lucent", .type = "Keyed",
-               .round0 = 1, .intake_pack = LU_INTAKE_PACK_EVENTS};
+               .round0 = 1, .intake_pack = LU_INTAKE_PACK_EVENTS,
+               .slices = 5};
   O.logdir = getenv("TMPDIR");
   if (!O.logdir || !*O.logdir) O.logdir = "/tmp";
   for (; i < argc; i++) {
@@ -1572,6 +1643,7 @@ int main(int argc, char **argv) {
       O.forward = v;
     }
     else if (!strcmp(a, "--intake-pack")) O.intake_pack = parse_size(v, a);
+    else if (!strcmp(a, "--slices")) O.slices = parse_size(v, a);
     else if (!strcmp(a, "--max-seconds")) O.max_seconds = (double)parse_size(v, a);
     else if (!strcmp(a, "--shards")) O.nshards = parse_list(v, O.shards, 8, a);
     else if (!strcmp(a, "--exec-shards"))
