@@ -1318,13 +1318,29 @@ static _Thread_local struct {
   uint64_t gen; /* 0: none */
 } turn_held;
 
+/* Work only the shard's own thread may do: queued items, a retry to
+ * schedule, or a stop.  Under s->lock. */
+static int thread_work(const shard_t *s) {
+  return s->fw_head || s->in_head || s->nheap || s->stop;
+}
+
+/* Under s->lock: if the calling thread's claim names s's parked turn, it
+ * resumes it (1). */
+static int turn_resume(shard_t *s) {
+  if (!turn_held.gen || s->turn_gen != turn_held.gen || !s->inline_busy ||
+      !s->parked)
+    return 0;
+  s->parked = 0;
+  return 1;
+}
+
 /* The end of an inline turn: its outcomes handed on, the turn given back,
  * the thread woken if there is work for it. */
 static void turn_release(shard_t *s) {
   shard_flush(s);
   pthread_mutex_lock(&s->lock);
   s->inline_busy = 0;
-  if (s->idle && (s->fw_head || s->in_head || s->nheap || s->stop)) {
+  if (s->idle && thread_work(s)) {
     s->idle = 0;
     /* Under the lock: once it is released the thread may stop and the
      * manager be freed. */
@@ -1354,13 +1370,9 @@ static void turn_release(shard_t *s) {
  * 1 if it ran the item, 0 if the item must be queued. */
 static int run_inline(shard_t *s, item_t *it, int more) {
   pthread_mutex_lock(&s->lock);
-  int mine = turn_held.gen && s->turn_gen == turn_held.gen &&
-             s->inline_busy && s->parked;
-  int ok = mine || (s->idle && !s->inline_busy && !s->fw_head &&
-                    !s->in_head && !s->nheap && !s->stop);
-  if (mine) {
-    s->parked = 0;
-  } else if (ok) {
+  int ok = turn_resume(s);
+  if (!ok && s->idle && !s->inline_busy && !thread_work(s)) {
+    ok = 1;
     s->inline_busy = 1;
     s->turn_gen = turn_held.gen = atomic_fetch_add(&turn_gens, 1) + 1;
     turn_held.m = s->m;
@@ -1371,7 +1383,7 @@ static int run_inline(shard_t *s, item_t *it, int more) {
   atomic_fetch_add_explicit(&s->load, 1, memory_order_relaxed);
   run_item(s, it);
   pthread_mutex_lock(&s->lock);
-  if (more && !s->nheap && !s->fw_head && !s->in_head && !s->stop) {
+  if (more && !thread_work(s)) {
     s->parked = 1;
     s->park_ns = lu__now_ns();
     /* The thread must watch the parked turn: wake it if it sleeps
@@ -1391,8 +1403,7 @@ void lu__manager_end_burst(lu_manager_t *m) {
   if (!turn_held.gen || turn_held.m != m || turn_held.idx >= m->n) return;
   shard_t *s = &m->shards[turn_held.idx];
   pthread_mutex_lock(&s->lock);
-  int mine = s->turn_gen == turn_held.gen && s->inline_busy && s->parked;
-  if (mine) s->parked = 0;
+  int mine = turn_resume(s);
   pthread_mutex_unlock(&s->lock);
   turn_held.gen = 0;
   if (mine) turn_release(s);
@@ -1814,8 +1825,8 @@ static void *shard_main(void *arg) {
     for (;;) {
       if (s->inline_busy) { /* run_inline wakes us if we have work */
         uint64_t now = lu__now_ns();
-        if (s->parked && (s->fw_head || s->in_head || s->stop ||
-                          now - s->park_ns >= LU_HOLD_NS)) {
+        if (s->parked &&
+            (thread_work(s) || now - s->park_ns >= LU_HOLD_NS)) {
           s->inline_busy = s->parked = 0; /* its outcomes: flushed below */
           break;
         }
