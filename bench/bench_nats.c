@@ -1145,6 +1145,15 @@ static void check_run(const char *what, const res_t *r) {
          r->errors, r->why[0] ? r->why : "-");
 }
 
+/* A suite run of configuration c: checked, kept for the tables, written
+ * as a JSON line. */
+static void keep_run(cfg_t *c, const res_t *r, const char *scenario,
+                     const char *system, size_t round) {
+  check_run(c->name, r);
+  c->runs[c->nruns++] = *r;
+  json_run(scenario, system, c->name, round, r);
+}
+
 static int suite(void) {
   size_t R = O.rounds;
   natsConnection *ctl = connect_to("bench-ctl"), *resp = connect_to(
@@ -1236,15 +1245,11 @@ static int suite(void) {
         int amo = c->kind == K_AMO;
         cfg_t *b = &cs[c->base];
         res_t br = amo ? raw_core(&base_ev) : raw_js(&base_ev, 1);
-        check_run(b->name, &br);
-        b->runs[b->nruns++] = br;
-        json_run(amo ? "core" : "jetstream", "raw", b->name, r + 1, &br);
+        keep_run(b, &br, amo ? "core" : "jetstream", "raw", r + 1);
         if (amo) { /* the JetStream write every stored result costs */
           cfg_t *jp = &cs[K_JSPUB];
           res_t pr = raw_js(&base_ev, 0);
-          check_run(jp->name, &pr);
-          jp->runs[jp->nruns++] = pr;
-          json_run("jetstream-publish", "raw", jp->name, r + 1, &pr);
+          keep_run(jp, &pr, "jetstream-publish", "raw", r + 1);
         }
         gen_events(&tick, O.n, "Tick");
         serves_start(ctl, jsm, c->shards, amo, NULL);
@@ -1253,10 +1258,7 @@ static int suite(void) {
         drop_lucent_streams(jsm);
         events_free(&tick);
         lr.ratio = br.rate > 0 ? lr.rate / br.rate : 0;
-        check_run(c->name, &lr);
-        c->runs[c->nruns++] = lr;
-        json_run(amo ? "events-amo" : "events-alo", "lucent", c->name, r + 1,
-                 &lr);
+        keep_run(c, &lr, amo ? "events-amo" : "events-alo", "lucent", r + 1);
         note("round %zu  %-40s %8.0f ev/s  (%s %8.0f/s: %5.1f%%)  CPU "
              "µs/ev: serves %.1f, nats-server %.1f, publisher %.1f",
              r + 1, c->name, lr.rate, amo ? "core" : "JetStream", br.rate,
@@ -1272,20 +1274,12 @@ static int suite(void) {
         serves_stop();
         drop_lucent_streams(jsm);
         events_free(&tick);
-        check_run(b1->name, &r1);
-        check_run(b64->name, &r64);
-        b1->runs[b1->nruns++] = r1;
-        b64->runs[b64->nruns++] = r64;
-        json_run("rr1", "raw", b1->name, r + 1, &r1);
-        json_run("rr64", "raw", b64->name, r + 1, &r64);
         e1.ratio = r1.p99 ? (double)e1.p99 / (double)r1.p99 : 0;
         e64.ratio = r64.rate > 0 ? e64.rate / r64.rate : 0;
-        check_run(c->name, &e1);
-        check_run(c64->name, &e64);
-        c->runs[c->nruns++] = e1;
-        c64->runs[c64->nruns++] = e64;
-        json_run("exec1", "lucent", c->name, r + 1, &e1);
-        json_run("exec64", "lucent", c64->name, r + 1, &e64);
+        keep_run(b1, &r1, "rr1", "raw", r + 1);
+        keep_run(b64, &r64, "rr64", "raw", r + 1);
+        keep_run(c, &e1, "exec1", "lucent", r + 1);
+        keep_run(c64, &e64, "exec64", "lucent", r + 1);
         note("round %zu  exec %u serve%s%s: 1 in flight p50 %.0f p99 %.0f "
              "p999 %.0f µs (raw p99 %.0f µs: %.2fx); 64 in flight %.0f "
              "req/s (raw %.0f: %.1f%%)",
