@@ -4,7 +4,10 @@
  * section "NATS mode", and bench/nats.sh, which starts the server).
  *
  * Suite (the default command), R rounds (default 3), every configuration
- * once per round, each lucent run right after its own raw baseline:
+ * once per round.  Each lucent configuration is paired with its raw
+ * baseline: with its serves up, the two alternate in --slices slices
+ * (default 5), so that both see the same moments of a shared machine;
+ * each one's rate is its messages over its time, its latencies pooled.
  *
  *   raw JetStream   async publish (Nats-Msg-Id, 4096 pending) to a file
  *                   work-queue stream configured like LUCENT_INTAKE, and
@@ -29,16 +32,18 @@
  *                   counts them, packs by their Lucent-Count: at-most-once
  *                   serves pack results).  Then the store is checked with
  *                   lucent's own reader: exactly N events, all
- *                   NoopTickCompleted.
+ *                   NoopTickCompleted (after the last slice: exactly
+ *                   the events of every slice).
  *   lucent exec     the req/reply load generator against lucent.exec with
  *                   one CloudEvent per request; every reply must contain
  *                   "success":true.  On serves of each --delivery mode:
  *                   at-most-once serves pack the results they store.
- *                   Raw req/reply and lucent exec alternate in --slices
- *                   slices (default 5) with the serves up, so that both
- *                   see the same moments of a shared machine; each one's
- *                   latencies are pooled over its slices, its rate is
- *                   its requests over its time.
+ *   raw store-then-reply, a reference for exec: a responder that stores
+ *                   each request in a file stream configured like
+ *                   LUCENT_EVENTS (async publish, Nats-Msg-Id) and
+ *                   replies once the ack is in - the floor of exec's
+ *                   order (store the result, then answer), sliced in
+ *                   with raw req/reply and lucent exec.
  *
  * Every message is one of the same ~310-byte CloudEvents (bench_pipeline's
  * events plus a "key" member in data).  Every connection has SendAsap on
@@ -47,7 +52,8 @@
  * (with --server-pid) nats-server.
  *
  * Subcommands for bench/peer/run.sh (JSON lines on stdout):
- *   rr       --system raw|lucent [--shards K] [--n1 N] [--n64 N] [--cdf F]
+ *   rr       --system raw|store|lucent [--shards K] [--n1 N] [--n64 N]
+ *            [--cdf F]
  *   events   --type Tick|Keyed --shards K --delivery alo|amo [-n N]
  *   keymove  [--keys N] [--workers a,b,c]  rendezvous key movement
  *
@@ -172,6 +178,7 @@ typedef struct events_s {
   size_t *off, *len;
   char nonce[24];
   size_t n, bytes;
+  size_t first; /* a slice: the generator's index of its event 0 */
 } events_t;
 
 
@@ -228,9 +235,21 @@ static double avg_bytes(const events_t *e) {
   return e->n ? (double)e->bytes / (double)e->n : 0;
 }
 
+/* Events from..from+n-1 of e, as a view: it owns nothing (free e). */
+static events_t events_slice(const events_t *e, size_t from, size_t n) {
+  events_t v = *e;
+  v.off = e->off + from;
+  v.len = e->len + from;
+  v.n = n;
+  v.first = e->first + from;
+  v.bytes = 0;
+  for (size_t i = 0; i < n; i++) v.bytes += v.len[i];
+  return v;
+}
+
 /* The event id of event i (what the generator wrote). */
 static void event_id(const events_t *e, size_t i, char *buf, size_t cap) {
-  snprintf(buf, cap, "evt-%s-%010zu", e->nonce, i);
+  snprintf(buf, cap, "evt-%s-%010zu", e->nonce, e->first + i);
 }
 
 /* ---- connections ------------------------------------------------------ */
@@ -270,16 +289,6 @@ static void drop_lucent_streams(jsCtx *js) {
   drop_stream(js, LU_STREAM_INTAKE);
   drop_stream(js, LU_STREAM_FWD);
   drop_stream(js, LU_STREAM_EVENTS);
-}
-
-/* Results published to the store's subjects, counted as they pass (a
- * pack counts its Lucent-Count events). */
-static void on_stored(natsConnection *nc, natsSubscription *sub, natsMsg *m,
-                      void *closure) {
-  (void)nc, (void)sub;
-  _Atomic uint64_t *n = closure;
-  atomic_fetch_add(n, lu__nats_msg_events(m));
-  natsMsg_Destroy(m);
 }
 
 static int count_row(void *ud, uint64_t seq, const char *json, size_t len) {
@@ -557,6 +566,99 @@ static void on_raw_request(natsConnection *nc, natsSubscription *sub,
   if (reply && *reply)
     natsConnection_Publish(nc, reply, RAW_REPLY, (int)sizeof RAW_REPLY - 1);
   natsMsg_Destroy(msg);
+}
+
+/* ---- raw request -> JetStream store -> reply ----------------------------- */
+
+/* The floor of "store, then answer", lucent exec's order: a responder
+ * that publishes each request, async with a Nats-Msg-Id, to a file
+ * stream configured like LUCENT_EVENTS and replies once the store's ack
+ * is in (on nats.c's ack thread, as a serve does).  A reference for the
+ * exec rows: raw request/reply answers without the second round trip. */
+#define RAWST_STREAM "BENCH_STORE"
+#define RAWST_SUBJ "bench.rrst"
+
+typedef struct rawst_s {
+  natsConnection *nc;
+  jsCtx *js;
+  natsSubscription *sub;
+  _Atomic uint64_t seq;
+} rawst_t;
+
+static void on_rawst_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa,
+                         jsPubAckErr *pae, void *closure) {
+  (void)js, (void)pae;
+  rawst_t *x = closure;
+  const char *reply = NULL;
+  if (pa && natsMsgHeader_Get(msg, "Bench-Reply", &reply) == NATS_OK &&
+      reply && *reply) /* a refusal gets no reply: the bench counts it */
+    natsConnection_Publish(x->nc, reply, RAW_REPLY,
+                           (int)sizeof RAW_REPLY - 1);
+  natsMsg_Destroy(msg);
+}
+
+static void on_rawst_request(natsConnection *nc, natsSubscription *sub,
+                             natsMsg *msg, void *closure) {
+  (void)nc, (void)sub;
+  rawst_t *x = closure;
+  const char *reply = natsMsg_GetReply(msg);
+  char id[32];
+  snprintf(id, sizeof id, "st-%" PRIu64, atomic_fetch_add(&x->seq, 1));
+  natsMsg *m = NULL;
+  natsStatus s = natsMsg_Create(&m, "bench.store.Tick", NULL,
+                                natsMsg_GetData(msg),
+                                natsMsg_GetDataLength(msg));
+  if (s == NATS_OK) s = natsMsgHeader_Set(m, "Nats-Msg-Id", id);
+  if (s == NATS_OK && reply) s = natsMsgHeader_Set(m, "Bench-Reply", reply);
+  if (s == NATS_OK) s = js_PublishMsgAsync(x->js, &m, NULL);
+  if (s != NATS_OK) natsMsg_Destroy(m);
+  natsMsg_Destroy(msg);
+}
+
+static void rawst_start(rawst_t *x) {
+  memset(x, 0, sizeof *x);
+  x->nc = connect_to("bench-store-responder");
+  jsOptions jo;
+  jsOptions_Init(&jo);
+  jo.PublishAsync.MaxPending = 4096;
+  jo.PublishAsync.AckHandler = on_rawst_ack;
+  jo.PublishAsync.AckHandlerClosure = x;
+  jo.PublishAsync.StallWait = 1000;
+  x->js = js_of(x->nc, &jo);
+  drop_stream(x->js, RAWST_STREAM);
+  const char *subjects[] = {"bench.store.>"};
+  jsStreamConfig cfg; /* LUCENT_EVENTS's settings (store_jetstream.c) */
+  jsStreamConfig_Init(&cfg);
+  cfg.Name = RAWST_STREAM;
+  cfg.Subjects = subjects;
+  cfg.SubjectsLen = 1;
+  cfg.Storage = js_FileStorage;
+  cfg.Retention = js_LimitsPolicy;
+  cfg.Discard = js_DiscardOld;
+  cfg.Duplicates = (int64_t)120 * 1000000000; /* ns */
+  jsStreamInfo *si = NULL;
+  jsErrCode jerr = 0;
+  natsStatus s = js_AddStream(&si, x->js, &cfg, NULL, &jerr);
+  jsStreamInfo_Destroy(si);
+  if (s != NATS_OK)
+    die("raw store stream: %s (%d)", natsStatus_GetText(s), (int)jerr);
+  s = natsConnection_Subscribe(&x->sub, x->nc, RAWST_SUBJ, on_rawst_request,
+                               x);
+  if (s == NATS_OK) s = natsSubscription_SetPendingLimits(x->sub, -1, -1);
+  if (s == NATS_OK) s = natsConnection_Flush(x->nc);
+  if (s != NATS_OK) die("raw store responder: %s", natsStatus_GetText(s));
+}
+
+static void rawst_stop(rawst_t *x) {
+  natsSubscription_Unsubscribe(x->sub);
+  natsSubscription_Destroy(x->sub);
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  po.MaxWait = 5000;
+  js_PublishAsyncComplete(x->js, &po);
+  drop_stream(x->js, RAWST_STREAM);
+  jsCtx_Destroy(x->js);
+  natsConnection_Destroy(x->nc);
 }
 
 typedef struct rr_s {
@@ -878,7 +980,7 @@ static size_t publish_packed(jsCtx *js, lu_packer_t *packer,
       event_id(e, i, id, sizeof id);
       const char *json = e->text + e->off[i];
       lu__packer_add(packer, lu__intake_partition(NULL, json, e->len[i]),
-                     id, json, e->len[i], i + 1, &m, &failed);
+                     id, json, e->len[i], e->first + i + 1, &m, &failed);
       i++;
     } else {
       lu__packer_flush(packer, &m, &failed);
@@ -892,8 +994,49 @@ static size_t publish_packed(jsCtx *js, lu_packer_t *packer,
   return failed + lu__packer_pending(packer); /* past the deadline */
 }
 
-static res_t lucent_events(natsConnection *nc, jsCtx *jsm, const events_t *e,
-                           int amo, const char *fn) {
+/* The results, as they reach the store's subjects: counted on a
+ * connection of its own, so that the publisher's does not also carry
+ * them.  One watch spans every slice run against the same serves. */
+typedef struct watch_s {
+  natsConnection *obs;
+  natsSubscription *sub;
+  _Atomic uint64_t stored; /* results seen (a pack: its Lucent-Count) */
+  _Atomic uint64_t want;   /* the count a slice waits for, */
+  _Atomic uint64_t t_want; /* and when it was reached */
+} watch_t;
+
+static void on_stored(natsConnection *nc, natsSubscription *sub, natsMsg *m,
+                      void *closure) {
+  (void)nc, (void)sub;
+  watch_t *w = closure;
+  uint64_t k = lu__nats_msg_events(m);
+  uint64_t was = atomic_fetch_add(&w->stored, k), want = atomic_load(&w->want);
+  if (was < want && was + k >= want) atomic_store(&w->t_want, now_ns());
+  natsMsg_Destroy(m);
+}
+
+static void watch_open(watch_t *w) {
+  w->obs = connect_to("bench-stored");
+  w->sub = NULL;
+  atomic_store(&w->stored, 0);
+  atomic_store(&w->want, UINT64_MAX);
+  if (natsConnection_Subscribe(&w->sub, w->obs, LU_SUBJ_EVENTS ".>",
+                               on_stored, w) != NATS_OK ||
+      natsSubscription_SetPendingLimits(w->sub, -1, -1) != NATS_OK ||
+      natsConnection_Flush(w->obs) != NATS_OK)
+    die("cannot subscribe to %s.>", LU_SUBJ_EVENTS);
+}
+
+static void watch_close(watch_t *w) {
+  natsSubscription_Destroy(w->sub);
+  natsConnection_Destroy(w->obs);
+  memset(w, 0, sizeof *w);
+}
+
+/* One lucent run (or slice of one): e published the way `lucent publish`
+ * does, from the first publish until w has counted e->n more results. */
+static res_t lucent_slice(natsConnection *nc, const events_t *e, int amo,
+                          watch_t *w) {
   res_t r = {.n = e->n};
   acks_t acks = {0};
   jsCtx *js = NULL;
@@ -906,27 +1049,13 @@ static res_t lucent_events(natsConnection *nc, jsCtx *jsm, const events_t *e,
     jo.PublishAsync.StallWait = 1000;
     js = js_of(nc, &jo);
   }
-  (void)jsm;
-  /* The results, as they reach the store's subjects: on a connection of
-   * its own, so that the publisher's does not also carry them. */
-  natsConnection *obs = connect_to("bench-stored");
-  natsSubscription *stored_sub = NULL;
-  _Atomic uint64_t stored = 0;
-  if (natsConnection_Subscribe(&stored_sub, obs, LU_SUBJ_EVENTS ".>",
-                               on_stored, &stored) != NATS_OK ||
-      natsSubscription_SetPendingLimits(stored_sub, -1, -1) != NATS_OK ||
-      natsConnection_Flush(obs) != NATS_OK) {
-    snprintf(r.why, sizeof r.why, "cannot subscribe to %s.>",
-             LU_SUBJ_EVENTS);
-    r.errors = e->n;
-    natsSubscription_Destroy(stored_sub);
-    natsConnection_Destroy(obs);
-    return r;
-  }
   uint64_t deadline = now_ns() + (uint64_t)(O.max_seconds * 1e9);
   lu_packer_t *packer = NULL;
   if (!amo && O.intake_pack > 1 && lu__packer_new(&packer, O.intake_pack))
     die("out of memory");
+  uint64_t before = atomic_load(&w->stored);
+  atomic_store(&w->t_want, 0);
+  atomic_store(&w->want, before + e->n);
   cpu_snap_t c0 = cpu_snap();
   uint64_t t0 = now_ns();
   char id[64];
@@ -946,7 +1075,7 @@ static res_t lucent_events(natsConnection *nc, jsCtx *jsm, const events_t *e,
     natsMsg *m = NULL;
     event_id(e, i, id, sizeof id);
     natsStatus s = lu__intake_msg(&m, lu__intake_partition(NULL, json, len),
-                                  id, json, len, i + 1); /* by bytes */
+                                  id, json, len, e->first + i + 1); /* by bytes */
     if (s == NATS_OK) s = pub_async(js, &m, deadline);
     if (s != NATS_OK) {
       natsMsg_Destroy(m);
@@ -964,9 +1093,10 @@ static res_t lucent_events(natsConnection *nc, jsCtx *jsm, const events_t *e,
   /* Until a result per input has gone to the store. */
   uint64_t have = 0, last = 0, since = now_ns(), t1 = 0;
   while (now_ns() < deadline) {
-    have = atomic_load(&stored);
+    have = atomic_load(&w->stored) - before;
     if (have >= e->n) {
-      t1 = now_ns();
+      t1 = atomic_load(&w->t_want);
+      if (!t1) t1 = now_ns();
       break;
     }
     if (have != last) {
@@ -975,41 +1105,57 @@ static res_t lucent_events(natsConnection *nc, jsCtx *jsm, const events_t *e,
     } else if (now_ns() - since > 20000000000ull) {
       break; /* no progress for 20 s */
     }
-    sleep_ms(5);
+    sleep_ms(1);
   }
   cpu_snap_t c1 = cpu_snap();
+  atomic_store(&w->want, UINT64_MAX);
   if (!t1) t1 = now_ns();
   r.done = (size_t)(have > e->n ? e->n : have);
   r.rate = (double)r.done * 1e9 / (double)(t1 - t0);
   cpu_fill(&r, c0, c1, e->n);
-  r.errors += (size_t)atomic_load(&acks.err) + (size_t)atomic_load(&acks.dup);
-  /* What is in the store: exactly N results of fn, nothing else, read
-   * the way `lucent events --nats` reads it (packs included). */
+  size_t perr = (size_t)atomic_load(&acks.err);
+  r.errors += perr + (size_t)atomic_load(&acks.dup);
+  if (r.done != e->n || r.errors)
+    snprintf(r.why, sizeof r.why, "%zu of %zu results seen; %zu publish "
+             "errors", r.done, e->n, perr);
+  jsCtx_Destroy(js);
+  return r;
+}
+
+/* After the runs against the same serves: the store holds exactly `total`
+ * events, all fn's results, read the way `lucent events --nats` reads it
+ * (packs included).  What is missing or extra counts as errors of r. */
+static void store_check(watch_t *w, size_t total, const char *fn, res_t *r) {
   sleep_ms(200);
-  natsSubscription_Destroy(stored_sub);
-  char want[128], err[160];
+  char want[128], err[160] = "";
   snprintf(want, sizeof want, "%sCompleted", fn);
   uint64_t good = 0;
   int64_t all = -1;
   lu_store_t *st = NULL;
-  if (lu__store_jetstream_open(&st, obs, 0, 0, err, sizeof err) == 0) {
+  if (lu__store_jetstream_open(&st, w->obs, 0, 0, err, sizeof err) == 0) {
     lu_query_t q = {.type = want};
     if (lu_store_query(st, &q, count_row, &good) != 0)
       snprintf(err, sizeof err, "%s", lu_store_errmsg(st));
     all = lu_store_count(st);
     lu_store_close(st);
   }
-  if (good != e->n || all != (int64_t)e->n) {
-    r.errors += (size_t)(good > e->n ? good - e->n : e->n - good) +
-                (all < 0 ? e->n : 0);
-    snprintf(r.why, sizeof r.why,
-             "store holds %" PRIu64 " %.60s (want %zu) of %" PRId64
-             " events; %zu publish errors%s%.150s",
-             good, want, e->n, all, (size_t)atomic_load(&acks.err),
-             all < 0 ? "; " : "", all < 0 ? err : "");
-  }
-  natsConnection_Destroy(obs);
-  jsCtx_Destroy(js);
+  if (good == total && all == (int64_t)total) return;
+  r->errors += (size_t)(good > total ? good - total : total - good) +
+               (all < 0 ? total : 0);
+  snprintf(r->why, sizeof r->why,
+           "store holds %" PRIu64 " %.60s (want %zu) of %" PRId64
+           " events%s%.150s",
+           good, want, total, all, err[0] ? "; " : "", err);
+}
+
+/* One unsliced run: e through the serves, then the store checked. */
+static res_t lucent_events(natsConnection *nc, const events_t *e, int amo,
+                           const char *fn) {
+  watch_t w;
+  watch_open(&w);
+  res_t r = lucent_slice(nc, e, amo, &w);
+  store_check(&w, e->n, fn, &r);
+  watch_close(&w);
   return r;
 }
 
@@ -1084,6 +1230,7 @@ static void pool_add(pool_t *p, const res_t *x, uint64_t *lat) {
   p->cpu[0] += x->cpu_client * (double)x->done;
   p->cpu[1] += x->cpu_serve * (double)x->done;
   p->cpu[2] += x->cpu_server * (double)x->done;
+  if (!lat) return; /* a throughput run: no latencies */
   uint64_t *l = realloc(p->lat, (p->nlat + x->done + 1) * sizeof *l);
   if (!l) die("out of memory");
   memcpy(l + p->nlat, lat, x->done * sizeof *l);
@@ -1108,26 +1255,61 @@ static res_t pool_end(pool_t *p) {
   return r;
 }
 
-/* `total` requests, `window` in flight, to the raw responder and to
- * lucent.exec in turn, O.slices slices each: the pair of results. */
+/* `total` requests, `window` in flight, to the raw responder, to the raw
+ * store-then-reply responder and to lucent.exec in turn, O.slices slices
+ * each: the three results. */
 static void rr_paired(natsConnection *cli, const events_t *req,
                       const events_t *tick, size_t total, size_t window,
-                      res_t *raw, res_t *luc) {
+                      res_t *raw, res_t *store, res_t *luc) {
   size_t k = O.slices ? O.slices : 1, per = total / k ? total / k : 1;
-  pool_t pr = {0}, pl = {0};
+  pool_t pr = {0}, ps = {0}, pl = {0};
   for (size_t i = 0; i < k; i++) {
     uint64_t *lat = NULL;
     res_t x = rr_run(cli, "bench.rr", req, per, window, 1, &lat);
     x.cpu_serve = 0; /* the serves idle meanwhile: not the raw's */
     pool_add(&pr, &x, lat);
+    x = rr_run(cli, RAWST_SUBJ, req, per, window, 1, &lat);
+    x.cpu_serve = 0;
+    pool_add(&ps, &x, lat);
     x = rr_run(cli, LU_SUBJ_EXEC, tick, per, window, 1, &lat);
     pool_add(&pl, &x, lat);
   }
   *raw = pool_end(&pr);
+  *store = pool_end(&ps);
   *luc = pool_end(&pl);
 }
 
-enum { K_JS, K_CORE, K_RR1, K_RR64, K_JSPUB, K_ALO, K_AMO, K_EX1, K_EX64 };
+/* The events pairing, with k serves up: the raw baseline (core pub/sub
+ * at-most-once, JetStream publish + consume at-least-once) on base and
+ * lucent on ev, in turn, O.slices slices each; then the store holds
+ * exactly the slices' events.  The pair of results. */
+static void events_paired(natsConnection *cli, const events_t *base,
+                          const events_t *ev, int amo, res_t *raw,
+                          res_t *luc) {
+  size_t k = O.slices ? O.slices : 1;
+  size_t pb = base->n / k ? base->n / k : 1, pe = ev->n / k ? ev->n / k : 1;
+  pool_t pr = {0}, pl = {0};
+  watch_t w;
+  watch_open(&w);
+  for (size_t i = 0; i < k && (i + 1) * pe <= ev->n; i++) {
+    events_t b = events_slice(base, (i * pb) % (base->n - pb + 1), pb);
+    res_t x = amo ? raw_core(&b) : raw_js(&b, 1);
+    x.cpu_serve = 0; /* the serves idle meanwhile: not the raw's */
+    pool_add(&pr, &x, NULL);
+    events_t t = events_slice(ev, i * pe, pe);
+    x = lucent_slice(cli, &t, amo, &w);
+    pool_add(&pl, &x, NULL);
+  }
+  *raw = pool_end(&pr);
+  *luc = pool_end(&pl);
+  store_check(&w, luc->n, "NoopTick", luc);
+  watch_close(&w);
+}
+
+enum {
+  K_JS, K_CORE, K_RR1, K_RR64, K_JSPUB, K_ST1, K_ST64, /* raw */
+  K_ALO, K_AMO, K_EX1, K_EX64                          /* lucent */
+};
 
 typedef struct cfg_s {
   int kind;
@@ -1177,8 +1359,10 @@ static int suite(void) {
       "raw core: publish -> subscribe",
       "raw request/reply, 1 in flight",
       "raw request/reply, 64 in flight",
-      "raw JetStream: async publish only (a result's write), reference"};
-  for (int k = K_JS; k <= K_JSPUB; k++) {
+      "raw JetStream: async publish only (a result's write), reference",
+      "raw request -> JetStream store -> reply, 1 in flight, reference",
+      "raw request -> JetStream store -> reply, 64 in flight, reference"};
+  for (int k = K_JS; k <= K_ST64; k++) {
     cs[nc] = (cfg_t){.kind = k, .base = -1};
     snprintf(cs[nc].name, sizeof cs[nc].name, "%s", raw_names[k]);
     nc++;
@@ -1244,8 +1428,6 @@ static int suite(void) {
       if (c->kind == K_ALO || c->kind == K_AMO) {
         int amo = c->kind == K_AMO;
         cfg_t *b = &cs[c->base];
-        res_t br = amo ? raw_core(&base_ev) : raw_js(&base_ev, 1);
-        keep_run(b, &br, amo ? "core" : "jetstream", "raw", r + 1);
         if (amo) { /* the JetStream write every stored result costs */
           cfg_t *jp = &cs[K_JSPUB];
           res_t pr = raw_js(&base_ev, 0);
@@ -1253,11 +1435,13 @@ static int suite(void) {
         }
         gen_events(&tick, O.n, "Tick");
         serves_start(ctl, jsm, c->shards, amo, NULL);
-        res_t lr = lucent_events(cli, jsm, &tick, amo, "NoopTick");
+        res_t br, lr;
+        events_paired(cli, &base_ev, &tick, amo, &br, &lr);
         serves_stop();
         drop_lucent_streams(jsm);
         events_free(&tick);
         lr.ratio = br.rate > 0 ? lr.rate / br.rate : 0;
+        keep_run(b, &br, amo ? "core" : "jetstream", "raw", r + 1);
         keep_run(c, &lr, amo ? "events-amo" : "events-alo", "lucent", r + 1);
         note("round %zu  %-40s %8.0f ev/s  (%s %8.0f/s: %5.1f%%)  CPU "
              "µs/ev: serves %.1f, nats-server %.1f, publisher %.1f",
@@ -1266,11 +1450,15 @@ static int suite(void) {
       } else { /* exec, 1 and 64 in flight */
         cfg_t *c64 = &cs[i + 1], *b1 = &cs[K_RR1], *b64 = &cs[K_RR64];
         serves_start(ctl, jsm, c->shards, c->amo, NULL);
+        rawst_t rst;
+        rawst_start(&rst);
         (void)rr_run(cli, LU_SUBJ_EXEC, &req, 1000, 1, 1, NULL); /* warm */
+        (void)rr_run(cli, RAWST_SUBJ, &req, 1000, 1, 1, NULL);
         gen_events(&tick, nreq, "Tick"); /* fresh ids */
-        res_t r1, r64, e1, e64;
-        rr_paired(cli, &req, &tick, O.n1, 1, &r1, &e1);
-        rr_paired(cli, &req, &tick, O.n64, 64, &r64, &e64);
+        res_t r1, r64, s1, s64, e1, e64;
+        rr_paired(cli, &req, &tick, O.n1, 1, &r1, &s1, &e1);
+        rr_paired(cli, &req, &tick, O.n64, 64, &r64, &s64, &e64);
+        rawst_stop(&rst);
         serves_stop();
         drop_lucent_streams(jsm);
         events_free(&tick);
@@ -1278,15 +1466,18 @@ static int suite(void) {
         e64.ratio = r64.rate > 0 ? e64.rate / r64.rate : 0;
         keep_run(b1, &r1, "rr1", "raw", r + 1);
         keep_run(b64, &r64, "rr64", "raw", r + 1);
+        keep_run(&cs[K_ST1], &s1, "store1", "raw", r + 1);
+        keep_run(&cs[K_ST64], &s64, "store64", "raw", r + 1);
         keep_run(c, &e1, "exec1", "lucent", r + 1);
         keep_run(c64, &e64, "exec64", "lucent", r + 1);
         note("round %zu  exec %u serve%s%s: 1 in flight p50 %.0f p99 %.0f "
-             "p999 %.0f µs (raw p99 %.0f µs: %.2fx); 64 in flight %.0f "
-             "req/s (raw %.0f: %.1f%%)",
+             "p999 %.0f µs (raw p99 %.0f µs: %.2fx; store-then-reply "
+             "%.0f µs); 64 in flight %.0f req/s (raw %.0f: %.1f%%; "
+             "store-then-reply %.0f)",
              r + 1, c->shards, c->shards == 1 ? "" : "s",
              c->amo ? " (at-most-once)" : "", e1.p50 / 1e3,
-             e1.p99 / 1e3, e1.p999 / 1e3, r1.p99 / 1e3, e1.ratio, e64.rate,
-             r64.rate, 100 * e64.ratio);
+             e1.p99 / 1e3, e1.p999 / 1e3, r1.p99 / 1e3, e1.ratio,
+             s1.p99 / 1e3, e64.rate, r64.rate, 100 * e64.ratio, s64.rate);
       }
     }
   }
@@ -1304,7 +1495,9 @@ static int suite(void) {
          "|\n|---|---:|---:|---|---:|\n");
   for (size_t i = 0; i < nc; i++) {
     cfg_t *c = &cs[i];
-    if (c->kind == K_RR1 || c->kind == K_EX1 || !c->nruns) continue;
+    if (c->kind == K_RR1 || c->kind == K_ST1 || c->kind == K_EX1 ||
+        !c->nruns)
+      continue;
     sum_t rate, ratio, cc, cs_, cv;
     FIELD(c->runs, c->nruns, x->rate, rate);
     FIELD(c->runs, c->nruns, x->ratio, ratio);
@@ -1312,7 +1505,9 @@ static int suite(void) {
     FIELD(c->runs, c->nruns, x->cpu_serve, cs_);
     FIELD(c->runs, c->nruns, x->cpu_server, cv);
     char a[32], b[32], d[32], cpu[128];
-    const char *unit = c->kind == K_RR64 || c->kind == K_EX64 ? "req/s"
+    const char *unit = c->kind == K_RR64 || c->kind == K_ST64 ||
+                               c->kind == K_EX64
+                           ? "req/s"
                        : c->kind == K_ALO || c->kind == K_AMO ? "events/s"
                                                               : "msgs/s";
     printf("| %s | %s %s (%s..%s) |", c->name, fmt_rate(a, sizeof a, rate.med),
@@ -1337,7 +1532,9 @@ static int suite(void) {
          "\n");
   for (size_t i = 0; i < nc; i++) {
     cfg_t *c = &cs[i];
-    if ((c->kind != K_RR1 && c->kind != K_EX1) || !c->nruns) continue;
+    if ((c->kind != K_RR1 && c->kind != K_ST1 && c->kind != K_EX1) ||
+        !c->nruns)
+      continue;
     sum_t p50, p99, p999, mx, rate, ratio, cc, cs_, cv;
     FIELD(c->runs, c->nruns, x->p50, p50);
     FIELD(c->runs, c->nruns, x->p99, p99);
@@ -1401,14 +1598,18 @@ static void write_cdf(const char *system, size_t inflight, size_t round,
 }
 
 static int cmd_rr(void) {
-  int lucent = !strcmp(O.system, "lucent");
-  if (!lucent && strcmp(O.system, "raw")) die("--system: raw or lucent");
+  int lucent = !strcmp(O.system, "lucent"), store = !strcmp(O.system, "store");
+  if (!lucent && !store && strcmp(O.system, "raw"))
+    die("--system: raw, store or lucent");
   natsConnection *ctl = connect_to("bench-ctl"), *cli = connect_to(
                                                      "bench-client");
   jsCtx *jsm = js_of(ctl, NULL);
   natsConnection *resp = NULL;
   natsSubscription *rsub = NULL;
-  if (!lucent) {
+  rawst_t st;
+  if (store) {
+    rawst_start(&st);
+  } else if (!lucent) {
     resp = connect_to("bench-responder");
     if (natsConnection_Subscribe(&rsub, resp, "bench.rr", on_raw_request,
                                  NULL) != NATS_OK ||
@@ -1418,7 +1619,9 @@ static int cmd_rr(void) {
     drop_lucent_streams(jsm);
     serves_start(ctl, jsm, O.shards[0], O.deliveries == 2, NULL);
   }
-  const char *subject = lucent ? LU_SUBJ_EXEC : "bench.rr";
+  const char *subject = lucent ? LU_SUBJ_EXEC
+                        : store ? RAWST_SUBJ
+                                : "bench.rr";
   size_t nreq = O.n1 > O.n64 ? O.n1 : O.n64;
   char cfg[64];
   snprintf(cfg, sizeof cfg, "%u serve", lucent ? O.shards[0] : 0);
@@ -1448,6 +1651,7 @@ static int cmd_rr(void) {
     natsSubscription_Unsubscribe(rsub);
     natsSubscription_Destroy(rsub);
   }
+  if (store) rawst_stop(&st);
   jsCtx_Destroy(jsm);
   natsConnection_Destroy(cli);
   natsConnection_Destroy(ctl);
@@ -1484,7 +1688,7 @@ static int cmd_events(void) {
     gen_events(&ev, O.n, O.type);
     drop_lucent_streams(jsm);
     serves_start(ctl, jsm, k, amo, O.workers ? names : NULL);
-    res_t lr = lucent_events(cli, jsm, &ev, amo, fn);
+    res_t lr = lucent_events(cli, &ev, amo, fn);
     serves_stop();
     drop_lucent_streams(jsm);
     check_run(cfg, &lr);
@@ -1558,12 +1762,12 @@ static void usage(FILE *f) {
       "  --forward VIA       at-least-once serves: core or jetstream\n"
       "  --intake-pack N     at-least-once publisher: events per message\n"
       "                      (default 64, as lucent publish; 1 = none)\n"
-      "  --slices S          suite: raw req/reply and lucent exec\n"
-      "                      alternate in S slices a round (5)\n"
+      "  --slices S          suite: each raw baseline and its lucent\n"
+      "                      run alternate in S slices a round (5)\n"
       "  --max-seconds S     bound of every load loop (default 60)\n"
       "  --json FILE         suite: one JSON line per run\n"
       "  --round N           rr, events: label of the first round (1)\n"
-      "  rr:      --system raw|lucent [--cdf FILE]\n"
+      "  rr:      --system raw|store|lucent [--cdf FILE]\n"
       "  events:  --type Tick|Keyed [--workers a,b]\n"
       "  keymove: --keys N --workers a,b,c\n",
       f);
