@@ -28,6 +28,15 @@
  *                      go through LUCENT_FWD too (even to this shard), so
  *                      nothing lives only in memory once its cause is acked.
  *
+ * Pulling is ours, not nats.c's natsSubscription_Fetch: each puller sends
+ * pull requests ({"batch":N,"expires":...} to $JS.API.CONSUMER.MSG.NEXT)
+ * with its own inbox as the reply subject, handles each message as it
+ * comes, and acks by publishing +ACK/-NAK/+WPI to the message's reply
+ * subject.  nats.c 3.4.1's Fetch was seen handing back more messages than
+ * the batch it was asked for (leftovers of an earlier pull request),
+ * written past the end of the array it allocated for them: a heap
+ * overflow that crashed serves under load (bench/README.md, NATS mode).
+ *
  * A dying shard's unacked messages come back after AckWait to whoever pulls
  * its consumers then; results are idempotent (DESIGN.md decision 3), so a
  * re-execution stores nothing twice.  Order: one puller per partition and
@@ -65,7 +74,7 @@
 #define MAX_PULLERS (LU_INTAKE_PARTITIONS + 256)
 #define FETCH_BATCH 256
 /* How long an idle pull request waits on the server.  A message that
- * arrives meanwhile is delivered at once (nats.c returns it), so this only
+ * arrives meanwhile is delivered at once (puller_main), so this only
  * sets how often idle pullers poll: at 200 ms, 16 intake and the forward
  * pullers of three serves cost exec's p99 17% (bench/README.md). */
 #define FETCH_WAIT_MS 1000
@@ -78,7 +87,9 @@ typedef struct puller_s {
   char filter[128];
   char target[64];   /* fwd: the shard the queue belongs to */
   int is_fwd;
-  natsSubscription *sub;
+  natsSubscription *sub; /* synchronous, on inbox */
+  char inbox[96];        /* where the consumer delivers our pulls */
+  char next[192];        /* $JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer> */
   pthread_t thread;
   _Atomic int want;
 } puller_t;
@@ -200,54 +211,49 @@ static int ensure_consumer(lu_natsbus_t *b, const char *stream,
 
 /* ---- acknowledging what we pulled ------------------------------------ */
 
-static void ack_done(void *ctx, const lu_outcome_t *o, int stored) {
-  (void)o;
-  natsMsg *msg = ctx;
-  if (stored) natsMsg_Ack(msg, NULL);
-  else natsMsg_Nak(msg, NULL); /* redelivered; idempotent ids */
-  lu__nats_msg_release(msg);
+/* The JetStream ack protocol: verb (+ACK, -NAK, +WPI) published to the
+ * reply subject the consumer gave m.  (natsMsg_Ack needs a message from a
+ * nats.c pull subscription; ours come to a plain inbox, puller_main.) */
+static void js_reply(natsConnection *nc, natsMsg *m, const char *verb) {
+  const char *r = natsMsg_GetReply(m);
+  if (r && *r) natsConnection_Publish(nc, r, verb, (int)strlen(verb));
 }
 
-/* An intake pack (intake_pack.c) is acked once every event in it is
- * finished here, NAKed if any failed: it then comes back whole. */
-typedef struct packjoin_s {
+/* A message pulled from an intake or forward queue: acked once every event
+ * in it is finished here (one, or the lines of an intake pack,
+ * intake_pack.c), NAKed if any failed: it then comes back whole. */
+typedef struct pulled_s {
   _Atomic size_t remaining;
   _Atomic int ok;
   natsMsg *msg;
-} packjoin_t;
+  natsConnection *nc;
+} pulled_t;
 
-static void pack_done(void *ctx, const lu_outcome_t *o, int stored) {
-  packjoin_t *j = ctx;
+static void pulled_done(void *ctx, const lu_outcome_t *o, int stored) {
+  (void)o;
+  pulled_t *j = ctx;
   if (!stored) atomic_store(&j->ok, 0);
   if (atomic_fetch_sub(&j->remaining, 1) != 1) return;
-  ack_done(j->msg, o, atomic_load(&j->ok));
+  /* NAKed: redelivered; ids are idempotent. */
+  js_reply(j->nc, j->msg, atomic_load(&j->ok) ? "+ACK" : "-NAK");
+  lu__nats_msg_release(j->msg);
   free(j);
 }
 
 /* Is this done the acknowledgement of an intake or forward message? */
-static int acks_a_message(lu_done_t d) {
-  return d.fn == ack_done || d.fn == pack_done;
-}
+static int acks_a_message(lu_done_t d) { return d.fn == pulled_done; }
 
-static void submit_pack(lu_natsbus_t *b, natsMsg *msg, const char *data,
+static void submit_pack(lu_natsbus_t *b, pulled_t *j, const char *data,
                         size_t len) {
-  packjoin_t *j = malloc(sizeof *j);
-  if (!j) {
-    natsMsg_Nak(msg, NULL);
-    lu__nats_msg_release(msg);
-    return;
-  }
-  atomic_init(&j->remaining, 1); /* ours, until every line is submitted */
-  atomic_init(&j->ok, 1);
-  j->msg = msg;
+  /* j->remaining is 1, ours, until every line is submitted. */
   const char *cursor = NULL, *ev;
   size_t at = 0, l;
   for (size_t i = 0; (ev = lu__pack_next(data, len, &at, &l)); i++) {
     atomic_fetch_add(&j->remaining, 1);
-    lu__manager_submit_raw(b->m, ev, l, lu__pack_line(msg, i, &cursor),
-                           (lu_done_t){pack_done, j});
+    lu__manager_submit_raw(b->m, ev, l, lu__pack_line(j->msg, i, &cursor),
+                           (lu_done_t){pulled_done, j});
   }
-  pack_done(j, NULL, 1);
+  pulled_done(j, NULL, 1);
 }
 
 /* ---- pulling ---------------------------------------------------------- */
@@ -256,51 +262,89 @@ static void submit_pack(lu_natsbus_t *b, natsMsg *msg, const char *data,
 static void handle_pulled(puller_t *p, natsMsg *msg, size_t events) {
   lu_natsbus_t *b = p->b;
   atomic_fetch_add(&b->pulled, 1);
+  pulled_t *j = malloc(sizeof *j);
+  if (!j) {
+    js_reply(b->nc, msg, "-NAK");
+    natsMsg_Destroy(msg);
+    return;
+  }
+  atomic_init(&j->remaining, 1);
+  atomic_init(&j->ok, 1);
+  j->msg = msg;
+  j->nc = b->nc;
   const char *data = natsMsg_GetData(msg);
   int len = natsMsg_GetDataLength(msg);
-  lu_done_t done = {ack_done, msg};
+  lu_done_t done = {pulled_done, j};
   if (!p->is_fwd && events > 1) {
-    submit_pack(b, msg, data ? data : "", len > 0 ? (size_t)len : 0);
+    submit_pack(b, j, data ? data : "", len > 0 ? (size_t)len : 0);
     return;
   }
   if (p->is_fwd) {
     if (lu__manager_accept(b->m, data ? data : "", len > 0 ? (size_t)len : 0,
                            p->target, (unsigned)header_u64(msg, "Lucent-Hops"),
                            done) == LU_EBUSY) {
-      natsMsg_Nak(msg, NULL); /* its shard is back: let it have it */
+      js_reply(b->nc, msg, "-NAK"); /* its shard is back: let it have it */
       natsMsg_Destroy(msg);
+      free(j);
     }
   } else
     lu__manager_submit_raw(b->m, data ? data : "", len > 0 ? (size_t)len : 0,
                            header_u64(msg, "Lucent-Line"), done);
 }
 
-/* After we stop pulling a consumer, our last pull request may still be
- * open on the server for up to FETCH_WAIT_MS and deliver into our
- * subscription, where nobody would read it until AckWait.  Sweep once
- * after it expired and hand back (NAK) whatever arrived. */
-static void release_sweep(puller_t *p) {
-  long ms = FETCH_WAIT_MS + 50;
-  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-  nanosleep(&ts, NULL);
-  natsMsgList list = {0};
-  if (natsSubscription_Fetch(&list, p->sub, FETCH_BATCH, 1, NULL) != NATS_OK)
-    return;
-  if (list.Count > FETCH_BATCH) list.Count = FETCH_BATCH; /* see below */
-  for (int i = 0; i < list.Count; i++) natsMsg_Nak(list.Msgs[i], NULL);
-  natsMsgList_Destroy(&list);
+/* Asks the consumer for `batch` more messages, delivered to p's inbox
+ * until FETCH_WAIT_MS from now (a message that arrives meanwhile comes at
+ * once).  0 if the request could not be sent. */
+static int pull_request(puller_t *p, int batch) {
+  char req[96];
+  int n = snprintf(req, sizeof req, "{\"batch\":%d,\"expires\":%lld}", batch,
+                   (long long)FETCH_WAIT_MS * NS_PER_MS); /* ns */
+  return natsConnection_PublishRequest(p->b->nc, p->next, p->inbox, req,
+                                       n) == NATS_OK;
+}
+
+/* The status of a message that only says something about our pull
+ * requests ("408": one expired, "409": one was refused, "100": idle
+ * heartbeat), or NULL for a message of the queue. */
+static const char *pull_status(natsMsg *m) {
+  const char *v = NULL;
+  if (natsMsg_GetDataLength(m) == 0 &&
+      natsMsgHeader_Get(m, "Status", &v) == NATS_OK && v)
+    return v;
+  return NULL;
+}
+
+/* We stopped pulling this consumer, but our last requests stay open on the
+ * server until `until` and may still deliver into the inbox, where nobody
+ * would read them until AckWait.  Hand back (NAK) what comes until then. */
+static void pull_release(puller_t *p, uint64_t until) {
+  for (;;) {
+    uint64_t now = lu__now_ns();
+    int64_t ms = now < until ? (int64_t)((until - now) / NS_PER_MS) : 0;
+    natsMsg *m = NULL;
+    if (natsSubscription_NextMsg(&m, p->sub, ms > 0 ? ms : 1) != NATS_OK) {
+      if (lu__now_ns() >= until) return;
+      continue;
+    }
+    if (!pull_status(m)) js_reply(p->b->nc, m, "-NAK");
+    natsMsg_Destroy(m);
+  }
 }
 
 static void *puller_main(void *arg) {
   puller_t *p = arg;
   lu_natsbus_t *b = p->b;
-  /* The first fetch asks for few messages: they may be intake packs of
-   * 64 events each (the next fetches adapt to what came). */
-  int pulling = 0, batch = FETCH_BATCH / 16;
+  /* The first request asks for few messages: they may be intake packs of
+   * 64 events each (the next requests adapt to what came). */
+  int batch = FETCH_BATCH / 16, pulling = 0;
+  long left = 0;           /* messages asked for that have not come */
+  uint64_t open_until = 0; /* when the last request has surely expired */
+  size_t msgs = 0, events = 0; /* since the batch was last sized */
   for (;;) {
     if (pulling && !atomic_load(&p->want)) {
-      release_sweep(p);
+      pull_release(p, open_until);
       pulling = 0;
+      left = 0;
     }
     pthread_mutex_lock(&b->lock);
     while (!b->stopping && !atomic_load(&p->want)) {
@@ -313,36 +357,51 @@ static void *puller_main(void *arg) {
     pthread_mutex_unlock(&b->lock);
     if (stop) break;
     pulling = 1;
-    natsMsgList list = {0};
-    jsErrCode jerr = 0;
-    natsStatus s = natsSubscription_Fetch(&list, p->sub, batch,
-                                          FETCH_WAIT_MS, &jerr);
-    if (s == NATS_OK) {
-      /* nats.c 3.4.1 was seen (ASan) reporting a Count above the batch it
-       * allocated room for: never read past the array.  A message it
-       * counted but did not hand over is redelivered after AckWait. */
-      int n = list.Count < batch ? list.Count : batch;
-      size_t events = 0;
-      for (int i = 0; i < n; i++) {
-        natsMsg *msg = list.Msgs[i];
-        list.Msgs[i] = NULL; /* ours now: acked (and destroyed) when done */
-        size_t k = lu__nats_msg_events(msg);
-        events += k;
-        handle_pulled(p, msg, k);
-      }
-      /* About FETCH_BATCH events per fetch, packs or not: the AckWait of
-       * the last message fetched runs while the ones before it run. */
-      if (n && events) {
-        size_t w = (size_t)FETCH_BATCH * (size_t)n / events;
+    uint64_t now = lu__now_ns();
+    if (now >= open_until) left = 0; /* every request has expired */
+    if (left <= 0) { /* one request at a time: what we hold stays small */
+      /* About FETCH_BATCH events per request, packs or not: the AckWait
+       * of the last message of a request runs while the ones before it
+       * run. */
+      if (msgs && events) {
+        size_t w = (size_t)FETCH_BATCH * msgs / events;
         batch = w < 1 ? 1 : w > FETCH_BATCH ? FETCH_BATCH : (int)w;
+        msgs = events = 0;
       }
-      list.Count = n; /* so that Destroy, too, stays inside the array */
-      natsMsgList_Destroy(&list);
-    } else if (s != NATS_TIMEOUT) {
-      /* Disconnected, or the server is restarting: wait and try again. */
-      struct timespec ts = {0, 200 * 1000000L};
-      nanosleep(&ts, NULL);
+      if (!pull_request(p, batch)) { /* disconnected: wait, try again */
+        struct timespec ts = {0, 200 * 1000000L};
+        nanosleep(&ts, NULL);
+        continue;
+      }
+      left += batch;
+      open_until = now + (uint64_t)(FETCH_WAIT_MS + 200) * NS_PER_MS;
     }
+    natsMsg *m = NULL;
+    int64_t ms = (int64_t)((open_until - now) / NS_PER_MS);
+    natsStatus s = natsSubscription_NextMsg(&m, p->sub, ms > 0 ? ms : 1);
+    if (s != NATS_OK) { /* timeout: our requests are over */
+      left = 0;
+      if (s != NATS_TIMEOUT) {
+        struct timespec ts = {0, 200 * 1000000L};
+        nanosleep(&ts, NULL);
+      }
+      continue;
+    }
+    const char *st = pull_status(m);
+    if (st) {
+      if (strcmp(st, "100") != 0) left = 0; /* a request is over */
+      if (strcmp(st, "409") == 0) { /* refused: do not ask again at once */
+        struct timespec ts = {0, 200 * 1000000L};
+        nanosleep(&ts, NULL);
+      }
+      natsMsg_Destroy(m);
+      continue;
+    }
+    left--;
+    size_t k = lu__nats_msg_events(m);
+    msgs++;
+    events += k;
+    handle_pulled(p, m, k);
   }
   return NULL;
 }
@@ -375,18 +434,22 @@ static puller_t *puller_get(lu_natsbus_t *b, const char *stream,
     p->is_fwd = 1;
     lu__fmt(p->target, sizeof p->target, "%s", target);
   }
-  /* Bind to the durable we created (NATS-NOTES trap 3: a durable that
-   * js_PullSubscribe creates itself can vanish on unsubscribe). */
-  jsSubOptions so;
-  jsSubOptions_Init(&so);
-  so.Stream = p->stream;
-  so.Consumer = p->consumer;
-  jsErrCode jerr = 0;
-  natsStatus s = js_PullSubscribe(&p->sub, b->jsm, p->filter, p->consumer,
-                                  NULL, &so, &jerr);
+  /* Our pulls are delivered to an inbox of our own (puller_main); the
+   * durable is the one we created (NATS-NOTES trap 3). */
+  natsInbox *inbox = NULL;
+  natsStatus s = natsInbox_Create(&inbox);
+  if (s == NATS_OK) {
+    lu__fmt(p->inbox, sizeof p->inbox, "%s", inbox);
+    lu__fmt(p->next, sizeof p->next, "$JS.API.CONSUMER.MSG.NEXT.%s.%s",
+            p->stream, p->consumer);
+    s = natsConnection_SubscribeSync(&p->sub, b->nc, p->inbox);
+  }
+  natsInbox_Destroy(inbox);
+  if (s == NATS_OK) s = natsSubscription_SetPendingLimits(p->sub, -1, -1);
   if (s != NATS_OK) {
-    nats_err(err, sizeof err, "cannot pull", s, jerr);
+    nats_err(err, sizeof err, "cannot pull", s, 0);
     fprintf(stderr, "lucent: shard %s: %s %s\n", b->self, p->consumer, err);
+    natsSubscription_Destroy(p->sub);
     free(p);
     return NULL;
   }
@@ -624,10 +687,10 @@ static void bus_forward(void *ud, const char *target, const char *json,
  * tell JetStream its intake message is still being worked on. */
 static void cfwd_extend(void *ud, lu_done_t done) {
   (void)ud;
-  natsMsg *m = done.fn == ack_done    ? (natsMsg *)done.ctx
-               : done.fn == pack_done ? ((packjoin_t *)done.ctx)->msg
-                                      : NULL;
-  if (m) natsMsg_InProgress(m, NULL);
+  if (done.fn == pulled_done) {
+    pulled_t *j = done.ctx;
+    js_reply(j->nc, j->msg, "+WPI");
+  }
 }
 
 /* An event another shard sent us over core NATS: pinned here. */

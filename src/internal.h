@@ -22,6 +22,7 @@
 
 /** Monotonic clock, ns. */
 uint64_t lu__now_ns(void);
+#define NS_PER_MS 1000000LL
 /** Wall clock, ms since the epoch. */
 int64_t lu__wall_ms(void);
 /** RFC 3339 UTC time with milliseconds ("2026-11-27T12:00:00.000Z") for a

@@ -141,7 +141,6 @@
 #define LU_JS_QUERY_IDLE_MS 600000
 #define LU_JS_QUERY_REOPEN 3
 #define LU_JS_MAX_TOKEN 200         /* longer types are hashed (note 3) */
-#define NS_PER_MS 1000000LL
 
 #define HDR_ID "Nats-Msg-Id"
 #define HDR_SUBJECT "Lucent-Subject"

@@ -9,7 +9,7 @@ Every non-blank input line must have exactly one recorded outcome:
     (causationid = its id), or lucent.Rejected (causationid = its id, e.g. a
     missing hash key);
   - an invalid line: exactly one lucent.Rejected whose data.line is its line
-    number.
+    number; and no lucent.Rejected without a causation id lacks a line.
 No event id may be stored twice, and no (causation, function) pair may have
 two results.  With --routing, also: every UpdateCustomerProfile (hash of
 customer.id) and every ProcessPayment (sticky on customer.id) of one
@@ -91,6 +91,13 @@ def main():
     if multi:
         errors.append("%d inputs with %d+ outcomes, e.g. %s" % (
             len(multi), 2, list(multi.items())[:2]))
+    # A rejection must be of an input line: one of no line is of something
+    # that was never an event (a pull request's status taken for a message
+    # of the queue, say).
+    lineless = sum(k for ln, k in rejected_lines.items()
+                   if not isinstance(ln, int) or ln < 1)
+    if lineless:
+        errors.append("%d rejections of no input line" % lineless)
     twice = [ln for ln, k in rejected_lines.items() if k != 1]
     if twice:
         errors.append("bad lines rejected more than once: %s" % twice[:5])

@@ -2,7 +2,7 @@
 set -euo pipefail
 : "${LUCENT:?path to the lucent binary}" "${LUCENT_PLUGIN:?orders plugin}"
 T=$(mktemp -d "${LUCENT_TEST_TMP:-/tmp}/integ.XXXXXX")
-trap 'rm -rf "$T"' EXIT
+trap '[ -n "${LUCENT_TEST_KEEP:-}" ] && echo "kept $T" >&2 || rm -rf "$T"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 pass() { echo "ok - $* (${SECONDS}s)"; }
 # json FILE EXPR: evaluates a Python expression over the parsed JSON `j`.
