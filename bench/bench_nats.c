@@ -57,6 +57,8 @@
  *   events   --type Tick|Keyed --shards K --delivery alo|amo [-n N]
  *   keymove  [--keys N] [--workers a,b,c]  rendezvous key movement
  *
+ * BENCH_SLICES=1 in the environment notes each events slice's two rates.
+ *
  * Every load loop is bounded by a count and by --max-seconds.  Serve
  * processes are stopped by PID (SIGTERM, then SIGKILL after 20 s), also
  * when the bench dies or is interrupted.
@@ -1246,7 +1248,7 @@ static res_t pool_end(pool_t *p) {
   r.cpu_client = p->cpu[0] / n;
   r.cpu_serve = p->cpu[1] / n;
   r.cpu_server = p->cpu[2] / n;
-  qsort(p->lat, p->nlat, sizeof *p->lat, cmp_u64);
+  if (p->nlat) qsort(p->lat, p->nlat, sizeof *p->lat, cmp_u64);
   r.p50 = pct(p->lat, p->nlat, 0.50);
   r.p99 = pct(p->lat, p->nlat, 0.99);
   r.p999 = pct(p->lat, p->nlat, 0.999);
@@ -1297,8 +1299,10 @@ static void events_paired(natsConnection *cli, const events_t *base,
     x.cpu_serve = 0; /* the serves idle meanwhile: not the raw's */
     pool_add(&pr, &x, NULL);
     events_t t = events_slice(ev, i * pe, pe);
-    x = lucent_slice(cli, &t, amo, &w);
-    pool_add(&pl, &x, NULL);
+    res_t y = lucent_slice(cli, &t, amo, &w);
+    if (getenv("BENCH_SLICES"))
+      note("slice %zu: raw %.0f/s, lucent %.0f/s", i + 1, x.rate, y.rate);
+    pool_add(&pl, &y, NULL);
   }
   *raw = pool_end(&pr);
   *luc = pool_end(&pl);
