@@ -77,8 +77,9 @@
  *
  *  5. Queries read the stream with an ephemeral pull consumer (AckNone,
  *     memory storage, filtered on lucent.events.<type> when the query has
- *     a type, starting at after_seq + 1), fetching batches of
- *     LU_JS_FETCH.  A query must terminate even while appends go on: it
+ *     a type, starting at after_seq + 1), in batches of LU_JS_FETCH
+ *     pulled by hand (no_wait requests answered on an inbox of ours: not
+ *     nats.c's Fetch, whose heap overflow bus_nats.c describes).  A query must terminate even while appends go on: it
  *     stops at the stream's last sequence as read when it started, or when
  *     a message says nothing more is pending for the filter (NumPending
  *     0), or when the consumer had nothing to deliver at all.  Filters on
@@ -133,7 +134,6 @@
 #define LU_JS_BATCHES_IN_FLIGHT 4   /* js_batches_in_flight */
 #define LU_JS_API_WAIT_MS 5000      /* stream info, consumer create, ... */
 #define LU_JS_FETCH 1024            /* messages per query fetch */
-#define LU_JS_FETCH_BYTES (16 * 1024 * 1024)
 #define LU_JS_FETCH_WAIT_MS 5000
 /* A query's consumer outlives this much reader inactivity (a paused
  * `lucent events | less`); past it, or after a server restart, the query
@@ -993,64 +993,135 @@ static int emit_pack(js_store_t *st, natsMsg *m, uint64_t seq,
   return ret;
 }
 
+/* A query's consumer (note 5), pulled by hand into an inbox of our own,
+ * not with nats.c's Fetch (bus_nats.c says why).  Request k is answered
+ * on <inbox>.<k>, so that a late status of an earlier request is not
+ * taken for the end of this one. */
+typedef struct qcons_s {
+  natsSubscription *sub; /* synchronous, on <inbox>.* */
+  char inbox[96];
+  char name[96];  /* the ephemeral consumer's */
+  char next[192]; /* $JS.API.CONSUMER.MSG.NEXT.<stream>.<name> */
+  uint64_t k;     /* requests sent */
+} qcons_t;
+
 /* Pending messages the consumer still has for us, or -1 when it cannot
  * be asked (gone, server unreachable). */
-static int64_t consumer_pending(natsSubscription *sub) {
+static int64_t consumer_pending(js_store_t *st, const qcons_t *qc) {
   jsConsumerInfo *ci = NULL;
-  if (natsSubscription_GetConsumerInfo(&ci, sub, NULL, NULL) != NATS_OK)
+  if (js_GetConsumerInfo(&ci, st->js, LU_STREAM_EVENTS, qc->name, NULL,
+                         NULL) != NATS_OK)
     return -1;
   int64_t n = (int64_t)ci->NumPending;
   jsConsumerInfo_Destroy(ci);
   return n;
 }
 
-/* An ephemeral pull consumer on filter from stream sequence `from`
+static void close_consumer(js_store_t *st, qcons_t *qc) {
+  if (!qc) return;
+  natsSubscription_Unsubscribe(qc->sub);
+  natsSubscription_Destroy(qc->sub);
+  /* Deletes the ephemeral consumer; failure is harmless (it expires). */
+  if (qc->name[0])
+    js_DeleteConsumer(st->js, LU_STREAM_EVENTS, qc->name, NULL, NULL);
+  free(qc);
+}
+
+/* An ephemeral AckNone consumer on filter from stream sequence `from`
  * (note 5).  0, or an error in st->errmsg. */
 static int open_consumer(js_store_t *st, const char *filter, uint64_t from,
-                         int headers_only, natsSubscription **sub) {
-  jsOptions jo;
-  jsOptions_Init(&jo);
-  jo.Wait = LU_JS_API_WAIT_MS;
-  jsSubOptions so;
-  jsSubOptions_Init(&so);
-  so.Stream = LU_STREAM_EVENTS;
-  so.Config.AckPolicy = js_AckNone;
-  so.Config.FilterSubject = filter;
-  so.Config.MemoryStorage = true;
-  so.Config.InactiveThreshold = LU_JS_QUERY_IDLE_MS * NS_PER_MS;
-  so.Config.Description = "lucent events query";
-  so.Config.HeadersOnly = headers_only != 0;
+                         int headers_only, qcons_t **out) {
+  *out = NULL;
+  jsConsumerConfig cfg;
+  jsConsumerConfig_Init(&cfg);
+  cfg.AckPolicy = js_AckNone;
+  cfg.FilterSubject = filter;
+  cfg.MemoryStorage = true;
+  cfg.InactiveThreshold = LU_JS_QUERY_IDLE_MS * NS_PER_MS;
+  cfg.Description = "lucent events query";
+  cfg.HeadersOnly = headers_only != 0;
   if (from > 1) {
-    so.Config.DeliverPolicy = js_DeliverByStartSequence;
-    so.Config.OptStartSeq = from;
+    cfg.DeliverPolicy = js_DeliverByStartSequence;
+    cfg.OptStartSeq = from;
   } else {
-    so.Config.DeliverPolicy = js_DeliverAll;
+    cfg.DeliverPolicy = js_DeliverAll;
   }
+  qcons_t *qc = calloc(1, sizeof *qc);
+  if (!qc) return fail(st, "out of memory");
+  jsConsumerInfo *ci = NULL;
   jsErrCode jerr = 0;
-  *sub = NULL;
-  natsStatus s = js_PullSubscribe(sub, st->js, filter, NULL, &jo, &so, &jerr);
-  if (s == NATS_OK) return 0;
+  natsStatus s = js_AddConsumer(&ci, st->js, LU_STREAM_EVENTS, &cfg, NULL,
+                                &jerr);
+  if (s == NATS_OK) {
+    lu__fmt(qc->name, sizeof qc->name, "%s", ci->Name);
+    lu__fmt(qc->next, sizeof qc->next,
+            "$JS.API.CONSUMER.MSG.NEXT." LU_STREAM_EVENTS ".%s", ci->Name);
+    jsConsumerInfo_Destroy(ci);
+    natsInbox *inbox = NULL;
+    s = natsInbox_Create(&inbox);
+    if (s == NATS_OK) {
+      char wild[sizeof qc->inbox + 4];
+      lu__fmt(qc->inbox, sizeof qc->inbox, "%s", inbox);
+      lu__fmt(wild, sizeof wild, "%s.*", qc->inbox);
+      s = natsConnection_SubscribeSync(&qc->sub, st->nc, wild);
+    }
+    natsInbox_Destroy(inbox);
+    if (s == NATS_OK) s = natsSubscription_SetPendingLimits(qc->sub, -1, -1);
+  }
+  if (s == NATS_OK) {
+    *out = qc;
+    return 0;
+  }
+  close_consumer(st, qc);
   char why[400];
   js_reason(s, jerr, why, sizeof why);
   return fail(st, "query: cannot create a consumer: %s", why);
 }
 
-/* The next batch of a query's or count's consumer: what is there now, up
- * to LU_JS_FETCH messages (note 5). */
-static natsStatus fetch_batch(natsSubscription *sub, natsMsgList *list) {
-  jsFetchRequest fr;
-  jsFetchRequest_Init(&fr);
-  fr.Batch = LU_JS_FETCH;
-  fr.MaxBytes = LU_JS_FETCH_BYTES;
-  fr.Expires = LU_JS_FETCH_WAIT_MS * NS_PER_MS;
-  fr.NoWait = true;
-  return natsSubscription_FetchRequest(list, sub, &fr);
+static void batch_free(natsMsgList *list) {
+  for (int i = 0; i < list->Count; i++) natsMsg_Destroy(list->Msgs[i]);
+  free(list->Msgs);
+  memset(list, 0, sizeof *list);
 }
 
-static void close_consumer(natsSubscription *sub) {
-  /* Deletes the ephemeral consumer; failure is harmless (it expires). */
-  if (sub) natsSubscription_Unsubscribe(sub);
-  natsSubscription_Destroy(sub);
+/* The next batch of a query's or count's consumer: what is there now, up
+ * to LU_JS_FETCH messages (note 5), into list (free it with batch_free).
+ * NATS_OK with at least one message; NATS_NOT_FOUND when the consumer
+ * said it has nothing now; NATS_TIMEOUT when it said nothing at all. */
+static natsStatus fetch_batch(js_store_t *st, qcons_t *qc,
+                              natsMsgList *list) {
+  memset(list, 0, sizeof *list);
+  list->Msgs = calloc(LU_JS_FETCH, sizeof *list->Msgs);
+  if (!list->Msgs) return NATS_NO_MEMORY;
+  char reply[sizeof qc->inbox + 24], req[64];
+  lu__fmt(reply, sizeof reply, "%s.%llu", qc->inbox,
+          (unsigned long long)++qc->k);
+  int n = snprintf(req, sizeof req, "{\"batch\":%d,\"no_wait\":true}",
+                   LU_JS_FETCH);
+  natsStatus s = natsConnection_PublishRequest(st->nc, qc->next, reply, req,
+                                               n);
+  uint64_t until = lu__now_ns() + (uint64_t)LU_JS_FETCH_WAIT_MS * NS_PER_MS;
+  while (s == NATS_OK && list->Count < LU_JS_FETCH) {
+    uint64_t now = lu__now_ns();
+    if (now >= until) {
+      s = NATS_TIMEOUT;
+      break;
+    }
+    natsMsg *m = NULL;
+    s = natsSubscription_NextMsg(&m, qc->sub,
+                                 (int64_t)((until - now) / NS_PER_MS) + 1);
+    if (s != NATS_OK) break;
+    const char *status = NULL; /* 404, 408: the request is over */
+    if (natsMsg_GetDataLength(m) == 0 &&
+        natsMsgHeader_Get(m, "Status", &status) == NATS_OK && status) {
+      int ours = strcmp(natsMsg_GetSubject(m), reply) == 0;
+      natsMsg_Destroy(m);
+      if (ours) s = NATS_NOT_FOUND;
+      continue;
+    }
+    list->Msgs[list->Count++] = m; /* an earlier request's too: in order */
+  }
+  return list->Count ? NATS_OK : s;
 }
 
 static int js_query(lu_store_t *base, const lu_query_t *q, lu_store_row_cb cb,
@@ -1093,32 +1164,33 @@ static int js_query(lu_store_t *base, const lu_query_t *q, lu_store_row_cb cb,
    * reader, or a server restart: it lives in memory), a new one resumes
    * there, at most LU_JS_QUERY_REOPEN times. */
   uint64_t next = q->after_seq + 1;
-  natsSubscription *sub = NULL;
-  int ret = open_consumer(st, filter, next, 0, &sub);
+  qcons_t *qc = NULL;
+  int ret = open_consumer(st, filter, next, 0, &qc);
   int done = ret != 0, reopened = 0;
   size_t emitted = 0;
   if (!done) {
-    int64_t pending = consumer_pending(sub);
+    int64_t pending = consumer_pending(st, qc);
     if (pending < 0)
       ret = fail(st, "query: cannot read the consumer's state");
     done = pending <= 0; /* 0: nothing matches at all */
   }
   while (!done) {
-    natsMsgList list = {0};
-    s = fetch_batch(sub, &list);
+    natsMsgList list;
+    s = fetch_batch(st, qc, &list);
     if (s != NATS_OK || list.Count == 0) {
-      natsMsgList_Destroy(&list);
+      batch_free(&list);
       /* Nothing came.  Fine if nothing is left (messages can vanish under
        * limits or a purge); a lost consumer is replaced; else an error. */
-      int64_t pending = consumer_pending(sub);
+      int64_t pending = consumer_pending(st, qc);
       if (pending == 0) break;
       if (pending < 0 && reopened < LU_JS_QUERY_REOPEN &&
           natsConnection_Status(st->nc) == NATS_CONN_STATUS_CONNECTED) {
-        close_consumer(sub);
+        close_consumer(st, qc);
+        qc = NULL;
         reopened++;
-        ret = open_consumer(st, filter, next, 0, &sub);
+        ret = open_consumer(st, filter, next, 0, &qc);
         if (ret) break;
-        if (consumer_pending(sub) == 0) break;
+        if (consumer_pending(st, qc) == 0) break;
         continue;
       }
       if (s == NATS_TIMEOUT || s == NATS_NOT_FOUND || s == NATS_OK)
@@ -1161,9 +1233,9 @@ static int js_query(lu_store_t *base, const lu_query_t *q, lu_store_row_cb cb,
       }
       if (seq >= last || left == 0) done = 1;
     }
-    natsMsgList_Destroy(&list);
+    batch_free(&list);
   }
-  close_consumer(sub);
+  close_consumer(st, qc);
   free(filter);
   return ret;
 }
@@ -1193,17 +1265,17 @@ static int64_t js_count(lu_store_t *base) {
   jsStreamInfo_Destroy(si);
   if (msgs == 0) return 0;
 
-  natsSubscription *sub = NULL;
-  if (open_consumer(st, LU_SUBJ_EVENTS ".>", first, 1, &sub) != 0)
+  qcons_t *qc = NULL;
+  if (open_consumer(st, LU_SUBJ_EVENTS ".>", first, 1, &qc) != 0)
     return LU_ESTORE;
   uint64_t events = 0;
-  int rc = 0, done = consumer_pending(sub) == 0;
+  int rc = 0, done = consumer_pending(st, qc) == 0;
   while (!done) {
-    natsMsgList list = {0};
-    s = fetch_batch(sub, &list);
+    natsMsgList list;
+    s = fetch_batch(st, qc, &list);
     if (s != NATS_OK || list.Count == 0) {
-      natsMsgList_Destroy(&list);
-      if (consumer_pending(sub) == 0) break;
+      batch_free(&list);
+      if (consumer_pending(st, qc) == 0) break;
       char why[300];
       js_reason(s == NATS_OK ? NATS_TIMEOUT : s, 0, why, sizeof why);
       rc = fail(st, "count: %s", why);
@@ -1225,9 +1297,9 @@ static int64_t js_count(lu_store_t *base) {
       events += lu__nats_msg_events(list.Msgs[i]);
       if (seq >= last || left == 0) done = 1;
     }
-    natsMsgList_Destroy(&list);
+    batch_free(&list);
   }
-  close_consumer(sub);
+  close_consumer(st, qc);
   if (rc) return rc;
   return events > INT64_MAX ? INT64_MAX : (int64_t)events;
 }
