@@ -303,17 +303,6 @@ static int pull_request(puller_t *p, int batch) {
                                        n) == NATS_OK;
 }
 
-/* The status of a message that only says something about our pull
- * requests ("408": one expired, "409": one was refused, "100": idle
- * heartbeat), or NULL for a message of the queue. */
-static const char *pull_status(natsMsg *m) {
-  const char *v = NULL;
-  if (natsMsg_GetDataLength(m) == 0 &&
-      natsMsgHeader_Get(m, "Status", &v) == NATS_OK && v)
-    return v;
-  return NULL;
-}
-
 /* We stopped pulling this consumer, but our last requests stay open on the
  * server until `until` and may still deliver into the inbox, where nobody
  * would read them until AckWait.  Hand back (NAK) what comes until then. */
@@ -326,7 +315,7 @@ static void pull_release(puller_t *p, uint64_t until) {
       if (lu__now_ns() >= until) return;
       continue;
     }
-    if (!pull_status(m)) js_reply(p->b->nc, m, "-NAK");
+    if (!lu__nats_pull_status(m)) js_reply(p->b->nc, m, "-NAK");
     natsMsg_Destroy(m);
   }
 }
@@ -387,7 +376,7 @@ static void *puller_main(void *arg) {
       }
       continue;
     }
-    const char *st = pull_status(m);
+    const char *st = lu__nats_pull_status(m);
     if (st) {
       if (strcmp(st, "100") != 0) left = 0; /* a request is over */
       if (strcmp(st, "409") == 0) { /* refused: do not ask again at once */

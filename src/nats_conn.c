@@ -638,6 +638,14 @@ size_t lu__nats_msg_events(natsMsg *m) {
   return *end || n < 1 || n > SIZE_MAX ? 1 : (size_t)n;
 }
 
+const char *lu__nats_pull_status(natsMsg *m) {
+  const char *v = NULL;
+  if (natsMsg_GetDataLength(m) == 0 &&
+      natsMsgHeader_Get(m, "Status", &v) == NATS_OK && v)
+    return v;
+  return NULL;
+}
+
 natsStatus lu__nats_subscribe(natsConnection *nc, natsSubscription **sub,
                               const char *subj, const char *queue,
                               natsMsgHandler cb, void *closure) {

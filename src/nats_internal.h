@@ -130,6 +130,13 @@ void lu__nats_unsubscribe(natsSubscription **sub);
  *  bad count: it is then read as one event). */
 size_t lu__nats_msg_events(natsMsg *m);
 
+/** The status of a message that a JetStream consumer sent about a pull
+ *  request rather than from its stream ("404": nothing now, "408": the
+ *  request expired, "409": refused, "100": idle heartbeat), or NULL for a
+ *  message of the stream.  For pulls sent by hand (bus_nats.c,
+ *  store_jetstream.c), which do not go through nats.c's Fetch. */
+const char *lu__nats_pull_status(natsMsg *m);
+
 /** Walks a pack's data d (len bytes, the events' JSON one per line): the
  *  event at offset *at, its length in *ll; *at moves past it.  NULL when
  *  none is left. */

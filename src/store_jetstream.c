@@ -1111,9 +1111,7 @@ static natsStatus fetch_batch(js_store_t *st, qcons_t *qc,
     s = natsSubscription_NextMsg(&m, qc->sub,
                                  (int64_t)((until - now) / NS_PER_MS) + 1);
     if (s != NATS_OK) break;
-    const char *status = NULL; /* 404, 408: the request is over */
-    if (natsMsg_GetDataLength(m) == 0 &&
-        natsMsgHeader_Get(m, "Status", &status) == NATS_OK && status) {
+    if (lu__nats_pull_status(m)) { /* 404, 408: a request is over */
       int ours = strcmp(natsMsg_GetSubject(m), reply) == 0;
       natsMsg_Destroy(m);
       if (ours) s = NATS_NOT_FOUND;
