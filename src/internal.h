@@ -347,6 +347,12 @@ int lu__manager_breaker_open(const lu_manager_t *m, size_t i, unsigned k);
 /** Events waiting in shard k's queues (intake + forwarded).  Thread safe. */
 size_t lu__manager_queue_depth(const lu_manager_t *m, unsigned k);
 const lu_registry_t *lu__manager_registry(const lu_manager_t *m);
+/** How long a shard holds its outcomes for one store batch, and how long
+ *  a parked turn waits for its caller's next call before the shard's
+ *  thread takes it over (default, and 0: LU_HOLD_NS, 1 ms).  The tests
+ *  lengthen it so that a burst's batching does not depend on how fast a
+ *  sanitized build on a busy machine makes its calls.  Thread safe. */
+void lu__manager_set_hold(lu_manager_t *m, uint64_t ns);
 /** Store batches committed, records appended, batches lost.  Thread safe. */
 void lu__manager_store_stats(const lu_manager_t *m, uint64_t *batches,
                              uint64_t *records, uint64_t *errors);

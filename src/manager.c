@@ -206,6 +206,7 @@ struct lu_manager_s {
   int sidle, sblocked; /* store thread waiting for work; producers waiting */
   int sslot;           /* store thread waiting for a batch to end */
   size_t sasync;       /* batches in flight the store wants; 0 = sync */
+  _Atomic uint64_t hold_ns; /* LU_HOLD_NS; lu__manager_set_hold */
   size_t sinflight;    /* batches begun and not reported yet */
   struct sbatch_s *retry, *retry_tail; /* failed async batches */
   pthread_t sthread;
@@ -653,7 +654,7 @@ static void shard_out(shard_t *s, unit_t *u) {
   if (!s->onu) s->ofirst_ns = now;
   s->ounits[s->onu++] = u;
   s->onr += u->nrec;
-  if (now - s->ofirst_ns >= LU_HOLD_NS) shard_flush(s);
+  if (now - s->ofirst_ns >= atomic_load(&m->hold_ns)) shard_flush(s);
 }
 
 /* The store thread.  A synchronous store (SQLite): take what is queued,
@@ -1825,14 +1826,14 @@ static void *shard_main(void *arg) {
     for (;;) {
       if (s->inline_busy) { /* run_inline wakes us if we have work */
         uint64_t now = lu__now_ns();
-        if (s->parked &&
-            (thread_work(s) || now - s->park_ns >= LU_HOLD_NS)) {
+        uint64_t hold = atomic_load(&s->m->hold_ns);
+        if (s->parked && (thread_work(s) || now - s->park_ns >= hold)) {
           s->inline_busy = s->parked = 0; /* its outcomes: flushed below */
           break;
         }
         s->idle = 1;
         if (s->parked) { /* watch it: take it over after LU_HOLD_NS */
-          struct timespec ts = lu__mono_deadline(now + LU_HOLD_NS);
+          struct timespec ts = lu__mono_deadline(now + hold);
           s->watching = 1;
           pthread_cond_timedwait(&s->wake, &s->lock, &ts);
           s->watching = 0;
@@ -1969,6 +1970,7 @@ int lu_manager_new(lu_manager_t **out, const lu_config_t *cfg_in,
   pthread_mutex_init(&m->olock, NULL);
   pthread_mutex_init(&m->sbegin, NULL);
   m->sasync = lu__store_batches_in_flight(m->store);
+  atomic_init(&m->hold_ns, LU_HOLD_NS);
   pthread_mutex_init(&m->plock, NULL);
   pthread_cond_init(&m->pdone, NULL);
   pthread_mutex_init(&m->stats_lock, NULL);
@@ -2186,6 +2188,10 @@ size_t lu__manager_queue_depth(const lu_manager_t *cm, unsigned k) {
 
 const lu_registry_t *lu__manager_registry(const lu_manager_t *m) {
   return m->reg;
+}
+
+void lu__manager_set_hold(lu_manager_t *m, uint64_t ns) {
+  atomic_store(&m->hold_ns, ns ? ns : LU_HOLD_NS);
 }
 
 void lu__manager_store_stats(const lu_manager_t *cm, uint64_t *batches,
