@@ -13,10 +13,13 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "lucent/http.h"
@@ -52,6 +55,10 @@ static void usage(FILE *f) {
       "  --max-depth N        causation depth limit (default 16)\n"
       "  --ack-wait-ms N      JetStream redelivery delay (default 10000)\n"
       "  --heartbeat-ms N     heartbeat interval (default 250)\n"
+      "  --stop-timeout-ms N  a stop (SIGTERM, SIGINT) that has not\n"
+      "                       finished after N ms exits anyway, status 1\n"
+      "                       (default 30000): at-least-once, what was\n"
+      "                       not acknowledged comes back to the others\n"
       "  --batch N            events per store batch (default 4096)\n"
       "  --pack N             store up to N results of one type per\n"
       "                       JetStream message (default 256; 1 = one per\n"
@@ -131,9 +138,33 @@ static int parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *v) {
   return 0;
 }
 
+/* A stop is bounded.  With the server gone it may never finish: a puller
+ * waits for queue space that only stored outcomes free, and nothing can
+ * be stored.  Past --stop-timeout-ms the process exits anyway: with
+ * at-least-once delivery nothing it had not acknowledged is lost (it comes
+ * back to the other shards after AckWait); at-most-once loses what it
+ * held, as documented. */
+static uint32_t g_stop_ms = 30000;
+static const char *g_stop_shard;
+
+static void *stop_watchdog(void *arg) {
+  (void)arg;
+  struct timespec ts = {g_stop_ms / 1000, (long)(g_stop_ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+  LU_LOG(LU_LOG_ERROR, g_stop_shard, NULL,
+         LU_KVS(LU_KV_UINT("stop_timeout_ms", g_stop_ms)),
+         "stop did not finish in time (NATS server unreachable?): exiting; "
+         "what was not acknowledged will be redelivered");
+  fflush(NULL);
+  _exit(1);
+  return NULL;
+}
+
 int cmd_serve(int argc, char **argv) {
   enum { O_SHARD = 300, O_SHARDS, O_DELIVERY, O_HTTP, O_LOGL, O_LOGF,
-         O_QUEUE, O_DEPTH, O_ACKW, O_HB, O_BATCH, O_PACK, O_FORWARD };
+         O_QUEUE, O_DEPTH, O_ACKW, O_HB, O_BATCH, O_PACK, O_FORWARD,
+         O_STOPT };
   static const struct option opts[] = {
       {"shard", required_argument, 0, O_SHARD},
       {"plugin", required_argument, 0, 'p'},
@@ -149,6 +180,7 @@ int cmd_serve(int argc, char **argv) {
       {"batch", required_argument, 0, O_BATCH},
       {"pack", required_argument, 0, O_PACK},
       {"forward", required_argument, 0, O_FORWARD},
+      {"stop-timeout-ms", required_argument, 0, O_STOPT},
       {"help", no_argument, 0, 'h'},
       CLI_NATS_LONGOPTS,
       {0, 0, 0, 0}};
@@ -221,6 +253,7 @@ int cmd_serve(int argc, char **argv) {
       case O_HB: U32(bc.hb_interval_ms, 10, 60000, "--heartbeat-ms")
       case O_BATCH: U32(cfg.store_batch, 1, 1u << 20, "--batch")
       case O_PACK: U32(pack, 1, 4096, "--pack")
+      case O_STOPT: U32(g_stop_ms, 100, 3600000, "--stop-timeout-ms")
 #undef U32
       case 'h': usage(stdout); lu_registry_free(reg); return 0;
       default: goto usage_err;
@@ -325,6 +358,10 @@ int cmd_serve(int argc, char **argv) {
   sigwait(&set, &sig);
   LU_LOG(LU_LOG_INFO, shard, NULL, LU_KVS(LU_KV_STR("signal",
          sig == SIGINT ? "SIGINT" : "SIGTERM")), "stopping");
+  g_stop_shard = shard;
+  pthread_t watchdog;
+  if (pthread_create(&watchdog, NULL, stop_watchdog, NULL) == 0)
+    pthread_detach(watchdog);
   lu_http_stop(http);
   lu_natsbus_stats_t bs;
   lu__natsbus_stop(bus, 5000, &bs);

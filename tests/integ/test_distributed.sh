@@ -256,4 +256,28 @@ base=$(count)
 wait_outcomes "$T/in5.jsonl" 60 "$base"
 $CHECK "$T/in5.jsonl" "$T/stored.jsonl" || fail "books (at-most-once, no failure)"
 pass "at-most-once delivery"
-echo "12 passed, 0 failed"
+
+# 10. A stop with the server gone is bounded.  f is stopped while the
+#     server it was working through is dead: it exits within its
+#     --stop-timeout-ms (status 1 and a clear message when the stop itself
+#     could not finish), where it used to wait for ever (a puller blocked
+#     on a full queue that only stored outcomes could free).
+cleanup_shards
+serve f --stop-timeout-ms $((3000 * SLOW))
+wait_view f "f"
+"$LUCENT_GEN" -n 20000 --seed 16 > "$T/in8.jsonl" 2>/dev/null
+"$LUCENT" publish --nats "$NATS_URL" --input "$T/in8.jsonl" > /dev/null
+nats_kill
+kill -TERM "$PID_f"
+for _ in $(seq 1 $((200 * SLOW))); do
+  kill -0 "$PID_f" 2>/dev/null || break
+  sleep 0.1
+done
+kill -0 "$PID_f" 2>/dev/null && fail "stop with the server gone: still running after $((20 * SLOW)) s"
+rc=0
+wait "$PID_f" || rc=$?
+SHARD_PIDS=()
+[ "$rc" = 0 ] || { [ "$rc" = 1 ] && grep -q "stop did not finish in time" "$T/f.log"; } ||
+  fail "stop with the server gone: status $rc: $(tail -3 "$T/f.log")"
+pass "stop with the server gone: exited (status $rc)"
+echo "13 passed, 0 failed"
