@@ -132,6 +132,7 @@ int lu__obs_snapshot(lu_obs_snap_t *s, const lu_obs_source_t *src) {
   }
   lu__manager_store_stats(m, &s->store_batches, &s->store_records,
                           &s->store_errors);
+  s->store_direct = lu__manager_store_direct(m);
   s->bus_errors = src->bus_errors ? src->bus_errors(src->ud) : 0;
   if (src->bus_forwards) {
     s->has_forwards = 1;
@@ -351,6 +352,10 @@ void lu__metrics_write(lu_buf_t *b, const lu_obs_snap_t *s) {
   family(b, "lucent_store_batches_total", "counter",
          "Store transactions (group commits) attempted.");
   sample_u64(b, "lucent_store_batches_total", NULL, s->store_batches);
+  family(b, "lucent_store_batches_direct_total", "counter",
+         "Of those, batches a shard thread began itself, the store thread "
+         "being idle (an asynchronous store; 0 with SQLite).");
+  sample_u64(b, "lucent_store_batches_direct_total", NULL, s->store_direct);
   family(b, "lucent_store_records_total", "counter",
          "Events handed to the store (duplicates it ignored included).");
   sample_u64(b, "lucent_store_records_total", NULL, s->store_records);

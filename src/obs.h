@@ -61,6 +61,7 @@ typedef struct lu_obs_snap_s {
   lu_count_t total;
   lu_count_t intake;           /* decided before routing */
   uint64_t store_batches, store_records, store_errors, bus_errors;
+  uint64_t store_direct;       /* of store_batches, begun by a shard */
   int has_forwards;            /* a bus that reports its forward paths */
   uint64_t fwd_core, fwd_jetstream, fwd_amo, fwd_fallbacks;
   size_t nshards;

@@ -142,12 +142,15 @@ opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 text = opener.open("http://%s/metrics" % addr, timeout=5).read().decode()
 m = {}
 for l in text.splitlines():
-    if l.startswith("lucent_bus_forward"):
+    if l.startswith("lucent_bus_forward") or l.startswith("lucent_store_batches"):
         k, v = l.rsplit(" ", 1)
         m[k] = float(v)
 assert m['lucent_bus_forwards_total{path="core"}'] > 0, m
 assert m['lucent_bus_forwards_total{path="at_most_once"}'] == 0, m
 assert "lucent_bus_forward_fallbacks_total" in m, m  # present; any value
+# Shard-begun store batches: a part of all batches (how many depends on
+# whether the store thread was busy).
+assert 0 <= m["lucent_store_batches_direct_total"] <= m["lucent_store_batches_total"], m
 PY
 pass "forward metrics"
 

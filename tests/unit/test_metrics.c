@@ -364,6 +364,9 @@ static void test_render_snapshot(void **state) {
   assert_true(x && x->value == 14);
   x = find_sample(&p, "lucent_store_errors_total", NULL, NULL, NULL, NULL);
   assert_true(x && x->value == 1);
+  x = find_sample(&p, "lucent_store_batches_direct_total", NULL, NULL, NULL,
+                  NULL);
+  assert_true(x && x->value == 0); /* SQLite: the store thread writes */
   x = find_sample(&p, "lucent_build_info", "version", "9.9.9", NULL, NULL);
   assert_true(x && x->value == 1);
   x = find_sample(&p, "lucent_function_duration_seconds_count", "function",
@@ -399,6 +402,7 @@ static void test_render_snapshot(void **state) {
       {"lucent_events_in_total", "counter"},
       {"lucent_outcomes_total", "counter"},
       {"lucent_store_batches_total", "counter"},
+      {"lucent_store_batches_direct_total", "counter"},
       {"lucent_store_records_total", "counter"},
       {"lucent_store_errors_total", "counter"},
       {"lucent_bus_errors_total", "counter"},
