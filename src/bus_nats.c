@@ -87,9 +87,7 @@ typedef struct puller_s {
   char filter[128];
   char target[64];   /* fwd: the shard the queue belongs to */
   int is_fwd;
-  natsSubscription *sub; /* synchronous, on inbox */
-  char inbox[96];        /* where the consumer delivers our pulls */
-  char next[192];        /* $JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer> */
+  lu_pull_t pull;     /* our pull requests (puller_main) */
   pthread_t thread;
   _Atomic int want;
 } puller_t;
@@ -292,15 +290,11 @@ static void handle_pulled(puller_t *p, natsMsg *msg, size_t events) {
                            header_u64(msg, "Lucent-Line"), done);
 }
 
-/* Asks the consumer for `batch` more messages, delivered to p's inbox
- * until FETCH_WAIT_MS from now (a message that arrives meanwhile comes at
- * once).  0 if the request could not be sent. */
-static int pull_request(puller_t *p, int batch) {
-  char req[96];
-  int n = snprintf(req, sizeof req, "{\"batch\":%d,\"expires\":%lld}", batch,
-                   (long long)FETCH_WAIT_MS * NS_PER_MS); /* ns */
-  return natsConnection_PublishRequest(p->b->nc, p->next, p->inbox, req,
-                                       n) == NATS_OK;
+/* Disconnected, refused or restarting: wait a little before asking
+ * again. */
+static void pull_backoff(void) {
+  struct timespec ts = {0, 200 * 1000000L};
+  nanosleep(&ts, NULL);
 }
 
 /* We stopped pulling this consumer, but our last requests stay open on the
@@ -311,7 +305,8 @@ static void pull_release(puller_t *p, uint64_t until) {
     uint64_t now = lu__now_ns();
     int64_t ms = now < until ? (int64_t)((until - now) / NS_PER_MS) : 0;
     natsMsg *m = NULL;
-    if (natsSubscription_NextMsg(&m, p->sub, ms > 0 ? ms : 1) != NATS_OK) {
+    if (natsSubscription_NextMsg(&m, p->pull.sub, ms > 0 ? ms : 1) !=
+        NATS_OK) {
       if (lu__now_ns() >= until) return;
       continue;
     }
@@ -357,9 +352,11 @@ static void *puller_main(void *arg) {
         batch = w < 1 ? 1 : w > FETCH_BATCH ? FETCH_BATCH : (int)w;
         msgs = events = 0;
       }
-      if (!pull_request(p, batch)) { /* disconnected: wait, try again */
-        struct timespec ts = {0, 200 * 1000000L};
-        nanosleep(&ts, NULL);
+      /* Open until FETCH_WAIT_MS from now; a message that arrives
+       * meanwhile comes at once. */
+      if (lu__nats_pull_request(&p->pull, batch, FETCH_WAIT_MS, NULL, 0) !=
+          NATS_OK) {
+        pull_backoff();
         continue;
       }
       left += batch;
@@ -367,22 +364,16 @@ static void *puller_main(void *arg) {
     }
     natsMsg *m = NULL;
     int64_t ms = (int64_t)((open_until - now) / NS_PER_MS);
-    natsStatus s = natsSubscription_NextMsg(&m, p->sub, ms > 0 ? ms : 1);
+    natsStatus s = natsSubscription_NextMsg(&m, p->pull.sub, ms > 0 ? ms : 1);
     if (s != NATS_OK) { /* timeout: our requests are over */
       left = 0;
-      if (s != NATS_TIMEOUT) {
-        struct timespec ts = {0, 200 * 1000000L};
-        nanosleep(&ts, NULL);
-      }
+      if (s != NATS_TIMEOUT) pull_backoff();
       continue;
     }
     const char *st = lu__nats_pull_status(m);
     if (st) {
       if (strcmp(st, "100") != 0) left = 0; /* a request is over */
-      if (strcmp(st, "409") == 0) { /* refused: do not ask again at once */
-        struct timespec ts = {0, 200 * 1000000L};
-        nanosleep(&ts, NULL);
-      }
+      if (strcmp(st, "409") == 0) pull_backoff(); /* refused */
       natsMsg_Destroy(m);
       continue;
     }
@@ -423,22 +414,12 @@ static puller_t *puller_get(lu_natsbus_t *b, const char *stream,
     p->is_fwd = 1;
     lu__fmt(p->target, sizeof p->target, "%s", target);
   }
-  /* Our pulls are delivered to an inbox of our own (puller_main); the
-   * durable is the one we created (NATS-NOTES trap 3). */
-  natsInbox *inbox = NULL;
-  natsStatus s = natsInbox_Create(&inbox);
-  if (s == NATS_OK) {
-    lu__fmt(p->inbox, sizeof p->inbox, "%s", inbox);
-    lu__fmt(p->next, sizeof p->next, "$JS.API.CONSUMER.MSG.NEXT.%s.%s",
-            p->stream, p->consumer);
-    s = natsConnection_SubscribeSync(&p->sub, b->nc, p->inbox);
-  }
-  natsInbox_Destroy(inbox);
-  if (s == NATS_OK) s = natsSubscription_SetPendingLimits(p->sub, -1, -1);
+  /* Pulled by hand (puller_main) from the durable we created (NATS-NOTES
+   * trap 3). */
+  natsStatus s = lu__nats_pull_open(&p->pull, b->nc, p->stream, p->consumer);
   if (s != NATS_OK) {
     nats_err(err, sizeof err, "cannot pull", s, 0);
     fprintf(stderr, "lucent: shard %s: %s %s\n", b->self, p->consumer, err);
-    natsSubscription_Destroy(p->sub);
     free(p);
     return NULL;
   }
@@ -1011,7 +992,7 @@ void lu__natsbus_stop(lu_natsbus_t *b, uint32_t timeout_ms,
   if (b->nc) natsConnection_Flush(b->nc);
   if (final) lu__natsbus_stats(b, final); /* reads the pullers: first */
   for (unsigned i = 0; i < b->npullers; i++) {
-    natsSubscription_Destroy(b->pullers[i]->sub);
+    lu__nats_pull_close(&b->pullers[i]->pull);
     free(b->pullers[i]);
   }
   b->npullers = 0;

@@ -638,6 +638,48 @@ size_t lu__nats_msg_events(natsMsg *m) {
   return *end || n < 1 || n > SIZE_MAX ? 1 : (size_t)n;
 }
 
+natsStatus lu__nats_pull_open(lu_pull_t *p, natsConnection *nc,
+                              const char *stream, const char *consumer) {
+  memset(p, 0, sizeof *p);
+  p->nc = nc;
+  natsInbox *inbox = NULL;
+  natsStatus s = natsInbox_Create(&inbox);
+  if (s == NATS_OK) {
+    char wild[sizeof p->inbox + 4];
+    lu__fmt(p->inbox, sizeof p->inbox, "%s", inbox);
+    lu__fmt(p->next, sizeof p->next, "$JS.API.CONSUMER.MSG.NEXT.%s.%s",
+            stream, consumer);
+    lu__fmt(wild, sizeof wild, "%s.*", p->inbox);
+    s = natsConnection_SubscribeSync(&p->sub, nc, wild);
+  }
+  natsInbox_Destroy(inbox);
+  /* Bounded by our requests: never more than their batches. */
+  if (s == NATS_OK) s = natsSubscription_SetPendingLimits(p->sub, -1, -1);
+  if (s != NATS_OK) lu__nats_pull_close(p);
+  return s;
+}
+
+natsStatus lu__nats_pull_request(lu_pull_t *p, int batch, int expires_ms,
+                                 char *reply, size_t cap) {
+  char subj[sizeof p->inbox + 24], req[96];
+  lu__fmt(subj, sizeof subj, "%s.%llu", p->inbox,
+          (unsigned long long)++p->k);
+  if (reply) lu__fmt(reply, cap, "%s", subj);
+  int n = expires_ms > 0
+              ? snprintf(req, sizeof req, "{\"batch\":%d,\"expires\":%lld}",
+                         batch, (long long)expires_ms * NS_PER_MS)
+              : snprintf(req, sizeof req, "{\"batch\":%d,\"no_wait\":true}",
+                         batch);
+  return natsConnection_PublishRequest(p->nc, p->next, subj, req, n);
+}
+
+void lu__nats_pull_close(lu_pull_t *p) {
+  if (!p->sub) return;
+  natsSubscription_Unsubscribe(p->sub);
+  natsSubscription_Destroy(p->sub);
+  p->sub = NULL;
+}
+
 const char *lu__nats_pull_status(natsMsg *m) {
   const char *v = NULL;
   if (natsMsg_GetDataLength(m) == 0 &&

@@ -130,11 +130,38 @@ void lu__nats_unsubscribe(natsSubscription **sub);
  *  bad count: it is then read as one event). */
 size_t lu__nats_msg_events(natsMsg *m);
 
+/** A JetStream pull consumer read by hand: pull requests to its
+ *  $JS.API.CONSUMER.MSG.NEXT subject, answered on an inbox of our own (a
+ *  synchronous subscription on <inbox>.*), read with
+ *  natsSubscription_NextMsg.  Not nats.c's Fetch: 3.4.1's writes past
+ *  its array when leftovers of an earlier request come back (bus_nats.c).
+ *  Messages are acked, if at all, by the reader (their reply subject). */
+typedef struct lu_pull_s {
+  natsConnection *nc;
+  natsSubscription *sub;
+  char inbox[96];
+  char next[192];
+  uint64_t k; /* requests sent */
+} lu_pull_t;
+
+/** Opens p on a consumer of a stream (both must exist).  NATS_OK, or the
+ *  error, with nothing held. */
+natsStatus lu__nats_pull_open(lu_pull_t *p, natsConnection *nc,
+                              const char *stream, const char *consumer);
+/** Asks for up to `batch` messages, the request open on the server for
+ *  expires_ms (0: no_wait, only what is there now).  It is answered on
+ *  <inbox>.<k>, written to reply (cap bytes) when reply is not NULL: a
+ *  status (lu__nats_pull_status) with that subject ends this request. */
+natsStatus lu__nats_pull_request(lu_pull_t *p, int batch, int expires_ms,
+                                 char *reply, size_t cap);
+/** Unsubscribes and frees the inbox subscription (the consumer stays);
+ *  messages not read are dropped, unacked.  p may be closed twice. */
+void lu__nats_pull_close(lu_pull_t *p);
+
 /** The status of a message that a JetStream consumer sent about a pull
  *  request rather than from its stream ("404": nothing now, "408": the
  *  request expired, "409": refused, "100": idle heartbeat), or NULL for a
- *  message of the stream.  For pulls sent by hand (bus_nats.c,
- *  store_jetstream.c), which do not go through nats.c's Fetch. */
+ *  message of the stream. */
 const char *lu__nats_pull_status(natsMsg *m);
 
 /** Walks a pack's data d (len bytes, the events' JSON one per line): the

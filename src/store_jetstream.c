@@ -78,11 +78,12 @@
  *  5. Queries read the stream with an ephemeral pull consumer (AckNone,
  *     memory storage, filtered on lucent.events.<type> when the query has
  *     a type, starting at after_seq + 1), in batches of LU_JS_FETCH
- *     pulled by hand (no_wait requests answered on an inbox of ours: not
- *     nats.c's Fetch, whose heap overflow bus_nats.c describes).  A query must terminate even while appends go on: it
- *     stops at the stream's last sequence as read when it started, or when
- *     a message says nothing more is pending for the filter (NumPending
- *     0), or when the consumer had nothing to deliver at all.  Filters on
+ *     pulled by hand (lu_pull_t, no_wait requests: not nats.c's Fetch,
+ *     whose heap overflow bus_nats.c describes).  A query must terminate
+ *     even while appends go on: it stops at the stream's last sequence as
+ *     read when it started, or when a message says nothing more is
+ *     pending for the filter (NumPending 0), or when the consumer had
+ *     nothing to deliver at all.  Filters on
  *     subject and correlation id compare headers.  The consumer is
  *     deleted at the end (and expires on the server if we die); one lost
  *     midway (a reader paused past LU_JS_QUERY_IDLE_MS, a server restart)
@@ -993,16 +994,10 @@ static int emit_pack(js_store_t *st, natsMsg *m, uint64_t seq,
   return ret;
 }
 
-/* A query's consumer (note 5), pulled by hand into an inbox of our own,
- * not with nats.c's Fetch (bus_nats.c says why).  Request k is answered
- * on <inbox>.<k>, so that a late status of an earlier request is not
- * taken for the end of this one. */
+/* A query's consumer (note 5), pulled by hand (lu_pull_t). */
 typedef struct qcons_s {
-  natsSubscription *sub; /* synchronous, on <inbox>.* */
-  char inbox[96];
-  char name[96];  /* the ephemeral consumer's */
-  char next[192]; /* $JS.API.CONSUMER.MSG.NEXT.<stream>.<name> */
-  uint64_t k;     /* requests sent */
+  lu_pull_t pull;
+  char name[96]; /* the ephemeral consumer's */
 } qcons_t;
 
 /* Pending messages the consumer still has for us, or -1 when it cannot
@@ -1019,8 +1014,7 @@ static int64_t consumer_pending(js_store_t *st, const qcons_t *qc) {
 
 static void close_consumer(js_store_t *st, qcons_t *qc) {
   if (!qc) return;
-  natsSubscription_Unsubscribe(qc->sub);
-  natsSubscription_Destroy(qc->sub);
+  lu__nats_pull_close(&qc->pull);
   /* Deletes the ephemeral consumer; failure is harmless (it expires). */
   if (qc->name[0])
     js_DeleteConsumer(st->js, LU_STREAM_EVENTS, qc->name, NULL, NULL);
@@ -1054,19 +1048,8 @@ static int open_consumer(js_store_t *st, const char *filter, uint64_t from,
                                 &jerr);
   if (s == NATS_OK) {
     lu__fmt(qc->name, sizeof qc->name, "%s", ci->Name);
-    lu__fmt(qc->next, sizeof qc->next,
-            "$JS.API.CONSUMER.MSG.NEXT." LU_STREAM_EVENTS ".%s", ci->Name);
     jsConsumerInfo_Destroy(ci);
-    natsInbox *inbox = NULL;
-    s = natsInbox_Create(&inbox);
-    if (s == NATS_OK) {
-      char wild[sizeof qc->inbox + 4];
-      lu__fmt(qc->inbox, sizeof qc->inbox, "%s", inbox);
-      lu__fmt(wild, sizeof wild, "%s.*", qc->inbox);
-      s = natsConnection_SubscribeSync(&qc->sub, st->nc, wild);
-    }
-    natsInbox_Destroy(inbox);
-    if (s == NATS_OK) s = natsSubscription_SetPendingLimits(qc->sub, -1, -1);
+    s = lu__nats_pull_open(&qc->pull, st->nc, LU_STREAM_EVENTS, qc->name);
   }
   if (s == NATS_OK) {
     *out = qc;
@@ -1088,18 +1071,15 @@ static void batch_free(natsMsgList *list) {
  * to LU_JS_FETCH messages (note 5), into list (free it with batch_free).
  * NATS_OK with at least one message; NATS_NOT_FOUND when the consumer
  * said it has nothing now; NATS_TIMEOUT when it said nothing at all. */
-static natsStatus fetch_batch(js_store_t *st, qcons_t *qc,
-                              natsMsgList *list) {
+static natsStatus fetch_batch(qcons_t *qc, natsMsgList *list) {
   memset(list, 0, sizeof *list);
   list->Msgs = calloc(LU_JS_FETCH, sizeof *list->Msgs);
   if (!list->Msgs) return NATS_NO_MEMORY;
-  char reply[sizeof qc->inbox + 24], req[64];
-  lu__fmt(reply, sizeof reply, "%s.%llu", qc->inbox,
-          (unsigned long long)++qc->k);
-  int n = snprintf(req, sizeof req, "{\"batch\":%d,\"no_wait\":true}",
-                   LU_JS_FETCH);
-  natsStatus s = natsConnection_PublishRequest(st->nc, qc->next, reply, req,
-                                               n);
+  /* Request k is answered on <inbox>.<k>: a late status of an earlier
+   * request does not end this one. */
+  char reply[sizeof qc->pull.inbox + 24];
+  natsStatus s = lu__nats_pull_request(&qc->pull, LU_JS_FETCH, 0, reply,
+                                       sizeof reply);
   uint64_t until = lu__now_ns() + (uint64_t)LU_JS_FETCH_WAIT_MS * NS_PER_MS;
   while (s == NATS_OK && list->Count < LU_JS_FETCH) {
     uint64_t now = lu__now_ns();
@@ -1108,7 +1088,7 @@ static natsStatus fetch_batch(js_store_t *st, qcons_t *qc,
       break;
     }
     natsMsg *m = NULL;
-    s = natsSubscription_NextMsg(&m, qc->sub,
+    s = natsSubscription_NextMsg(&m, qc->pull.sub,
                                  (int64_t)((until - now) / NS_PER_MS) + 1);
     if (s != NATS_OK) break;
     if (lu__nats_pull_status(m)) { /* 404, 408: a request is over */
@@ -1174,7 +1154,7 @@ static int js_query(lu_store_t *base, const lu_query_t *q, lu_store_row_cb cb,
   }
   while (!done) {
     natsMsgList list;
-    s = fetch_batch(st, qc, &list);
+    s = fetch_batch(qc, &list);
     if (s != NATS_OK || list.Count == 0) {
       batch_free(&list);
       /* Nothing came.  Fine if nothing is left (messages can vanish under
@@ -1270,7 +1250,7 @@ static int64_t js_count(lu_store_t *base) {
   int rc = 0, done = consumer_pending(st, qc) == 0;
   while (!done) {
     natsMsgList list;
-    s = fetch_batch(st, qc, &list);
+    s = fetch_batch(qc, &list);
     if (s != NATS_OK || list.Count == 0) {
       batch_free(&list);
       if (consumer_pending(st, qc) == 0) break;
