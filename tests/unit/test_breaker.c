@@ -1,5 +1,5 @@
 /*
- * test_breaker.c - the per-function circuit breaker (src/breaker.c).
+ * test_breaker.c - the per-function circuit breaker (src/core/breaker.c).
  */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,5 +1,5 @@
 /*
- * test_fwd_core.c - confirmed forwarding over core NATS (src/fwd_core.c)
+ * test_fwd_core.c - confirmed forwarding over core NATS (src/nats/fwd_core.c)
  * against a real nats-server: an origin and a target on two connections.
  * A confirmed forward calls its done exactly once with the target's
  * verdict; a forward nobody takes, whose target left the view, or whose

@@ -1,5 +1,5 @@
 /*
- * test_hist.c - the log-linear latency histogram (src/hist.c).
+ * test_hist.c - the log-linear latency histogram (src/core/hist.c).
  */
 #include <math.h>
 #include <setjmp.h>

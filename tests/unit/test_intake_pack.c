@@ -1,5 +1,5 @@
 /*
- * test_intake_pack.c - intake packs (src/intake_pack.c): what a pack
+ * test_intake_pack.c - intake packs (src/nats/intake_pack.c): what a pack
  * message carries (subject, count, lines, a content id), packs per
  * partition, the flush, the size cap, a pack of one sent as a plain event,
  * and walking a message's line numbers.  No server needed: only messages

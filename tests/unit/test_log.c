@@ -1,5 +1,5 @@
 /*
- * test_log.c - structured logs (src/log.c): every JSON record is one valid
+ * test_log.c - structured logs (src/core/log.c): every JSON record is one valid
  * JSON object on one line whatever its text holds, the text format is one
  * line too, the level threshold filters (and skips evaluating arguments),
  * and concurrent writers never interleave within a line.

@@ -1,9 +1,9 @@
 /*
- * test_metrics.c - the Prometheus text exposition (src/metrics.c): the
+ * test_metrics.c - the Prometheus text exposition (src/core/metrics.c): the
  * format's rules line by line, label escaping, histogram buckets
  * (cumulative, monotonic, +Inf == count, never counting a value above its
  * bound), the bucket layout against hist.c, and a real manager's counters
- * against its own accessors.  Also the /readyz checks (src/health.c) and
+ * against its own accessors.  Also the /readyz checks (src/http/health.c) and
  * address errors of lu_http_start().
  */
 #include <ctype.h>

@@ -1,5 +1,5 @@
 /*
- * test_ptrmap.c - lu__ptrmap (src/util.c), the map from in-flight NATS
+ * test_ptrmap.c - lu__ptrmap (src/core/util.c), the map from in-flight NATS
  * messages to who to tell: puts and takes through collisions, a full map,
  * and drop_value (a batch taken back) against a reference, on maps small
  * enough that clusters wrap around the end of the table.

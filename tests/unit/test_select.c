@@ -1,5 +1,5 @@
 /*
- * test_select.c - the composite score and its explanation (src/select.c).
+ * test_select.c - the composite score and its explanation (src/core/select.c).
  */
 #include <math.h>
 #include <setjmp.h>

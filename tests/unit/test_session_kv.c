@@ -1,6 +1,6 @@
 /*
  * test_session_kv.c - sticky-session bindings in a JetStream KV bucket
- * (src/session_kv.c) against a real nats-server: first binder wins, two
+ * (src/nats/session_kv.c) against a real nats-server: first binder wins, two
  * processes racing on 1000 keys agree, a binding to a dead shard is
  * replaced, a binding expires after the bucket TTL unless it is in use,
  * odd keys, and an unreachable server.  Skips (exit 77) without

@@ -1,5 +1,5 @@
 /*
- * test_store.c - the SQLite event store (src/store_sqlite.c): appends and
+ * test_store.c - the SQLite event store (src/core/store_sqlite.c): appends and
  * their idempotency, queries, persistence, and every way of failing to
  * open or to append.
  */

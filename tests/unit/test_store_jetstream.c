@@ -1,5 +1,5 @@
 /*
- * test_store_jetstream.c - the JetStream event store (src/store_jetstream.c)
+ * test_store_jetstream.c - the JetStream event store (src/nats/store_jetstream.c)
  * against a real nats-server: the same append/query semantics as the
  * SQLite store (tests/unit/test_store.c), idempotency through Nats-Msg-Id,
  * 10k-event batches, queries that terminate while appends go on, odd
