@@ -47,7 +47,7 @@
  *
  * Every message is one of the same ~310-byte CloudEvents (bench_pipeline's
  * events plus a "key" member in data).  Every connection has SendAsap on
- * (NATS-NOTES trap 1), as lucent's own connections do.  CPU time per
+ * (docs/nats-notes.md, trap 1), as lucent's own connections do.  CPU time per
  * message is read from /proc for this process, the serve processes and
  * (with --server-pid) nats-server.
  *

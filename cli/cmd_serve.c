@@ -79,19 +79,16 @@ typedef struct serve_obs_s {
 
 static size_t obs_view(void *ud, lu_shard_report_t *out, size_t cap) {
   serve_obs_t *o = ud;
-  char v[8192];
-  lu__manager_view_string(o->m, v, sizeof v);
-  size_t n = 0;
-  for (char *save = NULL, *t = strtok_r(v, ",", &save); t;
-       t = strtok_r(NULL, ",", &save)) {
-    if (n < cap) {
-      memset(&out[n], 0, sizeof out[n]);
-      lu__fmt(out[n].id, sizeof out[n].id, "%s", t);
-      out[n].local = !strcmp(t, o->self);
-      if (out[n].local) out[n].in_flight = lu__manager_local_load(o->m);
-    }
-    n++;
+  char (*v)[LU_SHARD_ID_MAX] = calloc(cap ? cap : 1, sizeof *v);
+  if (!v) return 0;
+  size_t n = lu_manager_view(o->m, v, cap);
+  for (size_t i = 0; i < n && i < cap; i++) {
+    memset(&out[i], 0, sizeof out[i]);
+    lu__fmt(out[i].id, sizeof out[i].id, "%s", v[i]);
+    out[i].local = !strcmp(v[i], o->self);
+    if (out[i].local) out[i].in_flight = lu_manager_load(o->m);
   }
+  free(v);
   return n;
 }
 
@@ -105,7 +102,7 @@ static int obs_bus(void *ud, char *detail, size_t cap) {
 
 static int obs_shard(void *ud, char *detail, size_t cap) {
   serve_obs_t *o = ud;
-  int ok = lu__manager_in_view(o->m, o->self);
+  int ok = lu_manager_in_view(o->m, o->self);
   lu__fmt(detail, cap, "shard %s %s the view", o->self, ok ? "in" : "not in");
   return ok;
 }
@@ -117,15 +114,9 @@ static uint64_t obs_bus_errors(void *ud) {
   return st.forward_errors + st.dropped;
 }
 
-static void obs_bus_forwards(void *ud, uint64_t *core, uint64_t *js,
-                             uint64_t *amo, uint64_t *fallbacks) {
+static size_t obs_metrics(void *ud, lu_metric_t *out, size_t cap) {
   serve_obs_t *o = ud;
-  lu_natsbus_stats_t st;
-  lu__natsbus_stats(o->bus, &st);
-  *core = st.forward_confirmed;
-  *js = st.forwards_jetstream;
-  *amo = st.forwards_amo;
-  *fallbacks = st.forward_fallbacks;
+  return lu__natsbus_metrics(o->bus, out, cap);
 }
 
 static int parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *v) {
@@ -317,12 +308,6 @@ int cmd_serve(int argc, char **argv) {
     lu_registry_free(reg);
     return 1;
   }
-  /* The KV bucket's TTL: the longest sticky-session TTL of the registry. */
-  for (size_t i = 0; i < lu_registry_count(reg); i++) {
-    const lu_fnent_t *e = lu__registry_entry(reg, i);
-    if (e->strategy == LU_STRAT_STICKY && e->ttl_ms > bc.session_ttl_ms)
-      bc.session_ttl_ms = e->ttl_ms;
-  }
   bc.shard = shard;
   lu_natsbus_t *bus = NULL;
   rc = lu__natsbus_start(&bus, nc, m, &bc, err, sizeof err);
@@ -340,7 +325,7 @@ int cmd_serve(int argc, char **argv) {
                            .view = obs_view, .check_bus = obs_bus,
                            .check_shard = obs_shard,
                            .bus_errors = obs_bus_errors,
-                           .bus_forwards = obs_bus_forwards};
+                           .metrics = obs_metrics};
     if (lu_http_start(&http, http_addr, &src, err, sizeof err)) {
       cli_error("shard %s: %s", shard, err);
     } else {

@@ -26,7 +26,8 @@
  *
  *   LU_PLUGIN()   // once per shared object, in any one source file
  *
- * The contract (DESIGN.md decision 2): a function reads its context and its
+ * The contract (docs/architecture.md, decision 2): a function reads its
+ * context and its
  * data, writes only through `out`, and does no I/O.  Because it is pure,
  * lucent may retry or replay it at will.  `data` is a cJSON tree owned by
  * lucent and valid only until the function returns; numbers are doubles, so

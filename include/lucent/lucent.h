@@ -71,6 +71,12 @@ LU_EXTERN const char *lu_registry_errmsg(const lu_registry_t *reg);
 LU_EXTERN size_t lu_registry_count(const lu_registry_t *reg);
 LU_EXTERN const lu_fn_t *lu_registry_at(const lu_registry_t *reg, size_t i);
 
+/** The function whose strategy routes events of `type`: the first of
+ *  its candidates (highest priority, then name), or NULL when no function
+ *  handles that type.  Borrowed for the registry's lifetime. */
+LU_EXTERN const lu_fn_t *lu_registry_router(const lu_registry_t *reg,
+                                            const char *type);
+
 /** The registry as a JSON array (one object per function, with its event
  *  types, strategy and resources).  Caller frees with free().  NULL on
  *  allocation failure. */
@@ -129,7 +135,7 @@ typedef void (*lu_explain_cb)(void *userdata, const char *line);
  * ==================================================================== */
 
 typedef struct lu_config_s {
-  unsigned shards;          /**< number of shard threads; default 1 */
+  unsigned shards;          /**< number of shards; default 1 */
   const char *const *shard_ids; /**< their ids (`shards` of them), or NULL
                                for "shard-0", "shard-1", ...; copied */
   const char *store;        /**< SQLite file path or ":memory:" (default) */
@@ -156,6 +162,9 @@ typedef struct lu_config_s {
                                     a batch's last ack, mostly the NATS
                                     client's), one call at a time */
   void *on_outcome_ud;
+  unsigned threads;            /**< worker threads that run the shards;
+                                    0 = one per CPU, at most one per
+                                    shard */
   lu_explain_cb on_explain;    /**< may be NULL; called from shard threads
                                     (or the NATS client's thread running a
                                     request inline: lucent serve),
@@ -246,9 +255,11 @@ LU_EXTERN lu_store_t *lu_manager_store(lu_manager_t *m);
 }
 #endif
 
-/* The umbrella: logs and the observability server too (both use the
- * declarations above). */
+/* The umbrella: structured logs and observability (both use the
+ * declarations above).  The HTTP server (lucent/http.h), the transport
+ * interface (lucent/bus.h) and NATS (lucent/nats.h) are included on
+ * their own: they come with their own libraries or are for transports. */
 #include "log.h"
-#include "http.h"
+#include "obs.h"
 
 #endif /* LUCENT_LUCENT_H */

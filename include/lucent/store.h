@@ -2,9 +2,11 @@
  * lucent/store.h - the event store: where outcomes and emitted events are
  * appended and read back.
  *
- * Backends: "sqlite" (a file path or ":memory:"), and later "jetstream".
+ * Backends: "sqlite" (a file path or ":memory:"), "jetstream" (lucent/nats.h),
+ * or one of your own (the end of this file).
  * Appends are idempotent: an event whose id is already stored is ignored
- * (DESIGN.md decision 3).  Appends happen in batches, one transaction each
+ * (docs/architecture.md, decision 3).  Appends happen in batches, one
+ * transaction each
  * (group commit; SQLite runs in WAL mode).
  */
 #ifndef LUCENT_STORE_H
@@ -21,11 +23,11 @@ extern "C" {
 
 typedef struct lu_store_s lu_store_t;
 
-/** lu_record_t.flags: the record will never be appended again by a
- *  redelivery (a `lucent exec` result: requests are not redelivered), so
- *  a store may write it without per-event deduplication, for example in
- *  one message with its neighbours (the JetStream store's packs). */
-#define LU_RECORD_PACKABLE 1u
+/** lu_record_t.flags: the record is appended once: its input is never
+ *  redelivered (a request answered on lucent exec), so no later append
+ *  can repeat it and a store may skip per-record deduplication for it
+ *  (for example, write it in one message with its neighbours). */
+#define LU_RECORD_ONCE 1u
 
 /** One event to append.  All strings are borrowed for the call; `json` is
  *  the full CloudEvent text (len bytes).  subject, correlationid and
@@ -87,6 +89,64 @@ LU_EXTERN const char *lu_store_backend(const lu_store_t *st);
 
 /** Closes the store; NULL is a no-op. */
 LU_EXTERN void lu_store_close(lu_store_t *st);
+
+/* ======================================================================
+ * Writing a backend.  lucent's own are SQLite (lu_store_open) and
+ * JetStream (lucent/nats.h); another backend fills a lu_store_ops_t and
+ * starts its own store object with a struct lu_store_s.
+ * ==================================================================== */
+
+/** Called exactly once when an append begun with lu_store_append_begin
+ *  is finished: rc 0 (every record is stored; inserted = how many were
+ *  new) or LU_ESTORE with why (borrowed for the call).  It may run on the
+ *  backend's own thread, and must not block long. */
+typedef void (*lu_store_done_fn)(void *ctx, int rc, size_t inserted,
+                                 const char *why);
+
+/** A backend's operations.  Every call gets the store object the backend
+ *  made (its struct starts with a struct lu_store_s), and leaves a
+ *  message in its errmsg when it fails. */
+typedef struct lu_store_ops_s {
+  const char *name; /**< "sqlite", "jetstream", ... */
+  /** As lu_store_append. */
+  int (*append)(lu_store_t *st, const lu_record_t *recs, size_t n,
+                size_t *inserted);
+  /** As lu_store_append_begin; NULL when the backend only appends
+   *  synchronously (then batches_in_flight is NULL too). */
+  int (*append_begin)(lu_store_t *st, const lu_record_t *recs, size_t n,
+                      lu_store_done_fn done, void *ctx);
+  size_t (*batches_in_flight)(const lu_store_t *st);
+  /** As lu_store_query and lu_store_count. */
+  int (*query)(lu_store_t *st, const lu_query_t *q, lu_store_row_cb cb,
+               void *ud);
+  int64_t (*count)(lu_store_t *st);
+  /** Frees everything (lu_store_close). */
+  void (*close)(lu_store_t *st);
+} lu_store_ops_t;
+
+/** The head of every backend's store object: a backend's own struct
+ *  starts with it, and lu_store_t pointers point at it. */
+struct lu_store_s {
+  const lu_store_ops_t *ops;
+  char errmsg[1024]; /**< the last error, NUL-terminated ("" = none) */
+};
+
+/** How many batches begun with lu_store_append_begin a writer should keep
+ *  in flight at once: 0 when st only appends synchronously; 1 when it
+ *  packs every record (fewer, larger batches make fewer messages); more
+ *  when batches do not change what is sent. */
+LU_EXTERN size_t lu_store_batches_in_flight(const lu_store_t *st);
+
+/** Begins appending recs and returns without waiting for the store: the
+ *  records are copied before it returns; done is called exactly once when
+ *  they are stored or have failed - possibly before this returns, on this
+ *  thread, else on the backend's.  Same single-caller rule as
+ *  lu_store_append for the calls themselves.  0 = begun; else nothing was
+ *  begun, done is not called, and lu_store_errmsg says why (LU_EINVAL for
+ *  a backend that only appends synchronously). */
+LU_EXTERN int lu_store_append_begin(lu_store_t *st, const lu_record_t *recs,
+                                    size_t n, lu_store_done_fn done,
+                                    void *ctx);
 
 #ifdef __cplusplus
 }

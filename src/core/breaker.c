@@ -1,5 +1,6 @@
 /*
- * breaker.c - a per-function circuit breaker (DESIGN.md decision 8: a
+ * breaker.c - a per-function circuit breaker (docs/architecture.md, decision
+ * 8: a
  * candidate whose breaker is open is not selected).
  *
  * One breaker per (shard, function), owned by that shard's thread: no locks,

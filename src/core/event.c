@@ -6,7 +6,7 @@
  * on the hot path (id, type, subject, correlationid, ...) are cached once
  * by lu__event_index() so routing never walks the tree twice.  The raw bytes
  * stay authoritative until the event is changed: lu_event_json() returns
- * them unchanged (DESIGN.md: never re-serialize on a hop).
+ * them unchanged (docs/architecture.md: never re-serialize on a hop).
  */
 #include <stdio.h>
 #include <stdlib.h>

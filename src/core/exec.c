@@ -1,5 +1,6 @@
 /*
- * exec.c - the function contract (DESIGN.md decision 2): the read-only
+ * exec.c - the function contract (docs/architecture.md, decision 2): the
+ * read-only
  * context a function sees and the output it writes.  Both live on the shard
  * that runs the call; nothing here locks, allocates behind the caller's back
  * or touches I/O.

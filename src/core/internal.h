@@ -16,127 +16,9 @@
 
 #include <cjson/cJSON.h>
 
+#include "lucent/bus.h"
 #include "lucent/lucent.h"
-
-/* ---- util.c ----------------------------------------------------------- */
-
-/** Monotonic clock, ns. */
-uint64_t lu__now_ns(void);
-#define NS_PER_MS 1000000LL
-/** Wall clock, ms since the epoch. */
-int64_t lu__wall_ms(void);
-/** RFC 3339 UTC time with milliseconds ("2026-11-27T12:00:00.000Z") for a
- *  wall-clock ms value; buf needs 25 bytes. */
-void lu__rfc3339(int64_t ms, char buf[32]);
-/** splitmix64 step: a fast, good-enough PRNG for jitter and two choices. */
-uint64_t lu__rand_next(uint64_t *state);
-/** A uniform double in [0,1). */
-double lu__rand_unit(uint64_t *state);
-/** A deterministic id from a list of byte strings: XXH3-128 of the
- *  strings (each followed by a 0 byte) printed in the 8-4-4-4-12 UUID
- *  shape (version nibble 8, "custom").  buf gets 36 chars + NUL. */
-void lu__derive_id(char buf[37], const char *const *parts, size_t n);
-/** pthread_cond_init for a condition whose timed waits use
- *  CLOCK_MONOTONIC deadlines.  0 or an errno value. */
-int lu__cond_init_mono(pthread_cond_t *c);
-/** The deadline for such a timed wait at lu__now_ns() time at_ns. */
-struct timespec lu__mono_deadline(uint64_t at_ns);
-/** snprintf into a fixed buffer, always NUL-terminated, never fails. */
-void lu__fmt(char *buf, size_t cap, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/** A growable byte buffer (for building JSON text). */
-typedef struct lu_buf_s {
-  char *p;
-  size_t len, cap;
-  int oom; /* sticky allocation failure */
-} lu_buf_t;
-/** Makes room for n more bytes (and the NUL) at once; 0, or -1 (b->oom). */
-int lu__buf_reserve(lu_buf_t *b, size_t n);
-/* Inline: results and stored events are built from dozens of short puts,
- * most of string literals whose strlen the compiler then folds. */
-static inline void lu__buf_put(lu_buf_t *b, const char *s, size_t n) {
-  if ((b->oom || b->len + n + 1 > b->cap) && lu__buf_reserve(b, n)) return;
-  memcpy(b->p + b->len, s, n);
-  b->len += n;
-  b->p[b->len] = 0;
-}
-static inline void lu__buf_puts(lu_buf_t *b, const char *s) {
-  lu__buf_put(b, s, strlen(s));
-}
-/** Appends s as a JSON string literal (quotes and escapes; invalid UTF-8
- *  bytes become U+FFFD so the output is always valid JSON). */
-void lu__buf_json_str(lu_buf_t *b, const char *s, size_t n);
-/** Appends a cJSON value as compact JSON: what cJSON_PrintUnformatted
- *  gives, without its sprintf per integer, except that a double cJSON
- *  would round to 15 digits keeps the 17 that read back exactly.  NaN/Inf
- *  print null; strings are escaped as lu__buf_json_str does.  NULL prints
- *  null.  On allocation failure b->oom is set. */
-void lu__buf_json_value(lu_buf_t *b, const cJSON *v);
-void lu__buf_free(lu_buf_t *b);
-
-/** A map from pointers to pointers: open addressing with linear probing,
- *  a fixed number of slots.  No lock of its own: its owner locks. */
-typedef struct lu_ptrmap_s {
-  const void **keys; /* NULL = empty slot */
-  void **vals;
-  size_t mask, n;
-} lu_ptrmap_t;
-/** Room for cap - 1 entries (cap rounded up to a power of two, at least
- *  16).  0 or LU_ENOMEM. */
-int lu__ptrmap_init(lu_ptrmap_t *pm, size_t cap);
-void lu__ptrmap_free(lu_ptrmap_t *pm);
-/** Adds key (not NULL, not already in) -> val: 0, or -1 when full. */
-int lu__ptrmap_put(lu_ptrmap_t *pm, const void *key, void *val);
-/** Removes key and returns its value; NULL when absent. */
-void *lu__ptrmap_take(lu_ptrmap_t *pm, const void *key);
-/** Removes every entry whose value is val; returns how many. */
-size_t lu__ptrmap_drop_value(lu_ptrmap_t *pm, const void *val);
-
-/* ---- store.c: the store interface, one vtable per backend ------------- */
-
-/** Called exactly once when an append begun with lu__store_append_begin
- *  is finished: rc 0 (every record is stored; inserted = how many were
- *  new) or LU_ESTORE with why (borrowed for the call).  It may run on the
- *  backend's own thread, and must not block long. */
-typedef void (*lu_store_done_fn)(void *ctx, int rc, size_t inserted,
-                                 const char *why);
-
-typedef struct lu_store_ops_s {
-  const char *name; /* "sqlite", "jetstream" */
-  int (*append)(lu_store_t *st, const lu_record_t *recs, size_t n,
-                size_t *inserted);
-  /* NULL when the backend only appends synchronously (SQLite); then
-   * batches_in_flight is NULL too. */
-  int (*append_begin)(lu_store_t *st, const lu_record_t *recs, size_t n,
-                      lu_store_done_fn done, void *ctx);
-  size_t (*batches_in_flight)(const lu_store_t *st);
-  int (*query)(lu_store_t *st, const lu_query_t *q, lu_store_row_cb cb,
-               void *ud);
-  int64_t (*count)(lu_store_t *st);
-  void (*close)(lu_store_t *st);
-} lu_store_ops_t;
-
-/** How many batches begun with lu__store_append_begin the caller should
- *  keep in flight at once: 0 when st only appends synchronously; 1 when
- *  it packs every record (fewer, larger batches make fewer messages);
- *  more when batches do not change what is sent. */
-size_t lu__store_batches_in_flight(const lu_store_t *st);
-/** Begins appending recs and returns without waiting for the store: the
- *  records are copied before it returns; done is called exactly once when
- *  they are stored or have failed - possibly before this returns, on this
- *  thread, else on the backend's.  Same single-caller rule as
- *  lu_store_append for the calls themselves.  0 = begun; else nothing was
- *  begun, done is not called, and lu_store_errmsg says why. */
-int lu__store_append_begin(lu_store_t *st, const lu_record_t *recs, size_t n,
-                           lu_store_done_fn done, void *ctx);
-
-/* The common head of every backend's store object (backends put it first
- * in their own struct and cast). */
-struct lu_store_s {
-  const lu_store_ops_t *ops;
-  char errmsg[1024];
-};
+#include "util.h"
 
 /* ---- event.c ---------------------------------------------------------- */
 
@@ -158,7 +40,7 @@ void lu__event_index(lu_event_t *ev);
  *  (not business context to carry over to results). */
 int lu__event_is_core_attr(const char *name);
 
-/* ---- route.c (strategies; DESIGN.md decisions 4-7) -------------------- */
+/* ---- route.c: keys ---------------------------------------------------- */
 
 /** Follows a dotted path ("customer.id", "items.0.sku": numeric segments
  *  index arrays) from root.  NULL when any segment is missing. */
@@ -171,44 +53,25 @@ const cJSON *lu__json_path(const cJSON *root, const char *path);
 int lu__key_text(const cJSON *v, char *buf, size_t cap, const char **key,
                  size_t *len);
 
-/** XXH3-64 of a key. */
-uint64_t lu__key_hash(const char *key, size_t len);
-/** The per-shard seed for rendezvous hashing: XXH3-64 of the shard id. */
-uint64_t lu__shard_seed(const char *shard_id);
+/* ---- sessions.c ------------------------------------------------------- */
 
-/** Rendezvous (highest random weight): the index in [0,n) of the shard with
- *  the highest weight mix(keyhash, seeds[i]); ties to the lower index. */
-unsigned lu__rendezvous(uint64_t keyhash, const uint64_t *seeds, unsigned n);
-/** All n shard indexes in descending weight order (order[0] = owner). */
-void lu__rendezvous_order(uint64_t keyhash, const uint64_t *seeds,
-                          unsigned n, unsigned *order);
-/** Consistent hashing with bounded loads: the first shard in rendezvous
- *  order whose load + 1 <= ceil(c * (total + 1) / n); c <= 1 means unbounded
- *  (plain owner).  loads[i] is shard i's current load. */
-unsigned lu__rendezvous_bounded(uint64_t keyhash, const uint64_t *seeds,
-                                unsigned n, const uint64_t *loads, double c);
-/** Power of two choices: two distinct random shards, the less loaded wins
- *  (ties to the first draw, so equal loads spread uniformly).  n == 1
- *  gives 0. */
-unsigned lu__two_choices(const uint64_t *loads, unsigned n, uint64_t *rng);
-
-/** Sticky-session table (DESIGN.md decision 7, embedded flavour): thread
- *  safe, one mutex. */
+/** Sticky-session table (embedded flavour): thread safe, one mutex. */
 typedef struct lu_sessions_s lu_sessions_t;
 lu_sessions_t *lu__sessions_new(void);
 void lu__sessions_free(lu_sessions_t *s);
-/** Returns the shard bound to key.  Binds to `candidate` when the key is
- *  unbound, expired (now_ms >= last use + ttl_ms) or bound to a shard that
- *  is not alive (alive may be NULL = all alive).  Refreshes the last use.
- *  *created (may be NULL) says whether a new binding was made. */
-unsigned lu__sessions_bind(lu_sessions_t *s, const char *key, size_t len,
-                           unsigned candidate, uint32_t ttl_ms,
-                           uint64_t now_ms, const unsigned char *alive,
-                           int *created);
-/** The live binding for key without changing anything: 0 and *shard, or
- *  LU_ENOENT. */
+/** Returns the seed of the shard bound to key.  Binds to `candidate`
+ *  (a shard's seed) when the key is unbound, expired (now_ms >= last use
+ *  + ttl_ms) or bound to a shard whose seed is not among live[0..nlive)
+ *  (live NULL = all alive).  Refreshes the last use.  *created (may be
+ *  NULL) says whether a new binding was made. */
+uint64_t lu__sessions_bind(lu_sessions_t *s, const char *key, size_t len,
+                           uint64_t candidate, uint32_t ttl_ms,
+                           uint64_t now_ms, const uint64_t *live,
+                           unsigned nlive, int *created);
+/** The live binding for key without changing anything: 0 and *shard (a
+ *  seed), or LU_ENOENT. */
 int lu__sessions_lookup(lu_sessions_t *s, const char *key, size_t len,
-                        uint64_t now_ms, unsigned *shard);
+                        uint64_t now_ms, uint64_t *shard);
 /** Drops expired bindings (bounded work); returns how many. */
 size_t lu__sessions_expire(lu_sessions_t *s, uint64_t now_ms);
 size_t lu__sessions_count(lu_sessions_t *s);
@@ -251,7 +114,8 @@ void lu__hist_merge(lu_hist_t *dst, const lu_hist_t *src);
  *  most max); 0 when empty. */
 uint64_t lu__hist_quantile(const lu_hist_t *h, double q);
 
-/* ---- select.c (composite score; DESIGN.md decision 8) ----------------- */
+/* ---- select.c (composite score; docs/architecture.md, decision 8)
+ * ----------------- */
 
 typedef struct lu_weights_s {
   double load, resources, priority, affinity;
@@ -336,6 +200,7 @@ struct lu_out_s {
 
 /** Frees what a previous call left in out and empties it. */
 void lu__out_reset(lu_out_t *out);
+
 /* ---- manager.c: views for metrics and health (internal) --------------- */
 
 /** Execution-latency and end-to-end histograms of function i (registry
@@ -346,10 +211,9 @@ void lu__manager_fn_hists(const lu_manager_t *m, size_t i, lu_hist_t *exec,
 int lu__manager_breaker_open(const lu_manager_t *m, size_t i, unsigned k);
 /** Events waiting in shard k's queues (intake + forwarded).  Thread safe. */
 size_t lu__manager_queue_depth(const lu_manager_t *m, unsigned k);
-const lu_registry_t *lu__manager_registry(const lu_manager_t *m);
 /** How long a shard holds its outcomes for one store batch, and how long
  *  a parked turn waits for its caller's next call before the shard's
- *  thread takes it over (default, and 0: LU_HOLD_NS, 1 ms).  The tests
+ *  pool takes it over (default, and 0: 1 ms).  The tests
  *  lengthen it so that a burst's batching does not depend on how fast a
  *  sanitized build on a busy machine makes its calls.  Thread safe. */
 void lu__manager_set_hold(lu_manager_t *m, uint64_t ns);
@@ -360,97 +224,5 @@ void lu__manager_store_stats(const lu_manager_t *m, uint64_t *batches,
  *  asynchronous store with the store thread idle); always 0 with a
  *  synchronous store.  Thread safe. */
 uint64_t lu__manager_store_direct(const lu_manager_t *m);
-
-/* ---- manager.c: the hooks a bus (bus_nats.c) plugs into ---------------- */
-
-/** Called exactly once when an item lucent took in is finished here: its
- *  outcome is stored (o != NULL, stored = 1 unless the store failed), or it
- *  was forwarded to another shard (o == NULL, stored = 1 once the forward
- *  is durable, 0 if it failed).  May run on the store thread or a bus
- *  thread; must not block long. */
-typedef struct lu_done_s {
-  void (*fn)(void *ctx, const lu_outcome_t *o, int stored);
-  void *ctx;
-} lu_done_t;
-
-/** A bus moves events between shard processes. */
-typedef struct lu_bus_s {
-  /** Forwards one event (its JSON text, borrowed for the call) to shard
-   *  `target` (an id of the view), pinned there; `hops` counts forwards so
-   *  far.  Must call done.fn (if set) exactly once, when the forward is
-   *  durable or has failed.  Any thread. */
-  void (*forward)(void *ud, const char *target, const char *json, size_t len,
-                  unsigned hops, lu_done_t done);
-  /** Sticky-session binding shared across processes (NULL = the manager's
-   *  own table): writes the shard id bound to key into out. */
-  int (*sticky)(void *ud, const char *key, size_t klen, const char *candidate,
-                char *out, size_t cap);
-  void *ud;
-  /** Emitted events go through forward() even when they stay on this
-   *  shard, so they are durable before their parent is acknowledged. */
-  int forward_derived;
-} lu_bus_t;
-
-/** Installs a bus (copied).  Call before any event is submitted. */
-void lu__manager_set_bus(lu_manager_t *m, const lu_bus_t *bus);
-/** Replaces the shard view with these ids (this process's shards are
- *  always kept).  Thread safe; routing sees it at once. */
-void lu__manager_set_view(lu_manager_t *m, const char *const *ids,
-                          unsigned n);
-/** Records a remote shard's reported load (heartbeat).  Thread safe. */
-void lu__manager_report_load(lu_manager_t *m, const char *id, uint64_t load);
-/** Is this shard id in the view now? */
-int lu__manager_in_view(lu_manager_t *m, const char *id);
-/** Writes the ids in the view, comma-separated, into buf. */
-void lu__manager_view_string(lu_manager_t *m, char *buf, size_t cap);
-/** The load this process reports in heartbeats (sum over local shards). */
-uint64_t lu__manager_local_load(const lu_manager_t *m);
-
-/** Takes in one event as JSON text from intake (copied): decoded, routed,
- *  run here or forwarded; `done` is called once it is finished here. */
-int lu__manager_submit_raw(lu_manager_t *m, const char *json, size_t len,
-                           uint64_t line, lu_done_t done);
-/** Takes in an event forwarded to shard `target`: run here if `target` is
- *  local (pinned: never routed again, DESIGN.md decision 4); if `target`
- *  is gone and this process took over its queue, route it once more
- *  (hops + 1; past 2 hops it runs here).  Returns LU_EBUSY, without
- *  calling done, when `target` is another shard that is in the view: the
- *  caller gives the message back (it is that shard's). */
-int lu__manager_accept(lu_manager_t *m, const char *json, size_t len,
-                       const char *target, unsigned hops, lu_done_t done);
-
-enum { LU_ROUTE_OK, LU_ROUTE_REJECT, LU_ROUTE_DEAD };
-/** Routes ev without running it: LU_ROUTE_OK with the target id in
- *  target (cap bytes) and *local set when it is a shard of this process,
- *  or LU_ROUTE_REJECT / LU_ROUTE_DEAD with the reason in why. */
-int lu__manager_route(lu_manager_t *m, const lu_event_t *ev, char *target,
-                      size_t cap, int *local, char *why, size_t wcap);
-/** How lu__manager_run_local may use the calling thread. */
-enum {
-  LU_INLINE_NEVER = 0, /* queue the item for the shard's thread */
-  LU_INLINE_LAST = 1,  /* run it here if the shard's thread sleeps */
-  LU_INLINE_MORE = 2   /* the same, and another call follows soon */
-};
-/** Runs ev on the local shard `target` (pinned; takes ownership of ev);
- *  done gets the outcome (request/reply).  An unknown target runs on the
- *  first local shard.  packable: the records of its outcome carry
- *  LU_RECORD_PACKABLE (it will not be redelivered: an exec request).
- *  inline_mode LU_INLINE_LAST: when the shard's thread sleeps with
- *  nothing queued, run it on the calling thread instead of waking that
- *  one (the call then returns after the function ran and its outcome was
- *  handed to the store).  LU_INLINE_MORE: the same, but the caller has
- *  another request waiting (a burst): it keeps the shard's turn and the
- *  outcomes for its next call, so the burst makes one store batch; its
- *  last call should say LU_INLINE_LAST, and if no call follows, the
- *  shard's thread takes the turn over within ~1 ms (nothing is lost, the
- *  outcomes only wait).  The caller must not hold any manager lock.
- *  Thread safe. */
-int lu__manager_run_local(lu_manager_t *m, lu_event_t *ev, const char *target,
-                          int packable, int inline_mode, lu_done_t done);
-/** Ends the calling thread's burst on m's shards early: a turn it kept
- *  with LU_INLINE_MORE is given back and its outcomes handed to the store
- *  now (the caller's next request went elsewhere).  A no-op otherwise.
- *  The caller must not hold any manager lock.  */
-void lu__manager_end_burst(lu_manager_t *m);
 
 #endif /* LUCENT_INTERNAL_H */

@@ -18,7 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "obs.h"
+#include "obs_internal.h"
 
 int lu__log_threshold = LU_LOG_INFO;
 static int log_format = -1; /* -1: AUTO not resolved yet */

@@ -28,7 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "obs.h"
+#include "obs_internal.h"
 
 const uint64_t lu__obs_le_ns[LU_OBS_NBUCKETS] = {
     1000ull,        2000ull,        5000ull,        10000ull,
@@ -73,7 +73,7 @@ int lu__obs_snapshot(lu_obs_snap_t *s, const lu_obs_source_t *src) {
   memset(s, 0, sizeof *s);
   const lu_manager_t *m = src->manager;
   if (!m) return LU_EINVAL;
-  const lu_registry_t *reg = lu__manager_registry(m);
+  const lu_registry_t *reg = lu_manager_registry(m);
   s->version = LU_VERSION;
   s->nshards = lu_manager_shard_count(m);
   s->nfns = lu_registry_count(reg);
@@ -134,10 +134,20 @@ int lu__obs_snapshot(lu_obs_snap_t *s, const lu_obs_source_t *src) {
                           &s->store_errors);
   s->store_direct = lu__manager_store_direct(m);
   s->bus_errors = src->bus_errors ? src->bus_errors(src->ud) : 0;
-  if (src->bus_forwards) {
-    s->has_forwards = 1;
-    src->bus_forwards(src->ud, &s->fwd_core, &s->fwd_jetstream, &s->fwd_amo,
-                      &s->fwd_fallbacks);
+  if (src->metrics) {
+    size_t cap = 64;
+    for (int tries = 0; tries < 3; tries++) {
+      lu_metric_t *x = realloc(s->extra, cap * sizeof *x);
+      if (!x) {
+        lu__obs_snapshot_free(s);
+        return LU_ENOMEM;
+      }
+      s->extra = x;
+      size_t n = src->metrics(src->ud, s->extra, cap);
+      s->nextra = n < cap ? n : cap;
+      if (n <= cap) break;
+      cap = n; /* more than we asked for: again, with room for all */
+    }
   }
   return 0;
 }
@@ -146,6 +156,7 @@ void lu__obs_snapshot_free(lu_obs_snap_t *s) {
   free(s->shards);
   free(s->fns);
   free(s->breakers);
+  free(s->extra);
   memset(s, 0, sizeof *s);
 }
 
@@ -171,11 +182,12 @@ void lu__metrics_label(lu_buf_t *b, const char *v) {
 
 static void family(lu_buf_t *b, const char *name, const char *type,
                    const char *help) {
-  /* HELP text is ours and has no backslash or newline to escape. */
   lu__buf_puts(b, "# HELP ");
   lu__buf_puts(b, name);
   lu__buf_puts(b, " ");
-  lu__buf_puts(b, help);
+  for (const char *c = help; *c; c++) /* HELP escapes \\ and newlines */
+    lu__buf_puts(b, *c == '\\' ? "\\\\" : *c == '\n' ? "\\n"
+                                          : (char[2]){*c, 0});
   lu__buf_puts(b, "\n# TYPE ");
   lu__buf_puts(b, name);
   lu__buf_puts(b, " ");
@@ -365,22 +377,15 @@ void lu__metrics_write(lu_buf_t *b, const lu_obs_snap_t *s) {
   family(b, "lucent_bus_errors_total", "counter",
          "Messages the bus failed to deliver (0 with the in-process bus).");
   sample_u64(b, "lucent_bus_errors_total", NULL, s->bus_errors);
-  if (s->has_forwards) {
-    family(b, "lucent_bus_forwards_total", "counter",
-           "Events sent to another shard process, by path: core (confirmed "
-           "by the owner once stored), jetstream (LUCENT_FWD), "
-           "at_most_once.");
-    const char *paths[] = {"core", "jetstream", "at_most_once"};
-    const uint64_t v[] = {s->fwd_core, s->fwd_jetstream, s->fwd_amo};
-    for (int i = 0; i < 3; i++) {
-      l = (labels_t){{"path"}, {paths[i]}};
-      sample_u64(b, "lucent_bus_forwards_total", &l, v[i]);
-    }
-    family(b, "lucent_bus_forward_fallbacks_total", "counter",
-           "Core forwards that got no confirmation (no responder, owner "
-           "gone, timeout) and went through JetStream instead.");
-    sample_u64(b, "lucent_bus_forward_fallbacks_total", NULL,
-               s->fwd_fallbacks);
+  /* The source's own families (a bus's forward paths, say). */
+  for (size_t i = 0; i < s->nextra; i++) {
+    const lu_metric_t *x = &s->extra[i];
+    if (!x->name) continue;
+    if (!i || !s->extra[i - 1].name || strcmp(s->extra[i - 1].name, x->name))
+      family(b, x->name, x->type ? x->type : "counter",
+             x->help ? x->help : "");
+    l = (labels_t){{x->label}, {x->label_value}};
+    sample_u64(b, x->name, x->label ? &l : NULL, x->value);
   }
   family(b, "lucent_build_info", "gauge", "The lucent version; always 1.");
   l = (labels_t){{"version"}, {s->version}};

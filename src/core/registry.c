@@ -1,7 +1,8 @@
 /*
  * registry.c - the functions known to a process.
  *
- * Descriptors come from linker sections (LU_FUNCTION; DESIGN.md decision 1):
+ * Descriptors come from linker sections (LU_FUNCTION; docs/architecture.md,
+ * decision 1):
  * the executable's own through lu_fns_here(), a plugin's through its one
  * exported symbol lu_plugin_functions().  Everything is validated before
  * anything is added, so a bad plugin leaves the registry as it was.  The
@@ -416,4 +417,11 @@ char *lu_registry_json(const lu_registry_t *r) {
   char *s = cJSON_PrintUnformatted(arr);
   cJSON_Delete(arr);
   return s;
+}
+
+const lu_fn_t *lu_registry_router(const lu_registry_t *reg, const char *type) {
+  size_t n = 0;
+  const lu_fnent_t *const *c =
+      reg && type ? lu__registry_candidates(reg, type, &n) : NULL;
+  return n ? c[0]->fn : NULL;
 }

@@ -1,6 +1,6 @@
 /*
  * select.c - choosing one of the candidate functions for an event on this
- * shard: the composite score (DESIGN.md decision 8).
+ * shard: the composite score (docs/architecture.md, decision 8).
  *
  * Every candidate gets four sub-scores, each in [0,1], higher is better:
  *

@@ -12,11 +12,11 @@ int lu_store_append(lu_store_t *st, const lu_record_t *recs, size_t n,
   return st->ops->append(st, recs, n, inserted);
 }
 
-size_t lu__store_batches_in_flight(const lu_store_t *st) {
+size_t lu_store_batches_in_flight(const lu_store_t *st) {
   return st && st->ops->append_begin ? st->ops->batches_in_flight(st) : 0;
 }
 
-int lu__store_append_begin(lu_store_t *st, const lu_record_t *recs, size_t n,
+int lu_store_append_begin(lu_store_t *st, const lu_record_t *recs, size_t n,
                            lu_store_done_fn done, void *ctx) {
   if (!st || !done) return LU_EINVAL;
   if (!st->ops->append_begin) return LU_EINVAL;

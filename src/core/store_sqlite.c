@@ -34,7 +34,8 @@
  *     raised (LU_WAL_CHECKPOINT_PAGES) because the default would
  *     checkpoint after nearly every batch.
  *
- *  2. INSERT OR IGNORE = idempotency.  DESIGN.md decision 3: a result
+ *  2. INSERT OR IGNORE = idempotency.  docs/architecture.md, decision 3: a
+ *  result
  *     event's id is derived from (input id, function name), so a retried or
  *     redelivered execution produces the same ids again.  `id` is UNIQUE
  *     and the insert ignores a conflicting row, so the second write is a

@@ -2,7 +2,7 @@
  * bus_nats.c - lucent's bus on NATS: how events reach a shard process and
  * move between shard processes.  The manager code is the same as in
  * embedded mode; this file only plugs into its hooks (lu_bus_t,
- * lu__manager_submit_raw/accept/route/run_local).
+ * the transport interface of lucent/bus.h).
  *
  * At-least-once (the default):
  *
@@ -38,7 +38,8 @@
  * overflow that crashed serves under load (bench/README.md, NATS mode).
  *
  * A dying shard's unacked messages come back after AckWait to whoever pulls
- * its consumers then; results are idempotent (DESIGN.md decision 3), so a
+ * its consumers then; results are idempotent (docs/architecture.md, decision
+ * 3), so a
  * re-execution stores nothing twice.  Order: one puller per partition and
  * per forward queue keeps the events of one subject in order in steady
  * state; during a takeover (AckWait redeliveries, two pullers for a moment)
@@ -55,7 +56,7 @@
  * that runs it replies once the outcome is stored.  A request that finds
  * its shard's thread asleep runs on the delivery thread that took it, and
  * so do the requests waiting behind it, as one run whose outcomes make one
- * store batch (lu__manager_run_local: no hand-off, no thread woken).
+ * store batch (lu_manager_run with LU_RUN_INLINE: no hand-off, no thread woken).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -79,6 +80,7 @@
  * pullers of three serves cost exec's p99 17% (bench/README.md). */
 #define FETCH_WAIT_MS 1000
 #define FWD_MAP_SIZE 65536 /* power of two */
+#define MAX_VIEW 256       /* shards in a view (the manager keeps as many) */
 
 typedef struct puller_s {
   struct lu_natsbus_s *b;
@@ -111,6 +113,9 @@ struct lu_natsbus_s {
   pthread_mutex_t fwlock;
   lu_ptrmap_t fwmap; /* in-flight JetStream forwards */
   natsSubscription *exec_sub, *exec_self_sub, *amo_sub, *amo_fwd_sub;
+  /* The claimer's copy of the view (reclaim). */
+  char (*view_ids)[LU_SHARD_ID_MAX];
+  uint64_t *view_seeds;
   lu_cfwd_t *cfwd; /* confirmed core forwarding (at-least-once) */
   _Atomic uint64_t pulled, forwarded, forward_errors, exec_requests,
       exec_forwarded, forwards_js, forwards_amo;
@@ -143,7 +148,11 @@ unsigned lu__intake_partition(const lu_event_t *ev, const char *json,
                               size_t len) {
   /* Events of one stream (subject) stay in one partition, hence in order;
    * without a subject, the id; what cannot be parsed, its bytes. */
-  const char *key = ev ? (ev->subject ? ev->subject : ev->id) : NULL;
+  const char *key = NULL;
+  if (ev) {
+    key = lu_event_attr(ev, "subject");
+    if (!key) key = lu_event_id(ev);
+  }
   uint64_t h = key ? XXH3_64bits(key, strlen(key)) : XXH3_64bits(json, len);
   return (unsigned)(h % LU_INTAKE_PARTITIONS);
 }
@@ -248,7 +257,7 @@ static void submit_pack(lu_natsbus_t *b, pulled_t *j, const char *data,
   size_t at = 0, l;
   for (size_t i = 0; (ev = lu__pack_next(data, len, &at, &l)); i++) {
     atomic_fetch_add(&j->remaining, 1);
-    lu__manager_submit_raw(b->m, ev, l, lu__pack_line(j->msg, i, &cursor),
+    lu_manager_take(b->m, ev, l, lu__pack_line(j->msg, i, &cursor),
                            (lu_done_t){pulled_done, j});
   }
   pulled_done(j, NULL, 1);
@@ -278,7 +287,7 @@ static void handle_pulled(puller_t *p, natsMsg *msg, size_t events) {
     return;
   }
   if (p->is_fwd) {
-    if (lu__manager_accept(b->m, data ? data : "", len > 0 ? (size_t)len : 0,
+    if (lu_manager_accept(b->m, data ? data : "", len > 0 ? (size_t)len : 0,
                            p->target, (unsigned)header_u64(msg, "Lucent-Hops"),
                            done) == LU_EBUSY) {
       js_reply(b->nc, msg, "-NAK"); /* its shard is back: let it have it */
@@ -286,7 +295,7 @@ static void handle_pulled(puller_t *p, natsMsg *msg, size_t events) {
       free(j);
     }
   } else
-    lu__manager_submit_raw(b->m, data ? data : "", len > 0 ? (size_t)len : 0,
+    lu_manager_take(b->m, data ? data : "", len > 0 ? (size_t)len : 0,
                            header_u64(msg, "Lucent-Line"), done);
 }
 
@@ -414,7 +423,8 @@ static puller_t *puller_get(lu_natsbus_t *b, const char *stream,
     p->is_fwd = 1;
     lu__fmt(p->target, sizeof p->target, "%s", target);
   }
-  /* Pulled by hand (puller_main) from the durable we created (NATS-NOTES
+  /* Pulled by hand (puller_main) from the durable we created
+   * (docs/nats-notes.md
    * trap 3). */
   natsStatus s = lu__nats_pull_open(&p->pull, b->nc, p->stream, p->consumer);
   if (s != NATS_OK) {
@@ -431,7 +441,7 @@ static puller_t *puller_get(lu_natsbus_t *b, const char *stream,
 }
 
 /* The shard that should pull `consumer` now: rendezvous over the view. */
-static int owns(const char *consumer, char ids[][64], unsigned n,
+static int owns(const char *consumer, char (*ids)[LU_SHARD_ID_MAX], unsigned n,
                 const uint64_t *seeds, const char *self) {
   if (!n) return 0;
   unsigned w = lu__rendezvous(lu__key_hash(consumer, strlen(consumer)),
@@ -439,33 +449,14 @@ static int owns(const char *consumer, char ids[][64], unsigned n,
   return !strcmp(ids[w], self);
 }
 
-static unsigned split_view(const char *v, char ids[][64], uint64_t *seeds,
-                           unsigned cap) {
-  unsigned n = 0;
-  const char *p = v;
-  while (*p && n < cap) {
-    size_t l = strcspn(p, ",");
-    if (l && l < 64) {
-      memcpy(ids[n], p, l);
-      ids[n][l] = 0;
-      seeds[n] = lu__shard_seed(ids[n]);
-      n++;
-    }
-    p += l;
-    if (*p == ',') p++;
-  }
-  return n;
-}
-
 /* Decides which consumers this shard pulls, given the view now. */
 static void reclaim(lu_natsbus_t *b) {
-  static char ids[256][64];
-  static uint64_t seeds[256];
-  static pthread_mutex_t once = PTHREAD_MUTEX_INITIALIZER;
-  char v[8192];
-  pthread_mutex_lock(&once); /* the static arrays are shared */
-  lu__manager_view_string(b->m, v, sizeof v);
-  unsigned n = split_view(v, ids, seeds, 256);
+  /* The claimer thread's own arrays (reclaim runs only there). */
+  char (*ids)[LU_SHARD_ID_MAX] = b->view_ids;
+  uint64_t *seeds = b->view_seeds;
+  size_t total = lu_manager_view(b->m, ids, MAX_VIEW);
+  unsigned n = total < MAX_VIEW ? (unsigned)total : MAX_VIEW;
+  for (unsigned i = 0; i < n; i++) seeds[i] = lu__shard_seed(ids[i]);
   for (unsigned p = 0; p < LU_INTAKE_PARTITIONS; p++) {
     char name[32], filter[64];
     lu__fmt(name, sizeof name, "intake-%u", p);
@@ -510,7 +501,6 @@ static void reclaim(lu_natsbus_t *b) {
     }
     jsConsumerNamesList_Destroy(names);
   }
-  pthread_mutex_unlock(&once);
   pthread_mutex_lock(&b->lock);
   pthread_cond_broadcast(&b->cond);
   pthread_mutex_unlock(&b->lock);
@@ -668,14 +658,14 @@ static void cfwd_accept(void *ud, const char *json, size_t len, unsigned hops,
                         lu_done_t done) {
   lu_natsbus_t *b = ud;
   atomic_fetch_add(&b->pulled, 1);
-  lu__manager_accept(b->m, json, len, b->self, hops, done);
+  lu_manager_accept(b->m, json, len, b->self, hops, done);
 }
 
 /* Alive = in the manager's view (which outlives the membership, so this
  * stays valid while the shard finishes its work during a stop). */
 static int peer_alive(void *ud, const char *shard) {
   lu_natsbus_t *b = ud;
-  return !strcmp(shard, b->self) || lu__manager_in_view(b->m, shard);
+  return !strcmp(shard, b->self) || lu_manager_in_view(b->m, shard);
 }
 
 static int bus_sticky(void *ud, const char *key, size_t klen,
@@ -744,14 +734,13 @@ static void reply_done(void *ctx, const lu_outcome_t *o, int stored) {
 
 /* Must this event run on a particular shard (hash or session owner)? */
 static int needs_owner(lu_natsbus_t *b, const lu_event_t *ev) {
-  size_t n;
-  const lu_fnent_t *const *c = lu__registry_candidates(
-      lu__manager_registry(b->m), lu_event_type(ev), &n);
-  return n && (c[0]->strategy == LU_STRAT_HASH ||
-               c[0]->strategy == LU_STRAT_STICKY);
+  const lu_fn_t *fn =
+      lu_registry_router(lu_manager_registry(b->m), lu_event_type(ev));
+  return fn && fn->strategy && (!strcmp(fn->strategy, "hash_based") ||
+                                !strcmp(fn->strategy, "sticky_session"));
 }
 
-/* One request; 1 if it went to lu__manager_run_local. */
+/* One request; 1 if it went to lu_manager_run. */
 static int exec_request(lu_natsbus_t *b, natsSubscription *sub,
                         natsMsg *msg) {
   const char *reply = natsMsg_GetReply(msg);
@@ -774,36 +763,36 @@ static int exec_request(lu_natsbus_t *b, natsSubscription *sub,
   char why[320];
   if (lu_event_parse(&ev, data ? data : "", len, why, sizeof why) != 0) {
     /* Recorded as lucent.Rejected like any bad input; the reply says why. */
-    lu__manager_submit_raw(b->m, data ? data : "", len, 0, done);
+    lu_manager_take(b->m, data ? data : "", len, 0, done);
     lu__nats_msg_release(msg);
     return 0;
   }
-  /* Run it on this thread if the shard sleeps (lu__manager_run_local):
+  /* Run it on this thread if the shard sleeps (LU_RUN_INLINE):
    * no hand-off to wake it.  When more requests wait behind this one, say
-   * so (LU_INLINE_MORE): the thread keeps the shard's turn and runs them
+   * so (LU_RUN_MORE): the thread keeps the shard's turn and runs them
    * all as one run whose outcomes make one store batch.  (Running each on
    * its own, each its own batch, cost 16% of exec's rate with 64 in
    * flight; queueing them all for the shard's thread cost a wake-up per
    * burst and ~15% more serve CPU per request on 3 serves than this.) */
   int queued = 0;
   natsSubscription_GetPending(sub, &queued, NULL);
-  int inl = queued > 0 ? LU_INLINE_MORE : LU_INLINE_LAST;
+  unsigned inl = LU_RUN_ONCE | LU_RUN_INLINE | (queued > 0 ? LU_RUN_MORE : 0);
   if (sub == b->exec_self_sub) { /* forwarded to us: pinned */
-    lu__manager_run_local(b->m, ev, b->self, 1, inl, done);
+    lu_manager_run(b->m, ev, b->self, inl, done);
     lu__nats_msg_release(msg);
     return 1;
   }
   char target[64];
   int local = 0;
-  int rc = lu__manager_route(b->m, ev, target, sizeof target, &local, why,
+  int rc = lu_manager_route(b->m, ev, target, sizeof target, &local, why,
                              sizeof why), ran = 0;
   if (rc != LU_ROUTE_OK) {
     lu_event_free(ev);
-    lu__manager_submit_raw(b->m, data, len, 0, done); /* records it */
+    lu_manager_take(b->m, data, len, 0, done); /* records it */
   } else if (local || !needs_owner(b, ev)) {
     /* The queue group already spread requests: a function that may run
      * anywhere (round_robin, load_balanced) runs where it landed. */
-    lu__manager_run_local(b->m, ev, local ? target : b->self, 1, inl, done);
+    lu_manager_run(b->m, ev, local ? target : b->self, inl, done);
     ran = 1;
   } else {
     lu_event_free(ev);
@@ -826,7 +815,7 @@ static void on_exec(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
   atomic_fetch_add(&b->exec_requests, 1);
   /* A burst whose last request did not run here: end it now rather than
    * leave the shard's turn to be taken over (~1 ms later). */
-  if (!exec_request(b, sub, msg)) lu__manager_end_burst(b->m);
+  if (!exec_request(b, sub, msg)) lu_manager_end_burst(b->m);
 }
 
 static void on_amo(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
@@ -838,12 +827,12 @@ static void on_amo(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
   lu_done_t none = {NULL, NULL};
   atomic_fetch_add(&b->pulled, 1);
   if (sub == b->amo_fwd_sub)
-    lu__manager_accept(b->m, data ? data : "", len > 0 ? (size_t)len : 0,
+    lu_manager_accept(b->m, data ? data : "", len > 0 ? (size_t)len : 0,
                        b->self,
                        (unsigned)header_u64_or(msg, "Lucent-Hops", 1),
                        none);
   else
-    lu__manager_submit_raw(b->m, data ? data : "", len > 0 ? (size_t)len : 0,
+    lu_manager_take(b->m, data ? data : "", len > 0 ? (size_t)len : 0,
                            header_u64(msg, "Lucent-Line"), none);
   lu__nats_msg_release(msg);
 }
@@ -855,6 +844,20 @@ static natsStatus subscribe(lu_natsbus_t *b, natsSubscription **sub,
 }
 
 /* ---- lifecycle -------------------------------------------------------- */
+
+/* The KV bucket's TTL: the longest sticky-session TTL of the registry (a
+ * function's session_ttl_ms, 0 meaning the default 5 minutes); 0 when no
+ * function is sticky (no bucket then). */
+static uint32_t sticky_ttl_ms(const lu_registry_t *reg) {
+  uint32_t ttl = 0;
+  for (size_t i = 0; i < lu_registry_count(reg); i++) {
+    const lu_fn_t *fn = lu_registry_at(reg, i);
+    if (!fn->strategy || strcmp(fn->strategy, "sticky_session")) continue;
+    uint32_t t = fn->session_ttl_ms ? fn->session_ttl_ms : 300000;
+    if (t > ttl) ttl = t;
+  }
+  return ttl;
+}
 
 int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
                       lu_manager_t *m, const lu_natsbus_cfg_t *cfg, char *err,
@@ -872,7 +875,10 @@ int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
   pthread_mutex_init(&b->lock, NULL);
   pthread_cond_init(&b->cond, NULL);
   pthread_mutex_init(&b->fwlock, NULL);
-  int mapped = lu__ptrmap_init(&b->fwmap, FWD_MAP_SIZE) == 0;
+  b->view_ids = calloc(MAX_VIEW, sizeof *b->view_ids);
+  b->view_seeds = calloc(MAX_VIEW, sizeof *b->view_seeds);
+  int mapped = b->view_ids && b->view_seeds &&
+               lu__ptrmap_init(&b->fwmap, FWD_MAP_SIZE) == 0;
   int amo = cfg->delivery == LU_DELIVERY_AT_MOST_ONCE;
   jsOptions jo;
   jsOptions_Init(&jo);
@@ -901,8 +907,9 @@ int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
     lu__fmt(filter, sizeof filter, "%s.%s", LU_SUBJ_FWD, b->self);
     if (!rc) rc = ensure_consumer(b, LU_STREAM_FWD, name, filter, err, errlen);
   }
-  if (!rc && cfg->session_ttl_ms) {
-    rc = lu__kvsess_open(&b->kv, nc, cfg->session_ttl_ms, err, errlen);
+  uint32_t ttl = sticky_ttl_ms(lu_manager_registry(m));
+  if (!rc && ttl) {
+    rc = lu__kvsess_open(&b->kv, nc, ttl, err, errlen);
     if (rc) rc = LU_EIO;
   }
   /* Serving lucent.cfwd.<self> before joining the view: a shard that is
@@ -927,8 +934,9 @@ int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
   lu_bus_t bus = {.forward = bus_forward,
                   .sticky = b->kv ? bus_sticky : NULL,
                   .ud = b,
-                  .forward_derived = !amo};
-  lu__manager_set_bus(m, &bus);
+                  .flags = amo ? 0u
+                               : LU_BUS_DURABLE_EMIT | LU_BUS_SPREAD_INTAKE};
+  lu_manager_set_bus(m, &bus);
   rc = lu__membership_start(&b->ms, nc, m, b->self, cfg->static_view,
                             cfg->hb_interval_ms, on_view_change, b, err,
                             errlen);
@@ -1004,6 +1012,8 @@ void lu__natsbus_stop(lu_natsbus_t *b, uint32_t timeout_ms,
   for (size_t i = 0; b->fwmap.keys && i <= b->fwmap.mask; i++)
     free(b->fwmap.vals[i]); /* forwards never answered: boxes only */
   lu__ptrmap_free(&b->fwmap);
+  free(b->view_ids);
+  free(b->view_seeds);
   pthread_mutex_destroy(&b->lock);
   pthread_cond_destroy(&b->cond);
   pthread_mutex_destroy(&b->fwlock);
@@ -1032,4 +1042,25 @@ void lu__natsbus_stats(lu_natsbus_t *b, lu_natsbus_stats_t *o) {
   if (b->amo_sub && natsSubscription_GetDropped(b->amo_sub, &dropped) ==
                         NATS_OK)
     o->dropped += (uint64_t)dropped;
+}
+
+size_t lu__natsbus_metrics(lu_natsbus_t *b, lu_metric_t *out, size_t cap) {
+  static const char fwd[] = "lucent_bus_forwards_total";
+  static const char fwd_help[] =
+      "Events sent to another shard process, by path: core (confirmed by "
+      "the owner once stored), jetstream (LUCENT_FWD), at_most_once.";
+  lu_natsbus_stats_t st;
+  lu__natsbus_stats(b, &st);
+  const lu_metric_t m[] = {
+      {fwd, "counter", fwd_help, "path", "core", st.forward_confirmed},
+      {fwd, "counter", fwd_help, "path", "jetstream", st.forwards_jetstream},
+      {fwd, "counter", fwd_help, "path", "at_most_once", st.forwards_amo},
+      {"lucent_bus_forward_fallbacks_total", "counter",
+       "Core forwards that got no confirmation (no responder, owner gone, "
+       "timeout) and went through JetStream instead.",
+       NULL, NULL, st.forward_fallbacks},
+  };
+  size_t n = sizeof m / sizeof *m;
+  for (size_t i = 0; i < n && i < cap; i++) out[i] = m[i];
+  return n;
 }

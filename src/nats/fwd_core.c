@@ -24,7 +24,8 @@
  * (cfg.extend tells JetStream the intake message is in progress, so it is
  * not redelivered meanwhile), up to max_wait_ms.  If the
  * target did run it meanwhile, it runs twice, and its outcome's ids are the
- * same both times (DESIGN.md decision 3), so the store keeps one.  If the
+ * same both times (docs/architecture.md, decision 3), so the store keeps one.
+ *  If the
  * origin dies, its unacked intake messages are redelivered after AckWait to
  * the partition's next owner, which routes them again.
  *

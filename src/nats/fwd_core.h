@@ -11,12 +11,14 @@
 
 #include <nats/nats.h>
 
-#include "internal.h"
+#include "lucent/bus.h"
+#include "lucent/lucent.h"
+#include "util.h"
 
 typedef struct lu_cfwd_s lu_cfwd_t;
 
 typedef struct lu_cfwd_cfg_s {
-  natsConnection *nc; /**< borrowed; SendAsap on (NATS-NOTES trap 1) */
+  natsConnection *nc; /**< borrowed; SendAsap on (docs/nats-notes.md, trap 1) */
   const char *self;   /**< this shard: it serves lucent.cfwd.<self> */
   /** Forwards waiting for their reply at most (0 = 1024); a sender blocks
    *  while that many wait. */

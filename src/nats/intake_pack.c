@@ -25,7 +25,8 @@
  *   - Deduplication at intake is per pack: publishing the same file twice
  *     makes the same packs (they depend only on the input), so the second
  *     time stores nothing; but the same event in a different pack is run
- *     again.  Its outcome's id is the same (DESIGN.md decision 3), so the
+ *     again.  Its outcome's id is the same (docs/architecture.md, decision
+ *     3), so the
  *     event store still keeps one.
  *   - A redelivered pack runs all its events again (same ids, same rule).
  *

@@ -9,7 +9,9 @@
 
 #include <nats/nats.h>
 
-#include "internal.h"
+#include "lucent/bus.h"
+#include "lucent/lucent.h"
+#include "util.h"
 
 /** Events per intake pack by default (`lucent publish --pack N`). */
 #define LU_INTAKE_PACK_EVENTS 64

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "lucent/log.h"
 #include "membership.h"
 
 #define MAX_PEERS 256
@@ -47,8 +48,8 @@ struct lu_membership_s {
   int stop;
   peer_t peers[MAX_PEERS];
   unsigned npeers;
-  char viewstr[4096]; /* the view last installed, for change detection */
   uint64_t seq;
+  int view_logged; /* the refresh thread's */
 };
 
 static uint64_t now_ms(void) { return lu__now_ns() / 1000000u; }
@@ -83,9 +84,9 @@ static void on_hb(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
       p->leaving = cJSON_IsTrue(leaving);
     }
     pthread_mutex_unlock(&ms->lock);
-    if (p) lu__manager_report_load(ms->m, id->valuestring, p->load);
+    if (p) lu_manager_report_load(ms->m, id->valuestring, p->load);
     /* A join or a leave is worth acting on now, not at the next tick. */
-    if (p && (p->leaving || !lu__manager_in_view(ms->m, id->valuestring))) {
+    if (p && (p->leaving || !lu_manager_in_view(ms->m, id->valuestring))) {
       pthread_mutex_lock(&ms->lock);
       pthread_cond_signal(&ms->cond);
       pthread_mutex_unlock(&ms->lock);
@@ -100,7 +101,7 @@ static void publish_hb(lu_membership_t *ms, int leaving) {
   lu__fmt(subj, sizeof subj, "%s.%s", LU_SUBJ_HB, ms->self);
   lu__fmt(body, sizeof body,
           "{\"id\":\"%s\",\"load\":%llu,\"seq\":%llu,\"leaving\":%s}",
-          ms->self, (unsigned long long)lu__manager_local_load(ms->m),
+          ms->self, (unsigned long long)lu_manager_load(ms->m),
           (unsigned long long)ms->seq++, leaving ? "true" : "false");
   natsConnection_PublishString(ms->nc, subj, body);
 }
@@ -121,14 +122,25 @@ static int refresh(lu_membership_t *ms) {
         ids[n++] = p->id;
     }
   }
-  lu__manager_set_view(ms->m, ids, n);
+  int changed = lu_manager_set_view(ms->m, ids, n);
   pthread_mutex_unlock(&ms->lock);
-  char v[sizeof ms->viewstr];
-  lu__manager_view_string(ms->m, v, sizeof v);
-  int changed = strcmp(v, ms->viewstr) != 0;
-  if (changed) {
-    memcpy(ms->viewstr, v, sizeof v);
-    fprintf(stderr, "lucent: shard %s: view is now [%s]\n", ms->self, v);
+  /* The first view is logged too: the one this shard starts with. */
+  int first = !ms->view_logged;
+  ms->view_logged = 1;
+  if ((changed || first) && lu_log_enabled(LU_LOG_INFO)) {
+    char (*v)[LU_SHARD_ID_MAX] = calloc(MAX_PEERS + 1, sizeof *v);
+    lu_buf_t b = {0};
+    size_t vn = v ? lu_manager_view(ms->m, v, MAX_PEERS + 1) : 0;
+    for (size_t i = 0; i < vn && i <= MAX_PEERS; i++) {
+      if (i) lu__buf_puts(&b, ",");
+      lu__buf_puts(&b, v[i]);
+    }
+    LU_LOG(LU_LOG_INFO, ms->self, NULL,
+           LU_KVS(LU_KV_UINT("shards", vn),
+                  LU_KV_STR("view", b.p && !b.oom ? b.p : "")),
+           "shard view changed");
+    lu__buf_free(&b);
+    free(v);
   }
   return changed;
 }

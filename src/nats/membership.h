@@ -6,6 +6,7 @@
 #ifndef LUCENT_MEMBERSHIP_H
 #define LUCENT_MEMBERSHIP_H
 
+#include "lucent/obs.h"
 #include "nats_internal.h"
 
 /* ---- membership.c ----------------------------------------------------- */
@@ -36,7 +37,6 @@ typedef struct lu_natsbus_cfg_s {
   lu_delivery_t delivery;
   uint32_t hb_interval_ms; /**< 0 = 250 */
   uint32_t ack_wait_ms;    /**< JetStream redelivery delay; 0 = 10000 */
-  uint32_t session_ttl_ms; /**< KV bucket TTL (longest sticky TTL) */
   /** At-least-once: 1 = every forward goes through LUCENT_FWD; 0 (the
    *  default) = an intake event's first hop goes over core NATS and its
    *  intake message is acked when the owner confirms (fwd_core.c). */
@@ -64,6 +64,10 @@ typedef struct lu_natsbus_stats_s {
   unsigned claimed; /* consumers this shard pulls now */
 } lu_natsbus_stats_t;
 void lu__natsbus_stats(lu_natsbus_t *b, lu_natsbus_stats_t *out);
+/** The bus's metrics for lu_obs_source_t.metrics: forwards by path (core
+ *  confirmed, jetstream, at_most_once) and core forwards that fell back
+ *  to JetStream.  Returns how many samples there are (4). */
+size_t lu__natsbus_metrics(lu_natsbus_t *b, lu_metric_t *out, size_t cap);
 
 /** Leaves the view, stops pulling new work and waits (up to timeout_ms)
  *  for what it took to be finished and acknowledged; then the last

@@ -36,7 +36,9 @@
 
 #include <nats/nats.h>
 
-#include "internal.h"
+#include "lucent/bus.h"
+#include "lucent/lucent.h"
+#include "util.h"
 
 #define LU_STREAM_INTAKE "LUCENT_INTAKE"
 #define LU_STREAM_FWD "LUCENT_FWD"
@@ -73,7 +75,7 @@ typedef struct lu_nats_opts_s {
                           *  never for one that forwards or replies. */
 } lu_nats_opts_t;
 
-/** Connects with SendAsap on (NATS-NOTES trap 1: without it every hop
+/** Connects with SendAsap on (docs/nats-notes.md, trap 1: without it every hop
  *  waits ~1 ms for the library's flush), reconnect with backoff and
  *  jitter, and a connection-lost / reconnected log through stderr.  The
  *  first connect is not retried: a wrong URL or bad credentials fail at
@@ -101,7 +103,7 @@ void lu__nats_msg_release(natsMsg *m);
 void lu__nats_msg_release_all(void);
 
 /** Subscribes cb(closure) to subj (in queue group `queue`, or NULL) with
- *  room for 4,000,000 pending messages (NATS-NOTES trap 5: the default
+ *  room for 4,000,000 pending messages (docs/nats-notes.md, trap 5: the default
  *  drops past 65,536).  Returns nats.c's status; *sub NULL on failure. */
 natsStatus lu__nats_subscribe(natsConnection *nc, natsSubscription **sub,
                               const char *subj, const char *queue,
@@ -199,7 +201,7 @@ int lu__store_jetstream_open(lu_store_t **out, natsConnection *nc,
 /** Packs up to max_records consecutive records of one type per message
  *  from the next append on (0 or 1: one message per event, the default):
  *  every record when all is 1, else only records flagged
- *  LU_RECORD_PACKABLE.  A pack is deduplicated as a whole, so pack every
+ *  LU_RECORD_ONCE.  A pack is deduplicated as a whole, so pack every
  *  record only where nothing is redelivered (at-most-once delivery):
  *  store_jetstream.c note 7.  Queries and counts read packs and single
  *  events alike.  No-op on a store that is not a JetStream store.  Same
@@ -210,7 +212,7 @@ void lu__store_jetstream_set_pack(lu_store_t *st, size_t max_records,
 
 /* ---- session_kv.c ----------------------------------------------------- */
 
-/** Sticky-session bindings shared by every shard process (DESIGN.md
+/** Sticky-session bindings shared by every shard process (docs/architecture.md,
  *  decision 7): KV bucket lucent_sessions, TTL per bucket (the longest
  *  sticky TTL of the registry; 0 = never expire; a bucket that exists
  *  keeps its own TTL).  First binder wins (kvStore_Create); a binding to a

@@ -1,6 +1,7 @@
 /*
  * session_kv.c - sticky-session bindings shared by every shard process
- * (DESIGN.md decision 7, distributed flavour): a JetStream KV bucket,
+ * (docs/architecture.md, decision 7, distributed flavour): a JetStream KV
+ * bucket,
  * lucent_sessions, maps a session key to the shard id it is bound to.
  *
  *   bind(key, candidate):
@@ -21,9 +22,10 @@
  *
  *  1. First binder wins.  kvStore_Create writes only when the key has no
  *     value, so when shards race on a new session exactly one Create
- *     succeeds (measured in NATS-NOTES) and everyone else reads the
+ *     succeeds (measured: docs/nats-notes.md) and everyone else reads the
  *     winner's value.  A failed Create is plain NATS_ERR (trap in
- *     NATS-NOTES), the same status a bad request would give, so we never
+ *     docs/nats-notes.md), the same status a bad request would give, so we
+ *     never
  *     trust it: we read the key again.
  *
  *  2. Replacing a binding is a compare-and-set: kvStore_Update with the

@@ -21,7 +21,7 @@
  *
  * A store can also pack (lu__store_jetstream_set_pack: `lucent serve`
  * packs every result with --delivery at-most-once, and the results of
- * `lucent exec` requests, LU_RECORD_PACKABLE, in both modes): consecutive
+ * `lucent exec` requests, LU_RECORD_ONCE, in both modes): consecutive
  * records of one type in a batch then travel as one message, note 7:
  *
  *   packed message         subject  lucent.events.<type>
@@ -39,12 +39,13 @@
  *     gets its ack, refusal or timeout.  The batch's last answer finishes
  *     it: its owner's callback says stored, or LU_ESTORE with why.  Any
  *     refusal or timeout fails the whole batch: the caller retries it, and
- *     Nats-Msg-Id makes the retry store nothing twice (DESIGN.md decision
+ *     Nats-Msg-Id makes the retry store nothing twice (docs/architecture.md,
+ *     decision
  *     3) - as long as it comes within the duplicate window, which must
  *     outlast the longest redelivery delay.  Unlike SQLite a failed batch
  *     is not rolled back: the messages acked before the failure stay
  *     stored; the retry finds them as duplicates.
- *     lu__store_append_begin returns once the batch is published, so the
+ *     lu_store_append_begin returns once the batch is published, so the
  *     manager's store thread can publish the next batch while this one's
  *     acks travel (manager.c: appends in flight); lu_store_append begins a
  *     batch and waits for it.
@@ -66,7 +67,8 @@
  *     replaced by a hash; when that changes the type, the exact type
  *     travels in a Lucent-Type header and queries compare it.
  *
- *  4. Headers cost client CPU (NATS-NOTES: ~2.4 us for 3 fresh headers),
+ *  4. Headers cost client CPU (docs/nats-notes.md: ~2.4 us for 3 fresh
+ *  headers),
  *     so only what queries filter on is sent: subject and correlation id
  *     (the causation id is in the JSON for whoever needs it).  Header
  *     values are escaped where NATS would alter them (it trims spaces and
@@ -105,7 +107,7 @@
  *     retry of a failed batch, which packs the same way, is still
  *     deduplicated, but a redelivered input is not: that is why only
  *     records that are never redelivered are packed - all of them with
- *     at-most-once delivery, exec results (LU_RECORD_PACKABLE) with
+ *     at-most-once delivery, exec results (LU_RECORD_ONCE) with
  *     either), per-event
  *     stream sequences (the events of a pack share its sequence; --after
  *     skips whole packs), the subject and correlation headers (queries
@@ -157,7 +159,7 @@ typedef struct js_store_s {
   int readonly;
   int busy; /* inside a query callback */
   size_t pack; /* records per message at most (note 7); 0, 1 = no packs */
-  int pack_all; /* pack every record, not only LU_RECORD_PACKABLE ones */
+  int pack_all; /* pack every record, not only LU_RECORD_ONCE ones */
   lu_buf_t packbuf; /* a pack's data, reused */
   int64_t dup_ns; /* the duplicate window we want */
   int published; /* ever published: nats.c's pending map exists (its
@@ -587,7 +589,7 @@ int lu__store_jetstream_open(lu_store_t **out, natsConnection *nc,
 
   st->dup_ns = (int64_t)(dup_window_ms ? dup_window_ms
                                        : LU_JS_DUP_WINDOW_MS) *
-               NS_PER_MS; /* nanoseconds (NATS-NOTES trap 2) */
+               NS_PER_MS; /* nanoseconds (docs/nats-notes.md, trap 2) */
   int rc = ensure_stream(st, why, sizeof why);
   if (rc) {
     if (rc == LU_ENOENT)
@@ -648,9 +650,9 @@ static int build_msg(js_store_t *st, const lu_record_t *r, size_t i,
 }
 
 /* Can record r go in a pack?  When the store packs it (every record, or
- * those flagged LU_RECORD_PACKABLE), and not with a raw newline (note 7). */
+ * those flagged LU_RECORD_ONCE), and not with a raw newline (note 7). */
 static int packable(const js_store_t *st, const lu_record_t *r) {
-  return (st->pack_all || (r->flags & LU_RECORD_PACKABLE)) &&
+  return (st->pack_all || (r->flags & LU_RECORD_ONCE)) &&
          !memchr(r->json, '\n', r->len);
 }
 

@@ -30,7 +30,7 @@ serve() { # serve ID [extra args]: starts a shard, records its pid
 
 wait_view() { # wait_view ID "a,b,c": until shard ID logs that view
   for _ in $(seq 1 $((100 * SLOW))); do
-    grep -q "view is now \[$2\]" "$T/$1.log" 2>/dev/null && return 0
+    grep -q "\"view\":\"$2\"" "$T/$1.log" 2>/dev/null && return 0
     sleep 0.1
   done
   fail "shard $1 never saw view [$2]: $(tail -5 "$T/$1.log")"
@@ -80,7 +80,7 @@ pass "three shards in one view"
 [ "$(json "$T/pub1.json" "j['accepted']")" = 3000 ] || fail "publish: $(cat "$T/pub1.json")"
 [ "$(json "$T/pub1.json" "j['invalid']")" -ge 4 ] || fail "publish invalid count"
 wait_outcomes "$T/in1.jsonl" 60
-$CHECK "$T/in1.jsonl" "$T/stored.jsonl" --routing || { grep -h "view is now" "$T"/*.log; fail "books or routing (steady state)"; }
+$CHECK "$T/in1.jsonl" "$T/stored.jsonl" --routing || { grep -h "shard view changed" "$T"/*.log; fail "books or routing (steady state)"; }
 grep -q '"type":"lucent.Rejected"' "$T/stored.jsonl" || fail "no rejection recorded"
 python3 - "$T/stored.jsonl" <<'PY' || fail "work did not spread over the shards"
 import json, sys
@@ -164,7 +164,7 @@ for i in 1 2 3 4 5 6; do
     --data '{"customer":{"id":"cust-0001","email":"x'$i'@example.com"}}' \
     > "$T/exec$i.json" || fail "exec $i: $(cat "$T/exec$i.json")"
 done
-python3 - "$T" <<'PY' || { grep -h "view is now" "$T"/*.log; cat "$T"/exec*.json; fail "exec replies"; }
+python3 - "$T" <<'PY' || { grep -h "shard view changed" "$T"/*.log; cat "$T"/exec*.json; fail "exec replies"; }
 import json, sys
 shards = set()
 for i in range(1, 7):

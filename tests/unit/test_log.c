@@ -17,7 +17,7 @@
 
 #include <cmocka.h>
 
-#include "obs.h"
+#include "obs_internal.h"
 
 static cJSON *parse_line(const lu_buf_t *b) {
   assert_false(b->oom);

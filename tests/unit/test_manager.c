@@ -24,7 +24,8 @@
 #include <cmocka.h>
 
 #include "lucent/lucent.h"
-#include "internal.h" /* the store vtable, lu__manager_run_local */
+#include "internal.h" /* the store vtable */
+#include "lucent/bus.h"
 
 /* ---- functions under test --------------------------------------------- */
 
@@ -645,7 +646,7 @@ static void test_submit_built_event(void **state) {
   fx_free(f);
 }
 
-/* A store that counts the records flagged LU_RECORD_PACKABLE and passes
+/* A store that counts the records flagged LU_RECORD_ONCE and passes
  * every append on to an in-memory SQLite store. */
 typedef struct flagstore_s {
   lu_store_t base;
@@ -657,7 +658,7 @@ static int fs_append(lu_store_t *st, const lu_record_t *r, size_t n,
                      size_t *ins) {
   flagstore_t *f = (flagstore_t *)st;
   for (size_t i = 0; i < n; i++) {
-    if (r[i].flags & LU_RECORD_PACKABLE) f->flagged++;
+    if (r[i].flags & LU_RECORD_ONCE) f->flagged++;
     else f->plain++;
   }
   return lu_store_append(f->inner, r, n, ins);
@@ -679,7 +680,7 @@ static const lu_store_ops_t flagstore_ops = {.name = "flags",
                                              .close = fs_close};
 
 /* Only what will never be redelivered may be packed: the records of an
- * event run with packable = 1 (an exec request) carry LU_RECORD_PACKABLE,
+ * event run with packable = 1 (an exec request) carry LU_RECORD_ONCE,
  * those of a submitted input do not. */
 static void test_packable_records(void **state) {
   (void)state;
@@ -699,7 +700,7 @@ static void test_packable_records(void **state) {
                                 cJSON_CreateString("b")), 0);
   lu_done_t none = {NULL, NULL};
   assert_int_equal(
-      lu__manager_run_local(f->m, ev, NULL, 1, LU_INLINE_NEVER, none), 0);
+      lu_manager_run(f->m, ev, NULL, LU_RUN_ONCE | 0u, none), 0);
   lu_manager_drain(f->m);
   assert_int_equal(fs.flagged, plain); /* the same outcome, flagged */
   assert_int_equal(fs.plain, plain);
@@ -709,25 +710,25 @@ static void test_packable_records(void **state) {
 /* One Where item with data through run_local in `mode`, no drain: 1 if
  * it ran on the calling thread (else it was queued, and where_tid[1] is 0
  * or, later, the shard thread's). */
-static int where_run(fixture_t *f, const char *data, int mode) {
+static int where_run(fixture_t *f, const char *data, unsigned mode) {
   lu_event_t *ev;
   if (lu_event_new(&ev, "Where", "test", "subj", cJSON_Parse(data)))
     abort();
   atomic_store(&where_tid[1], 0);
   atomic_store(&where_tid[2], 0);
   lu_done_t none = {NULL, NULL};
-  if (lu__manager_run_local(f->m, ev, NULL, 1, mode, none)) abort();
+  if (lu_manager_run(f->m, ev, NULL, LU_RUN_ONCE | mode, none)) abort();
   return atomic_load(&where_tid[1]) == (long)syscall(SYS_gettid);
 }
 
-static int where_now(fixture_t *f, int mode) {
+static int where_now(fixture_t *f, unsigned mode) {
   return where_run(f, "{}", mode);
 }
 
-/* run_local(LU_INLINE_LAST) on a shard whose thread sleeps: the function
+/* run_local(LU_RUN_INLINE) on a shard whose thread sleeps: the function
  * runs on the caller's thread.  The shard thread may still be on its way
  * to sleep after a drain, so a few tries are allowed for the first. */
-static int where_inline(fixture_t *f, const char *data, int mode) {
+static int where_inline(fixture_t *f, const char *data, unsigned mode) {
   struct timespec ms = {0, 2000000};
   nanosleep(&ms, NULL); /* let the shard thread fall asleep */
   int here = where_run(f, data, mode);
@@ -741,16 +742,16 @@ static void test_run_inline(void **state) {
   fx_start(f);
   int here = 0;
   for (int i = 0; i < 20 && !here; i++)
-    here = where_inline(f, "{}", LU_INLINE_LAST);
+    here = where_inline(f, "{}", LU_RUN_INLINE);
   assert_true(here);
   for (int i = 0; i < 5; i++)
-    assert_false(where_inline(f, "{}", LU_INLINE_NEVER));
+    assert_false(where_inline(f, "{}", 0u));
   /* An inline run that ends in a retry: the shard thread must be woken
    * to run attempt 2 (else the drain would never return). */
   alarm(60);
   here = 0;
   for (int i = 0; i < 20 && !here; i++)
-    here = where_inline(f, "{\"retry\":true}", LU_INLINE_LAST);
+    here = where_inline(f, "{\"retry\":true}", LU_RUN_INLINE);
   alarm(0);
   assert_true(here);
   assert_int_not_equal(atomic_load(&where_tid[2]), 0);
@@ -767,10 +768,10 @@ typedef struct leaver_s {
   int ran_here;
 } leaver_t;
 
-/* Starts a burst (LU_INLINE_MORE) and exits without ending it. */
+/* Starts a burst ((LU_RUN_INLINE | LU_RUN_MORE)) and exits without ending it. */
 static void *more_then_leave(void *arg) {
   leaver_t *l = arg;
-  l->ran_here = where_now(l->f, LU_INLINE_MORE);
+  l->ran_here = where_now(l->f, (LU_RUN_INLINE | LU_RUN_MORE));
   return NULL;
 }
 
@@ -786,15 +787,15 @@ static int leave_parked(fixture_t *f) {
 
 static void *where_last(void *arg) {
   leaver_t *l = arg;
-  l->ran_here = where_now(l->f, LU_INLINE_LAST);
+  l->ran_here = where_now(l->f, LU_RUN_INLINE);
   return NULL;
 }
 
-/* A caller that keeps the shard's turn for a burst (LU_INLINE_MORE) and
+/* A caller that keeps the shard's turn for a burst ((LU_RUN_INLINE | LU_RUN_MORE)) and
  * never calls again does not stall the shard: work queued for it makes
  * the thread take the turn over at once, and with nothing queued it takes
  * it over after ~1 ms, so a later caller finds the shard asleep and free
- * again.  lu__manager_end_burst gives the turn back at once.  Each check
+ * again.  lu_manager_end_burst gives the turn back at once.  Each check
  * is tried a few times, since the shard thread may be on its way to sleep
  * (the first call then queues instead of keeping a turn); without the
  * feature each check fails on every try.  alarm() fails a hang. */
@@ -808,12 +809,12 @@ static void test_run_inline_burst(void **state) {
   for (int i = 0; i < 20 && !here; i++) {
     struct timespec ms = {0, 2000000};
     nanosleep(&ms, NULL);
-    here = where_now(f, LU_INLINE_MORE);
+    here = where_now(f, (LU_RUN_INLINE | LU_RUN_MORE));
   }
   assert_true(here);
   int n_here = 0;
-  for (int i = 0; i < 8; i++) n_here += where_now(f, LU_INLINE_MORE);
-  n_here += where_now(f, LU_INLINE_LAST);
+  for (int i = 0; i < 8; i++) n_here += where_now(f, (LU_RUN_INLINE | LU_RUN_MORE));
+  n_here += where_now(f, LU_RUN_INLINE);
   assert_true(n_here >= 1);
   lu_manager_drain(f->m);
   size_t before = f->seen.n;
@@ -843,7 +844,7 @@ static void test_run_inline_burst(void **state) {
     }
     struct timespec wait = {0, 50000000};
     nanosleep(&wait, NULL);
-    freed = where_now(f, LU_INLINE_LAST);
+    freed = where_now(f, LU_RUN_INLINE);
     lu_manager_drain(f->m);
   }
   assert_true(freed);
@@ -853,11 +854,11 @@ static void test_run_inline_burst(void **state) {
   for (int i = 0; i < 20 && !given; i++) {
     struct timespec ms = {0, 2000000};
     nanosleep(&ms, NULL);
-    if (!where_now(f, LU_INLINE_MORE)) {
+    if (!where_now(f, (LU_RUN_INLINE | LU_RUN_MORE))) {
       lu_manager_drain(f->m);
       continue;
     }
-    lu__manager_end_burst(f->m);
+    lu_manager_end_burst(f->m);
     leaver_t l = {f, 0};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, where_last, &l), 0);
@@ -892,9 +893,9 @@ static void *inliner(void *arg) {
       abort();
     /* Bursts of 4 on one shard, then a last call: the turn is kept
      * across them, parked, while the others race for it. */
-    int mode = i % 4 == 3 || i == in->n - 1 ? LU_INLINE_LAST : LU_INLINE_MORE;
-    lu__manager_run_local(in->f->m, ev, (i / 4) % 2 ? "shard-1" : NULL, 1,
-                          mode, none);
+    unsigned mode = LU_RUN_INLINE;
+    if (!(i % 4 == 3 || i == in->n - 1)) mode |= LU_RUN_MORE;
+    lu_manager_run(in->f->m, ev, (i / 4) % 2 ? "shard-1" : NULL, LU_RUN_ONCE | mode, none);
   }
   return NULL;
 }

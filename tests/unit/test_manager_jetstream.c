@@ -1,6 +1,6 @@
 /*
  * test_manager_jetstream.c - the manager on the JetStream event store,
- * which appends asynchronously (lu__store_append_begin): the store thread
+ * which appends asynchronously (lu_store_append_begin): the store thread
  * keeps several batches in flight and each is reported on nats.c's thread
  * when its acks are in.  Checked against a real nats-server: every
  * outcome reported once and stored, on_outcome never called concurrently,
@@ -24,6 +24,7 @@
 #include <cmocka.h>
 
 #include "lucent/lucent.h"
+#include "internal.h" /* lu__manager_store_stats, set_hold */
 #include "nats_internal.h"
 #include "nats_server.h"
 
@@ -90,7 +91,7 @@ static void start(fx_t *f, unsigned shards) {
   lu_store_t *st = NULL;
   assert_int_equal(lu__store_jetstream_open(&st, f->nc, 1, 0, err,
                                             sizeof err), 0);
-  assert_true(lu__store_batches_in_flight(st));
+  assert_true(lu_store_batches_in_flight(st));
   lu_config_t cfg;
   lu_config_init(&cfg);
   cfg.shards = shards;
@@ -186,7 +187,7 @@ static lu_event_t *echo_event(int i) {
   return ev;
 }
 
-/* A burst of exec items run inline (LU_INLINE_MORE ... LU_INLINE_LAST)
+/* A burst of exec items run inline ((LU_RUN_INLINE | LU_RUN_MORE) ... LU_RUN_INLINE)
  * keeps the shard's turn and its outcomes from call to call: the burst's
  * outcomes make one store batch, where each call would make its own.
  * Then a burst whose caller never calls again: the shard thread takes the
@@ -204,10 +205,11 @@ static void test_inline_burst_one_batch(void **state) {
   lu__manager_store_stats(f->m, &b0, &records, &errors);
   for (int burst = 0; burst < 5; burst++) {
     struct timespec ms = {0, 5000000};
-    nanosleep(&ms, NULL); /* let the shard thread fall asleep */
+    nanosleep(&ms, NULL); /* let the shard fall idle */
     for (int i = 0; i < 10; i++)
-      lu__manager_run_local(f->m, echo_event(burst * 10 + i), NULL, 1,
-                            i < 9 ? LU_INLINE_MORE : LU_INLINE_LAST, none);
+      lu_manager_run(f->m, echo_event(burst * 10 + i), NULL,
+                     LU_RUN_ONCE | LU_RUN_INLINE | (i < 9 ? LU_RUN_MORE : 0),
+                     none);
     assert_int_equal(lu_manager_drain(f->m), 0);
   }
   uint64_t b1;
@@ -224,7 +226,7 @@ static void test_inline_burst_one_batch(void **state) {
   struct timespec ms = {0, 5000000};
   nanosleep(&ms, NULL);
   for (int i = 0; i < 3; i++)
-    lu__manager_run_local(f->m, echo_event(100 + i), NULL, 1, LU_INLINE_MORE,
+    lu_manager_run(f->m, echo_event(100 + i), NULL, LU_RUN_ONCE | (LU_RUN_INLINE | LU_RUN_MORE),
                           none);
   assert_int_equal(lu_manager_drain(f->m), 0);
   alarm(0);

@@ -20,7 +20,8 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
-#include "obs.h"
+#include "lucent/http.h"
+#include "obs_internal.h"
 
 /* ---- functions for the manager test ----------------------------------- */
 

@@ -568,14 +568,14 @@ static void test_sessions_bind(void **st) {
   lu_sessions_t *s = lu__sessions_new();
   assert_non_null(s);
   int created = -1;
-  unsigned sh;
+  uint64_t sh;
   assert_int_equal(lu__sessions_lookup(s, "u1", 2, 0, &sh), LU_ENOENT);
-  assert_int_equal(lu__sessions_bind(s, "u1", 2, 3, 100, 1000, NULL, &created),
+  assert_int_equal(lu__sessions_bind(s, "u1", 2, 3, 100, 1000, NULL, 0, &created),
                    3);
   assert_int_equal(created, 1);
   assert_int_equal(lu__sessions_count(s), 1);
   /* later events follow the binding, whatever the candidate */
-  assert_int_equal(lu__sessions_bind(s, "u1", 2, 1, 100, 1050, NULL, &created),
+  assert_int_equal(lu__sessions_bind(s, "u1", 2, 1, 100, 1050, NULL, 0, &created),
                    3);
   assert_int_equal(created, 0);
   assert_int_equal(lu__sessions_lookup(s, "u1", 2, 1100, &sh), 0);
@@ -584,21 +584,21 @@ static void test_sessions_bind(void **st) {
   assert_int_equal(lu__sessions_lookup(s, "u1", 2, 1149, &sh), 0);
   assert_int_equal(lu__sessions_lookup(s, "u1", 2, 1150, &sh), LU_ENOENT);
   /* lookups do not refresh; an expired binding rebinds to the candidate */
-  assert_int_equal(lu__sessions_bind(s, "u1", 2, 1, 100, 1150, NULL, &created),
+  assert_int_equal(lu__sessions_bind(s, "u1", 2, 1, 100, 1150, NULL, 0, &created),
                    1);
   assert_int_equal(created, 1);
   assert_int_equal(lu__sessions_count(s), 1);
   assert_int_equal(lu__sessions_lookup(s, "u1", 2, 1200, &sh), 0);
   assert_int_equal(sh, 1);
   /* created may be NULL */
-  assert_int_equal(lu__sessions_bind(s, "u1", 2, 2, 100, 1200, NULL, NULL), 1);
+  assert_int_equal(lu__sessions_bind(s, "u1", 2, 2, 100, 1200, NULL, 0, NULL), 1);
   /* a clock that steps back (threads racing) never shortens a binding */
-  assert_int_equal(lu__sessions_bind(s, "u1", 2, 2, 100, 1190, NULL, NULL), 1);
+  assert_int_equal(lu__sessions_bind(s, "u1", 2, 2, 100, 1190, NULL, 0, NULL), 1);
   assert_int_equal(lu__sessions_lookup(s, "u1", 2, 1299, &sh), 0);
 
   /* keys are (pointer, length): a slice, copied */
   char buf[16] = "abcdef";
-  assert_int_equal(lu__sessions_bind(s, buf, 3, 5, 100, 1000, NULL, &created),
+  assert_int_equal(lu__sessions_bind(s, buf, 3, 5, 100, 1000, NULL, 0, &created),
                    5);
   assert_int_equal(created, 1);
   memcpy(buf, "xxxxxx", 6);
@@ -608,8 +608,8 @@ static void test_sessions_bind(void **st) {
   assert_int_equal(lu__sessions_lookup(s, "ab", 2, 1000, &sh), LU_ENOENT);
   assert_int_equal(lu__sessions_lookup(s, "unknown", 7, 1000, &sh), LU_ENOENT);
   /* the empty key is a key */
-  assert_int_equal(lu__sessions_bind(s, "", 0, 4, 100, 1000, NULL, &created), 4);
-  assert_int_equal(lu__sessions_bind(s, "", 0, 2, 100, 1000, NULL, &created), 4);
+  assert_int_equal(lu__sessions_bind(s, "", 0, 4, 100, 1000, NULL, 0, &created), 4);
+  assert_int_equal(lu__sessions_bind(s, "", 0, 2, 100, 1000, NULL, 0, &created), 4);
   assert_int_equal(created, 0);
   lu__sessions_free(s);
   lu__sessions_free(NULL);
@@ -618,17 +618,18 @@ static void test_sessions_bind(void **st) {
 static void test_sessions_dead_shard(void **st) {
   (void)st;
   lu_sessions_t *s = lu__sessions_new();
-  unsigned char alive[4] = {1, 1, 1, 1};
+  uint64_t live[4] = {0, 1, 2, 3}; /* seeds of the live shards */
+  unsigned nlive = 4;
   int created;
-  assert_int_equal(lu__sessions_bind(s, "k", 1, 2, 1000, 0, alive, &created), 2);
-  assert_int_equal(lu__sessions_bind(s, "k", 1, 0, 1000, 1, alive, &created), 2);
+  assert_int_equal(lu__sessions_bind(s, "k", 1, 2, 1000, 0, live, nlive, &created), 2);
+  assert_int_equal(lu__sessions_bind(s, "k", 1, 0, 1000, 1, live, nlive, &created), 2);
   assert_int_equal(created, 0);
-  alive[2] = 0; /* shard 2 died: rebind to the candidate */
-  assert_int_equal(lu__sessions_bind(s, "k", 1, 1, 1000, 2, alive, &created), 1);
+  live[2] = 3, nlive = 3; /* shard 2 died: rebind to the candidate */
+  assert_int_equal(lu__sessions_bind(s, "k", 1, 1, 1000, 2, live, nlive, &created), 1);
   assert_int_equal(created, 1);
   /* and stay there, even once shard 2 is back */
-  alive[2] = 1;
-  assert_int_equal(lu__sessions_bind(s, "k", 1, 2, 1000, 3, alive, &created), 1);
+  live[2] = 2, live[3] = 3, nlive = 4;
+  assert_int_equal(lu__sessions_bind(s, "k", 1, 2, 1000, 3, live, nlive, &created), 1);
   assert_int_equal(created, 0);
   assert_int_equal(lu__sessions_count(s), 1);
   lu__sessions_free(s);
@@ -643,17 +644,17 @@ static void test_sessions_grow_and_expire(void **st) {
   for (int i = 0; i < K; i++) {
     int n = snprintf(k, sizeof k, "s-%d", i);
     int created;
-    unsigned r = lu__sessions_bind(s, k, (size_t)n, (unsigned)(i % 13),
-                                   i % 2 ? 10000 : 100, 0, NULL, &created);
-    assert_int_equal(r, (unsigned)(i % 13));
+    uint64_t r = lu__sessions_bind(s, k, (size_t)n, (uint64_t)(i % 13),
+                                   i % 2 ? 10000 : 100, 0, NULL, 0, &created);
+    assert_int_equal(r, (uint64_t)(i % 13));
     assert_int_equal(created, 1);
   }
   assert_int_equal(lu__sessions_count(s), K);
   for (int i = 0; i < K; i++) {
     int n = snprintf(k, sizeof k, "s-%d", i);
-    unsigned sh;
+    uint64_t sh;
     assert_int_equal(lu__sessions_lookup(s, k, (size_t)n, 50, &sh), 0);
-    assert_int_equal(sh, (unsigned)(i % 13));
+    assert_int_equal(sh, (uint64_t)(i % 13));
   }
   /* nothing expired yet */
   assert_int_equal(lu__sessions_expire(s, 50), 0);
@@ -678,9 +679,9 @@ static void test_sessions_grow_and_expire(void **st) {
   /* the survivors are intact */
   for (int i = 1; i < K; i += 2) {
     int n = snprintf(k, sizeof k, "s-%d", i);
-    unsigned sh;
+    uint64_t sh;
     assert_int_equal(lu__sessions_lookup(s, k, (size_t)n, 100, &sh), 0);
-    assert_int_equal(sh, (unsigned)(i % 13));
+    assert_int_equal(sh, (uint64_t)(i % 13));
   }
   /* and go too, later */
   total = 0;
@@ -697,7 +698,7 @@ static void test_sessions_grow_and_expire(void **st) {
 typedef struct {
   lu_sessions_t *s;
   unsigned t;
-  unsigned got[TKEYS];   /* shard seen for each key (last bind) */
+  uint64_t got[TKEYS];   /* shard seen for each key (last bind) */
   unsigned mismatch;     /* binds that disagreed with an earlier one */
   unsigned created;
 } th_arg_t;
@@ -705,14 +706,14 @@ typedef struct {
 static void *binder(void *p) {
   th_arg_t *a = p;
   char k[32];
-  for (unsigned i = 0; i < TKEYS; i++) a->got[i] = ~0u;
+  for (unsigned i = 0; i < TKEYS; i++) a->got[i] = UINT64_MAX;
   for (unsigned i = 0; i < TBINDS; i++) {
     unsigned key = (i * 7 + a->t * 251) % TKEYS;
     int n = snprintf(k, sizeof k, "sess-%u", key);
     int created;
-    unsigned r = lu__sessions_bind(a->s, k, (size_t)n, a->t, 60000, 1000,
-                                   NULL, &created);
-    if (a->got[key] != ~0u && a->got[key] != r) a->mismatch++;
+    uint64_t r = lu__sessions_bind(a->s, k, (size_t)n, a->t, 60000, 1000,
+                                   NULL, 0, &created);
+    if (a->got[key] != UINT64_MAX && a->got[key] != r) a->mismatch++;
     a->got[key] = r;
     a->created += (unsigned)created;
   }
@@ -741,10 +742,11 @@ static void test_sessions_threads(void **st) {
   for (unsigned key = 0; key < TKEYS; key++) {
     char k[32];
     int n = snprintf(k, sizeof k, "sess-%u", key);
-    unsigned sh;
+    uint64_t sh;
     assert_int_equal(lu__sessions_lookup(s, k, (size_t)n, 1000, &sh), 0);
     for (unsigned t = 0; t < TH; t++)
-      if (args[t].got[key] != ~0u) assert_int_equal(args[t].got[key], sh);
+      if (args[t].got[key] != UINT64_MAX)
+        assert_int_equal(args[t].got[key], sh);
   }
   lu__sessions_free(s);
 }

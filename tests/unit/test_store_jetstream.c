@@ -484,7 +484,7 @@ static void test_packs_flagged_only(void **state) {
       rec("d", "T", NULL, NULL, "{\"n\":4}"),
       rec("e", "T", NULL, NULL, "{\"n\":5}"),
   };
-  r[0].flags = r[1].flags = r[3].flags = r[4].flags = LU_RECORD_PACKABLE;
+  r[0].flags = r[1].flags = r[3].flags = r[4].flags = LU_RECORD_ONCE;
   size_t ins = 0;
   assert_int_equal(lu_store_append(st, r, 5, &ins), 0);
   assert_int_equal(ins, 5);
@@ -715,7 +715,7 @@ static void test_query_terminates_during_appends(void **state) {
   assert_true(a.batches > 0);
 }
 
-/* ---- appends begun without waiting (lu__store_append_begin) --------- */
+/* ---- appends begun without waiting (lu_store_append_begin) --------- */
 
 typedef struct begun_s {
   pthread_mutex_t mu;
@@ -761,7 +761,7 @@ static void begun_wait(begun_t *b, size_t want) {
  * nothing new (Nats-Msg-Id), and the store holds every event once. */
 static void test_append_begin(void **state) {
   fx_t *f = *state;
-  assert_true(lu__store_batches_in_flight(f->st));
+  assert_true(lu_store_batches_in_flight(f->st));
   static begun_t b = {.mu = PTHREAD_MUTEX_INITIALIZER};
   begun_ref_t refs[20];
   static char ids[20][50][32];
@@ -774,7 +774,7 @@ static void test_append_begin(void **state) {
     }
     refs[i] = (begun_ref_t){&b, i};
     /* The records are copied before it returns: reuse them at once. */
-    assert_int_equal(lu__store_append_begin(f->st, r, 50, begun_done,
+    assert_int_equal(lu_store_append_begin(f->st, r, 50, begun_done,
                                             &refs[i]), 0);
   }
   begun_wait(&b, 20);
@@ -800,7 +800,7 @@ static void test_append_begin_failures(void **state) {
   begun_ref_t refs[3] = {{&b, 0}, {&b, 1}, {&b, 2}};
   lu_record_t bad[2] = {rec("ok", "T", NULL, NULL, "{}"),
                         rec(NULL, "T", NULL, NULL, "{}")};
-  assert_int_equal(lu__store_append_begin(f->st, bad, 2, begun_done,
+  assert_int_equal(lu_store_append_begin(f->st, bad, 2, begun_done,
                                           &refs[0]), LU_ESTORE);
   assert_true(has(lu_store_errmsg(f->st), "record 1"));
 
@@ -810,7 +810,7 @@ static void test_append_begin_failures(void **state) {
   assert_int_equal(js_DeleteStream(js, LU_STREAM_EVENTS, NULL, NULL),
                    NATS_OK);
   lu_record_t one = rec("gone-1", "T", NULL, NULL, "{}");
-  assert_int_equal(lu__store_append_begin(f->st, &one, 1, begun_done,
+  assert_int_equal(lu_store_append_begin(f->st, &one, 1, begun_done,
                                           &refs[1]), 0);
   begun_wait(&b, 1);
   assert_int_equal(b.calls[0], 0);
@@ -819,7 +819,7 @@ static void test_append_begin_failures(void **state) {
   assert_true(has(b.why[1], "not stored"));
   assert_true(has(b.why[1], "no stream stores"));
   /* The retry: the stream is made again first, and the batch stored. */
-  assert_int_equal(lu__store_append_begin(f->st, &one, 1, begun_done,
+  assert_int_equal(lu_store_append_begin(f->st, &one, 1, begun_done,
                                           &refs[2]), 0);
   begun_wait(&b, 2);
   assert_int_equal(b.rc[2], 0);

@@ -4,7 +4,8 @@
  * Four checks, each with ok and a detail line:
  *
  *   registry  at least one function loaded;
- *   store     writable: a probe connection of our own (not the manager's,
+ *   store     the source's check_store if it has one; else, for an SQLite
+ *             file, writable: a probe connection of our own (not the manager's,
  *             which belongs to the store thread) runs BEGIN IMMEDIATE;
  *             ROLLBACK with a 200 ms busy timeout, so a database another
  *             process holds locked, a read-only file or a vanished
@@ -27,7 +28,7 @@
 
 #include <sqlite3.h>
 
-#include "obs.h"
+#include "obs_internal.h"
 
 #define PROBE_EVERY_NS 1000000000ull
 #define PROBE_BUSY_MS 200
@@ -137,8 +138,18 @@ int lu__health_store(lu_health_t *h, char *detail, size_t cap) {
             "%llu store batches could not be written (the last within "
             "%us)", (unsigned long long)errors, h->src.store_error_window_s);
     ok = 0;
+  } else if (h->src.check_store) {
+    detail[0] = 0;
+    ok = h->src.check_store(h->src.ud, detail, cap) == 1;
   } else if (!h->store_path) {
-    lu__fmt(detail, cap, "in memory");
+    /* Not a file: SQLite in memory, or another backend, which says what
+     * it is (a JetStream store is not "in memory"). */
+    const char *be =
+        lu_store_backend(lu_manager_store((lu_manager_t *)h->src.manager));
+    if (!strcmp(be, "sqlite"))
+      lu__fmt(detail, cap, "in memory");
+    else
+      lu__fmt(detail, cap, "%s store: no batch lost", be);
     ok = 1;
   } else {
     if (!h->probed || now - h->probe_ns >= PROBE_EVERY_NS) {
@@ -165,7 +176,7 @@ static void check_json(lu_buf_t *b, const char *name, int ok,
 
 int lu__health_ready(lu_health_t *h, lu_buf_t *b) {
   char reg_d[96], store_d[320], bus_d[256], shard_d[256];
-  size_t nfns = lu_registry_count(lu__manager_registry(h->src.manager));
+  size_t nfns = lu_registry_count(lu_manager_registry(h->src.manager));
   int reg_ok = nfns > 0;
   lu__fmt(reg_d, sizeof reg_d, "%zu function%s loaded", nfns,
           nfns == 1 ? "" : "s");

@@ -1,14 +1,14 @@
 /*
- * obs.h - interfaces between the observability modules (not installed):
+ * obs_internal.h - interfaces between the observability modules (not installed):
  * log.c, metrics.c (snapshot + Prometheus text), health.c (/readyz),
  * http.c (the server and the JSON views).  Kept apart from internal.h so
  * the pipeline's modules do not see them.
  */
-#ifndef LUCENT_OBS_H
-#define LUCENT_OBS_H
+#ifndef LUCENT_OBS_INTERNAL_H
+#define LUCENT_OBS_INTERNAL_H
 
 #include "internal.h"
-#include "lucent/http.h"
+#include "lucent/obs.h"
 #include "lucent/log.h"
 
 /* ---- log.c ------------------------------------------------------------ */
@@ -62,8 +62,8 @@ typedef struct lu_obs_snap_s {
   lu_count_t intake;           /* decided before routing */
   uint64_t store_batches, store_records, store_errors, bus_errors;
   uint64_t store_direct;       /* of store_batches, begun by a shard */
-  int has_forwards;            /* a bus that reports its forward paths */
-  uint64_t fwd_core, fwd_jetstream, fwd_amo, fwd_fallbacks;
+  lu_metric_t *extra;          /* the source's own metrics */
+  size_t nextra;
   size_t nshards;
   lu_obs_shard_t *shards;
   size_t nfns;
@@ -94,7 +94,7 @@ int lu__health_ready(lu_health_t *h, lu_buf_t *b);
  *  probe's answer for a second.  Thread safe. */
 int lu__health_store(lu_health_t *h, char *detail, size_t cap);
 
-/* ---- http.c ----------------------------------------------------------- */
+/* ---- views.c ---------------------------------------------------------- */
 
 /** The /functions and /shards bodies. */
 void lu__obs_functions_json(lu_buf_t *b, const lu_obs_snap_t *s,
@@ -102,4 +102,4 @@ void lu__obs_functions_json(lu_buf_t *b, const lu_obs_snap_t *s,
 void lu__obs_shards_json(lu_buf_t *b, const lu_obs_snap_t *s,
                          const lu_obs_source_t *src);
 
-#endif /* LUCENT_OBS_H */
+#endif /* LUCENT_OBS_INTERNAL_H */

@@ -1,0 +1,316 @@
+/*
+ * run.c - one attempt of one item on the shard whose turn runs it:
+ * select the function (composite score, docs/architecture.md decision 8),
+ * execute it against its deadline, and decide what follows: its outcome
+ * (outcome.c, to the writer), a retry on the shard's timer heap, and the
+ * events it emitted back into the pipeline (lu__dispatch).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "shard.h"
+
+/* Exponential backoff cap: backoff * 2^20 at most. */
+#define BACKOFF_MAX_SHIFT 20
+
+static const char *corr_of(const lu_event_t *ev) {
+  return ev->correlationid ? ev->correlationid : ev->id;
+}
+
+static lu_where_t where(const lu_shard_t *s) {
+  return (lu_where_t){(int)s->idx, s->id};
+}
+
+/* An outcome unit of this turn, with the item's done moved onto it. */
+static void out(lu_shard_t *s, lu_item_t *it, lu_unit_t *u) {
+  u->done = it->done;
+  it->done.fn = NULL;
+  lu__writer_out(s->m, &s->hold, u);
+}
+
+/* Out of memory building an outcome: the item waits and tries again
+ * (its outcome is not lost; memory may come back).  Its attempt count is
+ * kept, so a function is not run more times than its retries allow. */
+static void no_memory(lu_shard_t *s, lu_item_t *it) {
+  LU_LOG(LU_LOG_ERROR, s->id, NULL, LU_KVS(LU_KV_STR("event", it->ev->id)),
+         "out of memory recording an outcome; trying again in 100 ms");
+  it->due_ns = lu__now_ns() + 100 * NS_PER_MS;
+  lu__shard_retry(s, it);
+}
+
+static void dead_letter(lu_shard_t *s, lu_item_t *it, const char *reason) {
+  lu_unit_t *u = lu__outcome_dead(where(s), it, reason, it->attempts);
+  if (!u) {
+    it->fn = NULL; /* chosen again next time */
+    no_memory(s, it);
+    return;
+  }
+  out(s, it, u);
+  atomic_fetch_sub_explicit(&s->load, 1, memory_order_relaxed);
+  lu__item_free(it);
+}
+
+static void fail(lu_shard_t *s, lu_item_t *it, const char *reason,
+                 uint64_t exec_ns) {
+  lu_unit_t *u = lu__outcome_failed(where(s), it, reason, exec_ns);
+  if (!u) {
+    it->attempts--; /* the attempt is run again */
+    no_memory(s, it);
+    return;
+  }
+  out(s, it, u);
+  atomic_fetch_sub_explicit(&s->load, 1, memory_order_relaxed);
+  lu__item_free(it);
+}
+
+/* An emitted event into the pipeline; with no memory to route it, it
+ * waits on this shard's heap and tries again. */
+static void redispatch(lu_shard_t *s, lu_item_t *kid) {
+  if (!lu__dispatch(s->m, (int)s->idx, kid)) return;
+  kid->unrouted = 1;
+  kid->due_ns = lu__now_ns() + 100 * NS_PER_MS;
+  lu__shard_retry(s, kid);
+}
+
+/* A parent whose emitted events travel on a durable bus is finished only
+ * when its own outcome is stored AND every child is safe on the bus: only
+ * then may its input be acknowledged (else a crash in between would lose
+ * the children).  The join counts both down, whatever order they come. */
+typedef struct join_s {
+  _Atomic unsigned remaining;
+  _Atomic int ok;
+  lu_done_t real;
+  int have_outcome;
+  lu_outcome_t o; /* the parent's, with its strings copied */
+  char *strs[8];
+} join_t;
+
+static void join_finish(join_t *j) {
+  if (atomic_fetch_sub(&j->remaining, 1) != 1) return;
+  j->real.fn(j->real.ctx, j->have_outcome ? &j->o : NULL,
+             atomic_load(&j->ok));
+  for (size_t i = 0; i < sizeof j->strs / sizeof *j->strs; i++)
+    free(j->strs[i]);
+  free(j);
+}
+
+static void join_parent_done(void *ctx, const lu_outcome_t *o, int stored) {
+  join_t *j = ctx;
+  if (o) {
+    j->o = *o;
+    const char **f[] = {&j->o.event_id,  &j->o.event_type, &j->o.function,
+                        &j->o.shard,     &j->o.reason,     &j->o.stored_json,
+                        &j->o.result_json};
+    for (size_t i = 0; i < sizeof f / sizeof *f; i++) {
+      if (!*f[i]) continue;
+      j->strs[i] = strdup(*f[i]);
+      /* No memory for a copy: the requester sees the field missing, the
+       * acknowledgement is unchanged. */
+      *f[i] = j->strs[i];
+    }
+    j->have_outcome = 1;
+  }
+  if (!stored) atomic_store(&j->ok, 0);
+  join_finish(j);
+}
+
+static void join_child_done(void *ctx, const lu_outcome_t *o, int stored) {
+  (void)o;
+  join_t *j = ctx;
+  if (!stored) atomic_store(&j->ok, 0);
+  join_finish(j);
+}
+
+/* <Fn>Completed plus the emitted events, which re-enter the pipeline. */
+static void complete(lu_shard_t *s, lu_item_t *it, uint64_t exec_ns) {
+  lu_manager_t *m = s->m;
+  lu_event_t *kev[LU_MAX_EMIT];
+  size_t nk = 0;
+  lu_unit_t *u = lu__outcome_completed(where(s), it, &s->out, &s->print,
+                                       exec_ns, kev, &nk);
+  lu_item_t *kids[LU_MAX_EMIT];
+  join_t *j = NULL;
+  int ok = u != NULL;
+  for (size_t i = 0; ok && i < nk; i++) {
+    kids[i] = calloc(1, sizeof *kids[i]);
+    ok = kids[i] != NULL;
+    if (!ok)
+      while (i--) free(kids[i]);
+  }
+  int joined = nk && it->done.fn && m->has_bus &&
+               (m->bus.flags & LU_BUS_DURABLE_EMIT);
+  if (ok && joined && !(j = calloc(1, sizeof *j))) ok = 0;
+  if (!ok) {
+    for (size_t i = 0; i < nk; i++) lu_event_free(kev[i]);
+    lu__unit_free(u);
+    it->attempts--; /* the attempt is run again */
+    no_memory(s, it);
+    return;
+  }
+  for (size_t i = 0; i < nk; i++) {
+    kids[i]->ev = kev[i];
+    kids[i]->derived = 1;
+    kids[i]->line = it->line;
+    kids[i]->t_submit = lu__now_ns();
+  }
+  u->done = it->done;
+  it->done.fn = NULL;
+  if (j) {
+    atomic_init(&j->remaining, (unsigned)nk + 1);
+    atomic_init(&j->ok, 1);
+    j->real = u->done;
+    u->done = (lu_done_t){join_parent_done, j};
+    for (size_t i = 0; i < nk; i++)
+      kids[i]->done = (lu_done_t){join_child_done, j};
+  }
+  /* The children count as pending before the parent's outcome lands, so
+   * a drain never sees 0 between them. */
+  if (nk) lu__pending_add(m, nk);
+  for (size_t i = 0; i < nk; i++) redispatch(s, kids[i]);
+  lu__writer_out(m, &s->hold, u);
+  lu__out_reset(&s->out);
+  atomic_fetch_sub_explicit(&s->load, 1, memory_order_relaxed);
+  lu__item_free(it);
+}
+
+/* Picks the function for an item on this shard; NULL (and a dead letter)
+ * when no candidate is eligible. */
+static const lu_fnent_t *choose(lu_shard_t *s, lu_item_t *it) {
+  lu_manager_t *m = s->m;
+  size_t n;
+  const lu_fnent_t *const *c =
+      lu__registry_candidates(m->reg, it->ev->type, &n);
+  if (n == 1 && !m->cfg.on_explain) {
+    /* The common case needs no scoring, only the hard constraints. */
+    const lu_fnent_t *fe = c[0];
+    lu_fnstate_t *st = &s->fns[fe->index];
+    int fits = fe->fn->cpu_millis <= m->cfg.shard_cpu_millis &&
+               fe->fn->memory_mb <= m->cfg.shard_memory_mb;
+    if (fits && lu__breaker_peek(&st->breaker, lu__now_ns() / NS_PER_MS,
+                                 m->cfg.breaker_cooldown_ms))
+      return fe;
+  }
+  lu_candidate_t cands[64];
+  lu_scores_t scores[64];
+  if (n > 64) n = 64;
+  uint64_t now_ms = lu__now_ns() / NS_PER_MS;
+  for (size_t i = 0; i < n; i++) {
+    lu_fnstate_t *st = &s->fns[c[i]->index];
+    cands[i] = (lu_candidate_t){
+        .fn = c[i]->fn,
+        .ewma_ns = st->ewma_ns,
+        .breaker_open = !lu__breaker_peek(&st->breaker, now_ms,
+                                          m->cfg.breaker_cooldown_ms),
+        .affinity = n > 1 ? lu__affinity(m, s, c[i], it->ev) : 1.0,
+    };
+  }
+  int k = lu__select(cands, n, &m->w, m->cfg.shard_cpu_millis,
+                     m->cfg.shard_memory_mb, scores);
+  if (m->cfg.on_explain) {
+    char line[2048];
+    lu__explain(line, sizeof line, s->id, it->ev->id, cands, scores, n, k);
+    m->cfg.on_explain(m->cfg.on_explain_ud, line);
+  }
+  if (k >= 0) return c[k];
+  char why[1024];
+  size_t at = 0;
+  lu__fmt(why, sizeof why, "no eligible function for '%s' on %s",
+          it->ev->type, s->id);
+  for (size_t i = 0; i < n && (at = strlen(why)) < sizeof why - 1; i++)
+    lu__fmt(why + at, sizeof why - at, "%s%s (%s)", i ? "; " : ": ",
+            cands[i].fn->name, scores[i].excluded ? scores[i].excluded : "?");
+  dead_letter(s, it, why);
+  return NULL;
+}
+
+void lu__run_item(lu_shard_t *s, lu_item_t *it) {
+  lu_manager_t *m = s->m;
+  if (it->unrouted) {
+    it->unrouted = 0;
+    redispatch(s, it);
+    return;
+  }
+  const lu_fnent_t *fe = it->fn;
+  if (!fe) {
+    fe = choose(s, it); /* NULL: dead-lettered, it is gone */
+    if (!fe) return;
+    it->fn = fe;
+  }
+  lu_fnstate_t *st = &s->fns[fe->index];
+  uint64_t now_ms = lu__now_ns() / NS_PER_MS;
+  if (!lu__breaker_allow(&st->breaker, now_ms, m->cfg.breaker_cooldown_ms)) {
+    /* A retry whose breaker opened meanwhile. */
+    char why[160];
+    lu__fmt(why, sizeof why, "circuit breaker of %s open after %u attempts",
+            fe->fn->name, it->attempts);
+    fail(s, it, why, 0);
+    return;
+  }
+  it->attempts++;
+  lu_ctx_t ctx = {.ev = it->ev,
+                  .shard = s->id,
+                  .fn_name = fe->fn->name,
+                  .correlationid = corr_of(it->ev),
+                  .attempt = it->attempts,
+                  .now_ms = lu__wall_ms()};
+  lu__out_reset(&s->out);
+  uint64_t t0 = lu__now_ns();
+  lu_status_t rc = fe->fn->impl(&ctx, it->ev->data, &s->out);
+  uint64_t dt = lu__now_ns() - t0;
+  char reason[320];
+  int timed_out = 0;
+  if (rc != LU_OK && rc != LU_RETRY && rc != LU_FAIL) {
+    lu__fmt(reason, sizeof reason, "function returned invalid status %d",
+            (int)rc);
+    rc = LU_FAIL;
+  } else if (dt > (uint64_t)fe->timeout_ms * NS_PER_MS) {
+    /* A pure function cannot be interrupted safely; one that overran its
+     * deadline has its output discarded and counts as a (retryable)
+     * failure, as if it had been cut off. */
+    lu__fmt(reason, sizeof reason, "timed out: ran %.3f ms, limit %u ms",
+            (double)dt / 1e6, fe->timeout_ms);
+    rc = LU_RETRY;
+    timed_out = 1;
+  } else if (rc == LU_OK && s->out.overflow) {
+    lu__fmt(reason, sizeof reason,
+            "emitted more than %d additional events", LU_MAX_EMIT);
+    rc = LU_FAIL;
+  } else if (rc != LU_OK) {
+    lu__fmt(reason, sizeof reason, "%s",
+            s->out.reason[0] ? s->out.reason
+                             : rc == LU_RETRY ? "retryable error"
+                                              : "permanent error");
+  }
+  st->ewma_ns = st->ewma_ns ? st->ewma_ns - st->ewma_ns / 8 + dt / 8 : dt;
+  int retry = rc == LU_RETRY && it->attempts <= fe->fn->max_retries;
+  pthread_mutex_lock(&s->stats_lock);
+  st->executions++;
+  lu__hist_add(&st->exec, dt);
+  if (timed_out) st->timeouts++;
+  if (retry) st->retries++, s->retries++;
+  pthread_mutex_unlock(&s->stats_lock);
+  /* The breaker counts outcomes, not attempts: an event that succeeds on
+   * a retry is no failure of the function, one that fails for good is. */
+  if (!retry)
+    lu__breaker_record(&st->breaker, rc == LU_OK, now_ms,
+                       m->cfg.breaker_failures);
+  atomic_store_explicit(&st->breaker_open,
+                        st->breaker.state == LU_BREAKER_OPEN,
+                        memory_order_relaxed);
+  if (rc == LU_OK) {
+    complete(s, it, dt);
+    return;
+  }
+  lu__out_reset(&s->out);
+  if (retry) {
+    /* Exponential backoff with +-50% jitter: backoff * 2^(attempt-1). */
+    unsigned shift = it->attempts - 1 < BACKOFF_MAX_SHIFT
+                         ? it->attempts - 1 : BACKOFF_MAX_SHIFT;
+    double base = (double)fe->backoff_ms * 1e6 * (double)(1ull << shift);
+    double jitter = 0.5 + lu__rand_unit(&s->rng);
+    it->due_ns = lu__now_ns() + (uint64_t)(base * jitter);
+    lu__shard_retry(s, it);
+    return;
+  }
+  fail(s, it, reason, dt);
+}

@@ -1,0 +1,175 @@
+/*
+ * shard.h - a shard's state and its turn (shard.c), and the pool of worker
+ * threads that runs turns (pool.c).
+ *
+ * A shard is a unit of ownership, not a thread (docs/architecture.md,
+ * decision 10): its queues, its retry timers, its functions' breakers and
+ * latency averages, and the order of its events.  Whoever holds the
+ * shard's TURN runs its items, one at a time; nobody else touches that
+ * state.  The turn is held by a worker of the pool, or by a caller that
+ * runs an exec request inline (a NATS delivery thread: no hand-off, no
+ * wake-up) while the shard has nothing else to do.
+ *
+ * THE TURN (s->turn, under s->lock)
+ *
+ *                 work arrives (enqueue), a retry falls due (timer)
+ *        +-------------------------------------------------------+
+ *        |                                                       v
+ *      IDLE <------- nothing left ---------- RUNNING <-------- READY
+ *       |  ^                                 (a worker)  pop   (on the
+ *       |  |                                    |              run queue)
+ *       |  +-- release: nothing queued ---+     +-- work left: READY ---^
+ *       |                                 |                             |
+ *       | run_local, nothing queued    INLINE ---- release: work --------+
+ *       +----------------------------> (caller)                         |
+ *                                       |   ^                           |
+ *                      more requests    |   | the same caller's         |
+ *                      coming: park     v   | next request: resume      |
+ *                                      PARKED ---- work queued, the ----+
+ *                                               hold expired (timer):
+ *                                               taken over
+ *
+ *  1. Only the holder (RUNNING, INLINE) runs items or touches the shard's
+ *     function state (fns, heap, out, hold).  A PARKED turn belongs to its
+ *     caller until it is taken over, and its held outcomes go with it: the
+ *     worker that takes it over flushes them first.
+ *  2. A shard is on the pool's run queue exactly when it is READY, so it
+ *     is never run by two workers, and a shard with work is never
+ *     forgotten: every path out of RUNNING, INLINE and PARKED looks at the
+ *     queues under s->lock and goes to READY if anything waits.
+ *  3. Order: items run in the order they were queued (forwarded first,
+ *     then intake, as a shard thread always did); a retry runs when due.
+ *  4. Retries wait on the shard's heap; an IDLE shard with retries has a
+ *     pool timer at the earliest due time.  Timers may be stale (the shard
+ *     ran meanwhile): a timer only ever moves an IDLE or PARKED shard, and
+ *     only if it has something to do.
+ *  5. Waking a worker costs a futex call: producers signal only when a
+ *     worker sleeps (nidle), after unlocking.
+ *
+ * LOCK ORDER (a thread holding one may take those below it, never above)
+ *
+ *   writer.begin  (writer.c: one batch begins at a time)
+ *   s->lock       (a shard's queues and turn)
+ *   pool->lock    (run queue, timers)
+ *   view.members_lock -> view.lock      (view.c)
+ *   writer.lock   (store queue)
+ *   writer.olock  (reporting; calls on_outcome and done callbacks)
+ *   m->plock, stats.lock, s->stats_lock, rng_lock, sessions  (leaves)
+ *
+ * No lock is held while a function runs, while the store appends, or
+ * while a bus callback forwards.
+ */
+#ifndef LUCENT_SHARD_H
+#define LUCENT_SHARD_H
+
+#include "pipeline.h"
+
+typedef enum lu_turn_e {
+  LU_TURN_IDLE,    /* nobody holds it, nothing to do now */
+  LU_TURN_READY,   /* on the pool's run queue */
+  LU_TURN_RUNNING, /* a worker runs it */
+  LU_TURN_INLINE,  /* a caller runs one item */
+  LU_TURN_PARKED   /* a caller keeps it between the items of a burst */
+} lu_turn_t;
+
+typedef struct lu_fnstate_s {
+  lu_breaker_t breaker;     /* turn holder only */
+  _Atomic int breaker_open; /* mirror for readers */
+  uint64_t ewma_ns;         /* turn holder only */
+  /* under the shard's stats lock: */
+  uint64_t executions, retries, timeouts;
+  lu_hist_t exec;
+} lu_fnstate_t;
+
+struct lu_shard_s {
+  lu_manager_t *m;
+  unsigned idx;
+  char id[LU_SHARD_ID_MAX];
+  lu_member_t *member;
+
+  pthread_mutex_t lock;  /* queues, turn */
+  pthread_cond_t space;  /* intake queue no longer full */
+  lu_item_t *in_head, *in_tail, *fw_head, *fw_tail;
+  size_t in_n, fw_n;
+  int blocked;           /* producers waiting on space */
+  lu_turn_t turn;
+  uint64_t turn_gen;     /* INLINE/PARKED: the caller's claim */
+  uint64_t park_ns;      /* PARKED since */
+  struct lu_shard_s *rq_next; /* on the pool's run queue */
+  uint64_t timer_due;    /* its earliest pool timer (pool.c, pool lock) */
+  _Atomic uint64_t load; /* queued + executing + waiting to retry */
+
+  /* The turn holder's (invariant 1). */
+  lu_item_t **heap;      /* retries, by due time */
+  size_t nheap, capheap;
+  lu_item_t *stalled;    /* retries the heap had no memory for */
+  lu_fnstate_t *fns;
+  uint64_t rng;
+  lu_out_t out;
+  lu_buf_t print;        /* scratch for results' JSON */
+  lu_hold_t hold;        /* outcomes held for one store batch */
+
+  pthread_mutex_t stats_lock;
+  uint64_t routed, forwarded, received, retries;
+};
+
+/* ---- shard.c ---------------------------------------------------------- */
+
+int lu__shard_init(lu_shard_t *s, lu_manager_t *m, unsigned idx,
+                   const char *id, size_t nfns);
+void lu__shard_destroy(lu_shard_t *s);
+/** Queues a routed item: intake (bounded: blocks while full) or forwarded
+ *  (unbounded: a shard never blocks on another).  Makes an IDLE or PARKED
+ *  shard READY. */
+void lu__shard_enqueue(lu_shard_t *s, lu_item_t *it, int forwarded);
+/** A worker's turn on a READY shard: a batch of queued items, then the
+ *  retries that are due, then the held outcomes flushed; back to READY if
+ *  work is left, else IDLE. */
+void lu__shard_run(lu_shard_t *s);
+/** A pool timer fired for s at now: an IDLE shard with a retry due, or a
+ *  PARKED turn past its hold, becomes READY. */
+void lu__shard_timer(lu_shard_t *s, uint64_t now);
+/** Runs it on the calling thread if s is IDLE with nothing queued (or
+ *  PARKED by this caller): 1 if it ran, 0 if the caller must queue it.
+ *  more: another request follows soon; keep the turn PARKED. */
+int lu__shard_run_inline(lu_shard_t *s, lu_item_t *it, int more);
+/** Ends the calling thread's burst on m's shards (a PARKED turn of its
+ *  own is released). */
+void lu__shard_end_burst(lu_manager_t *m);
+/** Before a caller takes a turn on shard idx: a burst it keeps on another
+ *  of m's shards ends first (one claim per thread). */
+void lu__shard_claim_check(lu_manager_t *m, unsigned idx);
+/** Schedules a retry on the turn holder's heap. */
+void lu__shard_retry(lu_shard_t *s, lu_item_t *it);
+/** Items waiting in s's queues. */
+size_t lu__shard_queued(lu_shard_t *s);
+
+/* ---- pool.c ----------------------------------------------------------- */
+
+typedef struct lu_timer_s {
+  uint64_t due;
+  lu_shard_t *s;
+} lu_timer_t;
+
+typedef struct lu_pool_s {
+  lu_manager_t *m;
+  pthread_mutex_t lock;
+  pthread_cond_t wake;      /* monotonic */
+  lu_shard_t *head, *tail;  /* run queue: READY shards */
+  lu_timer_t *timers;       /* min-heap by due */
+  size_t ntimers, captimers;
+  unsigned nthreads, nidle;
+  int stop;
+  pthread_t *threads;
+} lu_pool_t;
+
+/** Starts n worker threads.  0, or LU_ENOMEM (nothing started). */
+int lu__pool_start(lu_pool_t *p, lu_manager_t *m, unsigned n);
+/** Stops and joins the workers (after the manager drained). */
+void lu__pool_stop(lu_pool_t *p);
+/** s became READY: to the run queue's tail; wakes a sleeping worker. */
+void lu__pool_push(lu_pool_t *p, lu_shard_t *s);
+/** Look at s at time due (lu__shard_timer).  0 or LU_ENOMEM. */
+int lu__pool_timer(lu_pool_t *p, lu_shard_t *s, uint64_t due);
+
+#endif /* LUCENT_SHARD_H */

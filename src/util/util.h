@@ -1,0 +1,138 @@
+/*
+ * util.h - the helpers every layer of lucent uses (not installed): clocks,
+ * randomness and derived ids, a growable buffer with a JSON writer, a
+ * pointer map, and the placement math (key hashing, rendezvous, two
+ * choices).
+ *
+ * None of it keeps global state, so each library (liblucent,
+ * liblucent-nats, liblucent-http) links its own hidden copy of these
+ * objects and no lu__ symbol crosses a library boundary.
+ */
+#ifndef LUCENT_UTIL_H
+#define LUCENT_UTIL_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
+#include "lucent/error.h"
+
+/* ---- clock.c ---------------------------------------------------------- */
+
+#define NS_PER_MS 1000000LL
+/** Monotonic clock, ns: every duration and deadline. */
+uint64_t lu__now_ns(void);
+/** Wall clock, ms since the epoch: only for timestamps in events. */
+int64_t lu__wall_ms(void);
+/** CPU time consumed by the calling thread, ns. */
+uint64_t lu__thread_cpu_ns(void);
+/** RFC 3339 UTC time with milliseconds ("2026-11-27T12:00:00.000Z") for a
+ *  wall-clock ms value; buf needs 25 bytes. */
+void lu__rfc3339(int64_t ms, char buf[32]);
+/** pthread_cond_init for a condition whose timed waits use
+ *  CLOCK_MONOTONIC deadlines (so a step of the wall clock never stretches
+ *  or cuts a wait).  0 or an errno value. */
+int lu__cond_init_mono(pthread_cond_t *c);
+/** The deadline for such a timed wait at lu__now_ns() time at_ns. */
+struct timespec lu__mono_deadline(uint64_t at_ns);
+/** Waits on c (initialised with lu__cond_init_mono) until signalled or
+ *  until lu__now_ns() reaches at_ns; returns pthread_cond_timedwait's
+ *  result. */
+int lu__cond_wait_until(pthread_cond_t *c, pthread_mutex_t *mu,
+                        uint64_t at_ns);
+
+/* ---- ids.c ------------------------------------------------------------ */
+
+/** splitmix64 step: a fast, good-enough PRNG for jitter and two choices. */
+uint64_t lu__rand_next(uint64_t *state);
+/** A uniform double in [0,1). */
+double lu__rand_unit(uint64_t *state);
+/** A deterministic id from a list of byte strings: XXH3-128 of the
+ *  strings (each followed by a 0 byte) printed in the 8-4-4-4-12 UUID
+ *  shape (version nibble 8, "custom").  buf gets 36 chars + NUL. */
+void lu__derive_id(char buf[37], const char *const *parts, size_t n);
+
+/* ---- buf.c ------------------------------------------------------------ */
+
+/** snprintf into a fixed buffer, always NUL-terminated, never fails. */
+void lu__fmt(char *buf, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/** A growable byte buffer (for building JSON text). */
+typedef struct lu_buf_s {
+  char *p;
+  size_t len, cap;
+  int oom; /* sticky allocation failure */
+} lu_buf_t;
+/** Makes room for n more bytes (and the NUL) at once; 0, or -1 (b->oom). */
+int lu__buf_reserve(lu_buf_t *b, size_t n);
+/* Inline: results and stored events are built from dozens of short puts,
+ * most of string literals whose strlen the compiler then folds. */
+static inline void lu__buf_put(lu_buf_t *b, const char *s, size_t n) {
+  if ((b->oom || b->len + n + 1 > b->cap) && lu__buf_reserve(b, n)) return;
+  memcpy(b->p + b->len, s, n);
+  b->len += n;
+  b->p[b->len] = 0;
+}
+static inline void lu__buf_puts(lu_buf_t *b, const char *s) {
+  lu__buf_put(b, s, strlen(s));
+}
+/** Appends s as a JSON string literal (quotes and escapes; invalid UTF-8
+ *  bytes become U+FFFD so the output is always valid JSON). */
+void lu__buf_json_str(lu_buf_t *b, const char *s, size_t n);
+/** Appends a cJSON value as compact JSON: what cJSON_PrintUnformatted
+ *  gives, without its sprintf per integer, except that a double cJSON
+ *  would round to 15 digits keeps the 17 that read back exactly.  NaN/Inf
+ *  print null; strings are escaped as lu__buf_json_str does.  NULL prints
+ *  null.  On allocation failure b->oom is set. */
+void lu__buf_json_value(lu_buf_t *b, const cJSON *v);
+void lu__buf_free(lu_buf_t *b);
+
+/* ---- ptrmap.c --------------------------------------------------------- */
+
+/** A map from pointers to pointers: open addressing with linear probing,
+ *  a fixed number of slots.  No lock of its own: its owner locks. */
+typedef struct lu_ptrmap_s {
+  const void **keys; /* NULL = empty slot */
+  void **vals;
+  size_t mask, n;
+} lu_ptrmap_t;
+/** Room for cap - 1 entries (cap rounded up to a power of two, at least
+ *  16).  0 or LU_ENOMEM. */
+int lu__ptrmap_init(lu_ptrmap_t *pm, size_t cap);
+void lu__ptrmap_free(lu_ptrmap_t *pm);
+/** Adds key (not NULL, not already in) -> val: 0, or -1 when full. */
+int lu__ptrmap_put(lu_ptrmap_t *pm, const void *key, void *val);
+/** Removes key and returns its value; NULL when absent. */
+void *lu__ptrmap_take(lu_ptrmap_t *pm, const void *key);
+/** Removes every entry whose value is val; returns how many. */
+size_t lu__ptrmap_drop_value(lu_ptrmap_t *pm, const void *val);
+
+/* ---- placement.c (docs/architecture.md, decisions 5-6) ---------------- */
+
+/** XXH3-64 of a key. */
+uint64_t lu__key_hash(const char *key, size_t len);
+/** The per-shard seed for rendezvous hashing: XXH3-64 of the shard id. */
+uint64_t lu__shard_seed(const char *shard_id);
+/** Rendezvous (highest random weight): the index in [0,n) of the shard with
+ *  the highest weight mix(keyhash, seeds[i]); ties to the lower index. */
+unsigned lu__rendezvous(uint64_t keyhash, const uint64_t *seeds, unsigned n);
+/** All n shard indexes in descending weight order (order[0] = owner). */
+void lu__rendezvous_order(uint64_t keyhash, const uint64_t *seeds,
+                          unsigned n, unsigned *order);
+/** Consistent hashing with bounded loads: the first shard in rendezvous
+ *  order whose load + 1 <= ceil(c * (total + 1) / n); c <= 1 means unbounded
+ *  (plain owner).  loads[i] is shard i's current load. */
+unsigned lu__rendezvous_bounded(uint64_t keyhash, const uint64_t *seeds,
+                                unsigned n, const uint64_t *loads, double c);
+/** Power of two choices: two distinct random shards, the less loaded wins
+ *  (ties to the first draw, so equal loads spread uniformly).  n == 1
+ *  gives 0. */
+unsigned lu__two_choices(const uint64_t *loads, unsigned n, uint64_t *rng);
+
+#endif /* LUCENT_UTIL_H */
