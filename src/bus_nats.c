@@ -6,8 +6,9 @@
  *
  * At-least-once (the default):
  *
- *   lucent publish --> LUCENT_INTAKE, subject lucent.intake.<p>, p = hash of
- *                      the event's subject (16 partitions); one event or a
+ *   lucent publish --> LUCENT_INTAKE, subject lucent.intake.<p>, p = FNV-1a
+ *                      of the event's subject mod 16 (docs/protocol.md:
+ *                      any client may publish there); one event or a
  *                      pack of consecutive ones per message (intake_pack.c:
  *                      split here, acked when all of them are finished)
  *   intake-<p>     --> pulled by the partition's owner: the shard that wins
@@ -141,10 +142,12 @@ static uint64_t header_u64(natsMsg *msg, const char *name) {
 
 unsigned lu__intake_partition(const lu_event_t *ev, const char *json,
                               size_t len) {
-  /* Events of one stream (subject) stay in one partition, hence in order;
-   * without a subject, the id; what cannot be parsed, its bytes. */
+  /* Protocol v1 (docs/protocol.md, "Partitions"): FNV-1a 64 of the key,
+   * mod the partition count, so that any client computes it.  Events of
+   * one stream (subject) stay in one partition, hence in order; without a
+   * subject, the id; what cannot be parsed, its bytes. */
   const char *key = ev ? (ev->subject ? ev->subject : ev->id) : NULL;
-  uint64_t h = key ? XXH3_64bits(key, strlen(key)) : XXH3_64bits(json, len);
+  uint64_t h = key ? lu__fnv1a64(key, strlen(key)) : lu__fnv1a64(json, len);
   return (unsigned)(h % LU_INTAKE_PARTITIONS);
 }
 

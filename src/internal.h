@@ -158,6 +158,21 @@ void lu__event_index(lu_event_t *ev);
  *  (not business context to carry over to results). */
 int lu__event_is_core_attr(const char *name);
 
+/* ---- the wire protocol, v1 (docs/protocol.md) -------------------------- */
+
+/** FNV-1a, 64 bits (offset basis 0xcbf29ce484222325, prime
+ *  0x100000001b3): the intake partition hash of protocol v1, chosen
+ *  because a client in any language writes it in a few lines. */
+static inline uint64_t lu__fnv1a64(const void *p, size_t n) {
+  const unsigned char *s = p;
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (size_t i = 0; i < n; i++) {
+    h ^= s[i];
+    h *= 0x100000001b3ull;
+  }
+  return h;
+}
+
 /* ---- route.c (strategies; DESIGN.md decisions 4-7) -------------------- */
 
 /** Follows a dotted path ("customer.id", "items.0.sku": numeric segments
