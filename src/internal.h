@@ -158,6 +158,16 @@ void lu__event_index(lu_event_t *ev);
  *  (not business context to carry over to results). */
 int lu__event_is_core_attr(const char *name);
 
+/** Is s[0..n) UTF-8 as RFC 3629 defines it (no overlong forms, no
+ *  surrogates, nothing above U+10FFFF)?  1, or 0 with the offset of the
+ *  first byte that is not in *bad_at (may be NULL). */
+int lu__utf8_valid(const char *s, size_t n, size_t *bad_at);
+
+/** Is name a CloudEvents attribute name as lucent accepts it: 1 to 20
+ *  characters, each a lowercase ASCII letter or a digit
+ *  (docs/protocol.md, "What lucent accepts")? */
+int lu__ce_attr_name_ok(const char *name, size_t len);
+
 /* ---- the wire protocol, v1 (docs/protocol.md) -------------------------- */
 
 /** FNV-1a, 64 bits (offset basis 0xcbf29ce484222325, prime
@@ -172,6 +182,14 @@ static inline uint64_t lu__fnv1a64(const void *p, size_t n) {
   }
   return h;
 }
+
+/* ---- ce_binary.c: base64 --------------------------------------------- */
+
+/** Appends the standard base64 (RFC 4648, padded) of p[0..n) to b. */
+void lu__buf_base64(lu_buf_t *b, const void *p, size_t n);
+/** Appends the bytes that standard base64 text s[0..n) encodes to b:
+ *  0, or LU_EINVAL when it is not base64 (b may then hold a part). */
+int lu__base64_decode(lu_buf_t *b, const char *s, size_t n);
 
 /* ---- route.c (strategies; DESIGN.md decisions 4-7) -------------------- */
 
