@@ -183,7 +183,49 @@ static inline uint64_t lu__fnv1a64(const void *p, size_t n) {
   return h;
 }
 
-/* ---- ce_binary.c: base64 --------------------------------------------- */
+/* ---- ce_binary.c: the CloudEvents NATS binding's binary content mode -- */
+
+/** One message header: name and value, borrowed. */
+typedef struct lu_hdr_s {
+  const char *name, *value;
+} lu_hdr_t;
+
+/** Is a message with these headers a binary-mode CloudEvent?  1 when it
+ *  has a header ce-specversion (names match case-insensitively) and no
+ *  Content-Type of application/cloudevents (structured mode). */
+int lu__ce_binary_mode(const lu_hdr_t *h, size_t n);
+
+/** Decodes a binary-mode event (its headers and payload) into the
+ *  structured JSON text lucent stores and processes, appended to *out:
+ *  attributes from the ce-* headers (percent-decoded, names lowercased),
+ *  datacontenttype from ce-datacontenttype or Content-Type, and the
+ *  payload as data (JSON), a string (text/x), or data_base64.  Returns 0;
+ *  LU_EINVAL with the reason in err when it is not a valid event (a
+ *  missing ce-id, a bad header name or value, a JSON content type whose
+ *  payload is not JSON, ...); LU_ENOMEM.  *out may hold a partial text
+ *  on failure. */
+int lu__ce_binary_decode(lu_buf_t *out, const lu_hdr_t *h, size_t n,
+                         const char *payload, size_t plen, char *err,
+                         size_t errlen);
+
+/** The text kept as a rejected binary-mode message's raw bytes: its
+ *  headers as a NATS header block ("NATS/1.0\r\nname: value\r\n...\r\n")
+ *  followed by the payload.  Appended to *out. */
+void lu__ce_binary_raw(lu_buf_t *out, const lu_hdr_t *h, size_t n,
+                       const char *payload, size_t plen);
+
+/** Encodes a parsed event in binary mode: put(ud, name, value) once per
+ *  header (ce-<attribute> for every attribute but data and data_base64,
+ *  values percent-encoded; content-type and ce-datacontenttype from
+ *  datacontenttype, application/json when it is absent and the event has
+ *  data), and the payload appended to *payload.  Returns 0, LU_EINVAL
+ *  (an attribute that is an object or an array, bad data_base64: err
+ *  says which), LU_ENOMEM, or put's first non-zero return. */
+int lu__ce_binary_encode(const lu_event_t *ev,
+                         int (*put)(void *ud, const char *name,
+                                    const char *value),
+                         void *ud, lu_buf_t *payload, char *err,
+                         size_t errlen);
 
 /** Appends the standard base64 (RFC 4648, padded) of p[0..n) to b. */
 void lu__buf_base64(lu_buf_t *b, const void *p, size_t n);
@@ -443,6 +485,13 @@ uint64_t lu__manager_local_load(const lu_manager_t *m);
  *  run here or forwarded; `done` is called once it is finished here. */
 int lu__manager_submit_raw(lu_manager_t *m, const char *json, size_t len,
                            uint64_t line, lu_done_t done);
+/** Takes in input that is known to be bad without decoding it (a
+ *  binary-mode message whose headers are not a valid event): recorded as
+ *  lucent.Rejected with `reason` and raw bytes (copied), counted as an
+ *  input; `done` as for lu__manager_submit_raw. */
+int lu__manager_reject_raw(lu_manager_t *m, const char *raw, size_t len,
+                           uint64_t line, const char *reason,
+                           lu_done_t done);
 /** Takes in an event forwarded to shard `target`: run here if `target` is
  *  local (pinned: never routed again, DESIGN.md decision 4); if `target`
  *  is gone and this process took over its queue, route it once more

@@ -1242,6 +1242,18 @@ int lu__manager_submit_raw(lu_manager_t *m, const char *json, size_t len,
   return submit_common(m, NULL, json ? json : "", len, line, done);
 }
 
+int lu__manager_reject_raw(lu_manager_t *m, const char *raw, size_t len,
+                           uint64_t line, const char *reason,
+                           lu_done_t done) {
+  pending_add(m, 1);
+  pthread_mutex_lock(&m->stats_lock);
+  m->events_in++;
+  pthread_mutex_unlock(&m->stats_lock);
+  reject(m, -1, 0, line, lu__now_ns(), raw ? raw : "", raw ? len : 0, NULL,
+         reason, done);
+  return 0;
+}
+
 int lu_manager_submit(lu_manager_t *m, lu_event_t *ev) {
   if (!m || !ev) {
     lu_event_free(ev);
