@@ -22,6 +22,8 @@
  *     (the CloudEvents type system); the core string attributes are
  *     strings, and subject is not empty;
  *   - data and data_base64 are not both present.
+ * And text with line breaks is kept compacted onto one line
+ * (compact_lines).
  */
 #include <math.h>
 #include <stdio.h>
@@ -233,6 +235,31 @@ static int check_text(const char *s, size_t len, char *err, size_t errlen) {
   return 0;
 }
 
+/* Text with a line break is kept compacted: the whitespace between tokens
+ * removed, in place (strings untouched; a raw line break cannot be in one,
+ * check_text refused it).  A dead letter carries the input's text, and
+ * stored events are JSON Lines (a pack of them is split at '\n', `lucent
+ * events` prints one per line): a pretty-printed input would break them.
+ * Text on one line keeps its bytes exactly. */
+static void compact_lines(char *s, size_t *len) {
+  if (!memchr(s, '\n', *len) && !memchr(s, '\r', *len)) return;
+  size_t w = 0;
+  int in_str = 0;
+  for (size_t i = 0; i < *len; i++) {
+    char c = s[i];
+    if (in_str) {
+      s[w++] = c;
+      if (c == '\\' && i + 1 < *len) s[w++] = s[++i];
+      else if (c == '"') in_str = 0;
+    } else if (c != ' ' && c != '\t' && c != '\n' && c != '\r') {
+      in_str = c == '"';
+      s[w++] = c;
+    }
+  }
+  s[w] = 0;
+  *len = w;
+}
+
 /* Must this attribute's value be a string (CloudEvents core, and the ones
  * lucent manages and reads as strings)? */
 static int string_attr(const char *n) {
@@ -438,6 +465,7 @@ int lu_event_parse(lu_event_t **out, const char *json, size_t len, char *err,
     }
   }
   if (!rc) rc = check_attrs(root, err, errlen);
+  if (!rc) compact_lines(ev->raw, &ev->raw_len);
   if (rc) {
     lu_event_free(ev);
     return rc;

@@ -66,7 +66,8 @@ LU_EXTERN const char *lu_event_type(const lu_event_t *ev);
 LU_EXTERN const cJSON *lu_event_data(const lu_event_t *ev);
 
 /** The event as compact JSON text, NUL-terminated: the bytes it was parsed
- *  from, or a fresh encoding after a change.  Borrowed: valid until the
+ *  from (text that spanned lines without the whitespace between tokens:
+ *  always one line), or a fresh encoding after a change.  Borrowed: valid until the
  *  event is changed or freed.  Sets *len when len is not NULL.  NULL only
  *  on allocation failure. */
 LU_EXTERN const char *lu_event_json(lu_event_t *ev, size_t *len);

@@ -118,6 +118,26 @@ static void test_intake_rules(void **state) {
       fail_msg("good %zu: %s", i, err);
     lu_event_free(ev);
   }
+  /* Line breaks: the text is kept on one line, strings as they were
+   * (stored events are JSON Lines; a dead letter carries the text). */
+  const char *pretty = "{\n  \"id\": \"p 1\",\r\n  \"type\": \"T\",\n"
+                       "  \"source\": \"s\",\n  \"data\": {\"k\": \"a  b\\\"  c\","
+                       " \"n\": [1, 2]}\n}\n";
+  assert_int_equal(lu_event_parse(&ev, pretty, strlen(pretty), err, sizeof err),
+                   0);
+  size_t plen;
+  const char *pj = lu_event_json(ev, &plen);
+  assert_string_equal(pj, "{\"id\":\"p 1\",\"type\":\"T\",\"source\":\"s\","
+                          "\"data\":{\"k\":\"a  b\\\"  c\",\"n\":[1,2]}}");
+  assert_int_equal(plen, strlen(pj));
+  assert_string_equal(lu_event_id(ev), "p 1");
+  lu_event_free(ev);
+  /* On one line, the bytes are kept exactly. */
+  const char *spaced = "{ \"id\" : \"1\", \"type\":\"T\",\"source\":\"s\" }  ";
+  assert_int_equal(lu_event_parse(&ev, spaced, strlen(spaced), err, sizeof err),
+                   0);
+  assert_string_equal(lu_event_json(ev, NULL), spaced);
+  lu_event_free(ev);
   /* lu_event_set keeps built events to the same names. */
   assert_int_equal(lu_event_new(&ev, "T", "s", NULL, NULL), 0);
   assert_int_equal(lu_event_set(ev, "TenantID", "a"), LU_EINVAL);
