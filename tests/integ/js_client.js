@@ -8,6 +8,11 @@
 //                                         {"line","id","mode","subject","seq"}
 //   node js_client.js exec FILE           exec of every event of FILE, in both
 //                                         modes: {"line","mode","reply"|"error"}
+//   node js_client.js pretty              a pretty-printed (multi-line)
+//                                         structured event of a type nobody
+//                                         handles, published (id js-pretty-1)
+//                                         and exec'd (js-pretty-2): {"what",
+//                                         "ack"|"reply"}
 //   node js_client.js bad                 binary-mode messages lucent must
 //                                         reject: one intake message without
 //                                         ce-id, one exec request without
@@ -61,6 +66,12 @@ async function main() {
           }
         }
       }
+    } else if (cmd === "pretty") {
+      const ev = { specversion: "1.0", id: "js-pretty-1", type: "NobodyHandles", source: "/tests/js", subject: "js-pretty", data: { note: "two\nlines", n: [1, 2] } };
+      const ack = await lc.js.publish("lucent.intake." + client.partition("js-pretty"), Buffer.from(JSON.stringify(ev, null, 2) + "\n"), { msgID: ev.id });
+      out({ what: "intake", ack: { stream: ack.stream, seq: ack.seq } });
+      const m = await lc.nc.request("lucent.exec", Buffer.from(JSON.stringify({ ...ev, id: "js-pretty-2" }, null, 2)), { timeout: 10000 });
+      out({ what: "exec", reply: JSON.parse(Buffer.from(m.data).toString("utf8")) });
     } else if (cmd === "bad") {
       const h = headers();
       h.set("ce-specversion", "1.0");

@@ -10,6 +10,7 @@
 #      hash-routed key runs on one shard whichever mode asked;
 #   4. `lucent publish --binary` (the C encoder) is read back alike;
 #   5. the examples publish.js and exec.js print what their OUTPUT says;
+#      a pretty-printed structured event keeps the store JSON Lines;
 #   6. binary-mode messages that are not valid events are rejected with a
 #      clear reason (intake: a lucent.Rejected; exec: the reply).
 # Skipped (77) without nats-server, node or npm.
@@ -185,6 +186,37 @@ grep -qx 'structured UpdateCustomerProfile on [ab]: {"customerId":"cust-0042","u
 wait_outcomes "$T/in.jsonl" 30  # and the examples' orders stored nothing twice
 $CHECK "$T/in.jsonl" "$T/stored.jsonl" || fail "books after the examples"
 pass "examples publish.js and exec.js print their OUTPUT"
+# 5b. A pretty-printed structured event (published and exec'd) that is
+#     dead-lettered: the dead letter carries it, on one line, so the store
+#     stays JSON Lines.
+$DRIVER pretty > "$T/pretty.jsonl" || fail "JS pretty"
+python3 - "$T/pretty.jsonl" <<'PY' || { cat "$T/pretty.jsonl"; fail "exec of a pretty-printed event"; }
+import json, sys
+rs = {r["what"]: r for r in map(json.loads, open(sys.argv[1]))}
+assert rs["intake"]["ack"]["seq"] > 0, rs
+rep = rs["exec"]["reply"]
+assert rep["success"] is False and rep["outcome"] == "dead_lettered", rep
+PY
+found=
+for _ in $(seq 1 $((30 * SLOW))); do
+  "$LUCENT" events --nats "$NATS_URL" --type lucent.DeadLettered > "$T/dead.jsonl"
+  if [ "$(grep -c '"causationid":"js-pretty-[12]"' "$T/dead.jsonl")" = 2 ]; then found=1; break; fi
+  sleep 0.5
+done
+[ -n "$found" ] || fail "no dead letters of the pretty-printed events: $(cat "$T/dead.jsonl")"
+"$LUCENT" events --nats "$NATS_URL" > "$T/all.jsonl"
+python3 - "$T/all.jsonl" <<'PY' || fail "the event store is not JSON Lines"
+import json, sys
+n = 0
+for l in open(sys.argv[1], encoding="utf-8"):
+    e = json.loads(l)
+    n += 1
+    if e["type"] == "lucent.DeadLettered" and e["causationid"].startswith("js-pretty-"):
+        assert e["data"]["event"]["data"]["note"] == "two\nlines", e
+print("%d stored events, every line one JSON event" % n)
+PY
+pass "pretty-printed events: dead letters on one line, the store stays JSON Lines"
+
 # 6. Binary-mode messages that are not events (last: their rejections
 #    belong to no input line, which check_outcomes.py counts as an error).
 $DRIVER bad > "$T/bad.jsonl" || fail "JS bad messages"
@@ -217,4 +249,4 @@ else:
 PY
 pass "invalid binary events: rejected with the reason, on intake and exec"
 
-echo "8 passed, 0 failed"
+echo "9 passed, 0 failed"
