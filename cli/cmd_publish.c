@@ -21,6 +21,13 @@
  * Lines that are not valid events are still sent: the shards record them
  * as lucent.Rejected with the reason, exactly as `lucent run` does; the
  * summary says how many there were.
+ *
+ * --binary sends each valid event in the CloudEvents NATS binding's binary
+ * content mode (ce-* headers, the data as payload; ce_binary.c), one
+ * event per message, as a client in another language may
+ * (docs/protocol.md).  --dry-run connects to nothing: it prints, per
+ * line, the partition and subject the line would be published to (what a
+ * client implementing the protocol must compute alike).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -48,6 +55,10 @@ static void usage(FILE *f) {
           "  --pack N             at-least-once: up to N events of one intake\n"
           "                       partition per message (default %d; 1 =\n"
           "                       one message per event)\n"
+          "  --binary             CloudEvents binary content mode: ce-* headers,\n"
+          "                       the data as payload; one event per message\n"
+          "  --dry-run            publish nothing: print each line's partition\n"
+          "                       and subject as JSON Lines (no --nats needed)\n"
           "  --json               print the summary as JSON\n"
           "%s", LU_INTAKE_PACK_EVENTS, CLI_NATS_USAGE);
 }
@@ -129,6 +140,108 @@ static int reader_next(reader_t *r, char **line, size_t *len,
 
 /* ---- sending ---------------------------------------------------------- */
 
+/* Headers of a binary-mode event as "name\0value\0" pairs, collected
+ * before the message exists (its payload comes with them). */
+typedef struct hdrs_s {
+  lu_buf_t text;
+  size_t n;
+} hdrs_t;
+
+static int hdr_put(void *ud, const char *name, const char *value) {
+  hdrs_t *h = ud;
+  lu__buf_put(&h->text, name, strlen(name) + 1);
+  lu__buf_put(&h->text, value, strlen(value) + 1);
+  h->n++;
+  return h->text.oom ? LU_ENOMEM : 0;
+}
+
+/* A valid event in binary content mode on subject subj, with Nats-Msg-Id
+ * and Lucent-Line when id is not NULL (at-least-once).  *out is NULL on
+ * failure; err says why when the event has no binary form. */
+static natsStatus binary_msg(natsMsg **out, const char *subj, lu_event_t *ev,
+                             const char *id, uint64_t line, char *err,
+                             size_t errlen) {
+  hdrs_t h = {0};
+  lu_buf_t pay = {0};
+  *out = NULL;
+  err[0] = 0;
+  size_t jl = 0;
+  const char *j = lu_event_json(ev, &jl);
+  cJSON *root = j ? cJSON_ParseWithLength(j, jl) : NULL; /* --binary only */
+  int rc = root ? lu__ce_binary_encode(root, hdr_put, &h, &pay, err, errlen)
+                : LU_ENOMEM;
+  cJSON_Delete(root);
+  natsStatus s = rc == LU_ENOMEM ? NATS_NO_MEMORY : rc ? NATS_ERR : NATS_OK;
+  if (s == NATS_OK) s = natsMsg_Create(out, subj, NULL, pay.p, (int)pay.len);
+  const char *t = h.text.p;
+  for (size_t i = 0; s == NATS_OK && i < h.n; i++) {
+    const char *v = t + strlen(t) + 1;
+    s = natsMsgHeader_Set(*out, t, v);
+    t = v + strlen(v) + 1;
+  }
+  if (s == NATS_OK && id) {
+    char lbuf[24];
+    lu__fmt(lbuf, sizeof lbuf, "%" PRIu64, line);
+    s = natsMsgHeader_Set(*out, "Nats-Msg-Id", id);
+    if (s == NATS_OK) s = natsMsgHeader_Set(*out, "Lucent-Line", lbuf);
+  }
+  if (s != NATS_OK) {
+    natsMsg_Destroy(*out);
+    *out = NULL;
+  }
+  lu__buf_free(&h.text);
+  lu__buf_free(&pay);
+  return s;
+}
+
+/* --dry-run: where each line goes, one JSON object per line. */
+static int dry_run(int fd) {
+  reader_t rd = {.fd = fd};
+  char *line;
+  size_t len;
+  int more;
+  uint64_t lineno = 0;
+  lu_buf_t o = {0};
+  while ((more = reader_next(&rd, &line, &len, NULL, NULL)) > 0) {
+    lineno++;
+    while (len && line[len - 1] == '\r') len--;
+    line[len] = 0;
+    if (strspn(line, " \t") >= len) continue;
+    lu_event_t *ev = NULL;
+    char why[256];
+    int valid = lu_event_parse(&ev, line, len, why, sizeof why) == 0;
+    unsigned p = lu__intake_partition(ev, line, len);
+    const char *subj = ev ? lu_event_attr(ev, "subject") : NULL;
+    const char *key = ev ? (subj ? subj : lu_event_id(ev)) : NULL;
+    o.len = 0;
+    char head[96];
+    lu__fmt(head, sizeof head,
+            "{\"line\":%" PRIu64 ",\"partition\":%u,\"subject\":\"%s.%u\"",
+            lineno, p, LU_SUBJ_INTAKE, p);
+    lu__buf_puts(&o, head);
+    lu__buf_puts(&o, valid ? ",\"valid\":true" : ",\"valid\":false");
+    if (key) {
+      lu__buf_puts(&o, subj ? ",\"key\":\"subject\",\"value\":"
+                            : ",\"key\":\"id\",\"value\":");
+      lu__buf_json_str(&o, key, strlen(key));
+    } else {
+      lu__buf_puts(&o, ",\"key\":\"bytes\",\"reason\":");
+      lu__buf_json_str(&o, why, strlen(why));
+    }
+    lu__buf_puts(&o, "}\n");
+    if (!o.oom) fwrite(o.p, 1, o.len, stdout);
+    lu_event_free(ev);
+  }
+  int err = more < 0 ? errno : 0;
+  lu__buf_free(&o);
+  free(rd.buf);
+  if (err) {
+    cli_error("error reading input: %s", strerror(err));
+    return 1;
+  }
+  return fflush(stdout) == 0 ? 0 : 1;
+}
+
 typedef struct pub_s {
   natsConnection *nc;
   jsCtx *js;
@@ -158,18 +271,20 @@ static void flush_packs(void *ud) {
 }
 
 int cmd_publish(int argc, char **argv) {
-  enum { O_DELIVERY = 300, O_PACK };
+  enum { O_DELIVERY = 300, O_PACK, O_BINARY, O_DRY_RUN };
   static const struct option opts[] = {
       {"input", required_argument, 0, 'i'},
       {"delivery", required_argument, 0, O_DELIVERY},
       {"pack", required_argument, 0, O_PACK},
+      {"binary", no_argument, 0, O_BINARY},
+      {"dry-run", no_argument, 0, O_DRY_RUN},
       {"json", no_argument, 0, 'j'},
       {"help", no_argument, 0, 'h'},
       CLI_NATS_LONGOPTS,
       {0, 0, 0, 0}};
   lu_nats_opts_t no = {0};
   const char *input = NULL;
-  int amo = 0, json = 0, c;
+  int amo = 0, json = 0, binary = 0, dry = 0, pack_set = 0, c;
   unsigned long pack = LU_INTAKE_PACK_EVENTS;
   char *end;
   optind = 1;
@@ -193,14 +308,22 @@ int cmd_publish(int argc, char **argv) {
           cli_error("--pack must be an integer in 1..4096");
           goto usage_err;
         }
+        pack_set = 1;
         break;
+      case O_BINARY: binary = 1; break;
+      case O_DRY_RUN: dry = 1; break;
       case 'h': usage(stdout); return 0;
       default: goto usage_err;
     }
   }
   cli_nats_env(&no);
-  if (!no.urls || !input || optind < argc) {
-    if (!no.urls) cli_error("--nats is required (or LUCENT_NATS_URL)");
+  if (binary && pack_set && pack > 1) {
+    cli_error("--binary sends one event per message: no --pack");
+    goto usage_err;
+  }
+  if (binary) pack = 1;
+  if ((!no.urls && !dry) || !input || optind < argc) {
+    if (!no.urls && !dry) cli_error("--nats is required (or LUCENT_NATS_URL)");
     else if (!input) cli_error("--input is required (a file, or - for stdin)");
     else cli_error("unexpected argument '%s'", argv[optind]);
     goto usage_err;
@@ -209,6 +332,11 @@ int cmd_publish(int argc, char **argv) {
   if (fd < 0) {
     cli_error("cannot open input %s: %s", input, strerror(errno));
     return 1;
+  }
+  if (dry) {
+    int rc = dry_run(fd);
+    if (fd) close(fd);
+    return rc;
   }
   char err[512];
   no.name = "lucent-publish";
@@ -267,7 +395,14 @@ int cmd_publish(int argc, char **argv) {
     else
       invalid++;
     if (amo) {
-      if (ev) {
+      if (ev && binary) {
+        natsMsg *msg = NULL;
+        s = binary_msg(&msg, LU_SUBJ_AMO_INTAKE, ev, NULL, lineno, err,
+                       sizeof err);
+        if (s == NATS_OK) s = natsConnection_PublishMsg(nc, msg);
+        else if (err[0]) cli_error("line %" PRIu64 ": %s", lineno, err);
+        natsMsg_Destroy(msg);
+      } else if (ev) {
         /* A valid event travels bare: a header block cost half of the
          * publisher's CPU and a fifth of nats-server's per event
          * (bench/README.md); the line number only matters for a line that
@@ -289,7 +424,15 @@ int cmd_publish(int argc, char **argv) {
     }
     unsigned part = lu__intake_partition(ev, line, len);
     natsMsg *msg = NULL;
-    if (pub.packer && ev) { /* into its partition's pack */
+    if (binary && ev) {
+      char subj[64];
+      lu__fmt(subj, sizeof subj, "%s.%u", LU_SUBJ_INTAKE, part);
+      if (binary_msg(&msg, subj, ev, id, lineno, err, sizeof err) !=
+          NATS_OK) {
+        if (err[0]) cli_error("line %" PRIu64 ": %s", lineno, err);
+        pub.failed++;
+      }
+    } else if (pub.packer && ev) { /* into its partition's pack */
       size_t dropped = 0;
       lu__packer_add(pub.packer, part, id, line, len, lineno, &msg,
                      &dropped);

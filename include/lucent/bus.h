@@ -121,6 +121,14 @@ LU_EXTERN uint64_t lu_manager_load(const lu_manager_t *m);
 LU_EXTERN int lu_manager_take(lu_manager_t *m, const char *json, size_t len,
                               uint64_t line, lu_done_t done);
 
+/** An input the transport could not decode (a binary-mode message whose
+ *  headers are not a valid event, say): recorded as lucent.Rejected with
+ *  `reason` and the raw bytes (copied), counted as an input; done as for
+ *  lu_manager_take.  0, or LU_ENOMEM (nothing taken). */
+LU_EXTERN int lu_manager_reject(lu_manager_t *m, const char *raw, size_t len,
+                                uint64_t line, const char *reason,
+                                lu_done_t done);
+
 /** An event another process forwarded to shard `target` arrived.  It runs
  *  here if target is one of this process's shards (pinned: never routed
  *  again).  If target is gone from the view and this process took over

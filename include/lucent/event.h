@@ -29,8 +29,11 @@ extern "C" {
 typedef struct lu_event_s lu_event_t;
 
 /** Parses one structured-mode CloudEvent from json[0..len).  The bytes are
- *  copied; json need not be NUL-terminated.  Validation: an object, with
- *  non-empty string `id`, `type` and `source`; `data` optional.  On success
+ *  copied; json need not be NUL-terminated.  Validation: UTF-8 text, an
+ *  object, with non-empty string `id`, `type` and `source`; `data`
+ *  optional; attribute names [a-z0-9]{1,20}, each once; attribute values
+ *  strings, booleans, 32-bit integers or null (docs/protocol.md, "What
+ *  lucent accepts").  On success
  *  stores a new event in *out (caller frees with lu_event_free) and returns
  *  0.  On failure returns LU_EPARSE (bad JSON, with "line L column C: ..."
  *  in err) or LU_EINVAL (valid JSON but not a valid event: err names the
@@ -49,7 +52,8 @@ LU_EXTERN int lu_event_new(lu_event_t **out, const char *type,
 /** Sets a top-level string attribute (for example "correlationid",
  *  "tenantid", "id").  value is copied.  Invalidates strings previously
  *  returned by lu_event_json() for this event.  Returns 0, LU_EINVAL
- *  ("specversion", "data" or an empty name) or LU_ENOMEM. */
+ *  ("specversion", "data", a name that is not [a-z0-9]{1,20}, a value
+ *  that is not UTF-8, an empty subject) or LU_ENOMEM. */
 LU_EXTERN int lu_event_set(lu_event_t *ev, const char *name,
                            const char *value);
 
@@ -62,7 +66,8 @@ LU_EXTERN const char *lu_event_type(const lu_event_t *ev);
 LU_EXTERN const cJSON *lu_event_data(const lu_event_t *ev);
 
 /** The event as compact JSON text, NUL-terminated: the bytes it was parsed
- *  from, or a fresh encoding after a change.  Borrowed: valid until the
+ *  from (text that spanned lines without the whitespace between tokens:
+ *  always one line), or a fresh encoding after a change.  Borrowed: valid until the
  *  event is changed or freed.  Sets *len when len is not NULL.  NULL only
  *  on allocation failure. */
 LU_EXTERN const char *lu_event_json(lu_event_t *ev, size_t *len);

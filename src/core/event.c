@@ -7,7 +7,25 @@
  * by lu__event_index() so routing never walks the tree twice.  The raw bytes
  * stay authoritative until the event is changed: lu_event_json() returns
  * them unchanged (docs/architecture.md: never re-serialize on a hop).
+ *
+ * What lucent accepts is stricter than what cJSON parses, so that every
+ * event lucent stores - results carry the input's extension attributes,
+ * dead letters carry the input itself - is valid JSON and a valid
+ * CloudEvent (docs/protocol.md, "What lucent accepts"; issue 17):
+ *   - the text is UTF-8 (the reason names the byte offset), without a
+ *     byte order mark;
+ *   - no raw control character inside a string, no \u0000 escape (a C
+ *     string would silently end there), no number that is not finite as a
+ *     double (1e999);
+ *   - attribute names are [a-z0-9]{1,20}, each at most once;
+ *   - attribute values are strings, booleans, 32-bit integers or null
+ *     (the CloudEvents type system); the core string attributes are
+ *     strings, and subject is not empty;
+ *   - data and data_base64 are not both present.
+ * And text with line breaks is kept compacted onto one line
+ * (compact_lines).
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,6 +125,206 @@ static int check_attr(const cJSON *root, const char *name, char *err,
   return 0;
 }
 
+/* What cJSON lets through and JSON text or lucent cannot carry, in text
+ * cJSON has parsed (so strings are tracked exactly): a raw control
+ * character inside a string (RFC 8259 wants it escaped: a dead letter
+ * that carries the input would not be JSON), the escape \u0000 (a C
+ * string would silently end there), a number that is not finite as a
+ * double (1e999: printed as null later, or not JSON at all to some
+ * readers). */
+static int check_text(const char *s, size_t len, char *err, size_t errlen) {
+  int in_str = 0;
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (in_str) {
+      if (c == '"') {
+        in_str = 0;
+      } else if (c == '\\') {
+        if (i + 5 < len && s[i + 1] == 'u' && !memcmp(s + i + 2, "0000", 4)) {
+          if (err)
+            lu__fmt(err, errlen,
+                    "the escape \\u0000 at byte offset %zu: lucent cannot "
+                    "carry NUL characters in strings", i);
+          return LU_EINVAL;
+        }
+        i++; /* the escaped character */
+      } else if (c < 0x20) {
+        size_t line, col;
+        offset_to_linecol(s, i, &line, &col);
+        if (err)
+          lu__fmt(err, errlen,
+                  "malformed JSON at line %zu column %zu: unescaped control "
+                  "character 0x%02x inside a string (byte offset %zu)",
+                  line, col, c, i);
+        return LU_EPARSE;
+      }
+    } else if (c == '"') {
+      in_str = 1;
+    } else if (c == '-' || (c >= '0' && c <= '9')) {
+      size_t j = i;
+      int exp = 0;
+      while (j < len && ((s[j] >= '0' && s[j] <= '9') || s[j] == '-' ||
+                         s[j] == '+' || s[j] == '.' || s[j] == 'e' ||
+                         s[j] == 'E')) {
+        exp |= s[j] == 'e' || s[j] == 'E';
+        j++;
+      }
+      /* Only an exponent or 309+ digits can overflow a double. */
+      if ((exp || j - i > 308) && isinf(strtod(s + i, NULL))) {
+        if (err)
+          lu__fmt(err, errlen,
+                  "number out of range at byte offset %zu: %.*s%s is not "
+                  "finite as a 64-bit float", i,
+                  (int)(j - i > 24 ? 24 : j - i), s + i,
+                  j - i > 24 ? "..." : "");
+        return LU_EINVAL;
+      }
+      i = j - 1;
+    }
+  }
+  return 0;
+}
+
+/* Text with a line break is kept compacted: the whitespace between tokens
+ * removed, in place (strings untouched; a raw line break cannot be in one,
+ * check_text refused it).  A dead letter carries the input's text, and
+ * stored events are JSON Lines (a pack of them is split at '\n', `lucent
+ * events` prints one per line): a pretty-printed input would break them.
+ * Text on one line keeps its bytes exactly. */
+static void compact_lines(char *s, size_t *len) {
+  if (!memchr(s, '\n', *len) && !memchr(s, '\r', *len)) return;
+  size_t w = 0;
+  int in_str = 0;
+  for (size_t i = 0; i < *len; i++) {
+    char c = s[i];
+    if (in_str) {
+      s[w++] = c;
+      if (c == '\\' && i + 1 < *len) s[w++] = s[++i];
+      else if (c == '"') in_str = 0;
+    } else if (c != ' ' && c != '\t' && c != '\n' && c != '\r') {
+      in_str = c == '"';
+      s[w++] = c;
+    }
+  }
+  s[w] = 0;
+  *len = w;
+}
+
+/* Must this attribute's value be a string (CloudEvents core, and the ones
+ * lucent manages and reads as strings)? */
+static int string_attr(const char *n) {
+  static const char *const names[] = {
+      "specversion", "id",          "source",      "type",
+      "subject",     "time",        "datacontenttype", "dataschema",
+      "correlationid", "causationid", "shardid",    "function"};
+  for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+    if (!strcmp(n, names[i])) return 1;
+  return 0;
+}
+
+static int cmp_name(const void *a, const void *b) {
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The name of an attribute that appears twice, or NULL.  A few: compared
+ * pairwise; many: sorted (an input of 100k members must not cost 10^10). */
+static const char *duplicate_name(const cJSON *root, size_t n, int *oom) {
+  *oom = 0;
+  if (n <= 32) {
+    for (const cJSON *a = root->child; a; a = a->next)
+      for (const cJSON *b = a->next; b; b = b->next)
+        if (!strcmp(a->string, b->string)) return a->string;
+    return NULL;
+  }
+  const char **v = malloc(n * sizeof *v);
+  if (!v) {
+    *oom = 1;
+    return NULL;
+  }
+  size_t k = 0;
+  for (const cJSON *a = root->child; a; a = a->next) v[k++] = a->string;
+  qsort(v, k, sizeof *v, cmp_name);
+  const char *dup = NULL;
+  for (size_t i = 1; i < k && !dup; i++)
+    if (!strcmp(v[i - 1], v[i])) dup = v[i];
+  free(v);
+  return dup;
+}
+
+/* Attribute names and values as CloudEvents 1.0 defines them (the JSON
+ * format's type system mapping): see the top of this file. */
+static int check_attrs(const cJSON *root, char *err, size_t errlen) {
+  size_t n = 0;
+  int data = 0, b64 = 0;
+  for (const cJSON *it = root->child; it; it = it->next, n++) {
+    const char *k = it->string;
+    if (!strcmp(k, "data")) {
+      data = 1;
+      continue;
+    }
+    if (!strcmp(k, "data_base64")) {
+      b64 = 1;
+      if (!cJSON_IsString(it) && !cJSON_IsNull(it)) {
+        if (err) lu__fmt(err, errlen, "data_base64 must be a string");
+        return LU_EINVAL;
+      }
+      continue;
+    }
+    if (!lu__ce_attr_name_ok(k, strlen(k))) {
+      if (err)
+        lu__fmt(err, errlen,
+                "invalid attribute name '%.64s': CloudEvents attribute "
+                "names are 1 to 20 lowercase letters (a-z) or digits (0-9)",
+                k);
+      return LU_EINVAL;
+    }
+    if (cJSON_IsNull(it)) continue; /* the JSON format: null = absent */
+    if (string_attr(k)) {
+      if (!cJSON_IsString(it)) {
+        if (err) lu__fmt(err, errlen, "attribute '%s' must be a string", k);
+        return LU_EINVAL;
+      }
+      if (!it->valuestring[0] && !strcmp(k, "subject")) {
+        if (err)
+          lu__fmt(err, errlen, "attribute 'subject' must not be empty");
+        return LU_EINVAL;
+      }
+      continue;
+    }
+    if (cJSON_IsString(it) || cJSON_IsBool(it)) continue;
+    if (cJSON_IsNumber(it)) {
+      double d = it->valuedouble;
+      if (d == floor(d) && d >= -2147483648.0 && d <= 2147483647.0) continue;
+      if (err)
+        lu__fmt(err, errlen,
+                "attribute '%s' is the number %.17g: a CloudEvents integer "
+                "is a whole number within 32 bits (send other numbers as "
+                "strings)", k, d);
+      return LU_EINVAL;
+    }
+    if (err)
+      lu__fmt(err, errlen,
+              "attribute '%s' is %s: attribute values are strings, "
+              "booleans or integers (an object or array belongs in data)",
+              k, cJSON_IsArray(it) ? "an array" : "an object");
+    return LU_EINVAL;
+  }
+  if (data && b64) {
+    if (err)
+      lu__fmt(err, errlen, "an event has data or data_base64, not both");
+    return LU_EINVAL;
+  }
+  int oom;
+  const char *dup = duplicate_name(root, n, &oom);
+  if (oom) return LU_ENOMEM;
+  if (dup) {
+    if (err)
+      lu__fmt(err, errlen, "attribute '%.64s' appears more than once", dup);
+    return LU_EINVAL;
+  }
+  return 0;
+}
+
 int lu_event_parse(lu_event_t **out, const char *json, size_t len, char *err,
                    size_t errlen) {
   *out = NULL;
@@ -121,6 +339,27 @@ int lu_event_parse(lu_event_t **out, const char *json, size_t len, char *err,
   }
   memcpy(raw, json, len);
   raw[len] = 0;
+  size_t bad;
+  if (!lu__utf8_valid(raw, len, &bad)) {
+    if (err)
+      lu__fmt(err, errlen,
+              "invalid UTF-8 at byte offset %zu (byte 0x%02x): JSON text "
+              "must be UTF-8", bad, (unsigned char)raw[bad]);
+    free(raw);
+    free(ev);
+    return LU_EPARSE;
+  }
+  /* cJSON skips a byte order mark, but the raw text is what a dead
+   * letter carries, and U+FEFF inside JSON text is not JSON. */
+  if (len >= 3 && !memcmp(raw, "\xef\xbb\xbf", 3)) {
+    if (err)
+      lu__fmt(err, errlen,
+              "malformed JSON at line 1 column 1: a byte order mark "
+              "(U+FEFF) starts the text (RFC 8259 section 8.1)");
+    free(raw);
+    free(ev);
+    return LU_EPARSE;
+  }
   const char *end = NULL;
   cJSON *root = cJSON_ParseWithLengthOpts(raw, len, &end, 0);
   if (!root) {
@@ -160,8 +399,8 @@ int lu_event_parse(lu_event_t **out, const char *json, size_t len, char *err,
   ev->raw = raw;
   ev->raw_len = len;
   ev->root = root;
-  int rc = 0;
-  if (!cJSON_IsObject(root)) {
+  int rc = check_text(raw, len, err, errlen);
+  if (!rc && !cJSON_IsObject(root)) {
     if (err) lu__fmt(err, errlen, "an event must be a JSON object");
     rc = LU_EINVAL;
   }
@@ -175,6 +414,8 @@ int lu_event_parse(lu_event_t **out, const char *json, size_t len, char *err,
       rc = LU_EINVAL;
     }
   }
+  if (!rc) rc = check_attrs(root, err, errlen);
+  if (!rc) compact_lines(ev->raw, &ev->raw_len);
   if (rc) {
     lu_event_free(ev);
     return rc;
@@ -239,8 +480,11 @@ int lu_event_new(lu_event_t **out, const char *type, const char *source,
 }
 
 int lu_event_set(lu_event_t *ev, const char *name, const char *value) {
-  if (!ev || !name || !*name || !value || strcmp(name, "data") == 0 ||
-      strcmp(name, "specversion") == 0)
+  /* Only names an input may carry (a built event is not parsed again). */
+  if (!ev || !name || !lu__ce_attr_name_ok(name, strlen(name)) || !value ||
+      strcmp(name, "specversion") == 0 || strcmp(name, "data") == 0 ||
+      (!*value && strcmp(name, "subject") == 0) ||
+      !lu__utf8_valid(value, strlen(value), NULL))
     return LU_EINVAL;
   cJSON *v = cJSON_CreateString(value);
   if (!v) return LU_ENOMEM;

@@ -232,6 +232,19 @@ int lu_manager_take(lu_manager_t *m, const char *json, size_t len,
   return submit_common(m, NULL, json ? json : "", len, line, done);
 }
 
+int lu_manager_reject(lu_manager_t *m, const char *raw, size_t len,
+                      uint64_t line, const char *reason, lu_done_t done) {
+  if (!m || (!raw && len) || !reason) return LU_EINVAL;
+  lu__pending_add(m, 1);
+  lu__stats_event_in(&m->stats);
+  if (reject(m, -1, 0, line, lu__now_ns(), raw ? raw : "", len, NULL, reason,
+             done)) {
+    untake(m);
+    return LU_ENOMEM;
+  }
+  return 0;
+}
+
 int lu_manager_submit(lu_manager_t *m, lu_event_t *ev) {
   if (!m || !ev) {
     lu_event_free(ev);

@@ -101,7 +101,7 @@ static void put_business_context(lu_buf_t *b, const cJSON *root) {
 }
 
 static void put_attr(lu_buf_t *b, const char *name, const char *v) {
-  if (!v) return;
+  if (!v || !*v) return; /* CloudEvents: present means not empty */
   lu__buf_puts(b, ",\"");
   lu__buf_puts(b, name);
   lu__buf_puts(b, "\":");
@@ -205,6 +205,11 @@ lu_unit_t *lu__outcome_rejected(lu_where_t w, int derived, uint64_t line,
   }
   lu__buf_puts(&data, ",\"raw\":");
   lu__buf_json_str(&data, raw, keep);
+  if (!lu__utf8_valid(raw, keep, NULL)) { /* raw is lossy: keep the bytes */
+    lu__buf_puts(&data, ",\"raw_base64\":\"");
+    lu__buf_base64(&data, raw, keep);
+    lu__buf_puts(&data, "\"");
+  }
   lu__buf_puts(&data, "}");
   evhead_t h = {.id = id,
                 .type = "lucent.Rejected",

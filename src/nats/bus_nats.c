@@ -6,8 +6,9 @@
  *
  * At-least-once (the default):
  *
- *   lucent publish --> LUCENT_INTAKE, subject lucent.intake.<p>, p = hash of
- *                      the event's subject (16 partitions); one event or a
+ *   lucent publish --> LUCENT_INTAKE, subject lucent.intake.<p>, p = FNV-1a
+ *                      of the event's subject mod 16 (docs/protocol.md:
+ *                      any client may publish there); one event or a
  *                      pack of consecutive ones per message (intake_pack.c:
  *                      split here, acked when all of them are finished)
  *   intake-<p>     --> pulled by the partition's owner: the shard that wins
@@ -50,6 +51,12 @@
  * to lucent.amo.fwd.<target>, emitted events stay in their process.  A
  * shard that dies loses what it held.
  *
+ * Content modes: a single-event intake message and an exec request are
+ * CloudEvents in the NATS binding's structured mode (the JSON event as
+ * payload) or binary mode (ce-* headers, the data as payload; decoded by
+ * ce_binary.c into the same structured JSON, which is what runs, is
+ * forwarded and is rejected: msg_event).
+ *
  * Request/reply (both modes): lucent.exec (queue group lucent-exec) takes a
  * CloudEvent; the shard that gets it routes it and either runs it or passes
  * the request, reply subject included, to lucent.exec.<owner>; the shard
@@ -64,6 +71,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <xxhash.h>
@@ -146,15 +154,79 @@ static uint64_t header_u64(natsMsg *msg, const char *name) {
 
 unsigned lu__intake_partition(const lu_event_t *ev, const char *json,
                               size_t len) {
-  /* Events of one stream (subject) stay in one partition, hence in order;
-   * without a subject, the id; what cannot be parsed, its bytes. */
+  /* Protocol v1 (docs/protocol.md, "Partitions"): FNV-1a 64 of the key,
+   * mod the partition count, so that any client computes it.  Events of
+   * one stream (subject) stay in one partition, hence in order; without a
+   * subject, the id; what cannot be parsed, its bytes. */
   const char *key = NULL;
   if (ev) {
     key = lu_event_attr(ev, "subject");
     if (!key) key = lu_event_id(ev);
   }
-  uint64_t h = key ? XXH3_64bits(key, strlen(key)) : XXH3_64bits(json, len);
+  uint64_t h = key ? lu__fnv1a64(key, strlen(key)) : lu__fnv1a64(json, len);
   return (unsigned)(h % LU_INTAKE_PARTITIONS);
+}
+
+/* ---- the event a message carries: structured or binary mode ----------- */
+
+/* The CloudEvent in a single-event message (an intake message, an exec
+ * request): in structured mode its payload (*json points into the
+ * message); in the binding's binary mode (a ce-specversion header:
+ * ce_binary.c) the structured JSON decoded from its headers and payload,
+ * in *own.  Returns 0, or LU_EINVAL for a binary-mode message that is not
+ * a valid event: why says why and *json is the message's headers and
+ * payload as text, for its lucent.Rejected.  The caller frees *own. */
+static int msg_event(natsMsg *m, const char **json, size_t *len,
+                     lu_buf_t *own, char *why, size_t wcap) {
+  const char *d = natsMsg_GetData(m);
+  int dl = natsMsg_GetDataLength(m);
+  *json = d ? d : "";
+  *len = dl > 0 ? (size_t)dl : 0;
+  const char **keys = NULL;
+  int nk = 0;
+  if (natsMsgHeader_Keys(m, &keys, &nk) != NATS_OK || nk <= 0) return 0;
+  int ce = 0; /* only a binary-mode candidate pays for its values */
+  for (int i = 0; i < nk && !ce; i++)
+    ce = !strcasecmp(keys[i], "ce-specversion");
+  if (!ce) {
+    free((void *)keys);
+    return 0;
+  }
+  lu_hdr_t stack[32], *h = stack;
+  size_t n = 0, cap = 32;
+  for (int i = 0; i < nk; i++) {
+    const char **vals = NULL;
+    int nv = 0;
+    if (natsMsgHeader_Values(m, keys[i], &vals, &nv) != NATS_OK) continue;
+    for (int k = 0; k < nv; k++) {
+      if (n == cap) {
+        lu_hdr_t *g = malloc(2 * cap * sizeof *g);
+        if (!g) break;
+        memcpy(g, h, n * sizeof *h);
+        if (h != stack) free(h);
+        h = g;
+        cap *= 2;
+      }
+      h[n++] = (lu_hdr_t){keys[i], vals[k]};
+    }
+    free((void *)vals);
+  }
+  int rc = 0;
+  if (lu__ce_binary_mode(h, n)) {
+    rc = lu__ce_binary_decode(own, h, n, *json, *len, why, wcap);
+    if (rc == LU_ENOMEM) lu__fmt(why, wcap, "out of memory");
+    if (rc) {
+      own->len = 0;
+      own->oom = 0;
+      lu__ce_binary_raw(own, h, n, *json, *len);
+      rc = LU_EINVAL;
+    }
+    *json = own->p ? own->p : "";
+    *len = own->len;
+  }
+  if (h != stack) free(h);
+  free((void *)keys);
+  return rc;
 }
 
 /* ---- streams and consumers ------------------------------------------- */
@@ -294,9 +366,18 @@ static void handle_pulled(puller_t *p, natsMsg *msg, size_t events) {
       natsMsg_Destroy(msg);
       free(j);
     }
-  } else
-    lu_manager_take(b->m, data ? data : "", len > 0 ? (size_t)len : 0,
-                           header_u64(msg, "Lucent-Line"), done);
+  } else {
+    const char *json;
+    size_t jlen;
+    lu_buf_t own = {0};
+    char why[320];
+    uint64_t line = header_u64(msg, "Lucent-Line");
+    if (msg_event(msg, &json, &jlen, &own, why, sizeof why) == 0)
+      lu_manager_take(b->m, json, jlen, line, done);
+    else
+      lu_manager_reject(b->m, json, jlen, line, why, done);
+    lu__buf_free(&own);
+  }
 }
 
 /* Disconnected, refused or restarting: wait a little before asking
@@ -744,9 +825,6 @@ static int needs_owner(lu_natsbus_t *b, const lu_event_t *ev) {
 static int exec_request(lu_natsbus_t *b, natsSubscription *sub,
                         natsMsg *msg) {
   const char *reply = natsMsg_GetReply(msg);
-  const char *data = natsMsg_GetData(msg);
-  int dlen = natsMsg_GetDataLength(msg);
-  size_t len = dlen > 0 ? (size_t)dlen : 0;
   if (!reply || !*reply) {
     lu__nats_msg_release(msg);
     return 0;
@@ -761,9 +839,21 @@ static int exec_request(lu_natsbus_t *b, natsSubscription *sub,
   lu_done_t done = {reply_done, rp};
   lu_event_t *ev = NULL;
   char why[320];
-  if (lu_event_parse(&ev, data ? data : "", len, why, sizeof why) != 0) {
+  /* Structured or binary mode: data is the structured event either way
+   * (binary mode: decoded into own, and forwarded that way). */
+  const char *data;
+  size_t len;
+  lu_buf_t own = {0};
+  if (msg_event(msg, &data, &len, &own, why, sizeof why) != 0) {
+    lu_manager_reject(b->m, data, len, 0, why, done);
+    lu__buf_free(&own);
+    lu__nats_msg_release(msg);
+    return 0;
+  }
+  if (lu_event_parse(&ev, data, len, why, sizeof why) != 0) {
     /* Recorded as lucent.Rejected like any bad input; the reply says why. */
-    lu_manager_take(b->m, data ? data : "", len, 0, done);
+    lu_manager_take(b->m, data, len, 0, done);
+    lu__buf_free(&own);
     lu__nats_msg_release(msg);
     return 0;
   }
@@ -779,6 +869,7 @@ static int exec_request(lu_natsbus_t *b, natsSubscription *sub,
   unsigned inl = LU_RUN_ONCE | LU_RUN_INLINE | (queued > 0 ? LU_RUN_MORE : 0);
   if (sub == b->exec_self_sub) { /* forwarded to us: pinned */
     lu_manager_run(b->m, ev, b->self, inl, done);
+    lu__buf_free(&own);
     lu__nats_msg_release(msg);
     return 1;
   }
@@ -800,10 +891,11 @@ static int exec_request(lu_natsbus_t *b, natsSubscription *sub,
     char subj[128];
     lu__fmt(subj, sizeof subj, "%s.%s", LU_SUBJ_EXEC, target);
     atomic_fetch_add(&b->exec_forwarded, 1);
-    if (natsConnection_PublishRequest(b->nc, subj, reply, data, dlen) !=
+    if (natsConnection_PublishRequest(b->nc, subj, reply, data, (int)len) !=
         NATS_OK)
       reply_json(b, reply, NULL, "cannot forward the request");
   }
+  lu__buf_free(&own);
   lu__nats_msg_release(msg);
   return ran;
 }
@@ -831,9 +923,18 @@ static void on_amo(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
                        b->self,
                        (unsigned)header_u64_or(msg, "Lucent-Hops", 1),
                        none);
-  else
-    lu_manager_take(b->m, data ? data : "", len > 0 ? (size_t)len : 0,
-                           header_u64(msg, "Lucent-Line"), none);
+  else {
+    const char *json;
+    size_t jlen;
+    lu_buf_t own = {0};
+    char why[320];
+    uint64_t line = header_u64(msg, "Lucent-Line");
+    if (msg_event(msg, &json, &jlen, &own, why, sizeof why) == 0)
+      lu_manager_take(b->m, json, jlen, line, none);
+    else
+      lu_manager_reject(b->m, json, jlen, line, why, none);
+    lu__buf_free(&own);
+  }
   lu__nats_msg_release(msg);
 }
 

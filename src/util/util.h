@@ -135,4 +135,78 @@ unsigned lu__rendezvous_bounded(uint64_t keyhash, const uint64_t *seeds,
  *  gives 0. */
 unsigned lu__two_choices(const uint64_t *loads, unsigned n, uint64_t *rng);
 
+/* ---- ce.c: CloudEvents text rules and the binary content mode -------- */
+
+/** Is s[0..n) UTF-8 as RFC 3629 defines it (no overlong forms, no
+ *  surrogates, nothing above U+10FFFF)?  1, or 0 with the offset of the
+ *  first byte that is not in *bad_at (may be NULL). */
+int lu__utf8_valid(const char *s, size_t n, size_t *bad_at);
+
+/** Is name a CloudEvents attribute name as lucent accepts it: 1 to 20
+ *  characters, each a lowercase ASCII letter or a digit
+ *  (docs/protocol.md, "What lucent accepts")? */
+int lu__ce_attr_name_ok(const char *name, size_t len);
+
+/** FNV-1a, 64 bits (offset basis 0xcbf29ce484222325, prime
+ *  0x100000001b3): the intake partition hash of protocol v1, chosen
+ *  because a client in any language writes it in a few lines. */
+static inline uint64_t lu__fnv1a64(const void *p, size_t n) {
+  const unsigned char *s = p;
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (size_t i = 0; i < n; i++) {
+    h ^= s[i];
+    h *= 0x100000001b3ull;
+  }
+  return h;
+}
+
+/** Appends the standard base64 (RFC 4648, padded) of p[0..n) to b. */
+void lu__buf_base64(lu_buf_t *b, const void *p, size_t n);
+/** Appends the bytes that standard base64 text s[0..n) encodes to b:
+ *  0, or LU_EINVAL when it is not base64 (b may then hold a part). */
+int lu__base64_decode(lu_buf_t *b, const char *s, size_t n);
+
+/** One message header: name and value, borrowed. */
+typedef struct lu_hdr_s {
+  const char *name, *value;
+} lu_hdr_t;
+
+/** Is a message with these headers a binary-mode CloudEvent?  1 when it
+ *  has a header ce-specversion (names match case-insensitively) and no
+ *  Content-Type of application/cloudevents (structured mode). */
+int lu__ce_binary_mode(const lu_hdr_t *h, size_t n);
+
+/** Decodes a binary-mode event (its headers and payload) into the
+ *  structured JSON text lucent stores and processes, appended to *out:
+ *  attributes from the ce-* headers (percent-decoded, names lowercased),
+ *  datacontenttype from ce-datacontenttype or Content-Type, and the
+ *  payload as data (JSON), a string (text/x), or data_base64.  Returns 0;
+ *  LU_EINVAL with the reason in err when it is not a valid event (a
+ *  missing ce-id, a bad header name or value, a JSON content type whose
+ *  payload is not JSON, ...); LU_ENOMEM.  *out may hold a partial text
+ *  on failure. */
+int lu__ce_binary_decode(lu_buf_t *out, const lu_hdr_t *h, size_t n,
+                         const char *payload, size_t plen, char *err,
+                         size_t errlen);
+
+/** The text kept as a rejected binary-mode message's raw bytes: its
+ *  headers as a NATS header block ("NATS/1.0\r\nname: value\r\n...\r\n")
+ *  followed by the payload.  Appended to *out. */
+void lu__ce_binary_raw(lu_buf_t *out, const lu_hdr_t *h, size_t n,
+                       const char *payload, size_t plen);
+
+/** Encodes an event (its parsed JSON object) in binary mode: put(ud,
+ *  name, value) once per header (ce-<attribute> for every attribute but
+ *  data and data_base64, values percent-encoded; content-type and
+ *  ce-datacontenttype from datacontenttype, application/json when it is
+ *  absent and the event has data), and the payload appended to *payload.
+ *  Returns 0, LU_EINVAL (an attribute that is an object or an array, bad
+ *  data_base64: err says which), LU_ENOMEM, or put's first non-zero
+ *  return. */
+int lu__ce_binary_encode(const cJSON *root,
+                         int (*put)(void *ud, const char *name,
+                                    const char *value),
+                         void *ud, lu_buf_t *payload, char *err,
+                         size_t errlen);
+
 #endif /* LUCENT_UTIL_H */

@@ -105,3 +105,14 @@ nats_stop() {
 # Stop the server on any exit, then run whatever EXIT trap was there.
 _nats_prev_trap=$(trap -p EXIT | sed -e "s/^trap -- '\(.*\)' EXIT\$/\1/")
 trap "nats_stop; $_nats_prev_trap" EXIT
+
+# Helpers of the tests that run `lucent serve` shards.
+wait_view() { # wait_view ID "a,b,c": until shard ID logs that view (JSON logs in $T/ID.log)
+  for _ in $(seq 1 $((100 * ${SLOW:-1}))); do
+    grep -q "\"view\":\"$2\"" "$T/$1.log" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  fail "shard $1 never saw view [$2]: $(tail -5 "$T/$1.log")"
+}
+
+count() { "$LUCENT" events --nats "$NATS_URL" --count; }

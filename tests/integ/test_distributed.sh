@@ -28,16 +28,6 @@ serve() { # serve ID [extra args]: starts a shard, records its pid
   eval "PID_$id=$!"
 }
 
-wait_view() { # wait_view ID "a,b,c": until shard ID logs that view
-  for _ in $(seq 1 $((100 * SLOW))); do
-    grep -q "\"view\":\"$2\"" "$T/$1.log" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  fail "shard $1 never saw view [$2]: $(tail -5 "$T/$1.log")"
-}
-
-count() { "$LUCENT" events --nats "$NATS_URL" --count; }
-
 wait_quiet() { # until the store stops growing (chains finished)
   local last=-1 now
   for _ in $(seq 1 240); do

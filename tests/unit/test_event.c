@@ -24,7 +24,7 @@ static void test_parse_ok_keeps_bytes(void **state) {
   const char *s = "{\"specversion\":\"1.0\", \"id\":\"1\",\"type\":\"T\","
                   "\"source\":\"x\",\"subject\":\"sub\",\"tenantid\":\"t\","
                   "\"correlationid\":\"c\",\"causationdepth\":3,"
-                  "\"data\":{\"a\":[1,2]}}  \n";
+                  "\"data\":{\"a\":[1,2]}}  ";
   lu_event_t *ev;
   char err[256];
   assert_int_equal(parse(s, &ev, err), 0);
