@@ -99,18 +99,23 @@ async function waitFor(fn, until, ms) {
 }
 
 /* The common loop: kill worker-1 at N x KILL_AT executions, start it again
- * DOWN_MS later, until stored() reaches N or the deadline. */
+ * DOWN_MS later, until stored() reaches N or the deadline.  h.armed(fn),
+ * if given, receives the kill so that a harness that sees progress as it
+ * comes (lucent's results) can kill without waiting for the next poll. */
 async function drive(h, t0, deadline) {
 	const lc = new U.LineCounter(h.logs);
 	const r = { kill_at_s: null, restart_at_s: null, executed_at_kill: 0, finish_s: null };
 	let restartAt = 0;
+	const kill = () => {
+		if (r.kill_at_s !== null) return;
+		r.executed_at_kill = lc.count();
+		h.kill();
+		r.kill_at_s = now() - t0;
+		restartAt = Date.now() + DOWN_MS;
+	};
+	if (h.armed && KILL_AT > 0) h.armed(kill);
 	while (Date.now() < deadline) {
-		if (KILL_AT > 0 && r.kill_at_s === null && lc.count() >= N * KILL_AT) {
-			r.executed_at_kill = lc.count();
-			h.kill();
-			r.kill_at_s = now() - t0;
-			restartAt = Date.now() + DOWN_MS;
-		}
+		if (KILL_AT > 0 && r.kill_at_s === null && lc.count() >= N * KILL_AT) kill();
 		if (restartAt && Date.now() >= restartAt) {
 			restartAt = 0;
 			r.restart_at_s = now() - t0;
@@ -172,7 +177,8 @@ async function lucent() {
 
 	/* the results, as they reach LUCENT_EVENTS's subjects */
 	const ids = new Set();
-	let unparsed = 0;
+	let unparsed = 0,
+		killAt = null; /* drive's kill, once armed */
 	const dec = new TextDecoder();
 	nc.subscribe("lucent.events.>", {
 		callback: (err, m) => {
@@ -180,6 +186,7 @@ async function lucent() {
 			try {
 				const e = JSON.parse(dec.decode(m.data));
 				if (e.type === "PeerKeyedCompleted") ids.add(e.causationid);
+				if (killAt && ids.size >= N * KILL_AT) killAt();
 			} catch (x) {
 				unparsed++;
 			}
@@ -199,6 +206,7 @@ async function lucent() {
 		{
 			logs,
 			kill: () => procs["worker-1"].kill("SIGKILL"),
+			armed: fn => (killAt = fn),
 			restart: async () => {
 				serve("worker-1");
 			},
