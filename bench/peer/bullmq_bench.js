@@ -8,6 +8,7 @@
  *                               [--n1 N] [--n64 N] [--cdf FILE]
  *   node bullmq_bench.js events --redis-port P [--redis-pid PID] --round R
  *                               [-n N] [--partitions 16]
+ *                               [--global-concurrency 1] [--worker-concurrency 1]
  *   node bullmq_bench.js worker --redis-port P --queues a,b,.. [--concurrency C]
  *                               [--exec-log FILE] [--lock-ms MS] [--stalled-ms MS]
  *
@@ -38,6 +39,8 @@
  *           jobId = the event's id (a second add of the same event is a
  *           no-op, like lucent's Nats-Msg-Id).  From the first add until
  *           the queues' completed sets hold N jobs (polled every 5 ms).
+ *           (--partitions 1 --global-concurrency 0 --worker-concurrency
+ *           16: one queue, no order, for a reference.)
  *
  * Output: JSON lines on stdout, same fields as bench_nats, system
  * "bullmq"; CDF rows appended to --cdf.  CPU per message: this process
@@ -222,12 +225,13 @@ function partitionNames(P) {
 	return Array.from({ length: P }, (_, i) => `keyed-${i}`);
 }
 
-async function keyedSetup(conn, P) {
+async function keyedSetup(conn, P, globalConcurrency) {
 	await conn.flushall();
 	const names = partitionNames(P);
 	const queues = names.map(q => new Queue(q, { connection: conn }));
 	await Promise.all(queues.map(q => q.waitUntilReady()));
-	await Promise.all(queues.map(q => q.setGlobalConcurrency(1)));
+	const gc = globalConcurrency === undefined ? 1 : globalConcurrency;
+	if (gc > 0) await Promise.all(queues.map(q => q.setGlobalConcurrency(gc)));
 	return { names, queues };
 }
 
@@ -267,11 +271,13 @@ async function counts(mon, names) {
 
 async function events() {
 	const n = Number(U.arg("-n", "50000")),
-		P = Number(U.arg("--partitions", "16"));
+		P = Number(U.arg("--partitions", "16")),
+		gc = Number(U.arg("--global-concurrency", "1")),
+		wc = U.arg("--worker-concurrency", "1");
 	const conn = redis(),
 		mon = redis();
-	const { names, queues } = await keyedSetup(conn, P);
-	const ws = await Promise.all(["worker-1", "worker-2"].map(id => startWorker(id, names)));
+	const { names, queues } = await keyedSetup(conn, P, gc);
+	const ws = await Promise.all(["worker-1", "worker-2"].map(id => startWorker(id, names, ["--concurrency", wc])));
 	const evs = U.genEvents(n, "Keyed");
 	const c0 = cpuSnap();
 	const deadline = Date.now() + MAX_MS;
@@ -310,7 +316,7 @@ async function events() {
 		added_s: Number(tAdded - t0) / 1e9
 	};
 	cpuFill(r, c0, c1, n);
-	out("events", `2 workers, ${P} queues, global concurrency 1`, r);
+	out("events", `2 workers, ${P} queues, global concurrency ${gc || "none"}, worker concurrency ${wc}`, r);
 	await Promise.all(queues.map(q => q.close()));
 	await U.stopAll();
 	void ws;
