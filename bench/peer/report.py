@@ -219,9 +219,11 @@ def main():
                   f"| {cpu('bullmq')} | {cpu('raw')} |")
 
     if have_kill:
-        md.append("\nkill -9, per round (lucent / BullMQ): the kill came "
-                  "after how many executions (of N), and when; the killed "
-                  "worker was started again 3 s later.\n")
+        md.append("\nkill -9, per round: when worker-1 was killed (once a "
+                  "third of the events had a stored result, lucent, or had "
+                  "run, BullMQ) and how many executions were logged by "
+                  "then; it was started again 3 s later. Times from the "
+                  "first publish.\n")
         md.append("| round | lucent: killed after | lucent: finished | "
                   "lucent: all acked | BullMQ: killed after | "
                   "BullMQ: finished |")
