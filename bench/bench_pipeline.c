@@ -30,7 +30,7 @@
  * completed by Noop, the counters must add up, no store errors, and the
  * store must hold N result events.  Otherwise the bench aborts.
  *
- * Usage: bench_pipeline [-n N] [-r R] [--shards LIST] [--batch B]
+ * Usage: bench_pipeline [-n N] [-r R] [--shards LIST] [--batch B] [--threads T]
  *                       [--stores LIST] [--dir DIR] [--json]
  */
 #include <errno.h>
@@ -197,6 +197,8 @@ static void rm_store(const char *path) {
   }
 }
 
+static unsigned threads; /* --threads: worker threads, 0 = lucent's default */
+
 static result_t run_pipeline(const events_t *e, const lu_registry_t *reg,
                              size_t fn_index, unsigned shards,
                              const char *store, size_t batch,
@@ -212,6 +214,7 @@ static result_t run_pipeline(const events_t *e, const lu_registry_t *reg,
   cfg.shards = shards;
   cfg.store = store;
   if (batch) cfg.store_batch = batch;
+  cfg.threads = threads;
   cfg.seed = 1;
   cfg.on_outcome = on_outcome;
   cfg.on_outcome_ud = c;
@@ -417,7 +420,8 @@ static void usage(FILE *f) {
         "  -r R          rounds; each configuration runs R times (default 3)\n"
         "  --shards LIST shard counts, comma separated (default 1,2,4)\n"
         "  --batch B     store_batch: events per store transaction\n"
-        "                (default: lucent's, 512)\n"
+        "                (default: lucent's, 4096)\n"
+        "  --threads T   worker threads (default: lucent's, one per CPU)\n"
         "  --stores LIST memory, file or memory,file (default both)\n"
         "  --dir DIR     where the SQLite file goes (default $TMPDIR or "
         "/tmp)\n"
@@ -453,6 +457,10 @@ int main(int argc, char **argv) {
       if (R > 101) die("-r: at most 101 rounds");
     } else if (!strcmp(a, "--batch")) {
       batch = parse_size(v, "--batch"), i++;
+    } else if (!strcmp(a, "--threads")) {
+      size_t t = parse_size(v, "--threads");
+      if (t > 256) die("--threads: at most 256");
+      threads = (unsigned)t, i++;
     } else if (!strcmp(a, "--stores")) {
       stores[0] = strstr(v, "memory") != NULL;
       stores[1] = strstr(v, "file") != NULL;
@@ -484,7 +492,10 @@ int main(int argc, char **argv) {
   lu_registry_t *reg;
   const lu_fn_t *const *fns;
   int rc = lu_registry_new(&reg);
-  if (!rc) rc = lu_registry_add(reg, fns, lu_fns_here(&fns), argv[0]);
+  /* lu_fns_here sets fns: call it before lu_registry_add reads fns (C
+   * does not order the evaluation of a call's arguments). */
+  size_t nfns = lu_fns_here(&fns);
+  if (!rc) rc = lu_registry_add(reg, fns, nfns, argv[0]);
   if (rc) die("registry: %s: %s", lu_strerror(rc), lu_registry_errmsg(reg));
   size_t fn_index = SIZE_MAX;
   for (size_t i = 0; i < lu_registry_count(reg); i++)

@@ -63,9 +63,13 @@ int main(void) {
   char err[256] = "";
 
   // 1. The registry: every LU_FUNCTION linked into this executable.
+  // lu_fns_here() sets fns: call it first (C does not order the
+  // evaluation of a call's arguments, so passing both to one call may read
+  // fns before it is set).
   const lu_fn_t *const *fns;
+  size_t nfns = lu_fns_here(&fns);
   if ((rc = lu_registry_new(&reg)) != 0 ||
-      (rc = lu_registry_add(reg, fns, lu_fns_here(&fns), "embed")) != 0) {
+      (rc = lu_registry_add(reg, fns, nfns, "embed")) != 0) {
     fprintf(stderr, "embed: registry: %s: %s\n", lu_strerror(rc),
             reg ? lu_registry_errmsg(reg) : "");
     lu_registry_free(reg);
