@@ -1035,8 +1035,12 @@ int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
   lu_bus_t bus = {.forward = bus_forward,
                   .sticky = b->kv ? bus_sticky : NULL,
                   .ud = b,
-                  .flags = amo ? 0u
-                               : LU_BUS_DURABLE_EMIT | LU_BUS_SPREAD_INTAKE};
+                  /* Both intakes spread inputs over the processes (the
+                   * partitions' owners, the at-most-once queue group);
+                   * only at-least-once must make emitted events durable
+                   * before their parent's ack. */
+                  .flags = LU_BUS_SPREAD_INTAKE |
+                           (amo ? 0u : LU_BUS_DURABLE_EMIT)};
   lu_manager_set_bus(m, &bus);
   rc = lu__membership_start(&b->ms, nc, m, b->self, cfg->static_view,
                             cfg->hb_interval_ms, on_view_change, b, err,

@@ -53,7 +53,7 @@ static void test_intake_rules(void **state) {
       {"{\"id\":\"1\",\"type\":\"T\",\"source\":\"s\",\"data\":\"a\\u0000b\"}", 0,
        "the escape \\u0000 at byte offset 43"},
       {"{\"id\":\"1\",\"type\":\"T\",\"source\":\"s\",\"data\":{\"n\":1e999}}", 0,
-       "number out of range at byte offset 46: 1e999"},
+       "number out of range in 'n'"},
       {"{\"id\":\"1\",\"type\":\"T\",\"source\":\"s\",\"data\":[-2E+400]}", 0,
        "number out of range"},
       {"{\"id\":\"1\",\"type\":\"T\",\"source\":\"s\",\"score\":1.5}", 0,
