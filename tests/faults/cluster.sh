@@ -19,7 +19,9 @@
 #   cluster_node_ready I [SECS]  the same for node I alone (after a restart)
 #   cluster_meta_leader       prints the index of the meta leader
 #   cluster_stream STREAM     one JSON line: leader, nodes, replicas,
-#                             current, lag, messages, last_seq (clusterctl)
+#                             current, lag, messages, last_seq, per_node
+#                             (each replica's own messages, first and last
+#                             seq: copies can differ) (clusterctl.py)
 #   cluster_stream_leader STREAM  prints the index of the node leading
 #                             STREAM (for an R1 stream: the node holding
 #                             it); nothing and status 1 when none is up.

@@ -19,10 +19,15 @@ cluster.sh; python3 only, proxies ignored).
                                      nodes that are up report it:
                                      {"leader": i|null, "nodes": [i...],
                                       "replicas": R, "current": bool,
-                                      "lag": n, "messages": n, "last_seq": n}
+                                      "lag": n, "messages": n, "last_seq": n,
+                                      "per_node": {"nI": [messages,
+                                                   first_seq, last_seq]}}
                                      "current": every replica the leader
                                      lists is current; "nodes" lists the
-                                     nodes holding it (leader first).
+                                     nodes holding it (leader first);
+                                     "per_node": each node's own copy as
+                                     it reports it (replicas can differ:
+                                     compare them to find leftovers).
 
 PORTS: monitoring ports of nodes 1..N, comma-separated, "-" for a node that
 is down.  Nodes are named n1..nN (cluster.sh's --server_name).
@@ -149,7 +154,12 @@ def cmd_stream(ports, name):
         if cl.get("leader") == "n%d" % i or (not cl and len(seen) == 1):
             leader = i
     out = {"leader": leader, "nodes": [], "replicas": None,
-           "current": False, "lag": None, "messages": None, "last_seq": None}
+           "current": False, "lag": None, "messages": None, "last_seq": None,
+           "per_node": {}}
+    for i, s in seen.items():  # each node's own copy: replicas may differ
+        st = s.get("state") or {}
+        out["per_node"]["n%d" % i] = [st.get("messages"), st.get("first_seq"),
+                                      st.get("last_seq")]
     if leader is not None:
         s = seen[leader]
         reps = (s.get("cluster") or {}).get("replicas") or []
