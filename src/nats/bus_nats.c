@@ -491,7 +491,8 @@ static puller_t *puller_get(lu_natsbus_t *b, const char *stream,
   if (b->npullers == MAX_PULLERS ||
       ensure_consumer(b, stream, consumer, filter, err, sizeof err)) {
     if (b->npullers < MAX_PULLERS)
-      fprintf(stderr, "lucent: shard %s: %s\n", b->self, err);
+      LU_LOG(LU_LOG_ERROR, b->self, NULL, LU_KVS(LU_KV_STR("error", err)),
+             "cannot create a consumer");
     return NULL;
   }
   puller_t *p = calloc(1, sizeof *p);
@@ -510,7 +511,9 @@ static puller_t *puller_get(lu_natsbus_t *b, const char *stream,
   natsStatus s = lu__nats_pull_open(&p->pull, b->nc, p->stream, p->consumer);
   if (s != NATS_OK) {
     nats_err(err, sizeof err, "cannot pull", s, 0);
-    fprintf(stderr, "lucent: shard %s: %s %s\n", b->self, p->consumer, err);
+    LU_LOG(LU_LOG_ERROR, b->self, NULL,
+           LU_KVS(LU_KV_STR("consumer", p->consumer), LU_KV_STR("error", err)),
+           "cannot pull");
     free(p);
     return NULL;
   }
