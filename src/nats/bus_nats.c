@@ -421,12 +421,8 @@ static void *puller_main(void *arg) {
       left = 0;
     }
     pthread_mutex_lock(&b->lock);
-    while (!b->stopping && !atomic_load(&p->want)) {
-      struct timespec ts;
-      clock_gettime(CLOCK_REALTIME, &ts);
-      ts.tv_sec += 1;
-      pthread_cond_timedwait(&b->cond, &b->lock, &ts);
-    }
+    while (!b->stopping && !atomic_load(&p->want))
+      lu__cond_wait_until(&b->cond, &b->lock, lu__now_ns() + 1000 * NS_PER_MS);
     int stop = b->stopping;
     pthread_mutex_unlock(&b->lock);
     if (stop) break;
@@ -596,23 +592,18 @@ static void *claimer_main(void *arg) {
   /* A new shard first listens for a heartbeat timeout: claiming before it
    * knows the others would take their queues as if they were gone. */
   if (b->claim_delay_ms) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)b->claim_delay_ms * 1000000u;
-    ts.tv_sec += (time_t)(ns / 1000000000u);
-    ts.tv_nsec = (long)(ns % 1000000000u);
+    uint64_t until = lu__now_ns() + (uint64_t)b->claim_delay_ms * NS_PER_MS;
     while (!b->stopping &&
-           pthread_cond_timedwait(&b->cond, &b->lock, &ts) != ETIMEDOUT) {
+           lu__cond_wait_until(&b->cond, &b->lock, until) != ETIMEDOUT) {
     }
   }
   while (!b->stopping) {
     pthread_mutex_unlock(&b->lock);
     reclaim(b);
     pthread_mutex_lock(&b->lock);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += 1; /* also catches consumers of shards that died */
-    if (!b->stopping) pthread_cond_timedwait(&b->cond, &b->lock, &ts);
+    /* Every second also catches consumers of shards that died. */
+    if (!b->stopping)
+      lu__cond_wait_until(&b->cond, &b->lock, lu__now_ns() + 1000 * NS_PER_MS);
   }
   pthread_mutex_unlock(&b->lock);
   return NULL;
@@ -977,7 +968,7 @@ int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
   b->cfg.shard = b->self;
   b->cfg.static_view = NULL;
   pthread_mutex_init(&b->lock, NULL);
-  pthread_cond_init(&b->cond, NULL);
+  lu__cond_init_mono(&b->cond); /* timed waits: monotonic deadlines */
   pthread_mutex_init(&b->fwlock, NULL);
   b->view_ids = calloc(MAX_VIEW, sizeof *b->view_ids);
   b->view_seeds = calloc(MAX_VIEW, sizeof *b->view_seeds);

@@ -154,12 +154,10 @@ static void *hb_main(void *arg) {
     if (refresh(ms) && ms->on_change) ms->on_change(ms->ud);
     pthread_mutex_lock(&ms->lock);
     if (ms->stop) break;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)ms->interval_ms * 1000000u;
-    ts.tv_sec += (time_t)(ns / 1000000000u);
-    ts.tv_nsec = (long)(ns % 1000000000u);
-    pthread_cond_timedwait(&ms->cond, &ms->lock, &ts);
+    /* Monotonic: a step of the wall clock must not stall heartbeats (a
+     * step back of an hour would silence this shard for an hour). */
+    lu__cond_wait_until(&ms->cond, &ms->lock,
+                        lu__now_ns() + (uint64_t)ms->interval_ms * NS_PER_MS);
   }
   pthread_mutex_unlock(&ms->lock);
   return NULL;
@@ -181,7 +179,7 @@ int lu__membership_start(lu_membership_t **out, natsConnection *nc,
   ms->on_change = on_change;
   ms->ud = ud;
   pthread_mutex_init(&ms->lock, NULL);
-  pthread_cond_init(&ms->cond, NULL);
+  lu__cond_init_mono(&ms->cond); /* hb_main's waits are monotonic */
   if (static_view && *static_view) {
     char *copy = strdup(static_view), *save = NULL;
     for (char *t = strtok_r(copy, ", ", &save); t;
