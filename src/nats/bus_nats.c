@@ -116,6 +116,7 @@ struct lu_natsbus_s {
   puller_t *pullers[MAX_PULLERS];
   unsigned npullers;
   pthread_t claimer;
+  int claimer_started; /* a pthread_t has no "none" value */
   uint32_t claim_delay_ms;
   int stopping;
   pthread_mutex_t fwlock;
@@ -329,8 +330,9 @@ static void submit_pack(lu_natsbus_t *b, pulled_t *j, const char *data,
   size_t at = 0, l;
   for (size_t i = 0; (ev = lu__pack_next(data, len, &at, &l)); i++) {
     atomic_fetch_add(&j->remaining, 1);
-    lu_manager_take(b->m, ev, l, lu__pack_line(j->msg, i, &cursor),
-                           (lu_done_t){pulled_done, j});
+    if (lu_manager_take(b->m, ev, l, lu__pack_line(j->msg, i, &cursor),
+                        (lu_done_t){pulled_done, j}))
+      pulled_done(j, NULL, 0); /* not taken: the pack comes back (NAK) */
   }
   pulled_done(j, NULL, 1);
 }
@@ -358,14 +360,12 @@ static void handle_pulled(puller_t *p, natsMsg *msg, size_t events) {
     submit_pack(b, j, data ? data : "", len > 0 ? (size_t)len : 0);
     return;
   }
+  int rc;
   if (p->is_fwd) {
-    if (lu_manager_accept(b->m, data ? data : "", len > 0 ? (size_t)len : 0,
+    /* LU_EBUSY: its shard is back, let it have it. */
+    rc = lu_manager_accept(b->m, data ? data : "", len > 0 ? (size_t)len : 0,
                            p->target, (unsigned)header_u64(msg, "Lucent-Hops"),
-                           done) == LU_EBUSY) {
-      js_reply(b->nc, msg, "-NAK"); /* its shard is back: let it have it */
-      natsMsg_Destroy(msg);
-      free(j);
-    }
+                           done);
   } else {
     const char *json;
     size_t jlen;
@@ -373,10 +373,15 @@ static void handle_pulled(puller_t *p, natsMsg *msg, size_t events) {
     char why[320];
     uint64_t line = header_u64(msg, "Lucent-Line");
     if (msg_event(msg, &json, &jlen, &own, why, sizeof why) == 0)
-      lu_manager_take(b->m, json, jlen, line, done);
+      rc = lu_manager_take(b->m, json, jlen, line, done);
     else
-      lu_manager_reject(b->m, json, jlen, line, why, done);
+      rc = lu_manager_reject(b->m, json, jlen, line, why, done);
     lu__buf_free(&own);
+  }
+  if (rc) { /* not taken (LU_EBUSY, LU_ENOMEM): done will not run */
+    js_reply(b->nc, msg, "-NAK");
+    natsMsg_Destroy(msg);
+    free(j);
   }
 }
 
@@ -513,10 +518,17 @@ static puller_t *puller_get(lu_natsbus_t *b, const char *stream,
     free(p);
     return NULL;
   }
-  pthread_mutex_lock(&b->lock);
+  if (pthread_create(&p->thread, NULL, puller_main, p)) {
+    LU_LOG(LU_LOG_ERROR, b->self, NULL,
+           LU_KVS(LU_KV_STR("consumer", p->consumer)),
+           "cannot start a puller thread");
+    lu__nats_pull_close(&p->pull);
+    free(p);
+    return NULL; /* the claimer tries again within a second */
+  }
+  pthread_mutex_lock(&b->lock); /* only started pullers are joined */
   b->pullers[b->npullers++] = p;
   pthread_mutex_unlock(&b->lock);
-  pthread_create(&p->thread, NULL, puller_main, p);
   return p;
 }
 
@@ -733,7 +745,8 @@ static void cfwd_accept(void *ud, const char *json, size_t len, unsigned hops,
                         lu_done_t done) {
   lu_natsbus_t *b = ud;
   atomic_fetch_add(&b->pulled, 1);
-  lu_manager_accept(b->m, json, len, b->self, hops, done);
+  if (lu_manager_accept(b->m, json, len, b->self, hops, done) && done.fn)
+    done.fn(done.ctx, NULL, 0); /* not taken: the sender NAKs its input */
 }
 
 /* Alive = in the manager's view (which outlives the membership, so this
@@ -807,6 +820,13 @@ static void reply_done(void *ctx, const lu_outcome_t *o, int stored) {
   free(rp);
 }
 
+/* A request the manager could not take (LU_ENOMEM: its done will not
+ * run): the requester hears so now rather than time out. */
+static void exec_oom(reply_t *rp) {
+  reply_json(rp->b, rp->subject, NULL, "out of memory; try again");
+  free(rp);
+}
+
 /* Must this event run on a particular shard (hash or session owner)? */
 static int needs_owner(lu_natsbus_t *b, const lu_event_t *ev) {
   const lu_fn_t *fn =
@@ -839,14 +859,14 @@ static int exec_request(lu_natsbus_t *b, natsSubscription *sub,
   size_t len;
   lu_buf_t own = {0};
   if (msg_event(msg, &data, &len, &own, why, sizeof why) != 0) {
-    lu_manager_reject(b->m, data, len, 0, why, done);
+    if (lu_manager_reject(b->m, data, len, 0, why, done)) exec_oom(rp);
     lu__buf_free(&own);
     lu__nats_msg_release(msg);
     return 0;
   }
   if (lu_event_parse(&ev, data, len, why, sizeof why) != 0) {
     /* Recorded as lucent.Rejected like any bad input; the reply says why. */
-    lu_manager_take(b->m, data, len, 0, done);
+    if (lu_manager_take(b->m, data, len, 0, done)) exec_oom(rp);
     lu__buf_free(&own);
     lu__nats_msg_release(msg);
     return 0;
@@ -862,7 +882,7 @@ static int exec_request(lu_natsbus_t *b, natsSubscription *sub,
   natsSubscription_GetPending(sub, &queued, NULL);
   unsigned inl = LU_RUN_ONCE | LU_RUN_INLINE | (queued > 0 ? LU_RUN_MORE : 0);
   if (sub == b->exec_self_sub) { /* forwarded to us: pinned */
-    lu_manager_run(b->m, ev, b->self, inl, done);
+    if (lu_manager_run(b->m, ev, b->self, inl, done)) exec_oom(rp);
     lu__buf_free(&own);
     lu__nats_msg_release(msg);
     return 1;
@@ -873,12 +893,15 @@ static int exec_request(lu_natsbus_t *b, natsSubscription *sub,
                              sizeof why), ran = 0;
   if (rc != LU_ROUTE_OK) {
     lu_event_free(ev);
-    lu_manager_take(b->m, data, len, 0, done); /* records it */
+    if (lu_manager_take(b->m, data, len, 0, done)) /* records it */
+      exec_oom(rp);
   } else if (local || !needs_owner(b, ev)) {
     /* The queue group already spread requests: a function that may run
      * anywhere (round_robin, load_balanced) runs where it landed. */
-    lu_manager_run(b->m, ev, local ? target : b->self, inl, done);
-    ran = 1;
+    if (lu_manager_run(b->m, ev, local ? target : b->self, inl, done))
+      exec_oom(rp);
+    else
+      ran = 1;
   } else {
     lu_event_free(ev);
     free(rp);
@@ -1061,7 +1084,12 @@ int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
   if (!amo) {
     uint32_t hb = cfg->hb_interval_ms ? cfg->hb_interval_ms : 250;
     b->claim_delay_ms = cfg->static_view ? 0 : hb * 6;
-    pthread_create(&b->claimer, NULL, claimer_main, b);
+    if (pthread_create(&b->claimer, NULL, claimer_main, b)) {
+      lu__fmt(err, errlen, "cannot start the claimer thread");
+      lu__natsbus_stop(b, 0, NULL);
+      return LU_ENOMEM;
+    }
+    b->claimer_started = 1;
   }
   *out = b;
   return 0;
@@ -1078,7 +1106,7 @@ void lu__natsbus_stop(lu_natsbus_t *b, uint32_t timeout_ms,
   b->stopping = 1;
   pthread_cond_broadcast(&b->cond);
   pthread_mutex_unlock(&b->lock);
-  if (b->claimer) pthread_join(b->claimer, NULL);
+  if (b->claimer_started) pthread_join(b->claimer, NULL);
   for (unsigned i = 0; i < b->npullers; i++)
     pthread_join(b->pullers[i]->thread, NULL);
   lu__nats_unsubscribe(&b->exec_sub);
