@@ -79,6 +79,7 @@
 #include "fwd_core.h"
 #include "intake_pack.h"
 #include "membership.h"
+#include "request.h"
 
 #define MAX_PULLERS (LU_INTAKE_PARTITIONS + 256)
 #define FETCH_BATCH 256
@@ -212,19 +213,7 @@ static int msg_event(natsMsg *m, const char **json, size_t *len,
     }
     free((void *)vals);
   }
-  int rc = 0;
-  if (lu__ce_binary_mode(h, n)) {
-    rc = lu__ce_binary_decode(own, h, n, *json, *len, why, wcap);
-    if (rc == LU_ENOMEM) lu__fmt(why, wcap, "out of memory");
-    if (rc) {
-      own->len = 0;
-      own->oom = 0;
-      lu__ce_binary_raw(own, h, n, *json, *len);
-      rc = LU_EINVAL;
-    }
-    *json = own->p ? own->p : "";
-    *len = own->len;
-  }
+  int rc = lu__msg_event(h, n, *json, *len, json, len, own, why, wcap);
   if (h != stack) free(h);
   free((void *)keys);
   return rc;
