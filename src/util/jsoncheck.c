@@ -14,14 +14,12 @@
  * the two agree on every input it finds.
  *
  * cJSON's own quirks are followed on purpose: any byte <= 32 is
- * whitespace; a number is the longest prefix strtod reads of the first
- * 63 bytes in [0-9+-.eE]; \u with non-hex digits reads as U+0000; a lone
+ * whitespace; a number is the longest prefix strtod reads of the run of
+ * bytes in [0-9+-.eE]; \u with non-hex digits reads as U+0000; a lone
  * low surrogate or a high surrogate without its pair fails; nesting
  * deeper than CJSON_NESTING_LIMIT fails; a UTF-8 byte order mark is
  * skipped when 5 bytes or more follow from it.
  */
-#include <locale.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "util.h"
@@ -99,28 +97,43 @@ static int string(jc_t *j) {
   return 1;
 }
 
-static int number(jc_t *j) {
-  char buf[64];
-  char dp = '.';
-  const struct lconv *lc = localeconv();
-  if (lc && lc->decimal_point && lc->decimal_point[0])
-    dp = lc->decimal_point[0];
-  size_t i = 0;
-  for (; i < sizeof buf - 1 && can(j, i); i++) {
-    unsigned char c = j->s[j->at + i];
-    if ((c >= '0' && c <= '9') || c == '+' || c == '-' || c == 'e' ||
-        c == 'E')
-      buf[i] = (char)c;
-    else if (c == '.')
-      buf[i] = dp;
-    else
-      break;
+/* cJSON hands the run of [0-9+-.eE] to strtod and goes on where strtod
+ * stopped (Debian's 1.7.15 reads the whole run; upstream's first 63
+ * bytes: the longer read is the one built here).  What strtod reads of
+ * such a run is a decimal float: [sign] digits [. digits] with one digit
+ * at least, then e [sign] digits if a digit follows.  Its length, or 0. */
+static size_t strtod_prefix(const unsigned char *s, size_t n) {
+  size_t i = 0, digits = 0;
+  if (i < n && (s[i] == '+' || s[i] == '-')) i++;
+  while (i < n && s[i] >= '0' && s[i] <= '9') i++, digits++;
+  if (i < n && s[i] == '.') {
+    i++;
+    while (i < n && s[i] >= '0' && s[i] <= '9') i++, digits++;
   }
-  buf[i] = 0;
-  char *after = NULL;
-  (void)strtod(buf, &after);
-  if (after == buf) return 0;
-  j->at += (size_t)(after - buf);
+  if (!digits) return 0;
+  if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+    size_t k = i + 1;
+    if (k < n && (s[k] == '+' || s[k] == '-')) k++;
+    if (k < n && s[k] >= '0' && s[k] <= '9') {
+      while (k < n && s[k] >= '0' && s[k] <= '9') k++;
+      i = k;
+    }
+  }
+  return i;
+}
+
+static int number(jc_t *j) {
+  size_t run = 0;
+  while (can(j, run)) {
+    unsigned char c = j->s[j->at + run];
+    if (!((c >= '0' && c <= '9') || c == '+' || c == '-' || c == 'e' ||
+          c == 'E' || c == '.'))
+      break;
+    run++;
+  }
+  size_t used = strtod_prefix(j->s + j->at, run);
+  if (!used) return 0;
+  j->at += used;
   return 1;
 }
 
