@@ -36,7 +36,7 @@ LUCENT_TEST_SANITIZER=asan pass asan clang -DLUCENT_ASAN=ON
 # the CLI on several shards, three shard processes).  The single-threaded
 # store and connection tests ran in the passes above.
 LUCENT_TEST_SANITIZER=tsan LUCENT_TEST_QUICK=1 \
-  CTEST_EXCLUDE="test_store_jetstream|test_events_nats|test_backpressure|test_examples|test_nats_conn|unit.test_store$" \
+  CTEST_EXCLUDE="test_store_jetstream|test_events_nats|integ.test_backpressure|test_examples|test_nats_conn|unit.test_store$" \
   pass tsan gcc -DLUCENT_TSAN=ON
 if [ -z "${LUCENT_TEST_ONLY:-}" ] || [ "$LUCENT_TEST_ONLY" = fuzz ]; then
   echo "=== fuzz (clang, libFuzzer, ${LUCENT_TEST_FUZZ_SECONDS:-5} s per target)"
