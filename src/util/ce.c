@@ -329,6 +329,12 @@ static void put_compact(lu_buf_t *o, const char *s, size_t n) {
 static int json_payload(const char *p, size_t n, size_t *at) {
   const char *end = NULL;
   if (!lu__utf8_valid(p, n, at)) return 0;
+  /* cJSON skips a byte order mark, which would then be copied into the
+   * event's text: JSON text has none (RFC 8259 8.1; as lu_event_parse). */
+  if (n >= 3 && !memcmp(p, "\xef\xbb\xbf", 3)) {
+    *at = 0;
+    return 0;
+  }
   cJSON *v = cJSON_ParseWithLengthOpts(p, n, &end, 0);
   if (!v) {
     if (lu__json_parses(p, n)) return LU_ENOMEM;
