@@ -81,10 +81,18 @@ for l in open(sys.argv[1]):
         shards[e["shardid"]] = shards.get(e["shardid"], 0) + 1
 assert len(shards) == 3 and min(shards.values()) > 100, shards
 PY
-# Publishing the same file again stores nothing new (Msg-Id dedup).
+# Publishing the same file again stores nothing new (Msg-Id dedup).  Not
+# a pause: wait until the intake stream holds nothing (what it took in, if
+# anything, was pulled and acked), then until the store is quiet.
 before=$(count)
 "$LUCENT" publish --nats "$NATS_URL" --input "$T/in1.jsonl" > /dev/null
-sleep 2
+intake_empty() {
+  python3 "$(dirname "$0")/../faults/natsreq.py" --servers "$NATS_URL" \
+    req '$JS.API.STREAM.INFO.LUCENT_INTAKE' |
+    python3 -c "import json,sys; s=json.load(sys.stdin)['state']; sys.exit(s['messages'] != 0)"
+}
+for _ in $(seq 1 $((100 * SLOW))); do intake_empty && break; sleep 0.1; done
+intake_empty || fail "the intake stream never emptied after the republish"
 wait_quiet
 [ "$(count)" = "$before" ] || fail "republish stored duplicates ($before -> $(count))"
 pass "steady state: one outcome per input, hash and session routing agree"
