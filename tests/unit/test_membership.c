@@ -46,8 +46,8 @@ static void test_hb_parse(void **state) {
   const char *bad[] = {
       "", "{", "[]", "{\"id\":1}", "{\"id\":\"\"}", "{\"id\":\"a\\\"b\"}",
       "{\"id\":\"a.b\"}", "{\"id\":\"a b\"}",
-      "{\"id\":\"0123456789012345678901234567890123456789012345678901234567"
-      "890123\"}", /* 64 characters */
+      ("{\"id\":\"0123456789012345678901234567890123456789012345678901234567"
+       "890123\"}"), /* 64 characters */
       "{\"load\":3}"};
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
     if (lu__hb_parse(bad[i], strlen(bad[i]), &hb) != LU_EINVAL)
