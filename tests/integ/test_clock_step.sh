@@ -27,13 +27,13 @@ if [ -z "$FT" ]; then
   echo "skip: no libfaketime (Debian: libfaketime)"
   exit 77
 fi
-if [ "${LUCENT_TEST_SANITIZER:-}" = tsan ]; then
-  # ThreadSanitizer and libfaketime both interpose pthread_cond_*.
-  echo "skip: libfaketime under ThreadSanitizer"
+if [ -n "${LUCENT_TEST_SANITIZER:-}" ]; then
+  # The sanitizers' allocators call clock_gettime while they start, as
+  # jemalloc does, and libfaketime cannot start inside that (TSan also
+  # interposes pthread_cond_* itself).  The plain pass runs this test.
+  echo "skip: libfaketime under $LUCENT_TEST_SANITIZER"
   exit 77
 fi
-# ASan wants to be the first library; libfaketime comes before it here.
-export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0"
 
 nats_start
 SHARD_PIDS=()
@@ -66,6 +66,13 @@ wait_outcomes() { # wait_outcomes INPUT SECONDS: until none is missing
 views() { grep -h '"msg":"shard view changed"' "$T/a.log" "$T/b.log" | wc -l; }
 
 echo "+0" > "$T/faketime"
+# libfaketime must start in b (it says so on stderr when it cannot).
+FAKETIME_TIMESTAMP_FILE="$T/faketime" FAKETIME_NO_CACHE=1 LD_PRELOAD="$FT" \
+  "$LUCENT_LIBC_MALLOC" --help > /dev/null 2> "$T/ft.err" || true
+if grep -q libfaketime "$T/ft.err"; then
+  echo "skip: libfaketime cannot start here: $(head -1 "$T/ft.err")"
+  exit 77
+fi
 serve a "$LUCENT"
 serve b "$LUCENT_LIBC_MALLOC" LD_PRELOAD="$FT" \
   FAKETIME_TIMESTAMP_FILE="$T/faketime" FAKETIME_NO_CACHE=1 \

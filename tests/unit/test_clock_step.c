@@ -16,10 +16,11 @@
  * calls are wrapped (nats.c is a shared library with its own).
  *
  * Then, on a real nats-server:
- *  - two shards' memberships with 50 ms heartbeats (a peer drops out after
- *    300 ms of silence) keep each other in their views for 1.5 s;
- *  - a NATS bus claims its intake partitions (after its 300 ms claim
- *    delay) and runs what is published there;
+ *  - two shards' memberships with heartbeats every 100 ms x
+ *    LUCENT_TEST_SLOW (a peer drops out after 6 silent intervals) keep
+ *    each other in their views for 2.5 such timeouts;
+ *  - a NATS bus claims its intake partitions (after its claim delay of 6
+ *    intervals) and runs what is published there;
  *  - and not one timed wait of lucent's used the wall clock.
  */
 #include <pthread.h>
@@ -117,6 +118,14 @@ static void on_outcome(void *ud, const lu_outcome_t *o) {
 
 static lu_registry_t *reg;
 
+/* Heartbeat interval: 100 ms, times LUCENT_TEST_SLOW (the sanitizer
+ * passes), so that a loaded machine does not starve one for a timeout. */
+static uint32_t interval_ms(void) {
+  const char *s = getenv("LUCENT_TEST_SLOW");
+  int k = s && atoi(s) > 0 ? atoi(s) : 1;
+  return 100u * (uint32_t)k;
+}
+
 static lu_manager_t *manager(const char *id) {
   const char *ids[] = {id};
   lu_config_t cfg;
@@ -136,18 +145,20 @@ static void test_heartbeats_survive_a_step(void **state) {
   lu_manager_t *ma = manager("a"), *mb = manager("b");
   lu_membership_t *sa = NULL, *sb = NULL;
   char err[256];
-  assert_int_equal(lu__membership_start(&sa, nc, ma, "a", NULL, 50, NULL,
+  uint32_t iv = interval_ms();
+  assert_int_equal(lu__membership_start(&sa, nc, ma, "a", NULL, iv, NULL,
                                         NULL, err, sizeof err), 0);
-  assert_int_equal(lu__membership_start(&sb, nc, mb, "b", NULL, 50, NULL,
+  assert_int_equal(lu__membership_start(&sb, nc, mb, "b", NULL, iv, NULL,
                                         NULL, err, sizeof err), 0);
   int both = 0;
-  for (int i = 0; i < 500 && !both; i++) {
+  for (int i = 0; i < 2000 && !both; i++) {
     both = lu_manager_in_view(ma, "b") && lu_manager_in_view(mb, "a");
     if (!both) lu_test_nats_sleep_ms(10);
   }
   assert_true(both);
-  /* 1.5 s: five times the 300 ms after which a silent peer drops out. */
-  for (int i = 0; i < 75; i++) {
+  /* 2.5 times the 6 intervals after which a silent peer drops out. */
+  int steps = (int)(iv * 6 * 5 / 2 / 20);
+  for (int i = 0; i < steps; i++) {
     if (!lu_manager_in_view(ma, "b") || !lu_manager_in_view(mb, "a"))
       fail_msg("a shard dropped out of a view after %d ms", i * 20);
     lu_test_nats_sleep_ms(20);
@@ -164,7 +175,7 @@ static void test_bus_claims_and_pulls(void **state) {
   lu_test_nats_t *srv = *state;
   natsConnection *nc = lu_test_nats_connect(srv->url);
   lu_manager_t *m = manager("c");
-  lu_natsbus_cfg_t bc = {.shard = "c", .hb_interval_ms = 50,
+  lu_natsbus_cfg_t bc = {.shard = "c", .hb_interval_ms = interval_ms(),
                          .ack_wait_ms = 2000};
   lu_natsbus_t *b = NULL;
   char err[256];
@@ -182,9 +193,9 @@ static void test_bus_claims_and_pulls(void **state) {
                      "\"Tick\",\"source\":\"t\",\"data\":%d}", i, i);
     assert_int_equal(js_Publish(NULL, js, subj, ev, n, NULL, NULL), NATS_OK);
   }
-  /* The claim delay is 6 heartbeats (300 ms); then each partition's puller
-   * takes its messages at once. */
-  for (int i = 0; i < 1000 && atomic_load(&outcomes) < N; i++)
+  /* The claim delay is 6 heartbeats; then each partition's puller takes
+   * its messages at once. */
+  for (int i = 0; i < 3000 && atomic_load(&outcomes) < N; i++)
     lu_test_nats_sleep_ms(10);
   assert_int_equal(atomic_load(&outcomes), N);
   jsCtx_Destroy(js);
