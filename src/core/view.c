@@ -51,10 +51,18 @@ int lu__shard_id_valid(const char *id) {
   return n > 0;
 }
 
-static lu_member_t *find(lu_view_t *v, const char *id) {
-  for (unsigned i = 0; i < LU_MEMBERS_MAX; i++)
-    if (v->members[i] && !strcmp(v->members[i]->id, id)) return v->members[i];
+/* The member with this id (its seed: lu__shard_seed(id), compared first:
+ * a refresh looks up every id of the view in the whole table). */
+static lu_member_t *find_seeded(lu_view_t *v, const char *id, uint64_t seed) {
+  for (unsigned i = 0; i < LU_MEMBERS_MAX; i++) {
+    lu_member_t *mb = v->members[i];
+    if (mb && mb->seed == seed && !strcmp(mb->id, id)) return mb;
+  }
   return NULL;
+}
+
+static lu_member_t *find(lu_view_t *v, const char *id) {
+  return find_seeded(v, id, lu__shard_seed(id));
 }
 
 /* A free slot, reclaiming a member out of the view when none is free:
@@ -129,7 +137,7 @@ int lu__view_set(lu_view_t *v, const char *const *ids, unsigned n) {
   const char *first_skipped = NULL;
   for (unsigned i = 0; i < n; i++) {
     if (!lu__shard_id_valid(ids[i])) continue;
-    lu_member_t *mb = find(v, ids[i]);
+    lu_member_t *mb = find_seeded(v, ids[i], lu__shard_seed(ids[i]));
     if (!mb && vn < LU_VIEW_MAX) mb = create(v, ids[i], 1);
     if (mb && mb->local) continue;
     int dup = 0;
