@@ -4,10 +4,13 @@
 #
 # Shard b runs under Debian's libfaketime (the lucent command built without
 # jemalloc, $LUCENT_LIBC_MALLOC: libfaketime calls malloc while it starts,
-# from inside jemalloc's own start), which reads its offset from a
-# file when FAKETIME_NO_CACHE=1, so the test moves b's CLOCK_REALTIME by
-# writing "-3600" there while b runs; FAKETIME_DONT_FAKE_MONOTONIC=1 keeps
-# the monotonic clock true, as a real step does.  The proof that b's clock
+# from inside jemalloc's own start) with FAKETIME="-3600" and
+# FAKETIME_START_AFTER_SECONDS: its CLOCK_REALTIME is true for its first
+# STEP_AT seconds, then an hour behind; FAKETIME_DONT_FAKE_MONOTONIC=1
+# keeps the monotonic clock true, as a real step does.  (An offset file
+# reread at every clock read, FAKETIME_NO_CACHE=1, was tried first: now
+# and then libfaketime then let b miss a's heartbeats for a timeout at the
+# moment of the change, whatever lucent does.)  The proof that b's clock
 # moved: the outcomes b stores after the step carry times an hour behind
 # a's.  Then for two heartbeat timeouts nobody's view may change, and every
 # event published after the step gets its outcome.
@@ -42,7 +45,7 @@ cleanup_shards() {
   for p in "${SHARD_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   SHARD_PIDS=()
 }
-trap 'cleanup_shards; nats_stop; rm -rf "$T"' EXIT
+trap 'cleanup_shards; nats_stop; [ -n "${LUCENT_TEST_KEEP:-}" ] && echo "kept $T" >&2 || rm -rf "$T"' EXIT
 
 serve() { # serve ID BINARY [env...]: a shard with JSON logs in $T/ID.log
   local id=$1 bin=$2; shift 2
@@ -65,18 +68,18 @@ wait_outcomes() { # wait_outcomes INPUT SECONDS: until none is missing
 
 views() { grep -h '"msg":"shard view changed"' "$T/a.log" "$T/b.log" | wc -l; }
 
-echo "+0" > "$T/faketime"
+STEP_AT=$((10 * SLOW))
 # libfaketime must start in b (it says so on stderr when it cannot).
-FAKETIME_TIMESTAMP_FILE="$T/faketime" FAKETIME_NO_CACHE=1 LD_PRELOAD="$FT" \
-  "$LUCENT_LIBC_MALLOC" --help > /dev/null 2> "$T/ft.err" || true
+FAKETIME="-3600" LD_PRELOAD="$FT" "$LUCENT_LIBC_MALLOC" --help \
+  > /dev/null 2> "$T/ft.err" || true
 if grep -q libfaketime "$T/ft.err"; then
   echo "skip: libfaketime cannot start here: $(head -1 "$T/ft.err")"
   exit 77
 fi
 serve a "$LUCENT"
-serve b "$LUCENT_LIBC_MALLOC" LD_PRELOAD="$FT" \
-  FAKETIME_TIMESTAMP_FILE="$T/faketime" FAKETIME_NO_CACHE=1 \
-  FAKETIME_DONT_FAKE_MONOTONIC=1
+b_started=$SECONDS
+serve b "$LUCENT_LIBC_MALLOC" LD_PRELOAD="$FT" FAKETIME="-3600" \
+  FAKETIME_START_AFTER_SECONDS="$STEP_AT" FAKETIME_DONT_FAKE_MONOTONIC=1
 wait_view a "a,b"
 wait_view b "a,b"
 "$LUCENT_GEN" -n 300 --seed 21 > "$T/in1.jsonl" 2>/dev/null
@@ -85,9 +88,10 @@ wait_outcomes "$T/in1.jsonl" 60
 $CHECK "$T/in1.jsonl" "$T/stored.jsonl" > /dev/null || fail "books before the step"
 pass "two shards, one under libfaketime, in one view"
 
-# The step: b's wall clock goes back an hour.
+# The step: b's wall clock goes back an hour STEP_AT seconds after it
+# started (a second more for the start itself).
 before=$(views)
-echo "-3600" > "$T/faketime"
+while [ $SECONDS -lt $((b_started + STEP_AT + 1)) ]; do sleep 0.2; done
 "$LUCENT_GEN" -n 300 --seed 22 > "$T/in2.jsonl" 2>/dev/null
 sed -i 's/"id":"/"id":"s2-/' "$T/in2.jsonl"
 "$LUCENT" publish --nats "$NATS_URL" --input "$T/in2.jsonl" > /dev/null
