@@ -50,7 +50,7 @@ trap 'cleanup_shards; nats_stop; [ -n "${LUCENT_TEST_KEEP:-}" ] && echo "kept $T
 serve() { # serve ID BINARY [env...]: a shard with JSON logs in $T/ID.log
   local id=$1 bin=$2; shift 2
   env "$@" "$bin" serve --nats "$NATS_URL" --shard "$id" \
-    --plugin "$LUCENT_PLUGIN" --ack-wait-ms $((2000 * SLOW)) \
+    --plugin "$LUCENT_PLUGIN" --ack-wait-ms $((10000 * SLOW)) \
     --log-format json >> "$T/$id.out" 2>> "$T/$id.log" &
   SHARD_PIDS+=($!)
 }
