@@ -5,7 +5,8 @@ set -euo pipefail
 pkgs=(gcc clang make cmake pkg-config libc6-dev
       libcjson-dev libxxhash-dev libsqlite3-dev libcmocka-dev
       libmicrohttpd-dev libnats-dev nats-server
-      sqlite3 python3 libjemalloc-dev python3-prometheus-client libclang-rt-14-dev)
+      sqlite3 python3 libjemalloc-dev python3-prometheus-client libclang-rt-14-dev
+      libfaketime faketime)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# test.sh - builds and runs every test, three times:
+# test.sh - builds and runs every test, three times, then the fuzzers:
 #   1. gcc, -Werror: unit + integration tests (CTest);
 #   2. clang, -Werror, AddressSanitizer + UndefinedBehaviorSanitizer;
-#   3. gcc, ThreadSanitizer: the same suite (shards are threads).
+#   3. gcc, ThreadSanitizer: the same suite (shards are threads);
+#   4. every libFuzzer target for a few seconds from its seed corpus
+#      (scripts/fuzz.sh; skipped without clang's libFuzzer runtime).
 # Tests that need nats-server start their own on a free loopback port.
-# Set LUCENT_TEST_ONLY=plain|asan|tsan to run one pass.
+# Set LUCENT_TEST_ONLY=plain|asan|tsan|fuzz to run one pass;
+# LUCENT_TEST_FUZZ_SECONDS (default 5) per fuzz target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/deps.sh
@@ -33,6 +36,13 @@ LUCENT_TEST_SANITIZER=asan pass asan clang -DLUCENT_ASAN=ON
 # the CLI on several shards, three shard processes).  The single-threaded
 # store and connection tests ran in the passes above.
 LUCENT_TEST_SANITIZER=tsan LUCENT_TEST_QUICK=1 \
-  CTEST_EXCLUDE="test_store_jetstream|test_events_nats|test_backpressure|test_examples|test_nats_conn|unit.test_store$" \
+  CTEST_EXCLUDE="test_store_jetstream|test_events_nats|integ.test_backpressure|test_examples|test_nats_conn|unit.test_store$" \
   pass tsan gcc -DLUCENT_TSAN=ON
+if [ -z "${LUCENT_TEST_ONLY:-}" ] || [ "$LUCENT_TEST_ONLY" = fuzz ]; then
+  echo "=== fuzz (clang, libFuzzer, ${LUCENT_TEST_FUZZ_SECONDS:-5} s per target)"
+  rc=0
+  ./scripts/fuzz.sh "${LUCENT_TEST_FUZZ_SECONDS:-5}" || rc=$?
+  if [ "$rc" = 77 ]; then echo "fuzz pass skipped: no libFuzzer runtime"
+  elif [ "$rc" != 0 ]; then echo "fuzz pass failed"; exit 1; fi
+fi
 echo "all test passes succeeded"

@@ -190,14 +190,17 @@ LU_EXTERN void lu_ctx_new_id(const lu_ctx_t *ctx, unsigned n, char buf[37]);
 
 /** Sets the result value, which becomes the `data` of <Name>Completed.
  *  Takes ownership of `value` (even on error); a second call replaces the
- *  first.  Returns 0, or LU_EINVAL if value is NULL. */
+ *  first.  Returns 0, or LU_EINVAL if value is NULL: what a cJSON
+ *  constructor returns when memory is short, so the attempt then counts as
+ *  a retryable failure ("out of memory"), whatever the function returns. */
 LU_EXTERN int lu_out_result(lu_out_t *out, cJSON *value);
 
 /** Emits an additional event of `type` with `subject` (may be NULL: the
  *  input's subject) and `data` (takes ownership, even on error; NULL =
  *  JSON null).  It is stored and re-enters the pipeline once this execution
- *  succeeds.  Returns 0, LU_EINVAL (empty type) or LU_E2BIG (more than 64
- *  events). */
+ *  succeeds.  Returns 0, LU_EINVAL (empty type), LU_E2BIG (more than 64
+ *  events) or LU_ENOMEM (the event is lost, so the attempt counts as a
+ *  retryable failure, whatever the function returns). */
 LU_EXTERN int lu_out_emit(lu_out_t *out, const char *type,
                           const char *subject, cJSON *data);
 

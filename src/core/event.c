@@ -396,6 +396,12 @@ int lu_event_parse(lu_event_t **out, const char *json, size_t len, char *err,
   }
   const char *end = NULL;
   cJSON *root = cJSON_ParseWithLengthOpts(raw, len, &end, 0);
+  if (!root && lu__json_parses(raw, len)) {
+    /* Well-formed: cJSON ran out of memory.  Never a rejection. */
+    free(raw);
+    free(ev);
+    return LU_ENOMEM;
+  }
   if (!root) {
     size_t off = end && end >= raw ? (size_t)(end - raw) : 0, line, col;
     if (off > len) off = len;

@@ -33,7 +33,12 @@ void lu_ctx_new_id(const lu_ctx_t *c, unsigned n, char buf[37]) {
 }
 
 int lu_out_result(lu_out_t *out, cJSON *value) {
-  if (!value) return LU_EINVAL;
+  if (!value) {
+    /* What a cJSON constructor gives when memory is short: the result is
+     * lost, so the attempt must not complete without it. */
+    out->oom = 1;
+    return LU_EINVAL;
+  }
   cJSON_Delete(out->result);
   out->result = value;
   return 0;
@@ -57,6 +62,7 @@ int lu_out_emit(lu_out_t *out, const char *type, const char *subject,
     free(e->type);
     free(e->subject);
     cJSON_Delete(data);
+    out->oom = 1; /* the event is lost: the attempt must not complete */
     return LU_ENOMEM;
   }
   e->data = data;
@@ -83,5 +89,6 @@ void lu__out_reset(lu_out_t *out) {
   }
   out->nemit = 0;
   out->overflow = 0;
+  out->oom = 0;
   out->reason[0] = 0;
 }

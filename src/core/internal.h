@@ -195,6 +195,7 @@ struct lu_out_s {
   lu_emit_t emit[LU_MAX_EMIT];
   size_t nemit;
   int overflow;       /* lu_out_emit refused an event */
+  int oom;            /* an lu_out_* call lost output: no memory */
   char reason[256];
 };
 

@@ -108,8 +108,8 @@ static void count(lu_shard_t *s, uint64_t *field) {
 
 int lu__dispatch(lu_manager_t *m, int from, lu_item_t *it) {
   char why[320];
-  lu_member_t *target = NULL;
-  int rc = lu__route(m, it->ev, &target, why, sizeof why);
+  lu_dest_t to;
+  int rc = lu__route(m, it->ev, &to, why, sizeof why);
   if (rc != LU_ROUTE_OK) {
     lu_where_t w = {from, from < 0 ? NULL : m->shards[from].id};
     lu_unit_t *u;
@@ -133,21 +133,23 @@ int lu__dispatch(lu_manager_t *m, int from, lu_item_t *it) {
   /* A transport that spreads intake itself: a round_robin event taken in
    * here runs here (a forward would only add a hop). */
   if ((m->bus.flags & LU_BUS_SPREAD_INTAKE) && m->has_bus && from < 0 &&
-      !it->derived && !target->local) {
+      !it->derived && !to.local) {
     size_t n;
     const lu_fnent_t *const *c =
         lu__registry_candidates(m->reg, it->ev->type, &n);
-    if (n && c[0]->strategy == LU_STRAT_ROUND_ROBIN)
-      target = m->shards[0].member;
+    if (n && c[0]->strategy == LU_STRAT_ROUND_ROBIN) {
+      to.local = &m->shards[0];
+      memcpy(to.id, m->shards[0].id, sizeof to.id);
+    }
   }
   /* With a durable bus, emitted events take the bus even to this shard:
    * they must be safe before their parent is acknowledged. */
-  if (!target->local ||
+  if (!to.local ||
       (it->derived && m->has_bus && (m->bus.flags & LU_BUS_DURABLE_EMIT))) {
-    send_remote(m, f, target->id, it);
+    send_remote(m, f, to.id, it);
     return 0;
   }
-  lu_shard_t *t = target->local;
+  lu_shard_t *t = to.local;
   if (from < 0) {
     count(t, &t->routed);
     lu__shard_enqueue(t, it, 0);
@@ -362,11 +364,11 @@ void lu_manager_end_burst(lu_manager_t *m) {
 lu_route_t lu_manager_route(lu_manager_t *m, const lu_event_t *ev,
                             char *target, size_t cap, int *local, char *why,
                             size_t wcap) {
-  lu_member_t *t = NULL;
-  int rc = lu__route(m, ev, &t, why, wcap);
+  lu_dest_t to;
+  int rc = lu__route(m, ev, &to, why, wcap);
   if (rc == LU_ROUTE_OK) {
-    lu__fmt(target, cap, "%s", t->id);
-    *local = t->local != NULL;
+    lu__fmt(target, cap, "%s", to.id);
+    *local = to.local != NULL;
   }
   return (lu_route_t)rc;
 }

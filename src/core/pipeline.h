@@ -187,10 +187,18 @@ void lu__stats_batch(lu_manager_t *m, lu_unit_t *const *units, size_t nu,
 
 /* ---- route.c ---------------------------------------------------------- */
 
+/** Where lu__route sends an event: copied out of the view under its lock,
+ *  so that no member pointer outlives it (view.c may free a member as
+ *  soon as it is out of the view). */
+typedef struct lu_dest_s {
+  char id[LU_SHARD_ID_MAX];
+  lu_shard_t *local; /* this process's shard, or NULL */
+} lu_dest_t;
+
 /** Picks the member that runs ev (its type's first candidate decides the
- *  strategy): LU_ROUTE_OK with *target, or LU_ROUTE_REJECT (missing key)
+ *  strategy): LU_ROUTE_OK with *to, or LU_ROUTE_REJECT (missing key)
  *  / LU_ROUTE_DEAD (no function, depth, no shard) with why. */
-int lu__route(lu_manager_t *m, const lu_event_t *ev, lu_member_t **target,
+int lu__route(lu_manager_t *m, const lu_event_t *ev, lu_dest_t *to,
               char *why, size_t wcap);
 /** A candidate's affinity for ev on shard s, in [0,1]. */
 double lu__affinity(lu_manager_t *m, const lu_shard_t *s,

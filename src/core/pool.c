@@ -9,7 +9,9 @@
  *
  * Timers are an optimisation with a safety net: a sleeping worker also
  * wakes every SCAN_NS and looks at every shard, so a timer lost to an
- * allocation failure delays a retry, never strands it.
+ * allocation failure delays a retry, never strands it.  The same scan
+ * sweeps a slice of the sticky-session table (lu__route_expire), so the
+ * table holds the sessions of about one TTL, not of the whole run.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -98,6 +100,10 @@ static void *worker_main(void *arg) {
       next_scan = now + SCAN_NS;
       pthread_mutex_unlock(&p->lock);
       for (unsigned i = 0; i < m->n; i++) lu__shard_timer(&m->shards[i], now);
+      /* Expired sticky sessions go on the same cadence: at most 1024
+       * buckets per call under the sessions' leaf lock, so a table of B
+       * buckets is swept every B / 1024 scans, busy or idle. */
+      lu__route_expire(m, now / NS_PER_MS);
       pthread_mutex_lock(&p->lock);
       continue;
     }

@@ -249,10 +249,15 @@ static int route_locked(lu_manager_t *m, const lu_event_t *ev,
   return LU_ROUTE_DEAD;
 }
 
-int lu__route(lu_manager_t *m, const lu_event_t *ev, lu_member_t **target,
+int lu__route(lu_manager_t *m, const lu_event_t *ev, lu_dest_t *to,
               char *why, size_t wcap) {
+  lu_member_t *target = NULL;
   pthread_rwlock_rdlock(&m->view.lock);
-  int rc = route_locked(m, ev, target, why, wcap);
+  int rc = route_locked(m, ev, &target, why, wcap);
+  if (rc == LU_ROUTE_OK) {
+    memcpy(to->id, target->id, sizeof to->id);
+    to->local = target->local;
+  }
   pthread_rwlock_unlock(&m->view.lock);
   return rc;
 }

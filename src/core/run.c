@@ -10,6 +10,8 @@
 
 #include "shard.h"
 
+#define OOM_RETRIES 3
+
 /* Exponential backoff cap: backoff * 2^20 at most. */
 #define BACKOFF_MAX_SHIFT 20
 
@@ -258,7 +260,7 @@ void lu__run_item(lu_shard_t *s, lu_item_t *it) {
   lu_status_t rc = fe->fn->impl(&ctx, it->ev->data, &s->out);
   uint64_t dt = lu__now_ns() - t0;
   char reason[320];
-  int timed_out = 0;
+  int timed_out = 0, oom = 0;
   if (rc != LU_OK && rc != LU_RETRY && rc != LU_FAIL) {
     lu__fmt(reason, sizeof reason, "function returned invalid status %d",
             (int)rc);
@@ -271,6 +273,16 @@ void lu__run_item(lu_shard_t *s, lu_item_t *it) {
             (double)dt / 1e6, fe->timeout_ms);
     rc = LU_RETRY;
     timed_out = 1;
+  } else if (rc == LU_OK && s->out.oom) {
+    /* Its result or an emitted event was lost for want of memory:
+     * completing would store an output the function did not make. */
+    lu__fmt(reason, sizeof reason,
+            "out of memory while recording the function's output");
+    LU_LOG(LU_LOG_WARN, s->id, corr_of(it->ev),
+           LU_KVS(LU_KV_STR("function", fe->fn->name)),
+           "out of memory while recording a function's output; retrying");
+    rc = LU_RETRY;
+    oom = 1;
   } else if (rc == LU_OK && s->out.overflow) {
     lu__fmt(reason, sizeof reason,
             "emitted more than %d additional events", LU_MAX_EMIT);
@@ -282,7 +294,10 @@ void lu__run_item(lu_shard_t *s, lu_item_t *it) {
                                               : "permanent error");
   }
   st->ewma_ns = st->ewma_ns ? st->ewma_ns - st->ewma_ns / 8 + dt / 8 : dt;
-  int retry = rc == LU_RETRY && it->attempts <= fe->fn->max_retries;
+  /* Short memory is lucent's trouble, not the function's: up to
+   * OOM_RETRIES more attempts than the function allows. */
+  int retry = rc == LU_RETRY &&
+              it->attempts <= fe->fn->max_retries + (oom ? OOM_RETRIES : 0);
   pthread_mutex_lock(&s->stats_lock);
   st->executions++;
   lu__hist_add(&st->exec, dt);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lucent/log.h"
 #include "shard.h"
 
 #define INTAKE_BATCH 64 /* intake items taken per turn */
@@ -96,6 +97,8 @@ void lu__shard_retry(lu_shard_t *s, lu_item_t *it) {
    * allocation, and runs at a later turn (the pool looks at every shard
    * every 100 ms).  Nothing is lost; only its backoff changes. */
   if (heap_push(s, it)) {
+    LU_LOG(LU_LOG_WARN, s->id, NULL, NULL,
+           "out of memory for the retry heap; the retry runs next turn");
     it->next = s->stalled;
     s->stalled = it;
   }

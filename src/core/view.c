@@ -5,14 +5,23 @@
  * members_lock guards the member table (find, create, reclaim), the
  * view's rwlock guards what routing reads (the live members and their
  * seeds).  A member is freed only by lu__view_set, under both locks, and
- * only when it has been out of the view for LU_MEMBER_TTL_MS: routing
- * never holds a member it did not read under the view lock, and loads are
- * reported under members_lock.
+ * only when it is out of the view; nothing keeps a member pointer past
+ * the lock it read it under (routing copies the id and the local shard
+ * out: lu_dest_t), and loads are reported under members_lock.  So a
+ * member out of the view can go at any time: it is kept while the table
+ * has room (its load report survives a blink), and when a new id needs a
+ * slot the member out of the view the longest goes.  A
+ * new shard is never ignored for want of a slot while any member is out
+ * of the view; when it must be (more live shards than the view holds),
+ * a warning says so.
  */
 #include <stdlib.h>
 #include <string.h>
 
+#include "lucent/log.h"
 #include "view.h"
+
+#define WARN_EVERY_NS (10000 * NS_PER_MS)
 
 int lu__view_init(lu_view_t *v) {
   memset(v, 0, sizeof *v);
@@ -42,23 +51,29 @@ int lu__shard_id_valid(const char *id) {
   return n > 0;
 }
 
-static lu_member_t *find(lu_view_t *v, const char *id) {
-  for (unsigned i = 0; i < LU_MEMBERS_MAX; i++)
-    if (v->members[i] && !strcmp(v->members[i]->id, id)) return v->members[i];
+/* The member with this id (its seed: lu__shard_seed(id), compared first:
+ * a refresh looks up every id of the view in the whole table). */
+static lu_member_t *find_seeded(lu_view_t *v, const char *id, uint64_t seed) {
+  for (unsigned i = 0; i < LU_MEMBERS_MAX; i++) {
+    lu_member_t *mb = v->members[i];
+    if (mb && mb->seed == seed && !strcmp(mb->id, id)) return mb;
+  }
   return NULL;
 }
 
-/* A free slot, reclaiming the member out of the view the longest (and for
- * at least LU_MEMBER_TTL_MS) when none is free.  Under members_lock, with
- * the view write-locked by the caller when it may reclaim.  -1: full. */
-static int free_slot(lu_view_t *v, uint64_t now_ms, int may_reclaim) {
+static lu_member_t *find(lu_view_t *v, const char *id) {
+  return find_seeded(v, id, lu__shard_seed(id));
+}
+
+/* A free slot, reclaiming a member out of the view when none is free:
+ * the one out the longest.  Under members_lock, with the view write-locked by the caller when it
+ * may reclaim.  -1: every slot holds a local or live member. */
+static int free_slot(lu_view_t *v, int may_reclaim) {
   int oldest = -1;
   for (unsigned i = 0; i < LU_MEMBERS_MAX; i++) {
     lu_member_t *mb = v->members[i];
     if (!mb) return (int)i;
-    if (!may_reclaim || mb->local || !mb->left_ms ||
-        now_ms - mb->left_ms < LU_MEMBER_TTL_MS)
-      continue;
+    if (!may_reclaim || mb->local || !mb->left_ms) continue;
     if (oldest < 0 || mb->left_ms < v->members[oldest]->left_ms)
       oldest = (int)i;
   }
@@ -66,13 +81,13 @@ static int free_slot(lu_view_t *v, uint64_t now_ms, int may_reclaim) {
     free(v->members[oldest]);
     v->members[oldest] = NULL;
     v->nmembers--;
+    v->reclaimed++;
   }
   return oldest;
 }
 
-static lu_member_t *create(lu_view_t *v, const char *id, uint64_t now_ms,
-                           int may_reclaim) {
-  int slot = free_slot(v, now_ms, may_reclaim);
+static lu_member_t *create(lu_view_t *v, const char *id, int may_reclaim) {
+  int slot = free_slot(v, may_reclaim);
   if (slot < 0) return NULL;
   lu_member_t *mb = calloc(1, sizeof *mb);
   if (!mb) return NULL;
@@ -95,7 +110,7 @@ lu_member_t *lu__view_add_local(lu_view_t *v, const char *id,
     *err = LU_EEXIST;
     return NULL;
   }
-  mb = create(v, id, 0, 0);
+  mb = create(v, id, 0);
   if (mb) {
     mb->local = s;
     mb->local_load = load;
@@ -118,14 +133,32 @@ int lu__view_set(lu_view_t *v, const char *const *ids, unsigned n) {
   /* This process's shards are always in its own view. */
   for (unsigned i = 0; i < LU_MEMBERS_MAX && vn < LU_VIEW_MAX; i++)
     if (v->members[i] && v->members[i]->local) nv[vn++] = v->members[i];
-  for (unsigned i = 0; i < n && vn < LU_VIEW_MAX; i++) {
+  unsigned skipped = 0; /* valid ids left out: no room */
+  const char *first_skipped = NULL;
+  for (unsigned i = 0; i < n; i++) {
     if (!lu__shard_id_valid(ids[i])) continue;
-    lu_member_t *mb = find(v, ids[i]);
-    if (!mb) mb = create(v, ids[i], now_ms, 1);
-    if (!mb || mb->local) continue;
+    lu_member_t *mb = find_seeded(v, ids[i], lu__shard_seed(ids[i]));
+    if (!mb && vn < LU_VIEW_MAX) mb = create(v, ids[i], 1);
+    if (mb && mb->local) continue;
     int dup = 0;
-    for (unsigned k = 0; k < vn && !dup; k++) dup = nv[k] == mb;
-    if (!dup) nv[vn++] = mb;
+    for (unsigned k = 0; mb && k < vn && !dup; k++) dup = nv[k] == mb;
+    if (dup) continue;
+    if (!mb || vn == LU_VIEW_MAX) {
+      if (!skipped++) first_skipped = ids[i];
+      continue;
+    }
+    nv[vn++] = mb;
+  }
+  if (skipped) {
+    uint64_t now = lu__now_ns();
+    if (!v->warned_ns || now - v->warned_ns >= WARN_EVERY_NS) {
+      v->warned_ns = now;
+      LU_LOG(LU_LOG_WARN, NULL, NULL,
+             LU_KVS(LU_KV_UINT("skipped", skipped),
+                    LU_KV_STR("first", first_skipped),
+                    LU_KV_UINT("view_max", LU_VIEW_MAX)),
+             "shards left out of the view: no room");
+    }
   }
   /* Sorted by id: every process orders the same view the same way, so
    * round robin and indexes agree (rendezvous does not need it). */

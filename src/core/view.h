@@ -9,11 +9,12 @@
  * read lock (many shard threads at once); membership replaces it under
  * the write lock.
  *
- * Members that leave the view are kept for LU_MEMBER_TTL_MS (a shard that
- * blinks out and back keeps its load report) and then reclaimed when the
- * table needs room, so a fleet whose shards come and go under new ids
- * (restarted pods) never fills it.  Nothing outside this module keeps a
- * member's slot: sticky sessions remember a shard by its seed.
+ * Members that leave the view are kept while the table has room (a shard
+ * that blinks out and back keeps its load report) and reclaimed when it
+ * needs room, the one out the longest first: a fleet whose shards come
+ * and go under new ids (restarted pods), however fast, never fills it.  Nothing
+ * outside this module keeps a member (routing copies what it needs out:
+ * lu_dest_t); sticky sessions remember a shard by its seed.
  */
 #ifndef LUCENT_VIEW_H
 #define LUCENT_VIEW_H
@@ -22,7 +23,6 @@
 
 #define LU_VIEW_MAX 256      /* shards in a view */
 #define LU_MEMBERS_MAX 1024  /* members known at once */
-#define LU_MEMBER_TTL_MS 60000 /* a member out of the view is kept this long */
 
 typedef struct lu_member_s {
   char id[LU_SHARD_ID_MAX];
@@ -43,6 +43,8 @@ typedef struct lu_view_s {
   lu_member_t *v[LU_VIEW_MAX];
   uint64_t seeds[LU_VIEW_MAX];
   uint64_t gen;                  /* bumped at each change */
+  uint64_t reclaimed;            /* members freed so far (members_lock) */
+  uint64_t warned_ns;            /* last "no room" warning (both locks) */
 } lu_view_t;
 
 /** lu_shard_id_valid (lucent/bus.h). */
@@ -59,8 +61,9 @@ lu_member_t *lu__view_add_local(lu_view_t *v, const char *id,
 
 /** Replaces the view with the local members plus these ids (unknown ids
  *  become members; ids that are not valid shard ids are skipped).  Members
- *  out of the view for longer than LU_MEMBER_TTL_MS are reclaimed (their
- *  slot freed) when the table needs room.  Returns 1 when the view
+ *  out of the view are reclaimed (their slot freed) when the table needs
+ *  room (see the top).  Valid ids beyond LU_VIEW_MAX live shards are left
+ *  out with a warning (at most one per 10 s).  Returns 1 when the view
  *  changed.  Thread safe. */
 int lu__view_set(lu_view_t *v, const char *const *ids, unsigned n);
 

@@ -231,6 +231,9 @@ static void *writer_main(void *arg) {
   lu_unit_t **units = malloc((cap + 1) * sizeof *units);
   if (!recs || !units) {
     /* No room for a batch: one unit at a time, on the stack. */
+    LU_LOG(LU_LOG_WARN, NULL, NULL, LU_KVS(LU_KV_UINT("batch", cap)),
+           "out of memory for the store writer's batch; writing one "
+           "outcome at a time");
     free(recs);
     free(units);
     recs = NULL;

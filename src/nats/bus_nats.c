@@ -79,6 +79,7 @@
 #include "fwd_core.h"
 #include "intake_pack.h"
 #include "membership.h"
+#include "request.h"
 
 #define MAX_PULLERS (LU_INTAKE_PARTITIONS + 256)
 #define FETCH_BATCH 256
@@ -116,6 +117,7 @@ struct lu_natsbus_s {
   puller_t *pullers[MAX_PULLERS];
   unsigned npullers;
   pthread_t claimer;
+  int claimer_started; /* a pthread_t has no "none" value */
   uint32_t claim_delay_ms;
   int stopping;
   pthread_mutex_t fwlock;
@@ -211,19 +213,7 @@ static int msg_event(natsMsg *m, const char **json, size_t *len,
     }
     free((void *)vals);
   }
-  int rc = 0;
-  if (lu__ce_binary_mode(h, n)) {
-    rc = lu__ce_binary_decode(own, h, n, *json, *len, why, wcap);
-    if (rc == LU_ENOMEM) lu__fmt(why, wcap, "out of memory");
-    if (rc) {
-      own->len = 0;
-      own->oom = 0;
-      lu__ce_binary_raw(own, h, n, *json, *len);
-      rc = LU_EINVAL;
-    }
-    *json = own->p ? own->p : "";
-    *len = own->len;
-  }
+  int rc = lu__msg_event(h, n, *json, *len, json, len, own, why, wcap);
   if (h != stack) free(h);
   free((void *)keys);
   return rc;
@@ -329,8 +319,9 @@ static void submit_pack(lu_natsbus_t *b, pulled_t *j, const char *data,
   size_t at = 0, l;
   for (size_t i = 0; (ev = lu__pack_next(data, len, &at, &l)); i++) {
     atomic_fetch_add(&j->remaining, 1);
-    lu_manager_take(b->m, ev, l, lu__pack_line(j->msg, i, &cursor),
-                           (lu_done_t){pulled_done, j});
+    if (lu_manager_take(b->m, ev, l, lu__pack_line(j->msg, i, &cursor),
+                        (lu_done_t){pulled_done, j}))
+      pulled_done(j, NULL, 0); /* not taken: the pack comes back (NAK) */
   }
   pulled_done(j, NULL, 1);
 }
@@ -358,14 +349,12 @@ static void handle_pulled(puller_t *p, natsMsg *msg, size_t events) {
     submit_pack(b, j, data ? data : "", len > 0 ? (size_t)len : 0);
     return;
   }
+  int rc;
   if (p->is_fwd) {
-    if (lu_manager_accept(b->m, data ? data : "", len > 0 ? (size_t)len : 0,
+    /* LU_EBUSY: its shard is back, let it have it. */
+    rc = lu_manager_accept(b->m, data ? data : "", len > 0 ? (size_t)len : 0,
                            p->target, (unsigned)header_u64(msg, "Lucent-Hops"),
-                           done) == LU_EBUSY) {
-      js_reply(b->nc, msg, "-NAK"); /* its shard is back: let it have it */
-      natsMsg_Destroy(msg);
-      free(j);
-    }
+                           done);
   } else {
     const char *json;
     size_t jlen;
@@ -373,10 +362,15 @@ static void handle_pulled(puller_t *p, natsMsg *msg, size_t events) {
     char why[320];
     uint64_t line = header_u64(msg, "Lucent-Line");
     if (msg_event(msg, &json, &jlen, &own, why, sizeof why) == 0)
-      lu_manager_take(b->m, json, jlen, line, done);
+      rc = lu_manager_take(b->m, json, jlen, line, done);
     else
-      lu_manager_reject(b->m, json, jlen, line, why, done);
+      rc = lu_manager_reject(b->m, json, jlen, line, why, done);
     lu__buf_free(&own);
+  }
+  if (rc) { /* not taken (LU_EBUSY, LU_ENOMEM): done will not run */
+    js_reply(b->nc, msg, "-NAK");
+    natsMsg_Destroy(msg);
+    free(j);
   }
 }
 
@@ -421,12 +415,8 @@ static void *puller_main(void *arg) {
       left = 0;
     }
     pthread_mutex_lock(&b->lock);
-    while (!b->stopping && !atomic_load(&p->want)) {
-      struct timespec ts;
-      clock_gettime(CLOCK_REALTIME, &ts);
-      ts.tv_sec += 1;
-      pthread_cond_timedwait(&b->cond, &b->lock, &ts);
-    }
+    while (!b->stopping && !atomic_load(&p->want))
+      lu__cond_wait_until(&b->cond, &b->lock, lu__now_ns() + 1000 * NS_PER_MS);
     int stop = b->stopping;
     pthread_mutex_unlock(&b->lock);
     if (stop) break;
@@ -491,7 +481,8 @@ static puller_t *puller_get(lu_natsbus_t *b, const char *stream,
   if (b->npullers == MAX_PULLERS ||
       ensure_consumer(b, stream, consumer, filter, err, sizeof err)) {
     if (b->npullers < MAX_PULLERS)
-      fprintf(stderr, "lucent: shard %s: %s\n", b->self, err);
+      LU_LOG(LU_LOG_ERROR, b->self, NULL, LU_KVS(LU_KV_STR("error", err)),
+             "cannot create a consumer");
     return NULL;
   }
   puller_t *p = calloc(1, sizeof *p);
@@ -510,14 +501,23 @@ static puller_t *puller_get(lu_natsbus_t *b, const char *stream,
   natsStatus s = lu__nats_pull_open(&p->pull, b->nc, p->stream, p->consumer);
   if (s != NATS_OK) {
     nats_err(err, sizeof err, "cannot pull", s, 0);
-    fprintf(stderr, "lucent: shard %s: %s %s\n", b->self, p->consumer, err);
+    LU_LOG(LU_LOG_ERROR, b->self, NULL,
+           LU_KVS(LU_KV_STR("consumer", p->consumer), LU_KV_STR("error", err)),
+           "cannot pull");
     free(p);
     return NULL;
   }
-  pthread_mutex_lock(&b->lock);
+  if (pthread_create(&p->thread, NULL, puller_main, p)) {
+    LU_LOG(LU_LOG_ERROR, b->self, NULL,
+           LU_KVS(LU_KV_STR("consumer", p->consumer)),
+           "cannot start a puller thread");
+    lu__nats_pull_close(&p->pull);
+    free(p);
+    return NULL; /* the claimer tries again within a second */
+  }
+  pthread_mutex_lock(&b->lock); /* only started pullers are joined */
   b->pullers[b->npullers++] = p;
   pthread_mutex_unlock(&b->lock);
-  pthread_create(&p->thread, NULL, puller_main, p);
   return p;
 }
 
@@ -593,23 +593,18 @@ static void *claimer_main(void *arg) {
   /* A new shard first listens for a heartbeat timeout: claiming before it
    * knows the others would take their queues as if they were gone. */
   if (b->claim_delay_ms) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)b->claim_delay_ms * 1000000u;
-    ts.tv_sec += (time_t)(ns / 1000000000u);
-    ts.tv_nsec = (long)(ns % 1000000000u);
+    uint64_t until = lu__now_ns() + (uint64_t)b->claim_delay_ms * NS_PER_MS;
     while (!b->stopping &&
-           pthread_cond_timedwait(&b->cond, &b->lock, &ts) != ETIMEDOUT) {
+           lu__cond_wait_until(&b->cond, &b->lock, until) != ETIMEDOUT) {
     }
   }
   while (!b->stopping) {
     pthread_mutex_unlock(&b->lock);
     reclaim(b);
     pthread_mutex_lock(&b->lock);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += 1; /* also catches consumers of shards that died */
-    if (!b->stopping) pthread_cond_timedwait(&b->cond, &b->lock, &ts);
+    /* Every second also catches consumers of shards that died. */
+    if (!b->stopping)
+      lu__cond_wait_until(&b->cond, &b->lock, lu__now_ns() + 1000 * NS_PER_MS);
   }
   pthread_mutex_unlock(&b->lock);
   return NULL;
@@ -739,7 +734,8 @@ static void cfwd_accept(void *ud, const char *json, size_t len, unsigned hops,
                         lu_done_t done) {
   lu_natsbus_t *b = ud;
   atomic_fetch_add(&b->pulled, 1);
-  lu_manager_accept(b->m, json, len, b->self, hops, done);
+  if (lu_manager_accept(b->m, json, len, b->self, hops, done) && done.fn)
+    done.fn(done.ctx, NULL, 0); /* not taken: the sender NAKs its input */
 }
 
 /* Alive = in the manager's view (which outlives the membership, so this
@@ -813,6 +809,13 @@ static void reply_done(void *ctx, const lu_outcome_t *o, int stored) {
   free(rp);
 }
 
+/* A request the manager could not take (LU_ENOMEM: its done will not
+ * run): the requester hears so now rather than time out. */
+static void exec_oom(reply_t *rp) {
+  reply_json(rp->b, rp->subject, NULL, "out of memory; try again");
+  free(rp);
+}
+
 /* Must this event run on a particular shard (hash or session owner)? */
 static int needs_owner(lu_natsbus_t *b, const lu_event_t *ev) {
   const lu_fn_t *fn =
@@ -845,14 +848,14 @@ static int exec_request(lu_natsbus_t *b, natsSubscription *sub,
   size_t len;
   lu_buf_t own = {0};
   if (msg_event(msg, &data, &len, &own, why, sizeof why) != 0) {
-    lu_manager_reject(b->m, data, len, 0, why, done);
+    if (lu_manager_reject(b->m, data, len, 0, why, done)) exec_oom(rp);
     lu__buf_free(&own);
     lu__nats_msg_release(msg);
     return 0;
   }
   if (lu_event_parse(&ev, data, len, why, sizeof why) != 0) {
     /* Recorded as lucent.Rejected like any bad input; the reply says why. */
-    lu_manager_take(b->m, data, len, 0, done);
+    if (lu_manager_take(b->m, data, len, 0, done)) exec_oom(rp);
     lu__buf_free(&own);
     lu__nats_msg_release(msg);
     return 0;
@@ -868,7 +871,7 @@ static int exec_request(lu_natsbus_t *b, natsSubscription *sub,
   natsSubscription_GetPending(sub, &queued, NULL);
   unsigned inl = LU_RUN_ONCE | LU_RUN_INLINE | (queued > 0 ? LU_RUN_MORE : 0);
   if (sub == b->exec_self_sub) { /* forwarded to us: pinned */
-    lu_manager_run(b->m, ev, b->self, inl, done);
+    if (lu_manager_run(b->m, ev, b->self, inl, done)) exec_oom(rp);
     lu__buf_free(&own);
     lu__nats_msg_release(msg);
     return 1;
@@ -879,12 +882,15 @@ static int exec_request(lu_natsbus_t *b, natsSubscription *sub,
                              sizeof why), ran = 0;
   if (rc != LU_ROUTE_OK) {
     lu_event_free(ev);
-    lu_manager_take(b->m, data, len, 0, done); /* records it */
+    if (lu_manager_take(b->m, data, len, 0, done)) /* records it */
+      exec_oom(rp);
   } else if (local || !needs_owner(b, ev)) {
     /* The queue group already spread requests: a function that may run
      * anywhere (round_robin, load_balanced) runs where it landed. */
-    lu_manager_run(b->m, ev, local ? target : b->self, inl, done);
-    ran = 1;
+    if (lu_manager_run(b->m, ev, local ? target : b->self, inl, done))
+      exec_oom(rp);
+    else
+      ran = 1;
   } else {
     lu_event_free(ev);
     free(rp);
@@ -974,7 +980,7 @@ int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
   b->cfg.shard = b->self;
   b->cfg.static_view = NULL;
   pthread_mutex_init(&b->lock, NULL);
-  pthread_cond_init(&b->cond, NULL);
+  lu__cond_init_mono(&b->cond); /* timed waits: monotonic deadlines */
   pthread_mutex_init(&b->fwlock, NULL);
   b->view_ids = calloc(MAX_VIEW, sizeof *b->view_ids);
   b->view_seeds = calloc(MAX_VIEW, sizeof *b->view_seeds);
@@ -1067,7 +1073,12 @@ int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
   if (!amo) {
     uint32_t hb = cfg->hb_interval_ms ? cfg->hb_interval_ms : 250;
     b->claim_delay_ms = cfg->static_view ? 0 : hb * 6;
-    pthread_create(&b->claimer, NULL, claimer_main, b);
+    if (pthread_create(&b->claimer, NULL, claimer_main, b)) {
+      lu__fmt(err, errlen, "cannot start the claimer thread");
+      lu__natsbus_stop(b, 0, NULL);
+      return LU_ENOMEM;
+    }
+    b->claimer_started = 1;
   }
   *out = b;
   return 0;
@@ -1084,7 +1095,7 @@ void lu__natsbus_stop(lu_natsbus_t *b, uint32_t timeout_ms,
   b->stopping = 1;
   pthread_cond_broadcast(&b->cond);
   pthread_mutex_unlock(&b->lock);
-  if (b->claimer) pthread_join(b->claimer, NULL);
+  if (b->claimer_started) pthread_join(b->claimer, NULL);
   for (unsigned i = 0; i < b->npullers; i++)
     pthread_join(b->pullers[i]->thread, NULL);
   lu__nats_unsubscribe(&b->exec_sub);

@@ -273,12 +273,8 @@ static void *sweeper_main(void *arg) {
   if (period > 250) period = 250;
   pthread_mutex_lock(&f->lock);
   while (!f->quit) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)period * 1000000u;
-    ts.tv_sec += (time_t)(ns / 1000000000u);
-    ts.tv_nsec = (long)(ns % 1000000000u);
-    pthread_cond_timedwait(&f->wake, &f->lock, &ts);
+    lu__cond_wait_until(&f->wake, &f->lock,
+                        lu__now_ns() + (uint64_t)period * NS_PER_MS);
     if (f->quit || !f->inflight) continue;
     pthread_mutex_unlock(&f->lock);
     sweep(f);
@@ -302,8 +298,13 @@ int lu__cfwd_start(lu_cfwd_t **out, const lu_cfwd_cfg_t *cfg, char *err,
   lu__fmt(f->self, sizeof f->self, "%s", cfg->self);
   f->cfg.self = f->self;
   pthread_mutex_init(&f->lock, NULL);
-  pthread_cond_init(&f->room, NULL);
-  pthread_cond_init(&f->wake, NULL);
+  /* Timed waits on both use monotonic deadlines (lu__cond_wait_until). */
+  if (lu__cond_init_mono(&f->room) || lu__cond_init_mono(&f->wake)) {
+    lu__fmt(err, errlen, "cannot initialise a condition variable");
+    pthread_mutex_destroy(&f->lock);
+    free(f);
+    return LU_ENOMEM;
+  }
   f->slots = calloc(f->cfg.max_inflight, sizeof *f->slots);
   if (!f->slots) {
     lu__cfwd_free(f);
@@ -354,11 +355,7 @@ void lu__cfwd_finish(lu_cfwd_t *f, uint32_t timeout_ms) {
   f->stopping = 1;
   pthread_cond_broadcast(&f->room); /* blocked senders give up */
   while (f->inflight && now_ms() < deadline) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += 20 * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
-    pthread_cond_timedwait(&f->room, &f->lock, &ts);
+    lu__cond_wait_until(&f->room, &f->lock, lu__now_ns() + 20 * NS_PER_MS);
   }
   pthread_mutex_unlock(&f->lock);
   for (unsigned i = 0; f->slots && i < f->cfg.max_inflight; i++) {

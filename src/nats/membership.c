@@ -23,10 +23,14 @@
 #include "lucent/log.h"
 #include "membership.h"
 
-#define MAX_PEERS 256
+/* Peers known at once: live ones, plus those heard since the last
+ * refresh.  Past it a heartbeat of a new id is dropped, with a warning
+ * (at most one per 10 s): never silently. */
+#define MAX_PEERS 4096
+#define WARN_EVERY_NS (10000 * NS_PER_MS)
 
 typedef struct peer_s {
-  char id[64];
+  char id[LU_SHARD_ID_MAX];
   uint64_t last_ms;
   uint64_t load;
   int leaving;
@@ -35,7 +39,7 @@ typedef struct peer_s {
 struct lu_membership_s {
   natsConnection *nc;
   lu_manager_t *m;
-  char self[64];
+  char self[LU_SHARD_ID_MAX];
   char **fixed; /* static view, or NULL */
   unsigned nfixed;
   uint32_t interval_ms, timeout_ms;
@@ -43,21 +47,78 @@ struct lu_membership_s {
   void *ud;
   natsSubscription *sub;
   pthread_t thread;
+  int started; /* thread runs (a pthread_t has no "none" value) */
+  int inited;  /* lock and cond made */
   pthread_mutex_t lock;
-  pthread_cond_t cond;
+  pthread_cond_t cond; /* monotonic */
   int stop;
-  peer_t peers[MAX_PEERS];
-  unsigned npeers;
+  /* The peer table (under lock): every shard heard and not expired.  A
+   * peer leaves it at the refresh after it said "leaving" or went silent
+   * for the timeout, so its size is the live shards plus the newcomers
+   * since the last refresh, however many ids a fleet uses over its life
+   * (restarted pods get new ids). */
+  peer_t *peers;
+  unsigned npeers, cappeers;
+  const char **ids; /* refresh's scratch: cappeers + nfixed entries */
   uint64_t seq;
+  uint64_t warned_ns; /* last "table full" warning */
+  _Atomic uint64_t dropped; /* heartbeats of new peers dropped: full */
   int view_logged; /* the refresh thread's */
 };
 
-static uint64_t now_ms(void) { return lu__now_ns() / 1000000u; }
+static uint64_t now_ms(void) { return lu__now_ns() / NS_PER_MS; }
 
+int lu__hb_parse(const char *data, size_t len, lu_hb_t *hb) {
+  memset(hb, 0, sizeof *hb);
+  cJSON *j = data ? cJSON_ParseWithLength(data, len) : NULL;
+  const cJSON *id = cJSON_GetObjectItemCaseSensitive(j, "id");
+  const cJSON *load = cJSON_GetObjectItemCaseSensitive(j, "load");
+  const cJSON *leaving = cJSON_GetObjectItemCaseSensitive(j, "leaving");
+  int rc = LU_EINVAL;
+  if (cJSON_IsString(id) && lu_shard_id_valid(id->valuestring)) {
+    lu__fmt(hb->id, sizeof hb->id, "%s", id->valuestring);
+    /* A load is a count: negative, NaN or not a number reads 0, and one
+     * past what a uint64_t holds is clamped (the cast would be UB). */
+    double d = cJSON_IsNumber(load) ? load->valuedouble : 0;
+    hb->load = d > 0 && d < 18446744073709551615.0 ? (uint64_t)d
+               : d >= 18446744073709551615.0        ? UINT64_MAX
+                                                    : 0;
+    hb->leaving = cJSON_IsTrue(leaving);
+    rc = 0;
+  }
+  cJSON_Delete(j);
+  return rc;
+}
+
+/* The peer with this id, made if new; NULL when the table is full or out
+ * of memory (counted and warned about).  Under ms->lock. */
 static peer_t *peer_get(lu_membership_t *ms, const char *id) {
   for (unsigned i = 0; i < ms->npeers; i++)
     if (!strcmp(ms->peers[i].id, id)) return &ms->peers[i];
-  if (ms->npeers == MAX_PEERS) return NULL;
+  if (ms->npeers == ms->cappeers) {
+    unsigned cap = ms->cappeers ? ms->cappeers * 2 : 64;
+    if (cap > MAX_PEERS) cap = MAX_PEERS;
+    peer_t *p = cap > ms->cappeers ? realloc(ms->peers, cap * sizeof *p)
+                                   : NULL;
+    const char **ids = p ? realloc(ms->ids, (cap + ms->nfixed + 1) *
+                                                sizeof *ids)
+                         : NULL;
+    if (p) ms->peers = p;
+    if (ids) ms->ids = ids;
+    if (!p || !ids) {
+      atomic_fetch_add(&ms->dropped, 1);
+      uint64_t now = lu__now_ns();
+      if (!ms->warned_ns || now - ms->warned_ns >= WARN_EVERY_NS) {
+        ms->warned_ns = now;
+        LU_LOG(LU_LOG_WARN, ms->self, NULL,
+               LU_KVS(LU_KV_STR("peer", id), LU_KV_UINT("peers", ms->npeers),
+                      LU_KV_UINT("dropped", atomic_load(&ms->dropped))),
+               "heartbeat of a new shard dropped: peer table full");
+      }
+      return NULL;
+    }
+    ms->cappeers = cap;
+  }
   peer_t *p = &ms->peers[ms->npeers++];
   memset(p, 0, sizeof *p);
   lu__fmt(p->id, sizeof p->id, "%s", id);
@@ -68,32 +129,35 @@ static void on_hb(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
                   void *closure) {
   (void)nc, (void)sub;
   lu_membership_t *ms = closure;
-  cJSON *j = cJSON_ParseWithLength(natsMsg_GetData(msg),
-                                   (size_t)natsMsg_GetDataLength(msg));
-  const cJSON *id = cJSON_GetObjectItemCaseSensitive(j, "id");
-  const cJSON *load = cJSON_GetObjectItemCaseSensitive(j, "load");
-  const cJSON *leaving = cJSON_GetObjectItemCaseSensitive(j, "leaving");
-  if (cJSON_IsString(id) && strcmp(id->valuestring, ms->self) != 0 &&
-      strlen(id->valuestring) < 64) {
+  lu_hb_t hb;
+  const char *d = natsMsg_GetData(msg);
+  int dl = natsMsg_GetDataLength(msg);
+  if (lu__hb_parse(d, dl > 0 ? (size_t)dl : 0, &hb) == 0 &&
+      strcmp(hb.id, ms->self) != 0) {
     pthread_mutex_lock(&ms->lock);
-    peer_t *p = peer_get(ms, id->valuestring);
+    peer_t *p = peer_get(ms, hb.id);
     if (p) {
       p->last_ms = now_ms();
-      p->load = cJSON_IsNumber(load) && load->valuedouble >= 0
-                    ? (uint64_t)load->valuedouble : 0;
-      p->leaving = cJSON_IsTrue(leaving);
+      p->load = hb.load;
+      p->leaving = hb.leaving;
     }
     pthread_mutex_unlock(&ms->lock);
-    if (p) lu_manager_report_load(ms->m, id->valuestring, p->load);
+    if (p) lu_manager_report_load(ms->m, hb.id, hb.load);
     /* A join or a leave is worth acting on now, not at the next tick. */
-    if (p && (p->leaving || !lu_manager_in_view(ms->m, id->valuestring))) {
+    if (p && (hb.leaving || !lu_manager_in_view(ms->m, hb.id))) {
       pthread_mutex_lock(&ms->lock);
       pthread_cond_signal(&ms->cond);
       pthread_mutex_unlock(&ms->lock);
     }
   }
-  cJSON_Delete(j);
   natsMsg_Destroy(msg);
+}
+
+unsigned lu__membership_peers(lu_membership_t *ms) {
+  pthread_mutex_lock(&ms->lock);
+  unsigned n = ms->npeers;
+  pthread_mutex_unlock(&ms->lock);
+  return n;
 }
 
 static void publish_hb(lu_membership_t *ms, int leaving) {
@@ -106,21 +170,29 @@ static void publish_hb(lu_membership_t *ms, int leaving) {
   natsConnection_PublishString(ms->nc, subj, body);
 }
 
-/* Recomputes the live set and installs it if it changed.  Returns 1 when
- * the view changed. */
+/* Recomputes the live set and installs it if it changed, and drops the
+ * peers that are not live (said "leaving", or silent for the timeout)
+ * from the table.  Returns 1 when the view changed. */
 static int refresh(lu_membership_t *ms) {
-  const char *ids[MAX_PEERS + 1];
   unsigned n = 0;
   uint64_t now = now_ms();
   pthread_mutex_lock(&ms->lock);
-  if (ms->fixed) {
-    for (unsigned i = 0; i < ms->nfixed; i++) ids[n++] = ms->fixed[i];
+  const char *one[1];
+  const char **ids = ms->ids ? ms->ids : one;
+  unsigned keep = 0;
+  for (unsigned i = 0; i < ms->npeers; i++) {
+    peer_t *p = &ms->peers[i];
+    if (p->leaving || !p->last_ms || now - p->last_ms > ms->timeout_ms)
+      continue; /* expired: out of the table */
+    if (keep != i) ms->peers[keep] = *p;
+    keep++;
+  }
+  ms->npeers = keep;
+  if (ms->fixed) { /* heartbeats only carry loads */
+    ids = (const char **)ms->fixed;
+    n = ms->nfixed;
   } else {
-    for (unsigned i = 0; i < ms->npeers; i++) {
-      peer_t *p = &ms->peers[i];
-      if (!p->leaving && p->last_ms && now - p->last_ms <= ms->timeout_ms)
-        ids[n++] = p->id;
-    }
+    for (unsigned i = 0; i < ms->npeers; i++) ids[n++] = ms->peers[i].id;
   }
   int changed = lu_manager_set_view(ms->m, ids, n);
   pthread_mutex_unlock(&ms->lock);
@@ -128,10 +200,11 @@ static int refresh(lu_membership_t *ms) {
   int first = !ms->view_logged;
   ms->view_logged = 1;
   if ((changed || first) && lu_log_enabled(LU_LOG_INFO)) {
-    char (*v)[LU_SHARD_ID_MAX] = calloc(MAX_PEERS + 1, sizeof *v);
+    size_t total = lu_manager_view(ms->m, NULL, 0);
+    char (*v)[LU_SHARD_ID_MAX] = calloc(total + 1, sizeof *v);
     lu_buf_t b = {0};
-    size_t vn = v ? lu_manager_view(ms->m, v, MAX_PEERS + 1) : 0;
-    for (size_t i = 0; i < vn && i <= MAX_PEERS; i++) {
+    size_t vn = v ? lu_manager_view(ms->m, v, total + 1) : 0;
+    for (size_t i = 0; i < vn && i <= total; i++) {
       if (i) lu__buf_puts(&b, ",");
       lu__buf_puts(&b, v[i]);
     }
@@ -154,15 +227,26 @@ static void *hb_main(void *arg) {
     if (refresh(ms) && ms->on_change) ms->on_change(ms->ud);
     pthread_mutex_lock(&ms->lock);
     if (ms->stop) break;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)ms->interval_ms * 1000000u;
-    ts.tv_sec += (time_t)(ns / 1000000000u);
-    ts.tv_nsec = (long)(ns % 1000000000u);
-    pthread_cond_timedwait(&ms->cond, &ms->lock, &ts);
+    /* Monotonic: a step of the wall clock must not stall heartbeats (a
+     * step back of an hour would silence this shard for an hour). */
+    lu__cond_wait_until(&ms->cond, &ms->lock,
+                        lu__now_ns() + (uint64_t)ms->interval_ms * NS_PER_MS);
   }
   pthread_mutex_unlock(&ms->lock);
   return NULL;
+}
+
+/* Frees what start made (the thread is not running). */
+static void membership_free(lu_membership_t *ms) {
+  for (unsigned i = 0; i < ms->nfixed; i++) free(ms->fixed[i]);
+  free(ms->fixed);
+  free(ms->peers);
+  free(ms->ids);
+  if (ms->inited) {
+    pthread_mutex_destroy(&ms->lock);
+    pthread_cond_destroy(&ms->cond);
+  }
+  free(ms);
 }
 
 int lu__membership_start(lu_membership_t **out, natsConnection *nc,
@@ -172,7 +256,10 @@ int lu__membership_start(lu_membership_t **out, natsConnection *nc,
                          size_t errlen) {
   *out = NULL;
   lu_membership_t *ms = calloc(1, sizeof *ms);
-  if (!ms) return LU_ENOMEM;
+  if (!ms) {
+    lu__fmt(err, errlen, "out of memory");
+    return LU_ENOMEM;
+  }
   ms->nc = nc;
   ms->m = m;
   lu__fmt(ms->self, sizeof ms->self, "%s", self);
@@ -180,18 +267,35 @@ int lu__membership_start(lu_membership_t **out, natsConnection *nc,
   ms->timeout_ms = ms->interval_ms * 6;
   ms->on_change = on_change;
   ms->ud = ud;
-  pthread_mutex_init(&ms->lock, NULL);
-  pthread_cond_init(&ms->cond, NULL);
+  if (pthread_mutex_init(&ms->lock, NULL)) {
+    free(ms);
+    lu__fmt(err, errlen, "cannot initialise a mutex");
+    return LU_ENOMEM;
+  }
+  if (lu__cond_init_mono(&ms->cond)) { /* hb_main's waits: monotonic */
+    pthread_mutex_destroy(&ms->lock);
+    free(ms);
+    lu__fmt(err, errlen, "cannot initialise a condition variable");
+    return LU_ENOMEM;
+  }
+  ms->inited = 1;
   if (static_view && *static_view) {
     char *copy = strdup(static_view), *save = NULL;
-    for (char *t = strtok_r(copy, ", ", &save); t;
+    int oom = !copy;
+    for (char *t = copy ? strtok_r(copy, ", ", &save) : NULL; t && !oom;
          t = strtok_r(NULL, ", ", &save)) {
       char **f = realloc(ms->fixed, (ms->nfixed + 1) * sizeof *f);
-      if (!f) break;
-      ms->fixed = f;
-      ms->fixed[ms->nfixed++] = strdup(t);
+      char *id = f ? strdup(t) : NULL;
+      if (f) ms->fixed = f;
+      if (!id) oom = 1;
+      else ms->fixed[ms->nfixed++] = id;
     }
     free(copy);
+    if (oom) {
+      membership_free(ms);
+      lu__fmt(err, errlen, "out of memory");
+      return LU_ENOMEM;
+    }
   }
   char subj[64];
   lu__fmt(subj, sizeof subj, "%s.*", LU_SUBJ_HB);
@@ -205,26 +309,28 @@ int lu__membership_start(lu_membership_t **out, natsConnection *nc,
     return LU_EIO;
   }
   refresh(ms);
-  pthread_create(&ms->thread, NULL, hb_main, ms);
+  if (pthread_create(&ms->thread, NULL, hb_main, ms)) {
+    lu__fmt(err, errlen, "cannot start the heartbeat thread");
+    lu__membership_stop(ms);
+    return LU_ENOMEM;
+  }
+  ms->started = 1;
   *out = ms;
   return 0;
 }
 
 void lu__membership_stop(lu_membership_t *ms) {
   if (!ms) return;
-  if (ms->thread) {
+  if (ms->started) {
     pthread_mutex_lock(&ms->lock);
     ms->stop = 1;
     pthread_cond_signal(&ms->cond);
     pthread_mutex_unlock(&ms->lock);
     pthread_join(ms->thread, NULL);
+    ms->started = 0;
     publish_hb(ms, 1); /* others drop us now, not after the timeout */
     natsConnection_Flush(ms->nc);
   }
   lu__nats_unsubscribe(&ms->sub); /* no callback runs on `ms` after it */
-  for (unsigned i = 0; i < ms->nfixed; i++) free(ms->fixed[i]);
-  free(ms->fixed);
-  pthread_mutex_destroy(&ms->lock);
-  pthread_cond_destroy(&ms->cond);
-  free(ms);
+  membership_free(ms);
 }

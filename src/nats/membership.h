@@ -25,6 +25,20 @@ int lu__membership_start(lu_membership_t **out, natsConnection *nc,
                          size_t errlen);
 /** Says goodbye (a "leaving" heartbeat) and stops; NULL is a no-op. */
 void lu__membership_stop(lu_membership_t *ms);
+/** Peers in the table now (live ones and newcomers since the last
+ *  refresh).  Thread safe. */
+unsigned lu__membership_peers(lu_membership_t *ms);
+
+/** A heartbeat's content: {"id":"shard-a","load":12,"seq":42,
+ *  "leaving":false}. */
+typedef struct lu_hb_s {
+  char id[LU_SHARD_ID_MAX]; /* a valid shard id */
+  uint64_t load;            /* clamped to [0, UINT64_MAX] */
+  int leaving;
+} lu_hb_t;
+/** Parses a heartbeat's body (len bytes, not NUL-terminated): 0, or
+ *  LU_EINVAL when it is not JSON or has no valid shard id. */
+int lu__hb_parse(const char *data, size_t len, lu_hb_t *hb);
 
 /* ---- bus_nats.c ------------------------------------------------------- */
 

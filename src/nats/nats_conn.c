@@ -34,9 +34,10 @@
  *     of a list, so lucent does not call natsOptions_SetExpectedHostname,
  *     which would force one name onto all of them.
  *
- *  4. Notices.  Disconnect, reconnect and a final close print one line each
- *     on stderr ("lucent: nats: ...").  Asynchronous errors (a slow
- *     consumer dropping messages) print at most one line per second.
+ *  4. Notices.  Disconnect, reconnect and a final close log one record
+ *     each through the logger (lucent/log.h: JSON Lines stay JSON; a
+ *     library never writes to stderr on its own).  Asynchronous errors (a
+ *     slow consumer dropping messages) log at most one record per second.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -53,6 +54,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include "lucent/log.h"
 #include "nats_internal.h"
 
 #define LU_NATS_MAX_URLS 32
@@ -298,9 +300,9 @@ static void on_disconnected(natsConnection *nc, void *closure) {
   const char *txt = NULL;
   natsStatus s = natsConnection_GetLastError(nc, &txt);
   if (natsConnection_IsClosed(nc)) return; /* closing: not a loss */
-  fprintf(stderr, "lucent: nats: connection lost%s%s; reconnecting\n",
-          s != NATS_OK && txt && *txt ? ": " : "",
-          s != NATS_OK && txt ? txt : "");
+  LU_LOG(LU_LOG_WARN, NULL, NULL,
+         LU_KVS(LU_KV_STR("error", s != NATS_OK && txt ? txt : "")),
+         "nats: connection lost; reconnecting");
 }
 
 static void on_reconnected(natsConnection *nc, void *closure) {
@@ -308,8 +310,8 @@ static void on_reconnected(natsConnection *nc, void *closure) {
   char url[256] = "";
   natsConnection_GetConnectedUrl(nc, url, sizeof url);
   char *shown = mask_url(url);
-  fprintf(stderr, "lucent: nats: reconnected to %s\n",
-          shown ? shown : url);
+  LU_LOG(LU_LOG_INFO, NULL, NULL, LU_KVS(LU_KV_STR("url", shown ? shown : url)),
+         "nats: reconnected");
   free(shown);
 }
 
@@ -322,8 +324,9 @@ static void on_closed(natsConnection *nc, void *closure) {
   natsStatus s = natsConnection_GetLastError(nc, &txt);
   int auth = s == NATS_CONNECTION_AUTH_FAILED || s == NATS_NOT_PERMITTED;
   if (s == NATS_OK || (!closure && !auth)) return;
-  fprintf(stderr, "lucent: nats: connection closed: %s\n",
-          txt && *txt ? txt : natsStatus_GetText(s));
+  LU_LOG(LU_LOG_ERROR, NULL, NULL,
+         LU_KVS(LU_KV_STR("error", txt && *txt ? txt : natsStatus_GetText(s))),
+         "nats: connection closed");
 }
 
 static void on_async_error(natsConnection *nc, natsSubscription *sub,
@@ -336,12 +339,16 @@ static void on_async_error(natsConnection *nc, natsSubscription *sub,
   if (err == NATS_SLOW_CONSUMER && sub) {
     int64_t dropped = 0;
     natsSubscription_GetDropped(sub, &dropped);
-    fprintf(stderr,
-            "lucent: nats: slow consumer on '%s': %lld messages dropped\n",
-            natsSubscription_GetSubject(sub), (long long)dropped);
+    LU_LOG(LU_LOG_WARN, NULL, NULL,
+           LU_KVS(LU_KV_STR("subject", natsSubscription_GetSubject(sub)),
+                  LU_KV_INT("dropped", dropped)),
+           "nats: slow consumer: messages dropped");
   } else {
-    fprintf(stderr, "lucent: nats: %s%s%s\n", natsStatus_GetText(err),
-            sub ? " on " : "", sub ? natsSubscription_GetSubject(sub) : "");
+    LU_LOG(LU_LOG_WARN, NULL, NULL,
+           LU_KVS(LU_KV_STR("error", natsStatus_GetText(err)),
+                  LU_KV_STR("subject",
+                            sub ? natsSubscription_GetSubject(sub) : NULL)),
+           "nats: asynchronous error");
   }
 }
 

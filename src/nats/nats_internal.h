@@ -77,7 +77,7 @@ typedef struct lu_nats_opts_s {
 
 /** Connects with SendAsap on (docs/nats-notes.md, trap 1: without it every hop
  *  waits ~1 ms for the library's flush), reconnect with backoff and
- *  jitter, and a connection-lost / reconnected log through stderr.  The
+ *  jitter, and a connection-lost / reconnected record (the logger).  The
  *  first connect is not retried: a wrong URL or bad credentials fail at
  *  once.  TLS is on with tls_ca, tls_cert or a tls:// URL; the server
  *  certificate is checked against each URL's own host name.  Messages

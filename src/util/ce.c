@@ -323,10 +323,21 @@ static void put_compact(lu_buf_t *o, const char *s, size_t n) {
 
 /* Is p[0..n) one JSON value (cJSON's view; lu_event_parse checks the
  * rest of what lucent wants of it once it is part of the event)? */
+/* Is the payload one JSON value (UTF-8, RFC 8259 section 8.1)?  1 or 0
+ * (*at: where it stops being JSON); LU_ENOMEM when cJSON ran out of
+ * memory on text that is JSON (it returns NULL for both). */
 static int json_payload(const char *p, size_t n, size_t *at) {
   const char *end = NULL;
+  if (!lu__utf8_valid(p, n, at)) return 0;
+  /* cJSON skips a byte order mark, which would then be copied into the
+   * event's text: JSON text has none (RFC 8259 8.1; as lu_event_parse). */
+  if (n >= 3 && !memcmp(p, "\xef\xbb\xbf", 3)) {
+    *at = 0;
+    return 0;
+  }
   cJSON *v = cJSON_ParseWithLengthOpts(p, n, &end, 0);
   if (!v) {
+    if (lu__json_parses(p, n)) return LU_ENOMEM;
     *at = end && end >= p ? (size_t)(end - p) : 0;
     return 0;
   }
@@ -457,11 +468,16 @@ int lu__ce_binary_decode(lu_buf_t *out, const lu_hdr_t *h, size_t n,
   enum { D_NONE, D_JSON, D_TEXT, D_B64 } dk = D_NONE;
   if (!rc && plen) {
     size_t at = 0;
-    if (!dct) {
-      dk = json_payload(payload, plen, &at) ? D_JSON : D_B64;
+    int js = !dct || is_json_type(dct) ? json_payload(payload, plen, &at)
+                                       : 0;
+    if (js < 0) {
+      if (err) lu__fmt(err, errlen, "out of memory");
+      rc = LU_ENOMEM;
+    } else if (!dct) {
+      dk = js ? D_JSON : D_B64;
       if (dk == D_JSON) dct = "application/json"; /* json-format 3.1.2 */
     } else if (is_json_type(dct)) {
-      if (!json_payload(payload, plen, &at)) {
+      if (!js) {
         if (err)
           lu__fmt(err, errlen,
                   "content type '%.64s' but the payload is not JSON (at byte "

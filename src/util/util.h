@@ -93,6 +93,13 @@ void lu__buf_json_str(lu_buf_t *b, const char *s, size_t n);
 void lu__buf_json_value(lu_buf_t *b, const cJSON *v);
 void lu__buf_free(lu_buf_t *b);
 
+/* ---- jsoncheck.c ----------------------------------------------------- */
+
+/** Would cJSON_ParseWithLengthOpts(s, n, &end, 0) return a value, memory
+ *  permitting?  1 or 0; allocates nothing.  Tells a text cJSON refused
+ *  from an allocation that failed (both give NULL). */
+int lu__json_parses(const char *s, size_t n);
+
 /* ---- ptrmap.c --------------------------------------------------------- */
 
 /** A map from pointers to pointers: open addressing with linear probing,

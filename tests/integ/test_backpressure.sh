@@ -1,12 +1,17 @@
 # test_backpressure.sh - bounded queues: memory does not grow with the
 # input.  A large input (1M events by default; LUCENT_TEST_BIG_EVENTS) and
 # one a tenth of its size must peak at about the same resident memory:
-# the producer blocks on full shard queues instead of buffering the file.
+# the `lucent run` producer blocks on full shard queues instead of
+# buffering the file.
+#
+# Resident memory is a fair measure only without the sanitizers: under
+# ASan it counts the allocator's quarantine and caches, which grow with a
+# busy machine's scheduling (55 -> 149 MiB was seen), and under TSan its
+# shadow memory.  There the pipeline's books are checked, and the claim
+# itself by tests/unit/test_backpressure.c, which counts live events
+# (in_flight, pending): numbers load cannot change.
 . "$(dirname "$0")/lib.sh"
 N=${LUCENT_TEST_BIG_EVENTS:-1000000}
-# Under AddressSanitizer freed memory sits in a quarantine (256 MiB by
-# default) and counts as resident: keep it small so RSS shows live memory.
-export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=8"
 gen() { # gen COUNT: CustomerUpdated events, one function, no chain
   awk -v n="$1" 'BEGIN { for (i = 0; i < n; i++)
     printf "{\"specversion\":\"1.0\",\"id\":\"bp-%d\",\"type\":\"CustomerUpdated\",\"source\":\"t\",\"subject\":\"cust-%d\",\"data\":{\"customer\":{\"id\":\"cust-%d\",\"tier\":\"gold\"}}}\n", i, i % 5000, i % 5000 }'
@@ -26,12 +31,11 @@ assert j["balanced"] and j["outcomes"]["completed"] == j["events_in"], j
 print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 PY
 }
-if [ "${LUCENT_TEST_SANITIZER:-}" = tsan ]; then
-  # ThreadSanitizer's shadow and history grow with every address a run
-  # touches: resident memory says nothing about lucent's queues there.
+if [ -n "${LUCENT_TEST_SANITIZER:-}" ]; then
+  # Resident memory says nothing about lucent's queues here (see the top).
   # The pipeline still runs (balanced books are asserted in peak()).
   peak "$N" > /dev/null
-  pass "pipeline on $N events under TSan (memory not compared)"
+  pass "pipeline on $N events under $LUCENT_TEST_SANITIZER (memory not compared; see unit.test_backpressure)"
   echo "1 passed, 0 failed"
   exit 0
 fi

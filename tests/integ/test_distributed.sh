@@ -9,6 +9,14 @@ CHECK="python3 $(dirname "$0")/check_outcomes.py"
 # passes (5-20x slower) set a smaller count and a longer wait.
 KILL_N=${LUCENT_TEST_KILL_EVENTS:-20000}
 SLOW=${LUCENT_TEST_SLOW:-1}
+# JetStream's redelivery delay for the shards: lucent's default.  With
+# 2 s, a loaded machine (two CPU burners and another test suite) let
+# forwarded events wait in a shard's queue past AckWait: each came back,
+# ran again and emitted its child again with new bytes (a new time), so a
+# new forward - LUCENT_FWD reached 940,000 messages for 20,000 inputs and
+# the test timed out.  That storm is a real weakness, left to the fault-
+# handling work (issue 15); this test is about routing and recovery.
+ACK_WAIT_MS=10000
 
 nats_start
 SHARD_PIDS=()
@@ -22,7 +30,7 @@ trap 'cleanup_shards; nats_stop; rm -rf "$T"' EXIT
 serve() { # serve ID [extra args]: starts a shard, records its pid
   local id=$1; shift
   "$LUCENT" serve --nats "$NATS_URL" --shard "$id" --plugin "$LUCENT_PLUGIN" \
-    --ack-wait-ms $((2000 * SLOW)) --log-format json "$@" \
+    --ack-wait-ms $((ACK_WAIT_MS * SLOW)) --log-format json "$@" \
     >> "$T/$id.out" 2>> "$T/$id.log" &
   SHARD_PIDS+=($!)
   eval "PID_$id=$!"
@@ -81,10 +89,18 @@ for l in open(sys.argv[1]):
         shards[e["shardid"]] = shards.get(e["shardid"], 0) + 1
 assert len(shards) == 3 and min(shards.values()) > 100, shards
 PY
-# Publishing the same file again stores nothing new (Msg-Id dedup).
+# Publishing the same file again stores nothing new (Msg-Id dedup).  Not
+# a pause: wait until the intake stream holds nothing (what it took in, if
+# anything, was pulled and acked), then until the store is quiet.
 before=$(count)
 "$LUCENT" publish --nats "$NATS_URL" --input "$T/in1.jsonl" > /dev/null
-sleep 2
+intake_empty() {
+  python3 "$(dirname "$0")/../faults/natsreq.py" --servers "$NATS_URL" \
+    req '$JS.API.STREAM.INFO.LUCENT_INTAKE' |
+    python3 -c "import json,sys; s=json.load(sys.stdin)['state']; sys.exit(s['messages'] != 0)"
+}
+for _ in $(seq 1 $((100 * SLOW))); do intake_empty && break; sleep 0.1; done
+intake_empty || fail "the intake stream never emptied after the republish"
 wait_quiet
 [ "$(count)" = "$before" ] || fail "republish stored duplicates ($before -> $(count))"
 pass "steady state: one outcome per input, hash and session routing agree"

@@ -200,6 +200,20 @@ static void test_decode_bad(void **state) {
         {"ce-type", "T"}, {"content-type", "application/json"}},
        "{not json",
        "content type 'application/json' but the payload is not JSON"},
+      /* cJSON takes any bytes in a string; JSON text is UTF-8 (fuzz:
+       * fuzz/corpus/fuzz_ce_binary/regress-json-not-utf8.txt). */
+      {{{"ce-specversion", "1.0"}, {"ce-id", "1"}, {"ce-source", "s"},
+        {"ce-type", "T"}, {"content-type", "application/json"}},
+       "{\"cus\xff\xffr\":1}",
+       "content type 'application/json' but the payload is not JSON (at "
+       "byte 5 of"},
+      /* cJSON skips a byte order mark; the event's text would keep it
+       * (fuzz/corpus/fuzz_ce_binary/regress-json-bom.txt). */
+      {{{"ce-specversion", "1.0"}, {"ce-id", "1"}, {"ce-source", "s"},
+        {"ce-type", "T"}, {"content-type", "application/json"}},
+       "\xef\xbb\xbfnull",
+       "content type 'application/json' but the payload is not JSON (at "
+       "byte 0 of"},
       {{{"ce-specversion", "1.0"}, {"ce-id", "1"}, {"ce-source", "s"},
         {"ce-type", "T"}, {"content-type", "application/json"},
         {"ce-datacontenttype", "text/plain"}},

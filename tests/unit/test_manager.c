@@ -25,6 +25,7 @@
 
 #include "lucent/lucent.h"
 #include "internal.h" /* the store vtable */
+#include "pipeline.h" /* m->sessions */
 #include "lucent/bus.h"
 
 /* ---- functions under test --------------------------------------------- */
@@ -83,6 +84,11 @@ LU_FUNCTION(Keyed, .events = "Keyed", LU_HASH_BASED("user.id")) {
 }
 
 LU_FUNCTION(Sticky, .events = "Sticky", LU_STICKY_SESSION("session", 60000)) {
+  return LU_OK;
+}
+
+/* Sessions that expire 20 ms after their last event. */
+LU_FUNCTION(Brief, .events = "Brief", LU_STICKY_SESSION("session", 20)) {
   return LU_OK;
 }
 
@@ -162,7 +168,7 @@ static fixture_t *fx_new(unsigned shards, const char *store) {
   assert_int_equal(lu_registry_new(&f->reg), 0);
   const lu_fn_t *const *fns;
   size_t n = lu_fns_here(&fns);
-  assert_int_equal(n, 15); /* a vanished section would be silent */
+  assert_int_equal(n, 16); /* a vanished section would be silent */
   assert_int_equal(lu_registry_add(f->reg, fns, n, "test"), 0);
   lu_config_init(&f->cfg);
   f->cfg.shards = shards;
@@ -474,6 +480,40 @@ static void test_sticky_new_sessions_spread(void **state) {
     used[(sh[n - 1] - '0') % 3] = 1;
   }
   assert_true(used[0] + used[1] + used[2] >= 2);
+  fx_free(f);
+}
+
+/* A long run with ever new session keys keeps the embedded session table
+ * bounded: expired bindings are swept as the run goes (the pool's
+ * periodic scan), not kept for ever.  20 rounds of 1,000 new keys with a
+ * 20 ms TTL: each round's bindings are gone before long, so the table
+ * never holds much more than one round. */
+static void test_sessions_expire_in_a_long_run(void **state) {
+  (void)state;
+  fixture_t *f = fx_new(2, ":memory:");
+  fx_start(f);
+  size_t peak = 0;
+  for (int r = 0; r < 20; r++) {
+    for (int i = 0; i < 1000; i++)
+      submitf(f, 0,
+              "{\"specversion\":\"1.0\",\"id\":\"b%d-%d\",\"type\":"
+              "\"Brief\",\"source\":\"t\",\"data\":{\"session\":\"k%d-%d\"}}",
+              r, i, r, i);
+    lu_manager_drain(f->m);
+    size_t n = lu__sessions_count(f->m->sessions);
+    if (n > peak) peak = n;
+    /* Wait for the sweep (a condition, not a time): the previous rounds'
+     * bindings expired long ago and this round's within 20 ms. */
+    for (int t = 0; t < 1000 && lu__sessions_count(f->m->sessions) > 0; t++) {
+      struct timespec ts = {0, 10000000};
+      nanosleep(&ts, NULL);
+    }
+    if (lu__sessions_count(f->m->sessions) > 0)
+      fail_msg("round %d: %zu expired sessions never swept", r,
+               lu__sessions_count(f->m->sessions));
+  }
+  assert_true(peak <= 1000);
+  assert_int_equal(f->seen.n, 20000);
   fx_free(f);
 }
 
@@ -934,6 +974,7 @@ int main(void) {
       cmocka_unit_test(test_hash_agreement),
       cmocka_unit_test(test_sticky_agreement),
       cmocka_unit_test(test_sticky_new_sessions_spread),
+      cmocka_unit_test(test_sessions_expire_in_a_long_run),
       cmocka_unit_test(test_round_robin_spreads),
       cmocka_unit_test(test_selection),
       cmocka_unit_test(test_explain),

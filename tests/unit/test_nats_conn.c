@@ -297,25 +297,69 @@ static void test_tls(void **state) {
 
 /* ---- reconnect -------------------------------------------------------- */
 
+/* A whole file's text (NUL-terminated), or NULL. */
+static char *slurp(int fd) {
+  static char buf[1 << 16];
+  ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+  if (n < 0) return NULL;
+  buf[n] = 0;
+  return buf;
+}
+
+/* The connection survives a restart, and says so through the logger (JSON
+ * records), never on stderr: a library writes no stray lines. */
 static void test_survives_restart(void **state) {
   (void)state;
   lu_test_nats_t srv;
   assert_int_equal(lu_test_nats_start(&srv, NULL), 0);
+  FILE *logf = tmpfile(), *errf = tmpfile();
+  assert_non_null(logf);
+  assert_non_null(errf);
+  lu_log_set_fd(fileno(logf));
+  lu_log_set_format(LU_LOG_FORMAT_JSON);
+  fflush(stderr);
+  int saved = dup(2);
+  assert_true(saved >= 0);
+  assert_int_equal(dup2(fileno(errf), 2), 2);
   natsConnection *nc = NULL;
   char err[512];
   lu_nats_opts_t o = {.urls = srv.url, .reconnect_wait_ms = 50};
   assert_int_equal(connect_to(&nc, &o, err, sizeof err), 0);
   roundtrip(nc);
   assert_int_equal(lu_test_nats_restart(&srv, 300), 0);
-  /* Back within a few reconnect rounds (50 ms doubling, capped 4 s). */
+  /* Back within a few reconnect rounds (50 ms doubling, capped 4 s), and
+   * the reconnect logged (its callback runs on nats.c's thread). */
   int ok = 0;
   for (int i = 0; i < 100 && !ok; i++) {
-    ok = natsConnection_Status(nc) == NATS_CONN_STATUS_CONNECTED;
+    const char *t = slurp(fileno(logf));
+    ok = natsConnection_Status(nc) == NATS_CONN_STATUS_CONNECTED && t &&
+         strstr(t, "\"msg\":\"nats: reconnected\"");
     if (!ok) lu_test_nats_sleep_ms(100);
   }
+  fflush(stderr);
+  dup2(saved, 2);
+  close(saved);
+  lu_log_set_fd(2);
   assert_true(ok);
   roundtrip(nc);
   natsConnection_Destroy(nc);
+  const char *logs = slurp(fileno(logf));
+  assert_non_null(logs);
+  assert_true(has(logs, "\"msg\":\"nats: connection lost; reconnecting\""));
+  /* One JSON object per line. */
+  for (const char *l = logs; *l;) {
+    const char *e = strchr(l, '\n');
+    assert_non_null(e);
+    cJSON *j = cJSON_ParseWithLength(l, (size_t)(e - l));
+    if (!cJSON_IsObject(j)) fail_msg("not a JSON record: %.*s", (int)(e - l), l);
+    cJSON_Delete(j);
+    l = e + 1;
+  }
+  const char *stray = slurp(fileno(errf));
+  assert_non_null(stray);
+  if (strstr(stray, "lucent")) fail_msg("stray stderr output: %s", stray);
+  fclose(logf);
+  fclose(errf);
   lu_test_nats_stop(&srv);
 }
 
