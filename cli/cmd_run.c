@@ -345,7 +345,7 @@ int cmd_run(int argc, char **argv) {
     }                                                               \
     field = v;                                                      \
   } while (0)
-  while ((c = getopt_long(argc, argv, "p:i:n:s:jxh", opts, NULL)) != -1) {
+  while ((c = cli_getopt(argc, argv, "p:i:n:s:jxh", opts)) != -1) {
     switch (c) {
       case 'p': plugins[nplug++] = optarg; break;
       case 'i': input = optarg; break;
