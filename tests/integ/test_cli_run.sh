@@ -109,6 +109,11 @@ expect_fail 2 "--plugin is required" "$LUCENT" run --input "$T/in.jsonl"
 expect_fail 2 "--input is required" "$LUCENT" run --plugin "$LUCENT_PLUGIN"
 expect_fail 2 "--shards must be" "$LUCENT" run --plugin "$LUCENT_PLUGIN" --input - --shards 0
 expect_fail 2 "--weights" "$LUCENT" run --plugin "$LUCENT_PLUGIN" --input - --weights 1,2
+# Non-finite weights would make every total NaN or infinite.
+for w in nan,inf,1,1 1,1,1,inf 1,1,nan,1 1e999,1,1,1 -1,1,1,1 0,0,0,0 1,1,1,1,1; do
+  expect_fail 2 "^lucent: --weights wants four finite, non-negative numbers" \
+    "$LUCENT" run --plugin "$LUCENT_PLUGIN" --input - --weights "$w"
+done
 expect_fail 1 "cannot open input" "$LUCENT" run --plugin "$LUCENT_PLUGIN" --input "$T/missing.jsonl"
 expect_fail 1 "/proc/nope/x.db" "$LUCENT" run --plugin "$LUCENT_PLUGIN" --input "$T/in.jsonl" --store /proc/nope/x.db
 expect_fail 1 "missing.db" "$LUCENT" events --store "$T/missing.db"
