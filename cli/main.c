@@ -51,7 +51,7 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (!strcmp(c, "version") || !strcmp(c, "--version") || !strcmp(c, "-V")) {
-    printf("lucent %s\n", LU_VERSION);
+    printf("lucent %s\n", lu_version_string());
     return 0;
   }
   for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++)

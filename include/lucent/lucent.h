@@ -27,13 +27,20 @@
 #include "error.h"
 #include "event.h"
 #include "fn.h"
+#include "lucent/version.h" /* generated: LU_VERSION, LU_VERSION_MAJOR... */
 #include "store.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define LU_VERSION "0.1.0"
+/** The version of the library this program runs with, as
+ *  LU_VERSION_NUMBER (version.h) is for the headers it was compiled with:
+ *  MAJOR * 1000000 + MINOR * 1000 + PATCH.  Thread safe. */
+LU_EXTERN unsigned lu_version(void);
+
+/** The same as "MAJOR.MINOR.PATCH" (static storage). */
+LU_EXTERN const char *lu_version_string(void);
 
 /* ======================================================================
  * Registry: the functions known to this process.
