@@ -141,7 +141,33 @@ typedef void (*lu_explain_cb)(void *userdata, const char *line);
  * Manager: N shards (threads), one store, the whole pipeline.
  * ==================================================================== */
 
+/* How lu_config_t grows without breaking a program compiled against
+ * older headers: a size field, not an opaque config with setters.  The
+ * struct stays what every embedder already writes (fields set by name,
+ * designated initialisers, visible in a debugger), and the size tells the
+ * library which fields the caller's struct has.  The rules:
+ *
+ *  - lucent only appends fields; it never removes, reorders or retypes
+ *    one, so an older lu_config_t is a prefix of a newer one;
+ *  - a program calls lu_config_init() (a macro: it passes the
+ *    sizeof(lu_config_t) it was compiled with) before setting fields,
+ *    and never writes struct_size itself;
+ *  - lu_manager_new() reads only the fields that lie wholly within
+ *    struct_size: a program compiled against older headers keeps
+ *    working, and the fields it does not know take their defaults;
+ *  - a struct_size larger than this library's lu_config_t (headers newer
+ *    than the library) or smaller than its first fields (0: not
+ *    initialised) is refused with LU_EINVAL and a message.
+ *
+ * The other structs cross the boundary in one direction only and have no
+ * size: lu_outcome_t is made by lucent and lent to the callback (lucent
+ * may append fields; never copy it by value into storage of your own), and
+ * the structs a program passes for lucent to fill (lu_count_t,
+ * lu_shard_stats_t, lu_fn_stats_t) and lu_record_t, lu_query_t,
+ * lu_fn_t (checked by LU_ABI_VERSION) change only with a new SONAME. */
 typedef struct lu_config_s {
+  size_t struct_size;       /**< sizeof(lu_config_t) as the caller was
+                                 compiled: set by lu_config_init() */
   unsigned shards;          /**< number of shards; default 1 */
   const char *const *shard_ids; /**< their ids (`shards` of them), or NULL
                                for "shard-0", "shard-1", ...; copied */
@@ -167,7 +193,20 @@ typedef struct lu_config_s {
                                     thread (with an event store on
                                     JetStream: from whichever thread sees
                                     a batch's last ack, mostly the NATS
-                                    client's), one call at a time */
+                                    client's), one call at a time, under
+                                    the writer's reporting lock.  So it
+                                    must not call lu_manager_submit*,
+                                    lu_manager_drain or lu_manager_free
+                                    of this manager (drain and free wait
+                                    for this very callback: deadlock;
+                                    submit may block on a full queue only
+                                    the writer empties), nor query its
+                                    store; and it should return quickly:
+                                    while it runs, no other outcome is
+                                    reported and, with SQLite, nothing
+                                    is written.  Hand work to a thread of
+                                    your own (copy what you keep: every
+                                    pointer in the outcome is borrowed) */
   void *on_outcome_ud;
   unsigned threads;            /**< worker threads that run the shards;
                                     0 = one per CPU, at most one per
@@ -179,16 +218,27 @@ typedef struct lu_config_s {
   void *on_explain_ud;
 } lu_config_t;
 
-/** Fills cfg with the defaults. */
-LU_EXTERN void lu_config_init(lu_config_t *cfg);
+/** Fills cfg with the defaults and sets cfg->struct_size to the size of
+ *  the lu_config_t this program was compiled with.  Call it before
+ *  setting any field.  (A macro, so that sizeof is the caller's; from a
+ *  language without C macros call lu_config_init_sized(cfg, size).) */
+#define lu_config_init(cfg) lu_config_init_sized((cfg), sizeof(lu_config_t))
+
+/** lu_config_init() with the size of the caller's struct: zeroes `size`
+ *  bytes, fills the fields they hold with the defaults, sets struct_size.
+ *  Returns 0, or LU_EINVAL when lu_manager_new() will refuse that size
+ *  (see above; cfg is still filled as far as it can be). */
+LU_EXTERN int lu_config_init_sized(lu_config_t *cfg, size_t size);
 
 typedef struct lu_manager_s lu_manager_t;
 
 /** Creates a manager and starts its shard and store threads.  The config is
- *  copied (strings too); reg is borrowed and must outlive the manager.
- *  Errors: LU_EINVAL (bad config), LU_ESTORE (store cannot open: see
- *  errmsg), LU_ENOMEM.  On error *out is NULL and, if errbuf is not NULL,
- *  the reason is written there. */
+ *  copied (strings too; only the fields within cfg->struct_size, the
+ *  others take their defaults; NULL = all defaults); reg is borrowed and
+ *  must outlive the manager.  Errors: LU_EINVAL (bad config, or a
+ *  struct_size this library does not know), LU_ESTORE (store cannot open:
+ *  see errmsg), LU_ENOMEM.  On error *out is NULL and, if errbuf is not
+ *  NULL, the reason is written there. */
 LU_EXTERN int lu_manager_new(lu_manager_t **out, const lu_config_t *cfg,
                              const lu_registry_t *reg, char *errbuf,
                              size_t errlen);
