@@ -67,7 +67,8 @@ LU_EXTERN int lu_registry_add(lu_registry_t *reg, const lu_fn_t *const *fns,
 
 /** dlopen()s a plugin built with LU_PLUGIN() and adds its functions as
  *  lu_registry_add() does.  Errors: LU_ENOENT (no such file), LU_EPLUGIN
- *  (not a loadable object, no lu_plugin_functions symbol, ABI mismatch,
+ *  (not a loadable object, no lu_plugin_functions symbol, built for
+ *  another plugin ABI or against another cJSON major version,
  *  no functions), plus those of lu_registry_add().  Not thread safe. */
 LU_EXTERN int lu_registry_load_plugin(lu_registry_t *reg, const char *path);
 
