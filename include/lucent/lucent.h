@@ -1,18 +1,62 @@
 /*
  * lucent/lucent.h - the umbrella header: embed a lucent function manager.
  *
- *   lu_registry_t *reg;  lu_registry_new(&reg);
- *   lu_registry_load_plugin(reg, "./liborders.so");   // or lu_fns_here()
+ * A complete program (tests/integ/test_install.sh builds and runs it
+ * against an installed lucent, as RUN says):
  *
- *   lu_config_t cfg;  lu_config_init(&cfg);
- *   cfg.shards = 4;  cfg.store = "events.db";
- *   cfg.on_outcome = my_callback;
+ *   #include <stdio.h>
+ *   #include <string.h>
  *
- *   lu_manager_t *m;
- *   if (lu_manager_new(&m, &cfg, reg) != 0) { ... lu_manager_errmsg ... }
- *   lu_manager_submit_json(m, line, len, lineno);   // as often as needed
- *   lu_manager_drain(m);                              // all outcomes in
- *   lu_manager_free(m);  lu_registry_free(reg);
+ *   #include <lucent/lucent.h>
+ *
+ *   LU_FUNCTION(Double, .events = "Number")
+ *   {
+ *     cJSON *r = cJSON_CreateNumber(2 * cJSON_GetNumberValue(data));
+ *     return lu_out_result(out, r) ? LU_RETRY : LU_OK;
+ *   }
+ *
+ *   // Once per input event, after its outcome is stored.
+ *   static void print_outcome(void *ud, const lu_outcome_t *o) {
+ *     (void)ud;
+ *     printf("%s %s\n", lu_outcome_name(o->kind),
+ *            o->result_json ? o->result_json : o->reason);
+ *   }
+ *
+ *   int main(void) {
+ *     const lu_fn_t *const *fns;
+ *     size_t n = lu_fns_here(&fns);  // this program's LU_FUNCTIONs
+ *     lu_registry_t *reg;            // (or lu_registry_load_plugin)
+ *     if (lu_registry_new(&reg) || lu_registry_add(reg, fns, n, "main"))
+ *       return 1;
+ *
+ *     lu_config_t cfg;
+ *     lu_config_init(&cfg);          // first: the defaults
+ *     cfg.shards = 2;                // cfg.store = "events.db"; ...
+ *     cfg.on_outcome = print_outcome;
+ *
+ *     lu_manager_t *m;
+ *     char err[256];
+ *     if (lu_manager_new(&m, &cfg, reg, err, sizeof err)) {
+ *       fprintf(stderr, "lucent: %s\n", err);
+ *       lu_registry_free(reg);
+ *       return 1;
+ *     }
+ *     const char *ev = "{\"specversion\":\"1.0\",\"id\":\"n-1\","
+ *                      "\"type\":\"Number\",\"source\":\"main\","
+ *                      "\"data\":21}";
+ *     lu_manager_submit_json(m, ev, strlen(ev), 1);  // as often as needed
+ *     lu_manager_drain(m);                           // every outcome in
+ *     lu_manager_free(m);
+ *     lu_registry_free(reg);
+ *     return 0;
+ *   }
+ *
+ * RUN: (the program above in double.c, lucent installed)
+ *   cc -o double double.c $(pkg-config --cflags --libs lucent)
+ *   ./double
+ *
+ * OUTPUT:
+ *   completed 42
  *
  * Conventions: calls return 0 or a negative LU_E* code; every _new has a
  * _free that accepts NULL; out-parameters come first; borrowed pointers say
@@ -306,7 +350,17 @@ LU_EXTERN void lu_manager_fn_stats(const lu_manager_t *m, size_t i,
  *  run with store errors lost data: treat any non-zero value as failure. */
 LU_EXTERN uint64_t lu_manager_store_errors(const lu_manager_t *m);
 
-/** The store the manager writes to (borrowed, for queries). */
+/** The store the manager writes to (borrowed until lu_manager_free).
+ *
+ *  A store serves one caller at a time (store.h), and that caller is the
+ *  manager's writer whenever outcomes are on their way to it.  So query
+ *  this store only while the manager is quiet: after lu_manager_drain()
+ *  returned and before the next submit from any thread; never from
+ *  on_outcome or while a submit or drain runs elsewhere.  To read while
+ *  events are running, open the same file a second time with
+ *  lu_store_open_readonly(): SQLite in WAL mode lets it read beside the
+ *  writer, and it sees every batch committed so far (an ":memory:" store
+ *  cannot be opened twice). */
 LU_EXTERN lu_store_t *lu_manager_store(lu_manager_t *m);
 
 #ifdef __cplusplus
