@@ -35,11 +35,33 @@
  * random numbers -- lucent supplies lu_ctx_now_ms() and lu_ctx_new_id().
  * Because of that lucent may retry or replay any of them safely.
  *
- * Build:  cmake --build build --target orders orders_gen
- *         (-> build/examples/liborders.so, build/examples/orders_gen)
- * Run:    build/examples/orders_gen -n 1000 --bad 10 |
- *           build/lucent run --plugin build/examples/liborders.so
  * Input:  orders_gen (gen.c) writes these events; sample.jsonl has 20.
+ *
+ * RUN: (the plugin is build/examples/liborders.so; built outside lucent's
+ *      tree: examples/cmake/, or the README's "How to write a function")
+ *   cmake --build build --target orders orders_gen lucent_cli
+ *   build/lucent functions --plugin build/examples/liborders.so
+ *   build/examples/orders_gen -n 1000 --bad 10 --seed 1 2> /dev/null |
+ *     build/lucent run --plugin build/examples/liborders.so --shards 4 \
+ *       --input - --no-progress 2> /dev/null
+ *
+ * OUTPUT: (columns shortened; the counts and timings vary from run to run)
+ *   FUNCTION ... EVENTS ... STRATEGY ... CPU   MEM PRIO TIMEOUT RETRIES
+ *   ProcessPayment ... FraudScored ... sticky_session(customer.id) ...
+ *   ReserveInventory ... OrderValidated ... hash_based(items.0.sku) ...
+ *   ScoreFraudModel ... InventoryReserved ... load_balanced ...
+ *   ScoreFraudRules ... InventoryReserved ... hash_based(customer.id) ...
+ *   SendNotification ... PaymentCaptured,CustomerRegistered round_robin ...
+ *   UpdateCustomerProfile ... CustomerUpdated ... hash_based(customer.id) ...
+ *   ValidateOrder ... OrderPlaced ... round_robin ...
+ *   lucent run: 1000 events in ... on 4 shards, store :memory:
+ *   outcomes: ... 8 rejected, ... = 1000 (all accounted for)
+ *   ...
+ *   per function (latency: inside the function; e2e: submit to stored):
+ *   ...
+ *     ScoreFraudModel ... closed
+ *     ScoreFraudRules ... closed
+ *   ...
  */
 #include <stdint.h>
 #include <string.h>
