@@ -5,8 +5,8 @@
 #   2. the installed command finds its libraries by itself (RPATH);
 #   3. with pkg-config: the orders plugin built with --cflags alone and
 #      with --cflags --libs (it links liblucent) both load into the
-#      installed command; embed.c and the example in lucent.h build and
-#      run as programs;
+#      installed command, and so does the README's function; embed.c and
+#      the example in lucent.h build and run as programs;
 #   4. with CMake: examples/cmake/ (find_package(lucent)) builds the same
 #      plugin and program from the installed examples; the version file
 #      refuses another minor version.
@@ -68,6 +68,18 @@ $CC $CFLAGS -shared -fPIC -o liblinked.so "$ex/orders/orders.c" \
   $(pkg-config --cflags --libs lucent) || fail "plugin, --cflags --libs"
 readelf -d liblinked.so | grep -q "NEEDED.*\[liblucent.so.0\]" ||
   fail "liblinked.so does not link liblucent"
+# The README's function, built as the README says.
+python3 - "$P/share/doc/lucent/README.md" > mine.c <<'PY'
+import sys
+t = open(sys.argv[1]).read()
+a = t.index("```c\n#include <lucent/fn.h>") + 5
+print(t[a:t.index("```", a)], end="")
+PY
+# shellcheck disable=SC2046
+$CC $CFLAGS -shared -fPIC -o libmine.so mine.c \
+  $(pkg-config --cflags --libs lucent) || fail "the README's function"
+"$P/bin/lucent" functions --plugin ./libmine.so | grep -q "^ReserveInventory " ||
+  fail "the README's function does not load"
 for pl in libcflags.so liblinked.so; do
   "$P/bin/lucent" functions --plugin "./$pl" > fns.txt || fail "$pl: $(cat fns.txt)"
   grep -q "^ScoreFraudModel " fns.txt || fail "$pl: functions"
