@@ -97,8 +97,7 @@ int cmd_events(int argc, char **argv) {
   uint64_t v;
   int c, count = 0;
   optind = 1;
-  opterr = 0; /* our own messages, with the "lucent: " prefix */
-  while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+  while ((c = cli_getopt(argc, argv, "h", opts)) != -1) {
     if (cli_nats_opt(c, optarg, &nats)) {
       nats_conn_opts |= c != CLI_OPT_NATS;
       continue;
@@ -127,19 +126,7 @@ int cmd_events(int argc, char **argv) {
         break;
       case 'n': count = 1; break;
       case 'h': usage(stdout); return 0;
-      case ':':
-        cli_error("option '%s' needs a value", argv[optind - 1]);
-        usage(stderr);
-        return 2;
-      default: {
-        const char *a = argv[optind - 1];
-        if (optopt && strncmp(a, "--", 2) != 0)
-          cli_error("unknown option '-%c'", optopt);
-        else
-          cli_error("unknown option '%s'", a);
-        usage(stderr);
-        return 2;
-      }
+      default: usage(stderr); return 2; /* cli_getopt said why */
     }
   }
   if (optind < argc) {

@@ -51,7 +51,7 @@ int cmd_exec(int argc, char **argv) {
   long timeout = 5000;
   int c;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "t:d:h", opts, NULL)) != -1) {
+  while ((c = cli_getopt(argc, argv, "t:d:h", opts)) != -1) {
     if (cli_nats_opt(c, optarg, &no)) continue;
     switch (c) {
       case 't': type = optarg; break;

@@ -26,7 +26,7 @@ int cmd_functions(int argc, char **argv) {
   int json = 0, nplug = 0, c, rc = 0;
   if (lu_registry_new(&reg)) return 1;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "p:jh", opts, NULL)) != -1) {
+  while ((c = cli_getopt(argc, argv, "p:jh", opts)) != -1) {
     switch (c) {
       case 'p':
         nplug++;

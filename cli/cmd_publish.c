@@ -288,7 +288,7 @@ int cmd_publish(int argc, char **argv) {
   unsigned long pack = LU_INTAKE_PACK_EVENTS;
   char *end;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "i:jh", opts, NULL)) != -1) {
+  while ((c = cli_getopt(argc, argv, "i:jh", opts)) != -1) {
     if (cli_nats_opt(c, optarg, &no)) continue;
     switch (c) {
       case 'i': input = optarg; break;

@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -68,6 +69,25 @@ static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *v) {
     return -1;
   *v = x;
   return 0;
+}
+
+/* "L,R,P,A": four finite, non-negative decimal numbers, not all 0.  The
+ * library refuses non-finite weights too, but only once the manager is
+ * made; this names the option.  Each number starts with a digit or '.':
+ * strtod alone would also take "nan", "inf" and signs. */
+static int parse_weights(const char *s, double w[4]) {
+  double sum = 0;
+  for (int i = 0; i < 4; i++) {
+    char *end;
+    if (strspn(s, "0123456789.") == 0) return -1; /* no sign, nan, inf */
+    errno = 0;
+    w[i] = strtod(s, &end);
+    if (errno || end == s || !isfinite(w[i]) || w[i] < 0) return -1;
+    if (*end != (i < 3 ? ',' : '\0')) return -1;
+    sum += w[i];
+    s = end + 1;
+  }
+  return sum > 0 ? 0 : -1;
 }
 
 /* Copies the value of ` name=` in an explain line into buf ("" if none).
@@ -345,7 +365,7 @@ int cmd_run(int argc, char **argv) {
     }                                                               \
     field = v;                                                      \
   } while (0)
-  while ((c = getopt_long(argc, argv, "p:i:n:s:jxh", opts, NULL)) != -1) {
+  while ((c = cli_getopt(argc, argv, "p:i:n:s:jxh", opts)) != -1) {
     switch (c) {
       case 'p': plugins[nplug++] = optarg; break;
       case 'i': input = optarg; break;
@@ -355,12 +375,10 @@ int cmd_run(int argc, char **argv) {
       case 'x': explain = 1; break;
       case O_WEIGHTS: {
         double w[4];
-        char tail;
-        if (sscanf(optarg, "%lf,%lf,%lf,%lf%c", &w[0], &w[1], &w[2], &w[3],
-                   &tail) != 4 || w[0] < 0 || w[1] < 0 || w[2] < 0 ||
-            w[3] < 0 || w[0] + w[1] + w[2] + w[3] <= 0) {
-          cli_error("--weights wants four non-negative numbers "
-                    "load,resources,priority,affinity (got '%s')", optarg);
+        if (parse_weights(optarg, w)) {
+          cli_error("--weights wants four finite, non-negative numbers "
+                    "load,resources,priority,affinity, not all 0 "
+                    "(got '%s')", optarg);
           goto usage_err;
         }
         cfg.w_load = w[0], cfg.w_resources = w[1], cfg.w_priority = w[2],

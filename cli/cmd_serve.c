@@ -187,7 +187,7 @@ int cmd_serve(int argc, char **argv) {
   uint32_t v32, pack = SERVE_PACK;
   if (lu_registry_new(&reg)) return 1;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "p:h", opts, NULL)) != -1) {
+  while ((c = cli_getopt(argc, argv, "p:h", opts)) != -1) {
     if (cli_nats_opt(c, optarg, &no)) continue;
     switch (c) {
       case 'p':

@@ -540,7 +540,7 @@ int cmd_top(int argc, char **argv) {
   int once = 0, c;
   long interval_ms = 1000;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+  while ((c = cli_getopt(argc, argv, "h", opts)) != -1) {
     switch (c) {
       case O_HTTP: http = optarg; break;
       case O_ONCE: once = 1; break;

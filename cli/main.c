@@ -33,6 +33,7 @@ static const struct {
 
 static void usage(FILE *f) {
   fprintf(f, "usage: lucent <command> [options]   (lucent <command> --help)\n"
+             "       lucent -V | --version\n"
              "\ncommands:\n");
   for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++)
     fprintf(f, "  %-10s %s\n", cmds[i].name, cmds[i].help);
@@ -49,13 +50,14 @@ int main(int argc, char **argv) {
     usage(stdout);
     return 0;
   }
-  if (!strcmp(c, "version") || !strcmp(c, "--version")) {
-    printf("lucent %s\n", LU_VERSION);
+  if (!strcmp(c, "version") || !strcmp(c, "--version") || !strcmp(c, "-V")) {
+    printf("lucent %s\n", lu_version_string());
     return 0;
   }
   for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++)
     if (!strcmp(c, cmds[i].name)) return cmds[i].fn(argc - 1, argv + 1);
-  cli_error("unknown command '%s'", c);
+  if (c[0] == '-' && c[1]) cli_error("unknown option '%s'", c);
+  else cli_error("unknown command '%s'", c);
   usage(stderr);
   return 2;
 }

@@ -1,16 +1,16 @@
 /*
  * nats_opts.h - the connection options every NATS-speaking subcommand
  * takes (serve, publish, exec, events --nats), parsed the same way
- * everywhere.  Splice CLI_NATS_LONGOPTS into a getopt_long table, offer
- * each option to cli_nats_opt() before your own switch, and print
- * CLI_NATS_USAGE in your usage text:
+ * everywhere.  Splice CLI_NATS_LONGOPTS into an option table (read with
+ * cli_getopt), offer each option to cli_nats_opt() before your own
+ * switch, and print CLI_NATS_USAGE in your usage text:
  *
  *   static const struct option opts[] = {
  *       {"type", required_argument, 0, 't'},
  *       CLI_NATS_LONGOPTS,
  *       {0, 0, 0, 0}};
  *   lu_nats_opts_t nats = {0};
- *   while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+ *   while ((c = cli_getopt(argc, argv, "h", opts)) != -1) {
  *     if (cli_nats_opt(c, optarg, &nats)) continue;
  *     switch (c) { ... }
  *   }

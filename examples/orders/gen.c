@@ -22,6 +22,15 @@
  * to stderr.  The output depends only on the options: the same seed gives
  * the same bytes.  No lucent and no JSON library: plain C, fast enough for
  * -n 1000000 in well under a second.
+ *
+ * RUN:
+ *   cmake --build build --target orders_gen
+ *   build/examples/orders_gen -n 3 --bad 1 --seed 1
+ *
+ * OUTPUT: (shortened; the second line is the bad one, cut short)
+ *   {"specversion":"1.0","id":"ord-1-0","type":"OrderPlaced",...}}
+ *   {"specversion":"1.0","id":"ord-1-1",...,"subject":"order-bad-1",...
+ *   {"specversion":"1.0","id":"ord-1-2","type":"OrderPlaced",...}}
  */
 #include <errno.h>
 #include <inttypes.h>

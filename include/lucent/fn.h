@@ -48,8 +48,18 @@ extern "C" {
 #endif
 
 /** Bumped whenever lu_fn_t or the function ABI changes incompatibly; a
- *  plugin built against another version is refused at load. */
-#define LU_ABI_VERSION 1u
+ *  plugin built against another version is refused at load.  2: the word
+ *  a plugin reports also carries its cJSON major version (LU_PLUGIN_ABI). */
+#define LU_ABI_VERSION 2u
+
+/** What LU_PLUGIN() reports to the loader: LU_ABI_VERSION in the low 16
+ *  bits, and above them the major version of the cJSON headers the plugin
+ *  was compiled with.  A function reads cJSON trees that lucent's cJSON
+ *  made and hands back trees that lucent's cJSON frees, so a plugin built
+ *  against another cJSON major version (another struct cJSON) is refused
+ *  at load, like one built for another plugin ABI. */
+#define LU_PLUGIN_ABI \
+  (LU_ABI_VERSION | ((unsigned)(CJSON_VERSION_MAJOR) << 16))
 
 /** What a function reports. */
 typedef enum lu_status_e {
@@ -157,7 +167,7 @@ static inline size_t lu_fns_here(const lu_fn_t *const **out) {
       const lu_fn_t *const **out, unsigned *abi);                          \
   __attribute__((visibility("default"))) size_t lu_plugin_functions(       \
       const lu_fn_t *const **out, unsigned *abi) {                         \
-    *abi = LU_ABI_VERSION;                                                 \
+    *abi = LU_PLUGIN_ABI;                                                  \
     return lu_fns_here(out);                                               \
   }
 

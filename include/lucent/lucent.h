@@ -1,18 +1,62 @@
 /*
  * lucent/lucent.h - the umbrella header: embed a lucent function manager.
  *
- *   lu_registry_t *reg;  lu_registry_new(&reg);
- *   lu_registry_load_plugin(reg, "./liborders.so");   // or lu_fns_here()
+ * A complete program (tests/integ/test_install.sh builds and runs it
+ * against an installed lucent, as RUN says):
  *
- *   lu_config_t cfg;  lu_config_init(&cfg);
- *   cfg.shards = 4;  cfg.store = "events.db";
- *   cfg.on_outcome = my_callback;
+ *   #include <stdio.h>
+ *   #include <string.h>
  *
- *   lu_manager_t *m;
- *   if (lu_manager_new(&m, &cfg, reg) != 0) { ... lu_manager_errmsg ... }
- *   lu_manager_submit_json(m, line, len, lineno);   // as often as needed
- *   lu_manager_drain(m);                              // all outcomes in
- *   lu_manager_free(m);  lu_registry_free(reg);
+ *   #include <lucent/lucent.h>
+ *
+ *   LU_FUNCTION(Double, .events = "Number")
+ *   {
+ *     cJSON *r = cJSON_CreateNumber(2 * cJSON_GetNumberValue(data));
+ *     return lu_out_result(out, r) ? LU_RETRY : LU_OK;
+ *   }
+ *
+ *   // Once per input event, after its outcome is stored.
+ *   static void print_outcome(void *ud, const lu_outcome_t *o) {
+ *     (void)ud;
+ *     printf("%s %s\n", lu_outcome_name(o->kind),
+ *            o->result_json ? o->result_json : o->reason);
+ *   }
+ *
+ *   int main(void) {
+ *     const lu_fn_t *const *fns;
+ *     size_t n = lu_fns_here(&fns);  // this program's LU_FUNCTIONs
+ *     lu_registry_t *reg;            // (or lu_registry_load_plugin)
+ *     if (lu_registry_new(&reg) || lu_registry_add(reg, fns, n, "main"))
+ *       return 1;
+ *
+ *     lu_config_t cfg;
+ *     lu_config_init(&cfg);          // first: the defaults
+ *     cfg.shards = 2;                // cfg.store = "events.db"; ...
+ *     cfg.on_outcome = print_outcome;
+ *
+ *     lu_manager_t *m;
+ *     char err[256];
+ *     if (lu_manager_new(&m, &cfg, reg, err, sizeof err)) {
+ *       fprintf(stderr, "lucent: %s\n", err);
+ *       lu_registry_free(reg);
+ *       return 1;
+ *     }
+ *     const char *ev = "{\"specversion\":\"1.0\",\"id\":\"n-1\","
+ *                      "\"type\":\"Number\",\"source\":\"main\","
+ *                      "\"data\":21}";
+ *     lu_manager_submit_json(m, ev, strlen(ev), 1);  // as often as needed
+ *     lu_manager_drain(m);                           // every outcome in
+ *     lu_manager_free(m);
+ *     lu_registry_free(reg);
+ *     return 0;
+ *   }
+ *
+ * RUN: (the program above in double.c, lucent installed)
+ *   cc -o double double.c $(pkg-config --cflags --libs lucent)
+ *   ./double
+ *
+ * OUTPUT:
+ *   completed 42
  *
  * Conventions: calls return 0 or a negative LU_E* code; every _new has a
  * _free that accepts NULL; out-parameters come first; borrowed pointers say
@@ -27,13 +71,20 @@
 #include "error.h"
 #include "event.h"
 #include "fn.h"
+#include "lucent/version.h" /* generated: LU_VERSION, LU_VERSION_MAJOR... */
 #include "store.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define LU_VERSION "0.1.0"
+/** The version of the library this program runs with, as
+ *  LU_VERSION_NUMBER (version.h) is for the headers it was compiled with:
+ *  MAJOR * 1000000 + MINOR * 1000 + PATCH.  Thread safe. */
+LU_EXTERN unsigned lu_version(void);
+
+/** The same as "MAJOR.MINOR.PATCH" (static storage). */
+LU_EXTERN const char *lu_version_string(void);
 
 /* ======================================================================
  * Registry: the functions known to this process.
@@ -60,7 +111,8 @@ LU_EXTERN int lu_registry_add(lu_registry_t *reg, const lu_fn_t *const *fns,
 
 /** dlopen()s a plugin built with LU_PLUGIN() and adds its functions as
  *  lu_registry_add() does.  Errors: LU_ENOENT (no such file), LU_EPLUGIN
- *  (not a loadable object, no lu_plugin_functions symbol, ABI mismatch,
+ *  (not a loadable object, no lu_plugin_functions symbol, built for
+ *  another plugin ABI or against another cJSON major version,
  *  no functions), plus those of lu_registry_add().  Not thread safe. */
 LU_EXTERN int lu_registry_load_plugin(lu_registry_t *reg, const char *path);
 
@@ -134,7 +186,33 @@ typedef void (*lu_explain_cb)(void *userdata, const char *line);
  * Manager: N shards (threads), one store, the whole pipeline.
  * ==================================================================== */
 
+/* How lu_config_t grows without breaking a program compiled against
+ * older headers: a size field, not an opaque config with setters.  The
+ * struct stays what every embedder already writes (fields set by name,
+ * designated initialisers, visible in a debugger), and the size tells the
+ * library which fields the caller's struct has.  The rules:
+ *
+ *  - lucent only appends fields; it never removes, reorders or retypes
+ *    one, so an older lu_config_t is a prefix of a newer one;
+ *  - a program calls lu_config_init() (a macro: it passes the
+ *    sizeof(lu_config_t) it was compiled with) before setting fields,
+ *    and never writes struct_size itself;
+ *  - lu_manager_new() reads only the fields that lie wholly within
+ *    struct_size: a program compiled against older headers keeps
+ *    working, and the fields it does not know take their defaults;
+ *  - a struct_size larger than this library's lu_config_t (headers newer
+ *    than the library) or smaller than its first fields (0: not
+ *    initialised) is refused with LU_EINVAL and a message.
+ *
+ * The other structs cross the boundary in one direction only and have no
+ * size: lu_outcome_t is made by lucent and lent to the callback (lucent
+ * may append fields; never copy it by value into storage of your own), and
+ * the structs a program passes for lucent to fill (lu_count_t,
+ * lu_shard_stats_t, lu_fn_stats_t) and lu_record_t, lu_query_t,
+ * lu_fn_t (checked by LU_ABI_VERSION) change only with a new SONAME. */
 typedef struct lu_config_s {
+  size_t struct_size;       /**< sizeof(lu_config_t) as the caller was
+                                 compiled: set by lu_config_init() */
   unsigned shards;          /**< number of shards; default 1 */
   const char *const *shard_ids; /**< their ids (`shards` of them), or NULL
                                for "shard-0", "shard-1", ...; copied */
@@ -160,7 +238,20 @@ typedef struct lu_config_s {
                                     thread (with an event store on
                                     JetStream: from whichever thread sees
                                     a batch's last ack, mostly the NATS
-                                    client's), one call at a time */
+                                    client's), one call at a time, under
+                                    the writer's reporting lock.  So it
+                                    must not call lu_manager_submit*,
+                                    lu_manager_drain or lu_manager_free
+                                    of this manager (drain and free wait
+                                    for this very callback: deadlock;
+                                    submit may block on a full queue only
+                                    the writer empties), nor query its
+                                    store; and it should return quickly:
+                                    while it runs, no other outcome is
+                                    reported and, with SQLite, nothing
+                                    is written.  Hand work to a thread of
+                                    your own (copy what you keep: every
+                                    pointer in the outcome is borrowed) */
   void *on_outcome_ud;
   unsigned threads;            /**< worker threads that run the shards;
                                     0 = one per CPU, at most one per
@@ -172,16 +263,27 @@ typedef struct lu_config_s {
   void *on_explain_ud;
 } lu_config_t;
 
-/** Fills cfg with the defaults. */
-LU_EXTERN void lu_config_init(lu_config_t *cfg);
+/** Fills cfg with the defaults and sets cfg->struct_size to the size of
+ *  the lu_config_t this program was compiled with.  Call it before
+ *  setting any field.  (A macro, so that sizeof is the caller's; from a
+ *  language without C macros call lu_config_init_sized(cfg, size).) */
+#define lu_config_init(cfg) lu_config_init_sized((cfg), sizeof(lu_config_t))
+
+/** lu_config_init() with the size of the caller's struct: zeroes `size`
+ *  bytes, fills the fields they hold with the defaults, sets struct_size.
+ *  Returns 0, or LU_EINVAL when lu_manager_new() will refuse that size
+ *  (see above; cfg is still filled as far as it can be). */
+LU_EXTERN int lu_config_init_sized(lu_config_t *cfg, size_t size);
 
 typedef struct lu_manager_s lu_manager_t;
 
 /** Creates a manager and starts its shard and store threads.  The config is
- *  copied (strings too); reg is borrowed and must outlive the manager.
- *  Errors: LU_EINVAL (bad config), LU_ESTORE (store cannot open: see
- *  errmsg), LU_ENOMEM.  On error *out is NULL and, if errbuf is not NULL,
- *  the reason is written there. */
+ *  copied (strings too; only the fields within cfg->struct_size, the
+ *  others take their defaults; NULL = all defaults); reg is borrowed and
+ *  must outlive the manager.  Errors: LU_EINVAL (bad config, or a
+ *  struct_size this library does not know), LU_ESTORE (store cannot open:
+ *  see errmsg), LU_ENOMEM.  On error *out is NULL and, if errbuf is not
+ *  NULL, the reason is written there. */
 LU_EXTERN int lu_manager_new(lu_manager_t **out, const lu_config_t *cfg,
                              const lu_registry_t *reg, char *errbuf,
                              size_t errlen);
@@ -248,7 +350,17 @@ LU_EXTERN void lu_manager_fn_stats(const lu_manager_t *m, size_t i,
  *  run with store errors lost data: treat any non-zero value as failure. */
 LU_EXTERN uint64_t lu_manager_store_errors(const lu_manager_t *m);
 
-/** The store the manager writes to (borrowed, for queries). */
+/** The store the manager writes to (borrowed until lu_manager_free).
+ *
+ *  A store serves one caller at a time (store.h), and that caller is the
+ *  manager's writer whenever outcomes are on their way to it.  So query
+ *  this store only while the manager is quiet: after lu_manager_drain()
+ *  returned and before the next submit from any thread; never from
+ *  on_outcome or while a submit or drain runs elsewhere.  To read while
+ *  events are running, open the same file a second time with
+ *  lu_store_open_readonly(): SQLite in WAL mode lets it read beside the
+ *  writer, and it sees every batch committed so far (an ":memory:" store
+ *  cannot be opened twice). */
 LU_EXTERN lu_store_t *lu_manager_store(lu_manager_t *m);
 
 #ifdef __cplusplus

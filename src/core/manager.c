@@ -28,6 +28,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -430,9 +431,18 @@ int lu_manager_new(lu_manager_t **out, const lu_config_t *cfg_in,
   *out = NULL;
   if (errbuf && errlen) errbuf[0] = 0;
   lu_config_t cfg;
-  if (cfg_in) cfg = *cfg_in;
-  else lu_config_init(&cfg);
-  int rc = reg ? lu__config_check(&cfg, errbuf, errlen) : LU_EINVAL;
+  int rc = lu__config_import(&cfg, cfg_in, errbuf, errlen);
+  if (rc) {
+    /* Ours even on error; readable unless the struct is too small to
+     * have it (a struct_size of 0 is a struct of today's layout that was
+     * not initialised). */
+    size_t sz = cfg_in->struct_size;
+    if (!sz || sz >= offsetof(lu_config_t, store_handle) +
+                         sizeof cfg_in->store_handle)
+      lu_store_close(cfg_in->store_handle);
+    return rc;
+  }
+  rc = reg ? lu__config_check(&cfg, errbuf, errlen) : LU_EINVAL;
   if (!reg && errbuf) lu__fmt(errbuf, errlen, "no registry");
   if (rc) {
     lu_store_close(cfg.store_handle);

@@ -215,6 +215,13 @@ void lu__run_item(lu_shard_t *s, lu_item_t *it);
 
 /* ---- config.c --------------------------------------------------------- */
 
+/** Copies the caller's config into cfg: the fields within its
+ *  struct_size, defaults for the others (all defaults for NULL).  0, or
+ *  LU_EINVAL with why in errbuf for a struct_size this library does not
+ *  know (lucent.h, "How lu_config_t grows"). */
+int lu__config_import(lu_config_t *cfg, const lu_config_t *in, char *errbuf,
+                      size_t errlen);
+
 /** Checks (and completes) a copy of the user's config: 0, or LU_EINVAL
  *  with why in errbuf. */
 int lu__config_check(lu_config_t *cfg, char *errbuf, size_t errlen);

@@ -335,11 +335,23 @@ int lu_registry_load_plugin(lu_registry_t *r, const char *path) {
   const lu_fn_t *const *fns = NULL;
   unsigned abi = 0;
   size_t n = fn(&fns, &abi);
-  if (abi != LU_ABI_VERSION) {
+  /* LU_PLUGIN_ABI: the plugin ABI, then the cJSON major version.  ABI 1
+   * plugins wrote only their ABI (so a cJSON major of 0). */
+  unsigned plugin_abi = abi & 0xffffu, cjson_major = abi >> 16;
+  if (plugin_abi != LU_ABI_VERSION) {
     dlclose(h);
     return seterr(r, LU_EPLUGIN, NULL,
-                  "plugin %s: built for lucent ABI %u, this is ABI %u", path,
-                  abi, LU_ABI_VERSION);
+                  "plugin %s: built for lucent plugin ABI %u, this lucent "
+                  "(%s) has ABI %u: rebuild it with this lucent's headers",
+                  path, plugin_abi, LU_VERSION, LU_ABI_VERSION);
+  }
+  if (cjson_major != (unsigned)CJSON_VERSION_MAJOR) {
+    dlclose(h);
+    return seterr(r, LU_EPLUGIN, NULL,
+                  "plugin %s: built against cJSON %u.x, this lucent uses "
+                  "cJSON %d.x (functions exchange cJSON trees with it): "
+                  "rebuild it against cJSON %d",
+                  path, cjson_major, CJSON_VERSION_MAJOR, CJSON_VERSION_MAJOR);
   }
   if (!n) {
     dlclose(h);

@@ -32,6 +32,12 @@ dl=$(json "$T/sum.json" "j['outcomes']['dead_lettered']")
 [ "$(json "$T/sum.json" "[f for f in j['functions'] if f['name']=='ValidateOrder'][0]['completed'] > 0")" = True ] || fail "chain: no ValidateOrder completed"
 [ "$(json "$T/sum.json" "sum(j['emitted'].values()) >= [f for f in j['functions'] if f['name']=='ValidateOrder'][0]['completed'] and j['emitted']['completed'] > 0")" = True ] || fail "chain"
 [ "$(json "$T/sum.json" "all(s['routed'] > 0 for s in j['shards'])")" = True ] || fail "spread"
+# Both fraud scorers ran: selection picks each where the score favours it
+# (examples/orders/orders.c; section 10 checks where).  How often depends
+# on measured latencies too (the load sub-score), so only that both ran.
+for f in ScoreFraudModel ScoreFraudRules; do
+  [ "$(json "$T/sum.json" "[f for f in j['functions'] if f['name']=='$f'][0]['completed'] > 0")" = True ] || fail "$f did not run"
+done
 # The retry path of ReserveInventory ran.
 [ "$(json "$T/sum.json" "[f for f in j['functions'] if f['name']=='ReserveInventory'][0]['retries'] > 0")" = True ] || fail "retries"
 pass "run: $lines events, outcomes balance"
@@ -120,6 +126,11 @@ expect_fail 2 "--plugin is required" "$LUCENT" run --input "$T/in.jsonl"
 expect_fail 2 "--input is required" "$LUCENT" run --plugin "$LUCENT_PLUGIN"
 expect_fail 2 "--shards must be" "$LUCENT" run --plugin "$LUCENT_PLUGIN" --input - --shards 0
 expect_fail 2 "--weights" "$LUCENT" run --plugin "$LUCENT_PLUGIN" --input - --weights 1,2
+# Non-finite weights would make every total NaN or infinite.
+for w in nan,inf,1,1 1,1,1,inf 1,1,nan,1 1e999,1,1,1 -1,1,1,1 0,0,0,0 1,1,1,1,1; do
+  expect_fail 2 "^lucent: --weights wants four finite, non-negative numbers" \
+    "$LUCENT" run --plugin "$LUCENT_PLUGIN" --input - --weights "$w"
+done
 expect_fail 1 "cannot open input" "$LUCENT" run --plugin "$LUCENT_PLUGIN" --input "$T/missing.jsonl"
 expect_fail 1 "/proc/nope/x.db" "$LUCENT" run --plugin "$LUCENT_PLUGIN" --input "$T/in.jsonl" --store /proc/nope/x.db
 expect_fail 1 "missing.db" "$LUCENT" events --store "$T/missing.db"
@@ -143,4 +154,52 @@ done > "$T/scored.jsonl"
 grep -q "chosen=ScoreFraud" "$T/explain.txt" || fail "explain"
 grep -m1 "ScoreFraudModel" "$T/explain.txt" | grep -q "prio=" || fail "explain sub-scores"
 pass "explain"
-echo "9 passed, 0 failed"
+
+# 10. The orders example shows selection at work: of the two fraud
+# scorers, the cheap rules win exactly where their affinity is 1 (the
+# customer's own shard) and the preferred model everywhere else; on one
+# shard the rules win every time; where the model does not fit (a shard
+# of 500 millicores) it is excluded, never chosen.  The load sub-score is
+# measured latency, which a busy machine or a sanitizer moves (and a
+# scorer that lost keeps its last latency), so these runs weigh only
+# resources, priority and affinity, in the default proportions: each
+# decision is then a function of the event alone.  (Section 1 ran the
+# default weights: both scorers ran there too.)
+W=0,0.25,0.25,0.2
+"$LUCENT" run --plugin "$LUCENT_PLUGIN" --shards 4 --input "$T/in.jsonl" \
+  --weights $W --explain --json 2> "$T/explain4.txt" > "$T/sum4.json"
+"$LUCENT" run --plugin "$LUCENT_PLUGIN" --shards 1 --input "$T/in.jsonl" \
+  --weights $W --explain --json 2> "$T/explain1.txt" > /dev/null
+"$LUCENT" run --plugin "$LUCENT_PLUGIN" --shards 2 --shard-cpu 500 \
+  --weights $W --input "$T/in.jsonl" --explain --json 2> "$T/explain500.txt" > /dev/null
+python3 - "$T/explain4.txt" "$T/explain1.txt" "$T/explain500.txt" <<'PY'
+import re, sys
+def decisions(path):
+    out = []
+    for line in open(path):
+        if "ScoreFraudRules{" not in line:
+            continue
+        chosen = re.search(r" chosen=(\S+)", line).group(1)
+        c = {m.group(1): dict(kv.split("=") for kv in m.group(2).split()[:5])
+             for m in re.finditer(r" (\w+)\{([^}]*)\}", line)}
+        out.append((chosen, c, line))
+    return out
+d4 = decisions(sys.argv[1])
+assert len(d4) > 1000, len(d4)
+n = {"ScoreFraudRules": 0, "ScoreFraudModel": 0}
+for chosen, c, line in d4:
+    n[chosen] += 1
+    home = c["ScoreFraudRules"]["aff"] == "1.000"
+    assert chosen == ("ScoreFraudRules" if home else "ScoreFraudModel"), line
+# About 1 in 4 on 4 shards: both are well represented.
+assert n["ScoreFraudRules"] > len(d4) / 10 and n["ScoreFraudModel"] > len(d4) / 2, n
+d1 = decisions(sys.argv[2])
+assert d1 and all(ch == "ScoreFraudRules" for ch, _, _ in d1)
+d500 = decisions(sys.argv[3])
+assert d500 and all(ch == "ScoreFraudRules" for ch, _, _ in d500)
+assert all("excluded=" in l.split("ScoreFraudModel{")[1].split("}")[0] for _, _, l in d500)
+print("fraud scorers on 4 shards:", n)
+PY
+[ "$(json "$T/sum4.json" "[f for f in j['functions'] if f['name']=='ScoreFraudModel'][0]['executions'] > 0")" = True ] || fail "model never ran on 4 shards"
+pass "orders: each fraud scorer wins where the score favours it"
+echo "10 passed, 0 failed"

@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -151,6 +152,11 @@ static void test_plugins(void **state) {
   load_fails("BAD_STRATEGY", LU_EMETA, "unknown sharding strategy 'random_walk'");
   load_fails("BAD_PATH", LU_EMETA, "function Hashless");
   load_fails("NO_SYMBOL", LU_EPLUGIN, "lu_plugin_functions");
+  load_fails("OLD_ABI", LU_EPLUGIN, "built for lucent plugin ABI 1, this");
+  char want[96];
+  snprintf(want, sizeof want, "built against cJSON %d.x, this lucent uses "
+           "cJSON %d.x", CJSON_VERSION_MAJOR + 1, CJSON_VERSION_MAJOR);
+  load_fails("OTHER_CJSON", LU_EPLUGIN, want);
   lu_registry_t *r;
   lu_registry_new(&r);
   assert_int_equal(lu_registry_load_plugin(r, "/no/such/plugin.so"),
