@@ -165,6 +165,14 @@ typedef struct lu_config_s {
   unsigned threads;            /**< worker threads that run the shards;
                                     0 = one per CPU, at most one per
                                     shard */
+  unsigned hang_factor;        /**< a function still running (wall
+                                    clock) after hang_factor x its
+                                    timeout_ms (and at least 1 s) is
+                                    abandoned: its event is dead-lettered
+                                    with the reason, its shard goes on
+                                    with another thread, and the stuck
+                                    thread is left to finish on its own;
+                                    0 = 10 */
   lu_explain_cb on_explain;    /**< may be NULL; called from shard threads
                                     (or the NATS client's thread running a
                                     request inline: lucent serve),

@@ -202,8 +202,9 @@ void lu__route_expire(lu_manager_t *m, uint64_t now_ms);
 
 /** Runs one attempt of it on shard s by the turn's holder: outcome, or a
  *  retry on the shard's timer heap.  Consumes it unless it is scheduled
- *  again. */
-void lu__run_item(lu_shard_t *s, lu_item_t *it);
+ *  again.  Returns 1 when the watchdog abandoned the run meanwhile: the
+ *  caller no longer holds the turn and must not touch s (shard.h). */
+int lu__run_item(lu_shard_t *s, lu_item_t *it);
 
 /* ---- config.c --------------------------------------------------------- */
 

@@ -70,11 +70,42 @@ LU_FUNCTION(Broken, .events = "Broken") {
   return lu_out_fail(out, LU_FAIL, "always broken");
 }
 
-/* Not pure, on purpose: overruns its 1 ms deadline. */
+/* CPU time this thread has used, ns. */
+static uint64_t thread_cpu(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Overruns its 1 ms deadline: burns 5 ms of CPU. */
 LU_FUNCTION(Slow, .events = "Slow", .timeout_ms = 1) {
-  struct timespec ts = {0, 5 * 1000 * 1000};
-  nanosleep(&ts, NULL);
+  uint64_t t0 = thread_cpu();
+  while (thread_cpu() - t0 < 5 * 1000 * 1000) {
+  }
   lu_out_emit(out, "Echo", NULL, NULL); /* must be discarded */
+  return LU_OK;
+}
+
+/* Not pure, on purpose: waits 30 ms of wall time with its deadline at 5
+ * ms, as a function does on a machine too busy to run it.  Its CPU time
+ * is a few microseconds: it must complete. */
+LU_FUNCTION(Sleepy, .events = "Sleepy", .timeout_ms = 5) {
+  struct timespec ts = {0, 30 * 1000 * 1000};
+  nanosleep(&ts, NULL);
+  lu_out_result(out, cJSON_CreateTrue());
+  return LU_OK;
+}
+
+/* Spins until the test lets it go: a function that does not return. */
+static _Atomic int spin_release;
+static _Atomic int spin_running;
+LU_FUNCTION(Spin, .events = "Spin", .timeout_ms = 10) {
+  atomic_store(&spin_running, 1);
+  while (!atomic_load(&spin_release)) {
+    struct timespec ts = {0, 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  lu_out_result(out, cJSON_CreateString("late"));
   return LU_OK;
 }
 
@@ -162,7 +193,7 @@ static fixture_t *fx_new(unsigned shards, const char *store) {
   assert_int_equal(lu_registry_new(&f->reg), 0);
   const lu_fn_t *const *fns;
   size_t n = lu_fns_here(&fns);
-  assert_int_equal(n, 15); /* a vanished section would be silent */
+  assert_int_equal(n, 17); /* a vanished section would be silent */
   assert_int_equal(lu_registry_add(f->reg, fns, n, "test"), 0);
   lu_config_init(&f->cfg);
   f->cfg.shards = shards;
@@ -378,6 +409,67 @@ static void test_timeout_discards_output(void **state) {
   lu_count_t c;
   lu_manager_counts(f->m, &c, NULL);
   for (int k = 0; k < LU_OUTCOME__COUNT; k++) assert_int_equal(c.derived[k], 0);
+  fx_free(f);
+}
+
+/* The deadline counts CPU time: a function that waits on the wall clock
+ * far past its timeout (a busy machine) completes. */
+static void test_timeout_counts_cpu_time(void **state) {
+  (void)state;
+  fixture_t *f = fx_new(1, ":memory:");
+  fx_start(f);
+  submitf(f, 1, EV("z1", "Sleepy", "{}"));
+  lu_manager_drain(f->m);
+  const rec_t *r = find(f, "z1", 0);
+  assert_int_equal(r->kind, LU_OUTCOME_COMPLETED);
+  fx_free(f);
+}
+
+/* A function that never returns: past hang_factor x its timeout (and the
+ * 1 s floor) it is abandoned: its event is dead-lettered with the reason,
+ * the shard's other events run meanwhile on another worker, and when the
+ * function returns at last nothing more is recorded for it. */
+static void test_hung_function_abandoned(void **state) {
+  (void)state;
+  atomic_store(&spin_release, 0);
+  atomic_store(&spin_running, 0);
+  fixture_t *f = fx_new(1, ":memory:");
+  f->cfg.threads = 1;
+  f->cfg.hang_factor = 2;
+  fx_start(f);
+  submitf(f, 1, EV("h1", "Spin", "{}"));
+  while (!atomic_load(&spin_running)) {
+    struct timespec ts = {0, 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  /* Queued behind the spinning function on the same shard. */
+  submitf(f, 2, EV("h2", "Echo", "{\"n\":2}"));
+  submitf(f, 3, EV("h3", "Echo", "{\"n\":3}"));
+  lu_manager_drain(f->m); /* returns: the watchdog gave the shard on */
+  const rec_t *r = find(f, "h1", 0);
+  assert_int_equal(r->kind, LU_OUTCOME_DEAD_LETTERED);
+  assert_non_null(strstr(r->reason, "did not return within its hard limit"));
+  assert_non_null(strstr(r->reason, "Spin"));
+  assert_int_equal(find(f, "h2", 0)->kind, LU_OUTCOME_COMPLETED);
+  assert_int_equal(find(f, "h3", 0)->kind, LU_OUTCOME_COMPLETED);
+  lu_fn_stats_t st;
+  for (size_t i = 0; i < lu_registry_count(f->reg); i++) {
+    lu_manager_fn_stats(f->m, i, &st);
+    if (!strcmp(st.name, "Spin")) break;
+  }
+  assert_int_equal(st.timeouts, 1);
+  /* Let it return: its late result must not be recorded. */
+  atomic_store(&spin_release, 1);
+  struct timespec ts = {0, 50 * 1000 * 1000};
+  nanosleep(&ts, NULL);
+  lu_manager_drain(f->m);
+  assert_balanced(f);
+  lu_count_t c;
+  uint64_t in;
+  lu_manager_counts(f->m, &c, &in);
+  assert_int_equal(in, 3);
+  assert_int_equal(c.outcomes[LU_OUTCOME_DEAD_LETTERED], 1);
+  assert_int_equal(c.outcomes[LU_OUTCOME_COMPLETED], 2);
   fx_free(f);
 }
 
@@ -930,6 +1022,8 @@ int main(void) {
       cmocka_unit_test(test_depth_limit),
       cmocka_unit_test(test_retries),
       cmocka_unit_test(test_timeout_discards_output),
+      cmocka_unit_test(test_timeout_counts_cpu_time),
+      cmocka_unit_test(test_hung_function_abandoned),
       cmocka_unit_test(test_breaker_opens),
       cmocka_unit_test(test_hash_agreement),
       cmocka_unit_test(test_sticky_agreement),
