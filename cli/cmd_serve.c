@@ -265,6 +265,10 @@ int cmd_serve(int argc, char **argv) {
   }
   lu_log_set_format(log_format);
   lu_log_set_level(log_level);
+  /* A crash names its function and event on stderr.  No marker: the
+   * input that did it comes again from JetStream after AckWait with a
+   * delivery count above 1, which is what runs it isolated. */
+  lu_crash_report_install(NULL);
 
   /* SIGINT/SIGTERM are taken by sigwait below, in this thread only: block
    * them before any thread starts so every thread inherits the mask. */

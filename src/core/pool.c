@@ -91,6 +91,7 @@ static void *worker_main(void *arg) {
   lu_pool_t *p = arg;
   lu_manager_t *m = p->m;
   lu__runner()->worker = 1;
+  lu__crash_altstack();
   uint64_t next_scan = lu__now_ns() + SCAN_NS;
   pthread_mutex_lock(&p->lock);
   for (;;) {

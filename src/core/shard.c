@@ -222,8 +222,23 @@ int lu__shard_run(lu_shard_t *s) {
   if (unblock) pthread_cond_broadcast(&s->space);
 
   lu_item_t *it;
-  while ((it = batch_pop(s)))
+  while ((it = batch_pop(s))) {
+    if (it->delivery > 1 && !it->unrouted) {
+      /* Suspect inputs (delivered again) come in crowds after a shard
+       * dies: the run of them that follows goes to one isolated child. */
+      lu_item_t *run[64];
+      size_t n = 0;
+      run[n++] = it;
+      while (n < 64) {
+        lu_item_t *nx = s->batch_fw ? s->batch_fw : s->batch_in;
+        if (!nx || nx->delivery < 2 || nx->unrouted) break;
+        run[n++] = batch_pop(s);
+      }
+      lu__run_suspects(s, run, n);
+      continue;
+    }
     if (lu__run_item(s, it)) return 1; /* abandoned: s is not ours */
+  }
   /* Retries the heap had no room for: those there now (one that fails
    * for want of memory again goes back and waits for a later turn). */
   size_t nstalled = 0;

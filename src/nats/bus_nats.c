@@ -98,6 +98,8 @@ typedef struct puller_s {
   char target[64];   /* fwd: the shard the queue belongs to */
   int is_fwd;
   lu_pull_t pull;     /* our pull requests (puller_main) */
+  uint64_t replay_until; /* messages up to this stream sequence come
+                          * again after a takeover: suspect */
   pthread_t thread;
   _Atomic int want;
 } puller_t;
@@ -121,6 +123,12 @@ struct lu_natsbus_s {
   pthread_mutex_t fwlock;
   lu_ptrmap_t fwmap; /* in-flight JetStream forwards */
   natsSubscription *exec_sub, *exec_self_sub, *amo_sub, *amo_fwd_sub;
+  pthread_mutex_t heldlock; /* held: messages pulled and not acked yet */
+  struct pulled_s *held;
+  pthread_t keeper;
+  int keeper_running, keeper_stop;
+  pthread_mutex_t keeplock;
+  pthread_cond_t keepcond;
   /* The claimer's copy of the view (reclaim). */
   char (*view_ids)[LU_SHARD_ID_MAX];
   uint64_t *view_seeds;
@@ -306,13 +314,42 @@ typedef struct pulled_s {
   _Atomic int ok;
   natsMsg *msg;
   natsConnection *nc;
+  struct lu_natsbus_s *b;
+  struct pulled_s *prev, *next; /* on b->held, under b->heldlock */
+  uint64_t touched_ns;          /* pulled, or last said in progress */
 } pulled_t;
+
+/* Messages we hold are kept from redelivery while we work on them (the
+ * keeper thread says +WPI for each every AckWait / 4): one that waits in
+ * a queue, or a suspect running isolated (sandbox: a fork each), must not
+ * come back to another shard - and be suspect there in turn - only
+ * because this one is slow.  Only a shard that dies lets them go. */
+static void held_add(pulled_t *j) {
+  lu_natsbus_t *b = j->b;
+  j->touched_ns = lu__now_ns();
+  pthread_mutex_lock(&b->heldlock);
+  j->prev = NULL;
+  j->next = b->held;
+  if (b->held) b->held->prev = j;
+  b->held = j;
+  pthread_mutex_unlock(&b->heldlock);
+}
+
+static void held_remove(pulled_t *j) {
+  lu_natsbus_t *b = j->b;
+  pthread_mutex_lock(&b->heldlock);
+  if (j->prev) j->prev->next = j->next;
+  else b->held = j->next;
+  if (j->next) j->next->prev = j->prev;
+  pthread_mutex_unlock(&b->heldlock);
+}
 
 static void pulled_done(void *ctx, const lu_outcome_t *o, int stored) {
   (void)o;
   pulled_t *j = ctx;
   if (!stored) atomic_store(&j->ok, 0);
   if (atomic_fetch_sub(&j->remaining, 1) != 1) return;
+  held_remove(j);
   /* NAKed: redelivered; ids are idempotent. */
   js_reply(j->nc, j->msg, atomic_load(&j->ok) ? "+ACK" : "-NAK");
   lu__nats_msg_release(j->msg);
@@ -322,15 +359,64 @@ static void pulled_done(void *ctx, const lu_outcome_t *o, int stored) {
 /* Is this done the acknowledgement of an intake or forward message? */
 static int acks_a_message(lu_done_t d) { return d.fn == pulled_done; }
 
+/* What the JetStream ack subject of a pulled message says:
+ * $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>,
+ * or, from newer servers, $JS.ACK.<domain>.<account>.<stream>.<consumer>.
+ * <delivered>.<sseq>... (docs/nats-notes.md, c1). */
+typedef struct jsmeta_s {
+  unsigned delivered; /* 1 = first delivery */
+  uint64_t sseq;      /* stream sequence */
+  char stream[64];
+} jsmeta_t;
+
+static int js_meta(natsMsg *m, jsmeta_t *mt) {
+  memset(mt, 0, sizeof *mt);
+  mt->delivered = 1;
+  const char *r = natsMsg_GetReply(m);
+  if (!r || strncmp(r, "$JS.ACK.", 8)) return -1;
+  const char *tok[16];
+  size_t len[16];
+  unsigned n = 0;
+  for (const char *p = r + 8; n < 16;) {
+    const char *dot = strchr(p, '.');
+    tok[n] = p;
+    len[n++] = dot ? (size_t)(dot - p) : strlen(p);
+    if (!dot) break;
+    p = dot + 1;
+  }
+  unsigned at = n >= 10 ? 2 : 0; /* domain and account first */
+  if (n < at + 4) return -1;
+  if (len[at] < sizeof mt->stream) {
+    memcpy(mt->stream, tok[at], len[at]);
+    mt->stream[len[at]] = 0;
+  }
+  mt->delivered = (unsigned)strtoul(tok[at + 2], NULL, 10);
+  mt->sseq = strtoull(tok[at + 3], NULL, 10);
+  if (!mt->delivered) mt->delivered = 1;
+  return 0;
+}
+
+/* One event of a pulled message (the whole message, or a line of a
+ * pack): its outcome or its failure counts toward the message's ack. */
+static void take_one(lu_natsbus_t *b, pulled_t *j, const lu_input_t *in,
+                     const char *reject_why) {
+  atomic_fetch_add(&j->remaining, 1);
+  lu_done_t done = {pulled_done, j};
+  int rc = reject_why ? lu_manager_reject(b->m, in, reject_why, done)
+                      : lu_manager_take(b->m, in, done);
+  if (rc) pulled_done(j, NULL, 0); /* not taken: the message comes back */
+}
+
 static void submit_pack(lu_natsbus_t *b, pulled_t *j, const char *data,
-                        size_t len) {
+                        size_t len, const char *origin, unsigned delivery) {
   /* j->remaining is 1, ours, until every line is submitted. */
   const char *cursor = NULL, *ev;
   size_t at = 0, l;
   for (size_t i = 0; (ev = lu__pack_next(data, len, &at, &l)); i++) {
-    atomic_fetch_add(&j->remaining, 1);
-    lu_manager_take(b->m, ev, l, lu__pack_line(j->msg, i, &cursor),
-                           (lu_done_t){pulled_done, j});
+    lu_input_t in = {.json = ev, .len = l,
+                     .line = lu__pack_line(j->msg, i, &cursor),
+                     .origin = origin, .delivery = delivery};
+    take_one(b, j, &in, NULL);
   }
   pulled_done(j, NULL, 1);
 }
@@ -351,31 +437,56 @@ static void handle_pulled(puller_t *p, natsMsg *msg, size_t events) {
   atomic_init(&j->ok, 1);
   j->msg = msg;
   j->nc = b->nc;
+  j->b = b;
+  held_add(j);
+  /* Its identity (for rejections) and whether it comes again: a
+   * redelivery, or one a takeover replays, is suspect and runs isolated
+   * (it may be what killed the shard that had it). */
+  jsmeta_t mt;
+  js_meta(msg, &mt);
+  unsigned delivery = mt.delivered;
+  if (delivery < 2 && mt.sseq && mt.sseq <= p->replay_until) delivery = 2;
+  char origin[96];
+  lu__fmt(origin, sizeof origin, "%s:%llu", mt.stream[0] ? mt.stream : "?",
+          (unsigned long long)mt.sseq);
   const char *data = natsMsg_GetData(msg);
   int len = natsMsg_GetDataLength(msg);
-  lu_done_t done = {pulled_done, j};
   if (!p->is_fwd && events > 1) {
-    submit_pack(b, j, data ? data : "", len > 0 ? (size_t)len : 0);
+    submit_pack(b, j, data ? data : "", len > 0 ? (size_t)len : 0, origin,
+                delivery);
     return;
   }
   if (p->is_fwd) {
-    if (lu_manager_accept(b->m, data ? data : "", len > 0 ? (size_t)len : 0,
-                           p->target, (unsigned)header_u64(msg, "Lucent-Hops"),
-                           done) == LU_EBUSY) {
+    const char *dv = NULL;
+    if (natsMsgHeader_Get(msg, LU_HDR_DELIVERY, &dv) == NATS_OK) {
+      unsigned d = (unsigned)strtoul(dv, NULL, 10);
+      if (d > delivery) delivery = d; /* suspect before it was forwarded */
+    }
+    lu_input_t in = {.json = data ? data : "",
+                     .len = len > 0 ? (size_t)len : 0,
+                     .origin = origin, .delivery = delivery};
+    int rc = lu_manager_accept(b->m, &in, p->target,
+                               (unsigned)header_u64(msg, "Lucent-Hops"),
+                               (lu_done_t){pulled_done, j});
+    if (rc == LU_EBUSY) {
+      held_remove(j);
       js_reply(b->nc, msg, "-NAK"); /* its shard is back: let it have it */
       natsMsg_Destroy(msg);
       free(j);
+    } else if (rc) {
+      pulled_done(j, NULL, 0);
     }
   } else {
     const char *json;
     size_t jlen;
     lu_buf_t own = {0};
     char why[320];
-    uint64_t line = header_u64(msg, "Lucent-Line");
-    if (msg_event(msg, &json, &jlen, &own, why, sizeof why) == 0)
-      lu_manager_take(b->m, json, jlen, line, done);
-    else
-      lu_manager_reject(b->m, json, jlen, line, why, done);
+    int bad = msg_event(msg, &json, &jlen, &own, why, sizeof why);
+    lu_input_t in = {.json = json, .len = jlen,
+                     .line = header_u64(msg, "Lucent-Line"),
+                     .origin = origin, .delivery = delivery};
+    take_one(b, j, &in, bad ? why : NULL);
+    pulled_done(j, NULL, 1); /* drops the 1 it started with */
     lu__buf_free(&own);
   }
 }
@@ -615,6 +726,29 @@ static void *claimer_main(void *arg) {
   return NULL;
 }
 
+/* The keeper: +WPI for every held message older than AckWait / 4. */
+static void *keeper_main(void *arg) {
+  lu_natsbus_t *b = arg;
+  uint64_t every = (uint64_t)b->cfg.ack_wait_ms * NS_PER_MS / 4;
+  pthread_mutex_lock(&b->keeplock);
+  while (!b->keeper_stop) {
+    pthread_mutex_unlock(&b->keeplock);
+    uint64_t now = lu__now_ns();
+    pthread_mutex_lock(&b->heldlock);
+    for (pulled_t *j = b->held; j; j = j->next)
+      if (now - j->touched_ns >= every) {
+        js_reply(j->nc, j->msg, "+WPI");
+        j->touched_ns = now;
+      }
+    pthread_mutex_unlock(&b->heldlock);
+    pthread_mutex_lock(&b->keeplock);
+    if (!b->keeper_stop)
+      lu__cond_wait_until(&b->keepcond, &b->keeplock, now + every / 2);
+  }
+  pthread_mutex_unlock(&b->keeplock);
+  return NULL;
+}
+
 static void on_view_change(void *ud) {
   lu_natsbus_t *b = ud;
   pthread_mutex_lock(&b->lock);
@@ -656,22 +790,27 @@ static void on_fwd_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa,
 }
 
 /* The durable forward: a LUCENT_FWD message, done when it is stored. */
-static void js_forward(void *ud, const char *target, const char *json,
-                       size_t len, unsigned hops, lu_done_t done) {
+static void js_forward(void *ud, const lu_fwd_t *fw, lu_done_t done) {
   lu_natsbus_t *b = ud;
   char subj[128], hbuf[16];
   atomic_fetch_add(&b->forwards_js, 1);
-  lu__fmt(subj, sizeof subj, "%s.%s", LU_SUBJ_FWD, target);
-  lu__fmt(hbuf, sizeof hbuf, "%u", hops);
+  lu__fmt(subj, sizeof subj, "%s.%s", LU_SUBJ_FWD, fw->target);
+  lu__fmt(hbuf, sizeof hbuf, "%u", fw->hops);
   natsMsg *msg = NULL;
-  natsStatus s = natsMsg_Create(&msg, subj, NULL, json, (int)len);
+  natsStatus s = natsMsg_Create(&msg, subj, NULL, fw->json, (int)fw->len);
   if (s == NATS_OK) s = natsMsgHeader_Set(msg, "Lucent-Hops", hbuf);
+  if (s == NATS_OK && fw->delivery > 1) {
+    char dbuf[16];
+    lu__fmt(dbuf, sizeof dbuf, "%u", fw->delivery);
+    s = natsMsgHeader_Set(msg, LU_HDR_DELIVERY, dbuf);
+  }
   if (s == NATS_OK) {
     /* Same bytes to the same shard = the same forward: dedup id. */
-    XXH128_hash_t h = XXH3_128bits_withSeed(json, len, lu__shard_seed(target));
+    XXH128_hash_t h = XXH3_128bits_withSeed(fw->json, fw->len,
+                                            lu__shard_seed(fw->target));
     char id[48];
     lu__fmt(id, sizeof id, "%016llx%016llx-%u", (unsigned long long)h.high64,
-            (unsigned long long)h.low64, hops);
+            (unsigned long long)h.low64, fw->hops);
     s = natsMsgHeader_Set(msg, "Nats-Msg-Id", id);
   }
   if (s == NATS_OK && fw_put(b, msg, done) != 0) s = NATS_INSUFFICIENT_BUFFER;
@@ -690,32 +829,32 @@ static void js_forward(void *ud, const char *target, const char *json,
   }
 }
 
-static void bus_forward(void *ud, const char *target, const char *json,
-                        size_t len, unsigned hops, lu_done_t done) {
+static void bus_forward(void *ud, const lu_fwd_t *fw, lu_done_t done) {
   lu_natsbus_t *b = ud;
   atomic_fetch_add(&b->forwarded, 1);
   if (b->cfg.delivery != LU_DELIVERY_AT_MOST_ONCE) {
     /* An intake message's first hop waits unacked for its owner's "stored"
      * (fwd_core.c); emitted events and re-routes stay durable. */
-    if (!(b->cfwd && hops == 1 && acks_a_message(done) &&
-          lu__cfwd_send(b->cfwd, target, json, len, done) == 0))
-      js_forward(b, target, json, len, hops, done);
+    if (!(b->cfwd && fw->hops == 1 && acks_a_message(done) &&
+          lu__cfwd_send(b->cfwd, fw->target, fw->json, fw->len,
+                        fw->delivery, done) == 0))
+      js_forward(b, fw, done);
     return;
   }
   /* At-most-once: core NATS.  A first hop travels bare (a header block is
    * half the CPU of a core message); on_amo reads a missing Lucent-Hops as
-   * 1. */
+   * 1.  (Nothing is redelivered here, so nothing is suspect.) */
   char subj[128];
   atomic_fetch_add(&b->forwards_amo, 1);
-  lu__fmt(subj, sizeof subj, "%s.%s", LU_SUBJ_AMO_FWD, target);
+  lu__fmt(subj, sizeof subj, "%s.%s", LU_SUBJ_AMO_FWD, fw->target);
   natsStatus s;
-  if (hops == 1) {
-    s = natsConnection_Publish(b->nc, subj, json, (int)len);
+  if (fw->hops == 1) {
+    s = natsConnection_Publish(b->nc, subj, fw->json, (int)fw->len);
   } else {
     char hbuf[16];
-    lu__fmt(hbuf, sizeof hbuf, "%u", hops);
+    lu__fmt(hbuf, sizeof hbuf, "%u", fw->hops);
     natsMsg *msg = NULL;
-    s = natsMsg_Create(&msg, subj, NULL, json, (int)len);
+    s = natsMsg_Create(&msg, subj, NULL, fw->json, (int)fw->len);
     if (s == NATS_OK) s = natsMsgHeader_Set(msg, "Lucent-Hops", hbuf);
     if (s == NATS_OK) s = natsConnection_PublishMsg(b->nc, msg);
     natsMsg_Destroy(msg);
@@ -735,11 +874,10 @@ static void cfwd_extend(void *ud, lu_done_t done) {
 }
 
 /* An event another shard sent us over core NATS: pinned here. */
-static void cfwd_accept(void *ud, const char *json, size_t len, unsigned hops,
-                        lu_done_t done) {
+static int cfwd_accept(void *ud, const lu_input_t *in, lu_done_t done) {
   lu_natsbus_t *b = ud;
   atomic_fetch_add(&b->pulled, 1);
-  lu_manager_accept(b->m, json, len, b->self, hops, done);
+  return lu_manager_accept(b->m, in, b->self, 1, done);
 }
 
 /* Alive = in the manager's view (which outlives the membership, so this
@@ -844,15 +982,15 @@ static int exec_request(lu_natsbus_t *b, natsSubscription *sub,
   const char *data;
   size_t len;
   lu_buf_t own = {0};
-  if (msg_event(msg, &data, &len, &own, why, sizeof why) != 0) {
-    lu_manager_reject(b->m, data, len, 0, why, done);
-    lu__buf_free(&own);
-    lu__nats_msg_release(msg);
-    return 0;
-  }
-  if (lu_event_parse(&ev, data, len, why, sizeof why) != 0) {
+  int bad = msg_event(msg, &data, &len, &own, why, sizeof why) != 0;
+  lu_input_t in = {.json = data, .len = len, .origin = LU_SUBJ_EXEC};
+  if (bad || lu_event_parse(&ev, data, len, why, sizeof why) != 0) {
     /* Recorded as lucent.Rejected like any bad input; the reply says why. */
-    lu_manager_take(b->m, data, len, 0, done);
+    if (bad ? lu_manager_reject(b->m, &in, why, done)
+            : lu_manager_take(b->m, &in, done)) {
+      reply_json(b, reply, NULL, "out of memory");
+      free(rp);
+    }
     lu__buf_free(&own);
     lu__nats_msg_release(msg);
     return 0;
@@ -879,7 +1017,10 @@ static int exec_request(lu_natsbus_t *b, natsSubscription *sub,
                              sizeof why), ran = 0;
   if (rc != LU_ROUTE_OK) {
     lu_event_free(ev);
-    lu_manager_take(b->m, data, len, 0, done); /* records it */
+    if (lu_manager_take(b->m, &in, done)) { /* records it */
+      reply_json(b, reply, NULL, "out of memory");
+      free(rp);
+    }
   } else if (local || !needs_owner(b, ev)) {
     /* The queue group already spread requests: a function that may run
      * anywhere (round_robin, load_balanced) runs where it landed. */
@@ -918,21 +1059,24 @@ static void on_amo(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
   int len = natsMsg_GetDataLength(msg);
   lu_done_t none = {NULL, NULL};
   atomic_fetch_add(&b->pulled, 1);
-  if (sub == b->amo_fwd_sub)
-    lu_manager_accept(b->m, data ? data : "", len > 0 ? (size_t)len : 0,
-                       b->self,
-                       (unsigned)header_u64_or(msg, "Lucent-Hops", 1),
-                       none);
-  else {
+  /* At most once: a message that cannot be taken (no memory) is lost,
+   * as a message of a shard that dies is. */
+  if (sub == b->amo_fwd_sub) {
+    lu_input_t in = {.json = data ? data : "",
+                     .len = len > 0 ? (size_t)len : 0};
+    lu_manager_accept(b->m, &in, b->self,
+                      (unsigned)header_u64_or(msg, "Lucent-Hops", 1), none);
+  } else {
     const char *json;
     size_t jlen;
     lu_buf_t own = {0};
     char why[320];
-    uint64_t line = header_u64(msg, "Lucent-Line");
-    if (msg_event(msg, &json, &jlen, &own, why, sizeof why) == 0)
-      lu_manager_take(b->m, json, jlen, line, none);
-    else
-      lu_manager_reject(b->m, json, jlen, line, why, none);
+    int bad = msg_event(msg, &json, &jlen, &own, why, sizeof why) != 0;
+    lu_input_t in = {.json = json, .len = jlen,
+                     .line = header_u64(msg, "Lucent-Line"),
+                     .origin = LU_SUBJ_AMO_INTAKE};
+    if (bad) lu_manager_reject(b->m, &in, why, none);
+    else lu_manager_take(b->m, &in, none);
     lu__buf_free(&own);
   }
   lu__nats_msg_release(msg);
@@ -976,6 +1120,9 @@ int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
   pthread_mutex_init(&b->lock, NULL);
   pthread_cond_init(&b->cond, NULL);
   pthread_mutex_init(&b->fwlock, NULL);
+  pthread_mutex_init(&b->heldlock, NULL);
+  pthread_mutex_init(&b->keeplock, NULL);
+  lu__cond_init_mono(&b->keepcond);
   b->view_ids = calloc(MAX_VIEW, sizeof *b->view_ids);
   b->view_seeds = calloc(MAX_VIEW, sizeof *b->view_seeds);
   int mapped = b->view_ids && b->view_seeds &&
@@ -1068,6 +1215,8 @@ int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
     uint32_t hb = cfg->hb_interval_ms ? cfg->hb_interval_ms : 250;
     b->claim_delay_ms = cfg->static_view ? 0 : hb * 6;
     pthread_create(&b->claimer, NULL, claimer_main, b);
+    if (pthread_create(&b->keeper, NULL, keeper_main, b) == 0)
+      b->keeper_running = 1;
   }
   *out = b;
   return 0;
@@ -1102,6 +1251,13 @@ void lu__natsbus_stop(lu_natsbus_t *b, uint32_t timeout_ms,
   }
   lu__nats_unsubscribe(&b->exec_self_sub);
   lu__nats_unsubscribe(&b->amo_fwd_sub);
+  if (b->keeper_running) { /* what we hold is acked by now, or let go */
+    pthread_mutex_lock(&b->keeplock);
+    b->keeper_stop = 1;
+    pthread_cond_signal(&b->keepcond);
+    pthread_mutex_unlock(&b->keeplock);
+    pthread_join(b->keeper, NULL);
+  }
   if (b->nc) natsConnection_Flush(b->nc);
   if (final) lu__natsbus_stats(b, final); /* reads the pullers: first */
   for (unsigned i = 0; i < b->npullers; i++) {
@@ -1122,6 +1278,9 @@ void lu__natsbus_stop(lu_natsbus_t *b, uint32_t timeout_ms,
   pthread_mutex_destroy(&b->lock);
   pthread_cond_destroy(&b->cond);
   pthread_mutex_destroy(&b->fwlock);
+  pthread_mutex_destroy(&b->heldlock);
+  pthread_mutex_destroy(&b->keeplock);
+  pthread_cond_destroy(&b->keepcond);
   free(b);
 }
 

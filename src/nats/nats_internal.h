@@ -128,6 +128,10 @@ void lu__nats_unsubscribe(natsSubscription **sub);
  *  intake packs, intake_pack.c). */
 #define LU_HDR_COUNT "Lucent-Count"
 
+/** An input's delivery count when it travels on after a redelivery (a
+ *  forward of a suspect input: it runs isolated where it lands). */
+#define LU_HDR_DELIVERY "Lucent-Delivery"
+
 /** How many events a message holds: its Lucent-Count, else 1 (also for a
  *  bad count: it is then read as one event). */
 size_t lu__nats_msg_events(natsMsg *m);

@@ -96,6 +96,15 @@ LU_FUNCTION(Sleepy, .events = "Sleepy", .timeout_ms = 5) {
   return LU_OK;
 }
 
+/* A poison input: aborts the process that runs it. */
+LU_FUNCTION(Poison, .events = "Poison") {
+  if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(data, "poison"))) abort();
+  lu_out_result(out, cJSON_CreateNumber(
+                         cJSON_GetObjectItemCaseSensitive(data, "n")->valuedouble));
+  lu_out_emit(out, "Echo", NULL, cJSON_CreateTrue());
+  return LU_OK;
+}
+
 /* Spins until the test lets it go: a function that does not return. */
 static _Atomic int spin_release;
 static _Atomic int spin_running;
@@ -193,7 +202,7 @@ static fixture_t *fx_new(unsigned shards, const char *store) {
   assert_int_equal(lu_registry_new(&f->reg), 0);
   const lu_fn_t *const *fns;
   size_t n = lu_fns_here(&fns);
-  assert_int_equal(n, 17); /* a vanished section would be silent */
+  assert_int_equal(n, 18); /* a vanished section would be silent */
   assert_int_equal(lu_registry_add(f->reg, fns, n, "test"), 0);
   lu_config_init(&f->cfg);
   f->cfg.shards = shards;
@@ -470,6 +479,79 @@ static void test_hung_function_abandoned(void **state) {
   assert_int_equal(in, 3);
   assert_int_equal(c.outcomes[LU_OUTCOME_DEAD_LETTERED], 1);
   assert_int_equal(c.outcomes[LU_OUTCOME_COMPLETED], 2);
+  fx_free(f);
+}
+
+static void submit_delivery(fixture_t *f, uint64_t line, const char *json,
+                            unsigned delivery) {
+  lu_input_t in = {.json = json, .len = strlen(json), .line = line,
+                   .origin = "test", .delivery = delivery};
+  assert_int_equal(lu_manager_submit_input(f->m, &in), 0);
+}
+
+/* Inputs delivered again run isolated: a poison one that aborts is
+ * dead-lettered naming the signal and the function, and this process,
+ * and the suspects around it in the same child's run, go on. */
+static void test_poison_isolated(void **state) {
+  (void)state;
+  fixture_t *f = fx_new(1, ":memory:");
+  f->cfg.threads = 1;
+  fx_start(f);
+  for (int i = 0; i < 10; i++) {
+    char json[160];
+    snprintf(json, sizeof json,
+             "{\"id\":\"p%d\",\"type\":\"Poison\",\"source\":\"t\","
+             "\"data\":{\"n\":%d,\"poison\":%s}}",
+             i, i, i == 4 ? "true" : "false");
+    submit_delivery(f, (uint64_t)i + 1, json, 2);
+  }
+  lu_manager_drain(f->m);
+  for (int i = 0; i < 10; i++) {
+    char id[8];
+    snprintf(id, sizeof id, "p%d", i);
+    const rec_t *r = find(f, id, 0);
+    if (i == 4) {
+      assert_int_equal(r->kind, LU_OUTCOME_DEAD_LETTERED);
+      assert_non_null(strstr(r->reason, "SIGABRT"));
+      assert_non_null(strstr(r->reason, "Poison"));
+      assert_non_null(strstr(r->reason, "delivery 2"));
+    } else {
+      assert_int_equal(r->kind, LU_OUTCOME_COMPLETED); /* ran in a child */
+    }
+  }
+  lu_count_t c;
+  lu_manager_counts(f->m, &c, NULL);
+  assert_int_equal(c.derived[LU_OUTCOME_COMPLETED], 9); /* their Echoes */
+  uint64_t crashes, abandoned;
+  for (size_t i = 0; i < lu_registry_count(f->reg); i++)
+    if (!strcmp(lu_registry_at(f->reg, i)->name, "Poison"))
+      lu__manager_fn_faults(f->m, i, &crashes, &abandoned);
+  assert_int_equal(crashes, 1);
+  assert_int_equal(abandoned, 0);
+  /* A first delivery runs in this process as always. */
+  submit_delivery(f, 11, EV("q1", "Poison", "{\"n\":1}"), 1);
+  lu_manager_drain(f->m);
+  assert_int_equal(find(f, "q1", 0)->kind, LU_OUTCOME_COMPLETED);
+  assert_balanced(f);
+  fx_free(f);
+}
+
+/* A suspect input that hangs its child is killed at the hard limit and
+ * dead-lettered. */
+static void test_poison_hang_isolated(void **state) {
+  (void)state;
+  atomic_store(&spin_release, 0);
+  fixture_t *f = fx_new(1, ":memory:");
+  f->cfg.hang_factor = 2;
+  fx_start(f);
+  submit_delivery(f, 1, EV("sp1", "Spin", "{}"), 3);
+  submit_delivery(f, 2, EV("sp2", "Echo", "{}"), 3);
+  lu_manager_drain(f->m);
+  const rec_t *r = find(f, "sp1", 0);
+  assert_int_equal(r->kind, LU_OUTCOME_DEAD_LETTERED);
+  assert_non_null(strstr(r->reason, "did not return"));
+  assert_non_null(strstr(r->reason, "isolated after delivery 3"));
+  assert_int_equal(find(f, "sp2", 0)->kind, LU_OUTCOME_COMPLETED);
   fx_free(f);
 }
 
@@ -1024,6 +1106,8 @@ int main(void) {
       cmocka_unit_test(test_timeout_discards_output),
       cmocka_unit_test(test_timeout_counts_cpu_time),
       cmocka_unit_test(test_hung_function_abandoned),
+      cmocka_unit_test(test_poison_isolated),
+      cmocka_unit_test(test_poison_hang_isolated),
       cmocka_unit_test(test_breaker_opens),
       cmocka_unit_test(test_hash_agreement),
       cmocka_unit_test(test_sticky_agreement),
