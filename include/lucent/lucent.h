@@ -165,11 +165,33 @@ typedef struct lu_config_s {
   unsigned threads;            /**< worker threads that run the shards;
                                     0 = one per CPU, at most one per
                                     shard */
-  unsigned max_deliveries;     /**< the delivery budget a transport gives
-                                    an input (its consumers' MaxDeliver on
-                                    NATS): at the last delivery an input
-                                    runs wherever it arrived, never handed
-                                    back; 0 = 5 */
+  unsigned max_deliveries;     /**< the delivery budget of an input that
+                                    a transport may deliver again
+                                    (lu_input_t.delivery): at the last
+                                    delivery it runs wherever it arrived,
+                                    never handed back; delivered more
+                                    often than that (each process that
+                                    took it died or stopped before its
+                                    outcome was stored) it is
+                                    dead-lettered without running; 0 = 5 */
+  uint32_t store_retry_ms;     /**< how long a batch the store refuses is
+                                    tried again (backing off up to 1 s)
+                                    before its outcomes are reported as
+                                    not stored; 0 = four tries in ~70 ms.
+                                    A transport that redelivers what is
+                                    not stored wants this long enough to
+                                    ride out a store outage (`lucent
+                                    serve`: 60 s): a batch waiting here
+                                    holds its inputs, it does not send
+                                    them round again */
+  size_t max_record_bytes;     /**< a result or an emitted event larger
+                                    than this (its stored CloudEvent)
+                                    cannot be stored: the outcome becomes
+                                    <Fn>Failed with the reason, rather
+                                    than a batch the store refuses for
+                                    ever; 0 = no limit (`lucent serve`
+                                    sets it from the NATS server's
+                                    maximum payload) */
   unsigned hang_factor;        /**< a function still running (wall
                                     clock) after hang_factor x its
                                     timeout_ms (and at least 1 s) is

@@ -111,10 +111,42 @@ static void count(lu_shard_t *s, uint64_t *field) {
   pthread_mutex_unlock(&s->stats_lock);
 }
 
+unsigned lu__delivery_budget(const lu_manager_t *m) {
+  return m->cfg.max_deliveries ? m->cfg.max_deliveries : 5;
+}
+
+/* Delivered more often than the budget without an outcome: every process
+ * that took it died or stopped first.  Whatever did it (a crash outside
+ * any function, a machine that keeps failing), it ends here, with its
+ * input in the dead letter, rather than go round for ever.  1 = done
+ * (dead-lettered), 0 = within budget, LU_ENOMEM. */
+static int over_budget(lu_manager_t *m, int from, lu_item_t *it) {
+  if (it->delivery <= lu__delivery_budget(m)) return 0;
+  char why[256];
+  lu__fmt(why, sizeof why,
+          "delivered %u times without an outcome (budget %u): each process "
+          "that took it died or stopped before its outcome was stored",
+          it->delivery, lu__delivery_budget(m));
+  lu_where_t w = {from, from < 0 ? NULL : m->shards[from].id};
+  lu_unit_t *u = lu__outcome_dead(w, it, why, 0);
+  if (!u) return LU_ENOMEM;
+  LU_LOG(LU_LOG_ERROR, w.id, it->ev->correlationid,
+         LU_KVS(LU_KV_STR("event", it->ev->id),
+                LU_KV_UINT("delivery", it->delivery)),
+         "event %s dead-lettered: %s", it->ev->id, why);
+  u->done = it->done;
+  it->done.fn = NULL;
+  lu__writer_push(m, u);
+  lu__item_free(it);
+  return 1;
+}
+
 int lu__dispatch(lu_manager_t *m, int from, lu_item_t *it,
                  const char *origin) {
   char why[320];
   lu_member_t *target = NULL;
+  int spent = over_budget(m, from, it);
+  if (spent) return spent < 0 ? spent : 0;
   int rc = lu__route(m, it->ev, &target, why, sizeof why);
   if (rc != LU_ROUTE_OK) {
     lu_where_t w = {from, from < 0 ? NULL : m->shards[from].id};
@@ -304,7 +336,7 @@ int lu_manager_accept(lu_manager_t *m, const lu_input_t *in,
   const char *json = in->json ? in->json : "";
   size_t len = in->len;
   lu_shard_t *t = target ? local_shard(m, target) : NULL;
-  unsigned last = m->cfg.max_deliveries ? m->cfg.max_deliveries : 5;
+  unsigned last = lu__delivery_budget(m);
   /* Pinned to a shard that is alive: not ours to run or to re-route (we
    * pulled its queue while we thought it gone); it goes back to it -
    * unless this is its last delivery: then it must end here. */
@@ -349,6 +381,13 @@ int lu_manager_accept(lu_manager_t *m, const lu_input_t *in,
       return LU_ENOMEM;
     }
   } else {
+    int spent = over_budget(m, (int)t->idx, it);
+    if (spent < 0) {
+      lu__item_free(it);
+      lu__pending_done(m, 1);
+      return LU_ENOMEM;
+    }
+    if (spent) return 0;
     count(t, &t->received);
     lu__shard_enqueue(t, it, 1);
   }

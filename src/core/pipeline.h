@@ -89,6 +89,9 @@ lu_unit_t *lu__outcome_rejected(lu_where_t w, int derived,
                                 const lu_event_t *ev, const char *reason);
 /** lucent.DeadLettered: a valid event nothing can run; the event rides
  *  along.  NULL when out of memory. */
+/** The delivery budget: cfg.max_deliveries, or 5. */
+unsigned lu__delivery_budget(const lu_manager_t *m);
+
 lu_unit_t *lu__outcome_dead(lu_where_t w, const lu_item_t *it,
                             const char *reason, unsigned attempts);
 /** <Fn>Failed after the item's last attempt.  NULL when out of memory. */

@@ -160,6 +160,22 @@ static void complete(lu_shard_t *s, lu_item_t *it, uint64_t exec_ns) {
   size_t nk = 0;
   lu_unit_t *u = lu__outcome_completed(where(s), it, s->out, &s->print,
                                        exec_ns, kev, &nk);
+  /* Larger than the store takes: it would be refused at every try.  That
+   * will not change, so the outcome is a failure that says why. */
+  size_t limit = m->cfg.max_record_bytes;
+  for (size_t i = 0; u && limit && i < u->nrec; i++) {
+    if (u->rec[i].json_len <= limit) continue;
+    char why[256];
+    lu__fmt(why, sizeof why,
+            "%s of %zu bytes exceeds the %zu bytes the event store takes",
+            i == 0 ? "its result" : "an event it emitted",
+            u->rec[i].json_len, limit);
+    for (size_t k = 0; k < nk; k++) lu_event_free(kev[k]);
+    lu__unit_free(u);
+    lu__out_reset(s->out);
+    fail(s, it, why, exec_ns);
+    return;
+  }
   lu_item_t *kids[LU_MAX_EMIT];
   join_t *j = NULL;
   int ok = u != NULL;

@@ -555,6 +555,115 @@ static void test_poison_hang_isolated(void **state) {
   fx_free(f);
 }
 
+/* An input delivered more often than the budget (every process that took
+ * it died first) is dead-lettered without running; at the budget it still
+ * runs (isolated). */
+static void test_delivery_budget(void **state) {
+  (void)state;
+  fixture_t *f = fx_new(1, ":memory:");
+  f->cfg.max_deliveries = 5;
+  fx_start(f);
+  submit_delivery(f, 1, EV("b5", "Echo", "{}"), 5);
+  submit_delivery(f, 2, EV("b6", "Echo", "{}"), 6);
+  lu_manager_drain(f->m);
+  assert_int_equal(find(f, "b5", 0)->kind, LU_OUTCOME_COMPLETED);
+  const rec_t *r = find(f, "b6", 0);
+  assert_int_equal(r->kind, LU_OUTCOME_DEAD_LETTERED);
+  assert_non_null(strstr(r->reason, "delivered 6 times without an outcome"));
+  assert_non_null(strstr(r->json, "\"event\":{")); /* the input is kept */
+  assert_balanced(f);
+  fx_free(f);
+}
+
+/* A result larger than the store takes fails with the reason, once: it
+ * would be refused at every try. */
+static void test_record_too_large(void **state) {
+  (void)state;
+  fixture_t *f = fx_new(1, ":memory:");
+  f->cfg.max_record_bytes = 1024;
+  fx_start(f);
+  char big[2100];
+  memset(big, 'x', sizeof big);
+  big[0] = '"';
+  big[sizeof big - 2] = '"';
+  big[sizeof big - 1] = 0;
+  submitf(f, 1, EV("big", "Echo", "%s"), big);
+  submitf(f, 2, EV("small", "Echo", "\"ok\""));
+  lu_manager_drain(f->m);
+  const rec_t *r = find(f, "big", 0);
+  assert_int_equal(r->kind, LU_OUTCOME_FAILED);
+  assert_non_null(strstr(r->reason, "exceeds the 1024 bytes"));
+  assert_int_equal(find(f, "small", 0)->kind, LU_OUTCOME_COMPLETED);
+  assert_int_equal(lu_manager_store_errors(f->m), 0);
+  assert_balanced(f);
+  fx_free(f);
+}
+
+/* A store that refuses its first `fail` appends, then passes them on to
+ * an in-memory SQLite store. */
+typedef struct flaky_s {
+  lu_store_t base;
+  lu_store_t *inner;
+  _Atomic int fail, calls;
+} flaky_t;
+
+static int fl_append(lu_store_t *st, const lu_record_t *r, size_t n,
+                     size_t *ins) {
+  flaky_t *f = (flaky_t *)st;
+  atomic_fetch_add(&f->calls, 1);
+  if (atomic_fetch_sub(&f->fail, 1) > 0) {
+    snprintf(st->errmsg, sizeof st->errmsg, "refused on purpose");
+    return LU_ESTORE;
+  }
+  return lu_store_append(f->inner, r, n, ins);
+}
+static int fl_query(lu_store_t *st, const lu_query_t *q, lu_store_row_cb cb,
+                    void *ud) {
+  return lu_store_query(((flaky_t *)st)->inner, q, cb, ud);
+}
+static int64_t fl_count(lu_store_t *st) {
+  return lu_store_count(((flaky_t *)st)->inner);
+}
+static void fl_close(lu_store_t *st) {
+  lu_store_close(((flaky_t *)st)->inner);
+}
+static const lu_store_ops_t flaky_ops = {.name = "flaky",
+                                         .append = fl_append,
+                                         .query = fl_query,
+                                         .count = fl_count,
+                                         .close = fl_close};
+
+/* With store_retry_ms a batch refused many times is tried until it is
+ * stored (a leader election, a restart); without, it gives up after four
+ * tries and says so. */
+static void test_store_retry_window(void **state) {
+  (void)state;
+  for (int window = 0; window < 2; window++) {
+    flaky_t fl = {.base.ops = &flaky_ops};
+    atomic_init(&fl.fail, 6);
+    atomic_init(&fl.calls, 0);
+    char err[256];
+    assert_int_equal(lu_store_open(&fl.inner, ":memory:", err, sizeof err),
+                     0);
+    fixture_t *f = fx_new(1, NULL);
+    f->cfg.store_handle = &fl.base;
+    f->cfg.store_retry_ms = window ? 60000 : 0;
+    fx_start(f);
+    submitf(f, 1, EV("r1", "Echo", "{}"));
+    lu_manager_drain(f->m);
+    if (window) {
+      assert_int_equal(lu_manager_store_errors(f->m), 0);
+      assert_int_equal(lu_store_count(lu_manager_store(f->m)), 1);
+      assert_int_equal(atomic_load(&fl.calls), 7);
+    } else {
+      assert_int_equal(lu_manager_store_errors(f->m), 1);
+      assert_int_equal(atomic_load(&fl.calls), 4);
+    }
+    assert_balanced(f);
+    fx_free(f);
+  }
+}
+
 static void test_breaker_opens(void **state) {
   (void)state;
   fixture_t *f = fx_new(1, ":memory:");
@@ -1108,6 +1217,9 @@ int main(void) {
       cmocka_unit_test(test_hung_function_abandoned),
       cmocka_unit_test(test_poison_isolated),
       cmocka_unit_test(test_poison_hang_isolated),
+      cmocka_unit_test(test_delivery_budget),
+      cmocka_unit_test(test_record_too_large),
+      cmocka_unit_test(test_store_retry_window),
       cmocka_unit_test(test_breaker_opens),
       cmocka_unit_test(test_hash_agreement),
       cmocka_unit_test(test_sticky_agreement),
