@@ -102,7 +102,15 @@ typedef struct puller_s {
                           * again after a takeover: suspect */
   pthread_t thread;
   _Atomic int want;
+  _Atomic int adopt; /* how to take it when pulling starts (adopt()) */
 } puller_t;
+
+/* How a consumer that becomes ours is taken (adopt()). */
+enum {
+  ADOPT_NONE,     /* ours already */
+  ADOPT_HANDOVER, /* its last puller is alive: wait until it has finished */
+  ADOPT_TAKEOVER  /* its last puller is gone: replay what it held first */
+};
 
 struct lu_natsbus_s {
   natsConnection *nc;
@@ -129,9 +137,13 @@ struct lu_natsbus_s {
   int keeper_running, keeper_stop;
   pthread_mutex_t keeplock;
   pthread_cond_t keepcond;
-  /* The claimer's copy of the view (reclaim). */
+  /* The claimer's copy of the view (reclaim), and of the one before. */
   char (*view_ids)[LU_SHARD_ID_MAX];
   uint64_t *view_seeds;
+  char (*prev_ids)[LU_SHARD_ID_MAX];
+  uint64_t *prev_seeds;
+  unsigned prev_n;
+  int have_prev;
   lu_cfwd_t *cfwd; /* confirmed core forwarding (at-least-once) */
   _Atomic uint64_t pulled, forwarded, forward_errors, exec_requests,
       exec_forwarded, forwards_js, forwards_amo;
@@ -424,14 +436,16 @@ static void submit_pack(lu_natsbus_t *b, pulled_t *j, const char *data,
 /* ---- pulling ---------------------------------------------------------- */
 
 /* msg holds `events` events (lu__nats_msg_events): more is an intake pack. */
-static void handle_pulled(puller_t *p, natsMsg *msg, size_t events) {
-  lu_natsbus_t *b = p->b;
+/* A message just taken from the inbox, held from now on (the keeper
+ * keeps it from redelivery: held_add) until its events are finished.
+ * NULL (and NAKed) without memory. */
+static pulled_t *hold(lu_natsbus_t *b, natsMsg *msg) {
   atomic_fetch_add(&b->pulled, 1);
   pulled_t *j = malloc(sizeof *j);
   if (!j) {
     js_reply(b->nc, msg, "-NAK");
     natsMsg_Destroy(msg);
-    return;
+    return NULL;
   }
   atomic_init(&j->remaining, 1);
   atomic_init(&j->ok, 1);
@@ -439,6 +453,13 @@ static void handle_pulled(puller_t *p, natsMsg *msg, size_t events) {
   j->nc = b->nc;
   j->b = b;
   held_add(j);
+  return j;
+}
+
+static void handle_pulled(puller_t *p, pulled_t *j) {
+  lu_natsbus_t *b = p->b;
+  natsMsg *msg = j->msg;
+  size_t events = lu__nats_msg_events(msg);
   /* Its identity (for rejections) and whether it comes again: a
    * redelivery, or one a takeover replays, is suspect and runs isolated
    * (it may be what killed the shard that had it). */
@@ -516,6 +537,90 @@ static void pull_release(puller_t *p, uint64_t until) {
   }
 }
 
+/* Should a puller's wait end now (it is no longer wanted, or we stop)? */
+static int puller_cancelled(puller_t *p) {
+  pthread_mutex_lock(&p->b->lock);
+  int stop = p->b->stopping || !atomic_load(&p->want);
+  pthread_mutex_unlock(&p->b->lock);
+  return stop;
+}
+
+/* Takes a consumer that has just become ours, before the first pull
+ * (docs/nats-notes.md, d and e):
+ *
+ *  - handover (its last puller is alive and stops pulling it now): wait,
+ *    at most 2 x AckWait, until it has acknowledged what it held
+ *    (NumAckPending 0), so that nothing of the partition runs in two
+ *    places or out of order;
+ *  - then, and at once for a takeover (its last puller died): delete the
+ *    consumer, remove the messages at or below its ack floor that a
+ *    server crash left in the work queue (acked, but their deletion was
+ *    lost: they would never be delivered nor removed), and create it
+ *    again with DeliverAll.  What the dead puller held comes first, in
+ *    stream order, before anything newer - not after AckWait, behind
+ *    newer messages of the same partition.  Those messages (stream
+ *    sequences up to what it had been given) are suspect: one of them
+ *    may be what killed it, so they run isolated (replay_until).  The new
+ *    consumer counts deliveries from 1 again: replay_until is what keeps
+ *    the suspicion.
+ *
+ * Deleting the consumer is safe because nobody else pulls it: a puller
+ * stopped by a view change NAKs what still comes (pull_release), and a
+ * late ack of the old puller is still honoured by the new consumer of
+ * the same name.  Errors leave the consumer as it was (a restarted
+ * server, a lost connection): it is pulled anyway, as before. */
+static void adopt(puller_t *p, int mode) {
+  lu_natsbus_t *b = p->b;
+  jsConsumerInfo *ci = NULL;
+  uint64_t until = lu__now_ns() + 2 * (uint64_t)b->cfg.ack_wait_ms * NS_PER_MS;
+  for (;;) {
+    if (js_GetConsumerInfo(&ci, b->jsm, p->stream, p->consumer, NULL,
+                           NULL) != NATS_OK)
+      return;
+    if (mode != ADOPT_HANDOVER || ci->NumAckPending == 0 ||
+        lu__now_ns() >= until)
+      break;
+    jsConsumerInfo_Destroy(ci);
+    ci = NULL;
+    struct timespec ts = {0, 50 * 1000000L};
+    nanosleep(&ts, NULL);
+    if (puller_cancelled(p)) return;
+  }
+  uint64_t floor = ci->AckFloor.Stream, given = ci->Delivered.Stream;
+  int64_t pending = ci->NumAckPending;
+  uint64_t waiting = ci->NumPending;
+  jsConsumerInfo_Destroy(ci);
+  if (!floor && !given && !pending) return; /* new: nothing to do */
+  if (js_DeleteConsumer(b->jsm, p->stream, p->consumer, NULL, NULL) !=
+      NATS_OK)
+    return;
+  if (floor) {
+    jsOptions o;
+    jsOptions_Init(&o);
+    o.Stream.Purge.Subject = p->filter;
+    o.Stream.Purge.Sequence = floor + 1; /* up to, not including */
+    js_PurgeStream(b->jsm, p->stream, &o, NULL);
+  }
+  char err[256];
+  if (ensure_consumer(b, p->stream, p->consumer, p->filter, err,
+                      sizeof err)) {
+    LU_LOG(LU_LOG_ERROR, b->self, NULL,
+           LU_KVS(LU_KV_STR("consumer", p->consumer), LU_KV_STR("error", err)),
+           "cannot create consumer %s again: %s", p->consumer, err);
+    return;
+  }
+  p->replay_until = pending > 0 ? given : 0;
+  LU_LOG(LU_LOG_INFO, b->self, NULL,
+         LU_KVS(LU_KV_STR("consumer", p->consumer),
+                LU_KV_STR("how", mode == ADOPT_HANDOVER && !pending
+                                     ? "handover" : "takeover"),
+                LU_KV_INT("unacknowledged", pending),
+                LU_KV_UINT("waiting", waiting),
+                LU_KV_UINT("ack_floor", floor)),
+         "took %s: %lld unacknowledged messages replayed first, in order",
+         p->consumer, (long long)pending);
+}
+
 static void *puller_main(void *arg) {
   puller_t *p = arg;
   lu_natsbus_t *b = p->b;
@@ -541,6 +646,11 @@ static void *puller_main(void *arg) {
     int stop = b->stopping;
     pthread_mutex_unlock(&b->lock);
     if (stop) break;
+    if (!pulling) {
+      int mode = atomic_exchange(&p->adopt, ADOPT_NONE);
+      if (mode != ADOPT_NONE) adopt(p, mode);
+      if (puller_cancelled(p)) continue;
+    }
     pulling = 1;
     uint64_t now = lu__now_ns();
     if (now >= open_until) left = 0; /* every request has expired */
@@ -578,11 +688,34 @@ static void *puller_main(void *arg) {
       natsMsg_Destroy(m);
       continue;
     }
-    left--;
-    size_t k = lu__nats_msg_events(m);
-    msgs++;
-    events += k;
-    handle_pulled(p, m, k);
+    /* Everything the server has sent so far is taken out of the inbox
+     * and held at once, before any of it is handed to the manager (which
+     * blocks while the shard's queue is full): a message left waiting in
+     * the inbox is not kept in progress by the keeper, and would come
+     * back after AckWait - to be run a second time, as a suspect. */
+    pulled_t *got[FETCH_BATCH];
+    size_t ngot = 0;
+    for (;;) {
+      left--;
+      size_t k = lu__nats_msg_events(m);
+      msgs++;
+      events += k;
+      pulled_t *j = hold(b, m);
+      if (j) got[ngot++] = j;
+      int more = 0;
+      m = NULL;
+      if (ngot == FETCH_BATCH ||
+          natsSubscription_GetPending(p->pull.sub, &more, NULL) != NATS_OK ||
+          more <= 0 || natsSubscription_NextMsg(&m, p->pull.sub, 1) != NATS_OK)
+        break;
+      if ((st = lu__nats_pull_status(m))) {
+        if (strcmp(st, "100") != 0) left = 0;
+        if (strcmp(st, "409") == 0) pull_backoff();
+        natsMsg_Destroy(m);
+        break;
+      }
+    }
+    for (size_t i = 0; i < ngot; i++) handle_pulled(p, got[i]);
   }
   return NULL;
 }
@@ -641,6 +774,40 @@ static int owns(const char *consumer, char (*ids)[LU_SHARD_ID_MAX], unsigned n,
   return !strcmp(ids[w], self);
 }
 
+static int in_ids(char (*ids)[LU_SHARD_ID_MAX], unsigned n, const char *id) {
+  for (unsigned i = 0; i < n; i++)
+    if (!strcmp(ids[i], id)) return 1;
+  return 0;
+}
+
+/* Who pulled `consumer` under the view before this one (a forward queue:
+ * its own shard while that was in the view); "" when nobody. */
+static void prev_puller(const lu_natsbus_t *b, const char *consumer,
+                        const char *queue_of, char out[LU_SHARD_ID_MAX]) {
+  out[0] = 0;
+  if (queue_of && in_ids(b->prev_ids, b->prev_n, queue_of)) {
+    lu__fmt(out, LU_SHARD_ID_MAX, "%s", queue_of);
+    return;
+  }
+  if (!b->prev_n) return;
+  unsigned w = lu__rendezvous(lu__key_hash(consumer, strlen(consumer)),
+                              b->prev_seeds, b->prev_n);
+  lu__fmt(out, LU_SHARD_ID_MAX, "%s", b->prev_ids[w]);
+}
+
+/* Starts pulling a consumer if it is not pulled yet: from its last puller
+ * (handover, when that one is still in the view) or from one that is gone
+ * (takeover); adopt() does the taking. */
+static void want(lu_natsbus_t *b, puller_t *pl, const char *queue_of,
+                 char (*ids)[LU_SHARD_ID_MAX], unsigned n) {
+  if (!pl || atomic_load(&pl->want)) return;
+  char prev[LU_SHARD_ID_MAX];
+  prev_puller(b, pl->consumer, queue_of, prev);
+  int alive = prev[0] && strcmp(prev, b->self) && in_ids(ids, n, prev);
+  atomic_store(&pl->adopt, alive ? ADOPT_HANDOVER : ADOPT_TAKEOVER);
+  atomic_store(&pl->want, 1);
+}
+
 /* Decides which consumers this shard pulls, given the view now. */
 static void reclaim(lu_natsbus_t *b) {
   /* The claimer thread's own arrays (reclaim runs only there). */
@@ -649,6 +816,16 @@ static void reclaim(lu_natsbus_t *b) {
   size_t total = lu_manager_view(b->m, ids, MAX_VIEW);
   unsigned n = total < MAX_VIEW ? (unsigned)total : MAX_VIEW;
   for (unsigned i = 0; i < n; i++) seeds[i] = lu__shard_seed(ids[i]);
+  if (!b->have_prev) {
+    /* Our first claim: before we came, the others pulled it all. */
+    b->prev_n = 0;
+    for (unsigned i = 0; i < n; i++)
+      if (strcmp(ids[i], b->self)) {
+        memcpy(b->prev_ids[b->prev_n], ids[i], LU_SHARD_ID_MAX);
+        b->prev_seeds[b->prev_n++] = seeds[i];
+      }
+    b->have_prev = 1;
+  }
   for (unsigned p = 0; p < LU_INTAKE_PARTITIONS; p++) {
     char name[32], filter[64];
     lu__fmt(name, sizeof name, "intake-%u", p);
@@ -656,7 +833,7 @@ static void reclaim(lu_natsbus_t *b) {
     int mine = owns(name, ids, n, seeds, b->self);
     puller_t *pl = mine ? puller_get(b, LU_STREAM_INTAKE, name, filter, NULL)
                         : NULL;
-    if (pl) atomic_store(&pl->want, 1);
+    want(b, pl, NULL, ids, n);
     if (!mine) { /* stop pulling if we had it */
       pthread_mutex_lock(&b->lock);
       for (unsigned i = 0; i < b->npullers; i++)
@@ -682,7 +859,7 @@ static void reclaim(lu_natsbus_t *b) {
       lu__fmt(filter, sizeof filter, "%s.%s", LU_SUBJ_FWD, shard);
       puller_t *pl = mine ? puller_get(b, LU_STREAM_FWD, c, filter, shard)
                           : NULL;
-      if (pl) atomic_store(&pl->want, 1);
+      want(b, pl, shard, ids, n);
       if (!mine) {
         pthread_mutex_lock(&b->lock);
         for (unsigned k = 0; k < b->npullers; k++)
@@ -693,6 +870,9 @@ static void reclaim(lu_natsbus_t *b) {
     }
     jsConsumerNamesList_Destroy(names);
   }
+  memcpy(b->prev_ids, ids, (size_t)n * sizeof *ids);
+  memcpy(b->prev_seeds, seeds, (size_t)n * sizeof *seeds);
+  b->prev_n = n;
   pthread_mutex_lock(&b->lock);
   pthread_cond_broadcast(&b->cond);
   pthread_mutex_unlock(&b->lock);
@@ -1125,7 +1305,9 @@ int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
   lu__cond_init_mono(&b->keepcond);
   b->view_ids = calloc(MAX_VIEW, sizeof *b->view_ids);
   b->view_seeds = calloc(MAX_VIEW, sizeof *b->view_seeds);
-  int mapped = b->view_ids && b->view_seeds &&
+  b->prev_ids = calloc(MAX_VIEW, sizeof *b->prev_ids);
+  b->prev_seeds = calloc(MAX_VIEW, sizeof *b->prev_seeds);
+  int mapped = b->view_ids && b->view_seeds && b->prev_ids && b->prev_seeds &&
                lu__ptrmap_init(&b->fwmap, FWD_MAP_SIZE) == 0;
   int amo = cfg->delivery == LU_DELIVERY_AT_MOST_ONCE;
   jsOptions jo;
@@ -1225,10 +1407,9 @@ int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
 void lu__natsbus_stop(lu_natsbus_t *b, uint32_t timeout_ms,
                       lu_natsbus_stats_t *final) {
   if (!b) return;
-  /* 1. Leave the view: the others take our partitions from now on. */
-  lu__membership_stop(b->ms);
-  b->ms = NULL;
-  /* 2. Stop taking new work. */
+  /* 1. Stop taking new work (what still comes to our pullers is NAKed:
+   *    pull_release).  We stay in the view meanwhile, so nobody else
+   *    pulls our partitions while we finish what we hold. */
   pthread_mutex_lock(&b->lock);
   b->stopping = 1;
   pthread_cond_broadcast(&b->cond);
@@ -1239,9 +1420,14 @@ void lu__natsbus_stop(lu_natsbus_t *b, uint32_t timeout_ms,
   lu__nats_unsubscribe(&b->exec_sub);
   lu__nats_unsubscribe(&b->amo_sub);
   lu__cfwd_stop_serving(b->cfwd); /* later senders go durable */
-  /* 3. Finish what we took: outcomes stored, acks sent, forwards acked
+  /* 2. Finish what we took: outcomes stored, acks sent, forwards acked
    *    (confirmed by their owner, or made durable in LUCENT_FWD). */
   if (b->m) lu_manager_drain(b->m);
+  /* 3. Leave the view: the others take our partitions now, with nothing
+   *    of ours unacknowledged in them (adopt(): a takeover with nothing
+   *    to replay), so a key's events do not run in two places. */
+  lu__membership_stop(b->ms);
+  b->ms = NULL;
   lu__cfwd_finish(b->cfwd, timeout_ms ? timeout_ms : 1);
   if (b->js) {
     jsPubOptions po;
@@ -1275,6 +1461,8 @@ void lu__natsbus_stop(lu_natsbus_t *b, uint32_t timeout_ms,
   lu__ptrmap_free(&b->fwmap);
   free(b->view_ids);
   free(b->view_seeds);
+  free(b->prev_ids);
+  free(b->prev_seeds);
   pthread_mutex_destroy(&b->lock);
   pthread_cond_destroy(&b->cond);
   pthread_mutex_destroy(&b->fwlock);
