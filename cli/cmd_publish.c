@@ -381,6 +381,7 @@ int cmd_publish(int argc, char **argv) {
   size_t len;
   int more;
   uint64_t lineno = 0, invalid = 0;
+  lu_buf_t dedup = {0};
   while ((more = reader_next(&rd, &line, &len, flush_packs, &pub)) > 0) {
     lineno++;
     while (len && line[len - 1] == '\r') len--;
@@ -390,10 +391,15 @@ int cmd_publish(int argc, char **argv) {
     /* Is it a valid event?  Only to report it: it is sent either way. */
     lu_event_t *ev = NULL;
     const char *id = NULL;
-    if (lu_event_parse(&ev, line, len, NULL, 0) == 0)
-      id = lu_event_id(ev);
-    else
+    if (lu_event_parse(&ev, line, len, NULL, 0) == 0) {
+      /* Deduplicated by its identity, (source, id). */
+      const char *src = lu_event_attr(ev, "source");
+      id = lu__intake_dedup_id(&dedup, src ? src : "", lu_event_id(ev)) == 0
+               ? dedup.p
+               : lu_event_id(ev);
+    } else {
       invalid++;
+    }
     if (amo) {
       if (ev && binary) {
         natsMsg *msg = NULL;
@@ -454,6 +460,7 @@ int cmd_publish(int argc, char **argv) {
   int read_err = more < 0 ? errno : 0;
   flush_packs(&pub);
   lu__packer_free(pub.packer);
+  lu__buf_free(&dedup);
   free(rd.buf);
   if (fd) close(fd);
   uint64_t sent = pub.sent, failed = pub.failed;

@@ -445,6 +445,38 @@ int cmd_run(int argc, char **argv) {
     lu_registry_free(reg);
     return 1;
   }
+  /* A function that crashes takes the process with it.  The handler says
+   * which function and event did it, and with a file store leaves a
+   * marker beside it: the next run over the same input runs that line
+   * isolated (a child process) and dead-letters it if it crashes again,
+   * so one poison line cannot stop a rerun.  Reruns are idempotent: the
+   * store ignores records it already has (same ids). */
+  char marker[4096] = "";
+  uint64_t suspect = 0;
+  if (cfg.store && strcmp(cfg.store, ":memory:") &&
+      (size_t)snprintf(marker, sizeof marker, "%s.crash", cfg.store) >=
+          sizeof marker)
+    marker[0] = 0;
+  lu_crash_report_install(marker[0] ? marker : NULL);
+  lu_crash_t crash;
+  int mrc = marker[0] ? lu_crash_marker_read(marker, &crash) : LU_ENOENT;
+  if (mrc && mrc != LU_ENOENT)
+    LU_LOG(LU_LOG_WARN, NULL, NULL, LU_KVS(LU_KV_STR("marker", marker)),
+           "crash marker %s cannot be read (%s): ignored", marker,
+           lu_strerror(mrc));
+  if (mrc == 0) {
+    suspect = crash.line;
+    LU_LOG(LU_LOG_WARN, NULL, NULL,
+           LU_KVS(LU_KV_STR("function", crash.function),
+                  LU_KV_STR("event", crash.event_id),
+                  LU_KV_UINT("line", crash.line),
+                  LU_KV_INT("signal", crash.signal),
+                  LU_KV_STR("marker", marker)),
+           "the last run over this store died of signal %d in %s on event "
+           "%s (line %llu): that line runs isolated this time",
+           crash.signal, crash.function, crash.event_id,
+           (unsigned long long)crash.line);
+  }
   /* Selection decisions: plain lines for --explain, debug records when
    * debug logs are on.  Off otherwise: explaining costs a scoring pass. */
   if (explain || lu_log_enabled(LU_LOG_DEBUG)) cfg.on_explain = on_explain;
@@ -513,11 +545,13 @@ int cmd_run(int argc, char **argv) {
   size_t cap = 0;
   ssize_t len;
   uint64_t lineno = 0;
+  int interrupted = 0;
   while ((len = getline(&line, &cap, in)) >= 0) {
     if (hold && __atomic_load_n(&hd.stop, __ATOMIC_RELAXED)) {
       LU_LOG(LU_LOG_WARN, NULL, NULL, LU_KVS(LU_KV_UINT("line", lineno)),
              "interrupted: input not read past line %llu",
              (unsigned long long)lineno);
+      interrupted = 1;
       break;
     }
     lineno++;
@@ -526,7 +560,10 @@ int cmd_run(int argc, char **argv) {
     while ((ssize_t)skip < len && (line[skip] == ' ' || line[skip] == '\t'))
       skip++;
     if ((ssize_t)skip == len) continue; /* blank line: not an event */
-    lu_manager_submit_json(m, line, (size_t)len, lineno);
+    lu_input_t inp = {.json = line, .len = (size_t)len, .line = lineno,
+                      .origin = input,
+                      .delivery = suspect && lineno == suspect ? 2 : 1};
+    lu_manager_submit_input(m, &inp);
   }
   int read_err = ferror(in);
   free(line);
@@ -572,6 +609,11 @@ int cmd_run(int argc, char **argv) {
     pthread_mutex_destroy(&hd.lock);
     pthread_cond_destroy(&hd.cond);
   }
+  /* The marker has done its work once the suspect line has its outcome
+   * (stored: a run with store errors keeps it for the next). */
+  if (marker[0] && balanced && !store_errors && !read_err &&
+      (!suspect || lineno >= suspect) && !interrupted)
+    unlink(marker);
   if (json) summary_json(m, reg, events_in, secs, balanced);
   else summary_text(m, reg, events_in, secs, cfg.store, balanced);
   fflush(stdout);

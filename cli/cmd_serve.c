@@ -60,6 +60,14 @@ static void usage(FILE *f) {
       "                       (default 30000): at-least-once, what was\n"
       "                       not acknowledged comes back to the others\n"
       "  --batch N            events per store batch (default 4096)\n"
+      "  --max-deliveries N   an input delivered more often than N times\n"
+      "                       without an outcome (every shard that took it\n"
+      "                       died first) is dead-lettered (default 5);\n"
+      "                       from the 2nd delivery on it runs isolated\n"
+      "  --store-retry-ms N   how long a batch the event store refuses is\n"
+      "                       tried again before its inputs are handed\n"
+      "                       back (default 60000: a leader election or a\n"
+      "                       server restart is ridden out)\n"
       "  --pack N             store up to N results of one type per\n"
       "                       JetStream message (default 256; 1 = one per\n"
       "                       event): every result with at-most-once, the\n"
@@ -155,7 +163,7 @@ static void *stop_watchdog(void *arg) {
 int cmd_serve(int argc, char **argv) {
   enum { O_SHARD = 300, O_SHARDS, O_DELIVERY, O_HTTP, O_LOGL, O_LOGF,
          O_QUEUE, O_DEPTH, O_ACKW, O_HB, O_BATCH, O_PACK, O_FORWARD,
-         O_STOPT };
+         O_STOPT, O_MAXDEL, O_STRETRY };
   static const struct option opts[] = {
       {"shard", required_argument, 0, O_SHARD},
       {"plugin", required_argument, 0, 'p'},
@@ -172,6 +180,8 @@ int cmd_serve(int argc, char **argv) {
       {"pack", required_argument, 0, O_PACK},
       {"forward", required_argument, 0, O_FORWARD},
       {"stop-timeout-ms", required_argument, 0, O_STOPT},
+      {"max-deliveries", required_argument, 0, O_MAXDEL},
+      {"store-retry-ms", required_argument, 0, O_STRETRY},
       {"help", no_argument, 0, 'h'},
       CLI_NATS_LONGOPTS,
       {0, 0, 0, 0}};
@@ -179,6 +189,10 @@ int cmd_serve(int argc, char **argv) {
   lu_natsbus_cfg_t bc = {0};
   lu_config_t cfg;
   lu_config_init(&cfg);
+  /* What is not stored is handed back and comes round again: ride out a
+   * store outage (a JetStream leader election takes ~5 s, docs/nats-notes.md
+   * a2) rather than send everything held round the cluster. */
+  cfg.store_retry_ms = 60000;
   lu_registry_t *reg = NULL;
   const char *http_addr = NULL, *shard = NULL;
   lu_log_level_t log_level = LU_LOG_INFO;
@@ -245,6 +259,8 @@ int cmd_serve(int argc, char **argv) {
       case O_BATCH: U32(cfg.store_batch, 1, 1u << 20, "--batch")
       case O_PACK: U32(pack, 1, 4096, "--pack")
       case O_STOPT: U32(g_stop_ms, 100, 3600000, "--stop-timeout-ms")
+      case O_MAXDEL: U32(cfg.max_deliveries, 2, 1000, "--max-deliveries")
+      case O_STRETRY: U32(cfg.store_retry_ms, 0, 3600000, "--store-retry-ms")
 #undef U32
       case 'h': usage(stdout); lu_registry_free(reg); return 0;
       default: goto usage_err;
@@ -265,6 +281,10 @@ int cmd_serve(int argc, char **argv) {
   }
   lu_log_set_format(log_format);
   lu_log_set_level(log_level);
+  /* A crash names its function and event on stderr.  No marker: the
+   * input that did it comes again from JetStream after AckWait with a
+   * delivery count above 1, which is what runs it isolated. */
+  lu_crash_report_install(NULL);
 
   /* SIGINT/SIGTERM are taken by sigwait below, in this thread only: block
    * them before any thread starts so every thread inherits the mask. */
@@ -300,6 +320,10 @@ int cmd_serve(int argc, char **argv) {
   cfg.shard_ids = ids;
   cfg.store_handle = store;
   cfg.store = "jetstream";
+  /* A record the server cannot take ends as <Fn>Failed, not as a batch
+   * refused for ever (headers and a pack line need some room). */
+  int64_t maxp = natsConnection_GetMaxPayload(nc);
+  cfg.max_record_bytes = maxp > 8192 ? (size_t)maxp - 4096 : 4096;
   lu_manager_t *m = NULL;
   rc = lu_manager_new(&m, &cfg, reg, err, sizeof err);
   if (rc) {

@@ -40,9 +40,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 
 static lu_manager_t *mgr;
 
-static void fwd(void *ud, const char *target, const char *json, size_t len,
-                unsigned hops, lu_done_t done) {
-  (void)ud, (void)target, (void)json, (void)len, (void)hops;
+static void fwd(void *ud, const lu_fwd_t *f, lu_done_t done) {
+  (void)ud, (void)f;
   if (done.fn) done.fn(done.ctx, NULL, 1);
 }
 

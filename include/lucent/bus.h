@@ -11,8 +11,10 @@
  *   lu_bus_t bus = {.forward = my_forward, .ud = me};
  *   lu_manager_set_bus(m, &bus);             // before any event
  *   lu_manager_set_view(m, ids, n);          // whenever membership changes
- *   lu_manager_take(m, json, len, line, done);   // an input arrived
- *   lu_manager_accept(m, json, len, target, hops, done); // a forward
+ *   lu_input_t in = {.json = json, .len = len, .line = line,
+ *                    .origin = where, .delivery = n};
+ *   lu_manager_take(m, &in, done);           // an input arrived
+ *   lu_manager_accept(m, &in, target, hops, done); // a forward
  *
  * Completion: every call that takes a lu_done_t calls it exactly once,
  * when the event is finished here: its outcome is stored (o != NULL), or
@@ -60,16 +62,24 @@ typedef struct lu_done_s {
  *  anywhere (round_robin) runs where it arrived instead of taking a hop. */
 #define LU_BUS_SPREAD_INTAKE 2u
 
+/** One event on its way to a shard of another process. */
+typedef struct lu_fwd_s {
+  const char *target;   /**< the shard it is pinned to (an id of the view) */
+  const char *json;     /**< its JSON text, borrowed for the call */
+  size_t len;
+  unsigned hops;        /**< forwards so far, this one included */
+  unsigned delivery;    /**< its input's delivery count (lu_input_t): the
+                             receiver passes it on, so that a suspect
+                             input runs isolated wherever it lands */
+} lu_fwd_t;
+
 /** A transport.  Copied by lu_manager_set_bus(); ud is borrowed and must
  *  outlive the manager's use of the bus. */
 typedef struct lu_bus_s {
-  /** Forwards one event (its JSON text, borrowed for the call) to shard
-   *  `target`, an id of the view that is not this process's, pinned
-   *  there; `hops` counts forwards so far (1 for the first).  Must call
+  /** Forwards one event to the shard it names, pinned there.  Must call
    *  done.fn (if set) exactly once, when the forward is safe or has
    *  failed.  Any thread.  Required. */
-  void (*forward)(void *ud, const char *target, const char *json,
-                  size_t len, unsigned hops, lu_done_t done);
+  void (*forward)(void *ud, const lu_fwd_t *fwd, lu_done_t done);
   /** Sticky-session bindings shared across processes: writes the id of
    *  the shard bound to key (klen bytes, any bytes) into out (cap bytes),
    *  binding it to `candidate` when it is unbound or its shard is gone.
@@ -113,32 +123,35 @@ LU_EXTERN uint64_t lu_manager_load(const lu_manager_t *m);
 
 /* ---- events in -------------------------------------------------------- */
 
-/** An input arrived (JSON text, copied): decoded, routed, run here or
- *  forwarded, as lu_manager_submit_json() does, and done is called once
- *  it is finished here.  Bad input is recorded as lucent.Rejected (done
- *  then gets that outcome).  0, or LU_ENOMEM (nothing was taken: done is
- *  not called; the transport lets the input come back). */
-LU_EXTERN int lu_manager_take(lu_manager_t *m, const char *json, size_t len,
-                              uint64_t line, lu_done_t done);
+/** An input arrived (lu_input_t: its JSON text, origin and delivery
+ *  count, copied): decoded, routed, run here or forwarded, as
+ *  lu_manager_submit_input() does, and done is called once it is finished
+ *  here.  Bad input is recorded as lucent.Rejected (done then gets that
+ *  outcome).  0, or LU_ENOMEM (nothing was taken: done is not called; the
+ *  transport lets the input come back). */
+LU_EXTERN int lu_manager_take(lu_manager_t *m, const lu_input_t *in,
+                              lu_done_t done);
 
 /** An input the transport could not decode (a binary-mode message whose
  *  headers are not a valid event, say): recorded as lucent.Rejected with
- *  `reason` and the raw bytes (copied), counted as an input; done as for
+ *  `reason` and in's bytes (copied), counted as an input; done as for
  *  lu_manager_take.  0, or LU_ENOMEM (nothing taken). */
-LU_EXTERN int lu_manager_reject(lu_manager_t *m, const char *raw, size_t len,
-                                uint64_t line, const char *reason,
-                                lu_done_t done);
+LU_EXTERN int lu_manager_reject(lu_manager_t *m, const lu_input_t *in,
+                                const char *reason, lu_done_t done);
 
 /** An event another process forwarded to shard `target` arrived.  It runs
  *  here if target is one of this process's shards (pinned: never routed
  *  again).  If target is gone from the view and this process took over
  *  its queue, the event is routed once more (hops + 1; past 2 hops it
- *  runs here).  Returns 0; LU_EBUSY, without calling done, when target is
- *  another shard that is in the view (the transport gives the message
- *  back: it is that shard's); LU_ENOMEM (nothing taken). */
-LU_EXTERN int lu_manager_accept(lu_manager_t *m, const char *json,
-                                size_t len, const char *target,
-                                unsigned hops, lu_done_t done);
+ *  runs here).  A redelivered one (in->delivery > 1) runs isolated, as
+ *  lu_input_t says.  Returns 0; LU_EBUSY, without calling done, when
+ *  target is another shard that is in the view (the transport gives the
+ *  message back: it is that shard's), unless in->delivery reaches
+ *  lu_config_t.max_deliveries (then it runs here: it must end); LU_ENOMEM
+ *  (nothing taken). */
+LU_EXTERN int lu_manager_accept(lu_manager_t *m, const lu_input_t *in,
+                                const char *target, unsigned hops,
+                                lu_done_t done);
 
 /** Where lu_manager_route() would send ev. */
 typedef enum lu_route_e {

@@ -103,8 +103,14 @@ typedef struct lu_fn_s {
   uint32_t cpu_millis;  /**< cpu needed, millicores (0..shard capacity) */
   uint32_t memory_mb;   /**< memory needed, MB */
   int32_t priority;     /**< 1 (lowest) .. 10 (highest); 0 = default 5 */
-  uint32_t timeout_ms;  /**< an execution that overruns this counts as
-                             failed (retryable); 0 = 1000 ms */
+  uint32_t timeout_ms;  /**< an execution that uses more CPU time than
+                             this counts as failed (retryable), its
+                             output discarded; CPU time, not wall time,
+                             so outcomes do not depend on machine load.
+                             One still running after lu_config_t's
+                             hang_factor x this (wall clock, at least
+                             1 s) is abandoned and its event
+                             dead-lettered.  0 = 1000 ms */
   uint32_t max_retries; /**< retries after the first attempt; 0 = none */
   uint32_t retry_backoff_ms; /**< first retry delay, doubled per attempt,
                                   with +-50% jitter; 0 = 10 ms */

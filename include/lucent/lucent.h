@@ -256,6 +256,41 @@ typedef struct lu_config_s {
   unsigned threads;            /**< worker threads that run the shards;
                                     0 = one per CPU, at most one per
                                     shard */
+  unsigned max_deliveries;     /**< the delivery budget of an input that
+                                    a transport may deliver again
+                                    (lu_input_t.delivery): at the last
+                                    delivery it runs wherever it arrived,
+                                    never handed back; delivered more
+                                    often than that (each process that
+                                    took it died or stopped before its
+                                    outcome was stored) it is
+                                    dead-lettered without running; 0 = 5 */
+  uint32_t store_retry_ms;     /**< how long a batch the store refuses is
+                                    tried again (backing off up to 1 s)
+                                    before its outcomes are reported as
+                                    not stored; 0 = four tries in ~70 ms.
+                                    A transport that redelivers what is
+                                    not stored wants this long enough to
+                                    ride out a store outage (`lucent
+                                    serve`: 60 s): a batch waiting here
+                                    holds its inputs, it does not send
+                                    them round again */
+  size_t max_record_bytes;     /**< a result or an emitted event larger
+                                    than this (its stored CloudEvent)
+                                    cannot be stored: the outcome becomes
+                                    <Fn>Failed with the reason, rather
+                                    than a batch the store refuses for
+                                    ever; 0 = no limit (`lucent serve`
+                                    sets it from the NATS server's
+                                    maximum payload) */
+  unsigned hang_factor;        /**< a function still running (wall
+                                    clock) after hang_factor x its
+                                    timeout_ms (and at least 1 s) is
+                                    abandoned: its event is dead-lettered
+                                    with the reason, its shard goes on
+                                    with another thread, and the stuck
+                                    thread is left to finish on its own;
+                                    0 = 10 */
   lu_explain_cb on_explain;    /**< may be NULL; called from shard threads
                                     (or the NATS client's thread running a
                                     request inline: lucent serve),
@@ -296,6 +331,34 @@ LU_EXTERN int lu_manager_new(lu_manager_t **out, const lu_config_t *cfg,
  *  safe. */
 LU_EXTERN int lu_manager_submit_json(lu_manager_t *m, const char *json,
                                      size_t len, uint64_t line);
+
+/** One input, and what is known of where it came from. */
+typedef struct lu_input_s {
+  const char *json;   /**< the event's JSON text (copied) */
+  size_t len;
+  uint64_t line;      /**< its line in origin, reported with its outcome;
+                           0 = none */
+  const char *origin; /**< where it came from ("orders.jsonl",
+                           "LUCENT_INTAKE:1234"), or NULL.  With line, the
+                           identity of an input that is not a valid event:
+                           the same bad line of the same origin is
+                           rejected once however often it comes, the same
+                           bytes at the same line of another origin get a
+                           rejection of their own.  Copied. */
+  unsigned delivery;  /**< 0 or 1: the first time this input is given to
+                           lucent.  More: it comes again after a process
+                           that took it may have died of it (a crash or a
+                           hang): it runs isolated, in a child process,
+                           and should it crash or hang there it ends as a
+                           dead letter naming the signal and the
+                           function, without taking this process down. */
+} lu_input_t;
+
+/** Submits one input: lu_manager_submit_json() with its origin and its
+ *  delivery count.  Returns 0, LU_EINVAL, LU_ESTATE (after
+ *  lu_manager_free started) or LU_ENOMEM (nothing was taken).  Thread
+ *  safe. */
+LU_EXTERN int lu_manager_submit_input(lu_manager_t *m, const lu_input_t *in);
 
 /** Submits a built event.  Takes ownership of ev, even on error.  Same
  *  semantics as lu_manager_submit_json().  Thread safe. */
@@ -362,6 +425,37 @@ LU_EXTERN uint64_t lu_manager_store_errors(const lu_manager_t *m);
  *  writer, and it sees every batch committed so far (an ":memory:" store
  *  cannot be opened twice). */
 LU_EXTERN lu_store_t *lu_manager_store(lu_manager_t *m);
+
+/* ======================================================================
+ * Crashes: which function and which event killed the process.
+ * ==================================================================== */
+
+/** Installs a handler for the fatal signals (SIGSEGV, SIGBUS, SIGILL,
+ *  SIGFPE, SIGABRT) that writes one line to stderr naming the function
+ *  that was running on the crashing thread, its event (id, source, line)
+ *  and shard, and, when marker_path is not NULL, the same as JSON into
+ *  that file; then the process dies of the signal as it would have.  The
+ *  handler uses only async-signal-safe calls.  Call it once, early (a
+ *  second call changes the marker path).  For the command and programs
+ *  that own their process: a library embedding lucent may prefer its own
+ *  handler.  0, or LU_EINVAL (path too long, sigaction failed). */
+LU_EXTERN int lu_crash_report_install(const char *marker_path);
+
+/** What a crash marker says. */
+typedef struct lu_crash_s {
+  int signal;
+  char function[128];
+  char event_id[256];
+  char source[256];
+  char shard[64];
+  uint64_t line;      /**< the event's input line, or 0 */
+} lu_crash_t;
+
+/** Reads a marker written by the handler of lu_crash_report_install.
+ *  0, LU_ENOENT (no marker: no crash), LU_EPARSE, LU_EIO.  The caller
+ *  gives that event lu_input_t.delivery 2 when it submits it again: it
+ *  runs isolated, and if it crashes again it is dead-lettered instead. */
+LU_EXTERN int lu_crash_marker_read(const char *path, lu_crash_t *out);
 
 #ifdef __cplusplus
 }

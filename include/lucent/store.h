@@ -4,10 +4,11 @@
  *
  * Backends: "sqlite" (a file path or ":memory:"), "jetstream" (lucent/nats.h),
  * or one of your own (the end of this file).
- * Appends are idempotent: an event whose id is already stored is ignored
- * (docs/architecture.md, decision 3).  Appends happen in batches, one
- * transaction each
- * (group commit; SQLite runs in WAL mode).
+ * Appends are idempotent: an event whose id is already stored is ignored,
+ * however long ago it was stored (docs/architecture.md, decision 3; the
+ * JetStream store compares type and id, which is the same for the ids
+ * lucent derives: no two of its records share an id).  Appends happen in
+ * batches, one transaction each (group commit; SQLite runs in WAL mode).
  */
 #ifndef LUCENT_STORE_H
 #define LUCENT_STORE_H

@@ -28,8 +28,8 @@ int64_t lu_ctx_now_ms(const lu_ctx_t *c) { return c->now_ms; }
 void lu_ctx_new_id(const lu_ctx_t *c, unsigned n, char buf[37]) {
   char nbuf[16];
   lu__fmt(nbuf, sizeof nbuf, "%u", n);
-  const char *parts[] = {c->ev->id, c->fn_name, "id", nbuf};
-  lu__derive_id(buf, parts, 4);
+  const char *parts[] = {c->ev->source, c->ev->id, c->fn_name, "id", nbuf};
+  lu__derive_id(buf, parts, 5);
 }
 
 int lu_out_result(lu_out_t *out, cJSON *value) {

@@ -208,6 +208,10 @@ void lu__out_reset(lu_out_t *out);
  *  order), merged over shards.  Thread safe. */
 void lu__manager_fn_hists(const lu_manager_t *m, size_t i, lu_hist_t *exec,
                           lu_hist_t *e2e);
+/** Function i's isolated runs that crashed, and runs abandoned past the
+ *  hard limit, over every shard.  Thread safe. */
+void lu__manager_fn_faults(const lu_manager_t *m, size_t i, uint64_t *crashes,
+                           uint64_t *abandoned);
 /** Is function i's breaker open on shard k now?  Thread safe. */
 int lu__manager_breaker_open(const lu_manager_t *m, size_t i, unsigned k);
 /** Events waiting in shard k's queues (intake + forwarded).  Thread safe. */

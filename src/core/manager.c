@@ -71,12 +71,13 @@ void lu__item_free(lu_item_t *it) {
 /* Records a rejection decided at intake (from < 0) or by a shard.
  * Returns 0, or LU_ENOMEM when it could not even be recorded: the caller
  * still owns the input and says so to its own caller. */
-static int reject(lu_manager_t *m, int from, int derived, uint64_t line,
-                  uint64_t t_submit, const char *raw, size_t len,
-                  const lu_event_t *ev, const char *reason, lu_done_t done) {
+static int reject(lu_manager_t *m, int from, int derived, const char *origin,
+                  uint64_t line, uint64_t t_submit, const char *raw,
+                  size_t len, const lu_event_t *ev, const char *reason,
+                  lu_done_t done) {
   lu_where_t w = {from, from < 0 ? NULL : m->shards[from].id};
-  lu_unit_t *u = lu__outcome_rejected(w, derived, line, t_submit, raw, len,
-                                      m->cfg.max_event_bytes, ev, reason);
+  lu_unit_t *u = lu__outcome_rejected(w, derived, origin, line, t_submit, raw,
+                                      len, m->cfg.max_event_bytes, ev, reason);
   if (!u) return LU_ENOMEM;
   u->done = done;
   lu__writer_push(m, u);
@@ -94,8 +95,12 @@ static void send_remote(lu_manager_t *m, lu_shard_t *from, const char *target,
     from->forwarded++;
     pthread_mutex_unlock(&from->stats_lock);
   }
-  m->bus.forward(m->bus.ud, target, json ? json : "", json ? len : 0,
-                 it->hops + 1, it->done);
+  lu_fwd_t f = {.target = target,
+                .json = json ? json : "",
+                .len = json ? len : 0,
+                .hops = it->hops + 1,
+                .delivery = it->delivery};
+  m->bus.forward(m->bus.ud, &f, it->done);
   it->done.fn = NULL;
   lu__item_free(it);
   lu__pending_done(m, 1);
@@ -107,9 +112,42 @@ static void count(lu_shard_t *s, uint64_t *field) {
   pthread_mutex_unlock(&s->stats_lock);
 }
 
-int lu__dispatch(lu_manager_t *m, int from, lu_item_t *it) {
+unsigned lu__delivery_budget(const lu_manager_t *m) {
+  return m->cfg.max_deliveries ? m->cfg.max_deliveries : 5;
+}
+
+/* Delivered more often than the budget without an outcome: every process
+ * that took it died or stopped first.  Whatever did it (a crash outside
+ * any function, a machine that keeps failing), it ends here, with its
+ * input in the dead letter, rather than go round for ever.  1 = done
+ * (dead-lettered), 0 = within budget, LU_ENOMEM. */
+static int over_budget(lu_manager_t *m, int from, lu_item_t *it) {
+  if (it->delivery <= lu__delivery_budget(m)) return 0;
+  char why[256];
+  lu__fmt(why, sizeof why,
+          "delivered %u times without an outcome (budget %u): each process "
+          "that took it died or stopped before its outcome was stored",
+          it->delivery, lu__delivery_budget(m));
+  lu_where_t w = {from, from < 0 ? NULL : m->shards[from].id};
+  lu_unit_t *u = lu__outcome_dead(w, it, why, 0);
+  if (!u) return LU_ENOMEM;
+  LU_LOG(LU_LOG_ERROR, w.id, it->ev->correlationid,
+         LU_KVS(LU_KV_STR("event", it->ev->id),
+                LU_KV_UINT("delivery", it->delivery)),
+         "event %s dead-lettered: %s", it->ev->id, why);
+  u->done = it->done;
+  it->done.fn = NULL;
+  lu__writer_push(m, u);
+  lu__item_free(it);
+  return 1;
+}
+
+int lu__dispatch(lu_manager_t *m, int from, lu_item_t *it,
+                 const char *origin) {
   char why[320];
   lu_dest_t to;
+  int spent = over_budget(m, from, it);
+  if (spent) return spent < 0 ? spent : 0;
   int rc = lu__route(m, it->ev, &to, why, sizeof why);
   if (rc != LU_ROUTE_OK) {
     lu_where_t w = {from, from < 0 ? NULL : m->shards[from].id};
@@ -117,7 +155,7 @@ int lu__dispatch(lu_manager_t *m, int from, lu_item_t *it) {
     if (rc == LU_ROUTE_REJECT) {
       size_t len;
       const char *raw = lu_event_json(it->ev, &len);
-      u = lu__outcome_rejected(w, it->derived, it->line, it->t_submit,
+      u = lu__outcome_rejected(w, it->derived, origin, it->line, it->t_submit,
                                raw ? raw : "", raw ? len : 0,
                                m->cfg.max_event_bytes, it->ev, why);
     } else {
@@ -175,9 +213,14 @@ static void untake(lu_manager_t *m) {
   lu__pending_done(m, 1);
 }
 
-static int submit_common(lu_manager_t *m, lu_event_t *ev, const char *raw,
-                         size_t len, uint64_t line, lu_done_t done) {
+/* Takes in one input: raw text (in) or a built event (ev, in NULL). */
+static int submit_common(lu_manager_t *m, lu_event_t *ev,
+                         const lu_input_t *in, lu_done_t done) {
   uint64_t t0 = lu__now_ns();
+  const char *raw = in ? (in->json ? in->json : "") : NULL;
+  size_t len = in ? in->len : 0;
+  uint64_t line = in ? in->line : 0;
+  const char *origin = in ? in->origin : NULL;
   char err[256];
   int rc = 0;
   if (!ev) {
@@ -193,13 +236,13 @@ static int submit_common(lu_manager_t *m, lu_event_t *ev, const char *raw,
   }
   lu_item_t *it = rc ? NULL : calloc(1, sizeof *it);
   if (!rc && !it) {
-    lu_event_free(ev);
+    if (raw) lu_event_free(ev);
     return LU_ENOMEM;
   }
   lu__pending_add(m, 1);
   lu__stats_event_in(&m->stats);
   if (rc) {
-    if (reject(m, -1, 0, line, t0, raw, len, NULL, err, done)) {
+    if (reject(m, -1, 0, origin, line, t0, raw, len, NULL, err, done)) {
       untake(m);
       return LU_ENOMEM;
     }
@@ -209,7 +252,8 @@ static int submit_common(lu_manager_t *m, lu_event_t *ev, const char *raw,
   it->line = line;
   it->t_submit = t0;
   it->done = done;
-  if (lu__dispatch(m, -1, it)) {
+  it->delivery = in ? in->delivery : 0;
+  if (lu__dispatch(m, -1, it, origin)) {
     /* Taken back: the caller keeps its input; an event it gave us
      * (lu_manager_submit) is its to free. */
     free(it);
@@ -222,26 +266,34 @@ static int submit_common(lu_manager_t *m, lu_event_t *ev, const char *raw,
 
 static const lu_done_t no_done = {NULL, NULL};
 
+static int input_ok(const lu_input_t *in) {
+  return in && (in->json || !in->len);
+}
+
 int lu_manager_submit_json(lu_manager_t *m, const char *json, size_t len,
                            uint64_t line) {
-  if (!m || (!json && len)) return LU_EINVAL;
+  lu_input_t in = {.json = json, .len = len, .line = line};
+  return lu_manager_submit_input(m, &in);
+}
+
+int lu_manager_submit_input(lu_manager_t *m, const lu_input_t *in) {
+  if (!m || !input_ok(in)) return LU_EINVAL;
   if (atomic_load(&m->closing)) return LU_ESTATE;
-  return submit_common(m, NULL, json ? json : "", len, line, no_done);
+  return submit_common(m, NULL, in, no_done);
 }
 
-int lu_manager_take(lu_manager_t *m, const char *json, size_t len,
-                    uint64_t line, lu_done_t done) {
-  if (!m || (!json && len)) return LU_EINVAL;
-  return submit_common(m, NULL, json ? json : "", len, line, done);
+int lu_manager_take(lu_manager_t *m, const lu_input_t *in, lu_done_t done) {
+  if (!m || !input_ok(in)) return LU_EINVAL;
+  return submit_common(m, NULL, in, done);
 }
 
-int lu_manager_reject(lu_manager_t *m, const char *raw, size_t len,
-                      uint64_t line, const char *reason, lu_done_t done) {
-  if (!m || (!raw && len) || !reason) return LU_EINVAL;
+int lu_manager_reject(lu_manager_t *m, const lu_input_t *in,
+                      const char *reason, lu_done_t done) {
+  if (!m || !input_ok(in) || !reason) return LU_EINVAL;
   lu__pending_add(m, 1);
   lu__stats_event_in(&m->stats);
-  if (reject(m, -1, 0, line, lu__now_ns(), raw ? raw : "", len, NULL, reason,
-             done)) {
+  if (reject(m, -1, 0, in->origin, in->line, lu__now_ns(),
+             in->json ? in->json : "", in->len, NULL, reason, done)) {
     untake(m);
     return LU_ENOMEM;
   }
@@ -263,13 +315,14 @@ int lu_manager_submit(lu_manager_t *m, lu_event_t *ev) {
     const char *j = lu_event_json(ev, &len);
     lu__pending_add(m, 1);
     lu__stats_event_in(&m->stats);
-    int rc = reject(m, -1, 0, 0, lu__now_ns(), j ? j : "", j ? len : 0, NULL,
-                    "event lacks id, type or source", no_done);
+    int rc = reject(m, -1, 0, NULL, 0, lu__now_ns(), j ? j : "",
+                    j ? len : 0, NULL, "event lacks id, type or source",
+                    no_done);
     lu_event_free(ev);
     if (rc) untake(m);
     return rc;
   }
-  int rc = submit_common(m, ev, NULL, 0, 0, no_done);
+  int rc = submit_common(m, ev, NULL, no_done);
   if (rc) lu_event_free(ev); /* "takes ownership of ev, even on error" */
   return rc;
 }
@@ -280,14 +333,18 @@ static lu_shard_t *local_shard(lu_manager_t *m, const char *id) {
   return NULL;
 }
 
-int lu_manager_accept(lu_manager_t *m, const char *json, size_t len,
+int lu_manager_accept(lu_manager_t *m, const lu_input_t *in,
                       const char *target, unsigned hops, lu_done_t done) {
-  if (!m || (!json && len)) return LU_EINVAL;
-  if (!json) json = "";
+  if (!m || !input_ok(in)) return LU_EINVAL;
+  const char *json = in->json ? in->json : "";
+  size_t len = in->len;
   lu_shard_t *t = target ? local_shard(m, target) : NULL;
+  unsigned last = lu__delivery_budget(m);
   /* Pinned to a shard that is alive: not ours to run or to re-route (we
-   * pulled its queue while we thought it gone); it goes back to it. */
-  if (!t && target && lu__view_contains(&m->view, target))
+   * pulled its queue while we thought it gone); it goes back to it -
+   * unless this is its last delivery: then it must end here. */
+  if (!t && target && in->delivery < last &&
+      lu__view_contains(&m->view, target))
     return LU_EBUSY;
   /* Taken over from a shard that is gone: route once more (re-route);
    * past the hop limit, run it here. */
@@ -307,8 +364,8 @@ int lu_manager_accept(lu_manager_t *m, const char *json, size_t len,
    * input here (its first owner never recorded an outcome). */
   lu__pending_add(m, 1);
   if (rc) {
-    if (reject(m, reroute ? -1 : (int)t->idx, 1, 0, t0, json, len, NULL, err,
-               done)) {
+    if (reject(m, reroute ? -1 : (int)t->idx, 1, in->origin, in->line, t0,
+               json, len, NULL, err, done)) {
       lu__pending_done(m, 1);
       return LU_ENOMEM;
     }
@@ -319,13 +376,21 @@ int lu_manager_accept(lu_manager_t *m, const char *json, size_t len,
   it->derived = 1;
   it->hops = hops;
   it->done = done;
+  it->delivery = in->delivery;
   if (reroute) {
-    if (lu__dispatch(m, -1, it)) {
+    if (lu__dispatch(m, -1, it, in->origin)) {
       lu__item_free(it);
       lu__pending_done(m, 1);
       return LU_ENOMEM;
     }
   } else {
+    int spent = over_budget(m, (int)t->idx, it);
+    if (spent < 0) {
+      lu__item_free(it);
+      lu__pending_done(m, 1);
+      return LU_ENOMEM;
+    }
+    if (spent) return 0;
     count(t, &t->received);
     lu__shard_enqueue(t, it, 1);
   }

@@ -98,6 +98,7 @@ int lu__obs_snapshot(lu_obs_snap_t *s, const lu_obs_source_t *src) {
     f->failed = st.failed;
     f->retries = st.retries;
     f->timeouts = st.timeouts;
+    lu__manager_fn_faults(m, i, &f->crashes, &f->abandoned);
     lu__manager_fn_hists(m, i, &f->exec, &f->e2e);
     f->breaker_open = s->breakers + i * s->nshards;
     for (unsigned k = 0; k < s->nshards; k++)
@@ -262,7 +263,11 @@ static void histogram(lu_buf_t *b, const char *name, const labels_t *l,
   XX(retries, "lucent_function_retries_total",                              \
      "Retry attempts scheduled for the function.")                          \
   XX(timeouts, "lucent_function_timeouts_total",                            \
-     "Executions that overran the function's timeout.")
+     "Executions that overran the function's timeout (CPU time).")          \
+  XX(crashes, "lucent_function_crashes_total",                              \
+     "Isolated runs of redelivered inputs that the function crashed.")      \
+  XX(abandoned, "lucent_function_abandoned_total",                          \
+     "Runs abandoned past the hard limit (a function that did not return).")
 
 #define SHARD_COUNTERS(XX)                                                  \
   XX(routed, "lucent_shard_routed_total",                                   \

@@ -44,6 +44,7 @@ void lu__obs_cumulative(const lu_hist_t *h, uint64_t cum[LU_OBS_NBUCKETS + 1]);
 typedef struct lu_obs_fn_s {
   const char *name;            /* borrowed from the registry */
   uint64_t executions, completed, failed, retries, timeouts;
+  uint64_t crashes, abandoned;
   lu_hist_t exec, e2e;
   unsigned char *breaker_open; /* [nshards] (points into the snapshot) */
 } lu_obs_fn_t;

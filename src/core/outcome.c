@@ -4,12 +4,18 @@
  * lucent.DeadLettered, written as CloudEvents JSON by hand (the hot path:
  * cheaper than building a cJSON tree to print it).
  *
- * Every record's id is derived from its input (docs/architecture.md,
- * decision 3): a result from (input id, function), an emitted event from
- * (input id, function, index), a failure from (input id, function,
- * "Failed"), a dead letter from (input id, "lucent.DeadLettered"), a
- * rejection from (line, input id or bytes).  Running the same input again
- * writes the same ids, which the store ignores.
+ * The source of what a function writes (its result, its failure, the
+ * events it emitted) is lucent://fn/<function>: the same wherever it ran
+ * (the shard is in the shardid extension), so that an emitted event,
+ * itself an input, has the same identity when it is emitted again.
+ *
+ * Every record's id is derived from its input's identity, (source, id)
+ * as CloudEvents defines it (docs/architecture.md, decision 3): a result
+ * from (source, id, function), an emitted event from (source, id,
+ * function, index), a failure from (source, id, function, "Failed"), a
+ * dead letter from (source, id, "lucent.DeadLettered"), a rejection from
+ * (origin, line, source and id, or the bytes).  Running the same input
+ * again writes the same ids, which the store ignores.
  *
  * A unit keeps its records in one text buffer (offsets, not pointers, so
  * the buffer may grow): the CloudEvent JSON of each record, then the
@@ -168,7 +174,8 @@ static void put_input(lu_unit_t *u, const lu_event_t *ev) {
   u->ev_type = put_z(&u->text, ev->type);
 }
 
-lu_unit_t *lu__outcome_rejected(lu_where_t w, int derived, uint64_t line,
+lu_unit_t *lu__outcome_rejected(lu_where_t w, int derived,
+                                const char *origin, uint64_t line,
                                 uint64_t t_submit, const char *raw,
                                 size_t len, size_t max_bytes,
                                 const lu_event_t *ev, const char *reason) {
@@ -177,19 +184,21 @@ lu_unit_t *lu__outcome_rejected(lu_where_t w, int derived, uint64_t line,
   if (!u) return NULL;
   char lbuf[24], id[37];
   lu__fmt(lbuf, sizeof lbuf, "%" PRIu64, line);
-  /* Replaying the same input rejects it under the same id. */
-  size_t idlen = len < REJECT_RAW_MAX * 16 ? len : REJECT_RAW_MAX;
-  char *rawz = ev ? NULL : strndup(raw, idlen);
-  if (!ev && !rawz) {
-    lu__unit_free(u);
-    return NULL;
-  }
-  const char *parts[] = {"lucent.Rejected", lbuf, ev ? ev->id : rawz};
-  lu__derive_id(id, parts, 3);
-  free(rawz);
+  /* Replaying the same input of the same origin rejects it under the
+   * same id; the bytes count whole (a NUL inside them too), as a hash. */
+  char hbuf[24];
+  lu__fmt(hbuf, sizeof hbuf, "%016llx",
+          (unsigned long long)lu__key_hash(raw, len));
+  const char *parts[] = {"lucent.Rejected", origin ? origin : "", lbuf,
+                         ev ? ev->source : "", ev ? ev->id : hbuf};
+  lu__derive_id(id, parts, 5);
   lu_buf_t data = {0};
   lu__buf_puts(&data, "{\"reason\":");
   lu__buf_json_str(&data, reason, strlen(reason));
+  if (origin && *origin) {
+    lu__buf_puts(&data, ",\"origin\":");
+    lu__buf_json_str(&data, origin, strlen(origin));
+  }
   if (line) {
     lu__buf_puts(&data, ",\"line\":");
     lu__buf_puts(&data, lbuf);
@@ -235,8 +244,8 @@ lu_unit_t *lu__outcome_dead(lu_where_t w, const lu_item_t *it,
   if (!u) return NULL;
   u->once = it->once;
   char id[37];
-  const char *parts[] = {ev->id, "lucent.DeadLettered"};
-  lu__derive_id(id, parts, 2);
+  const char *parts[] = {ev->source, ev->id, "lucent.DeadLettered"};
+  lu__derive_id(id, parts, 3);
   lu_buf_t data = {0};
   size_t evlen;
   const char *evjson = lu_event_json(it->ev, &evlen);
@@ -271,11 +280,11 @@ lu_unit_t *lu__outcome_failed(lu_where_t w, const lu_item_t *it,
   if (!u) return NULL;
   u->once = it->once;
   char id[37], type[256], subject[320], src[80], abuf[16];
-  const char *parts[] = {ev->id, name, "Failed"};
-  lu__derive_id(id, parts, 3);
+  const char *parts[] = {ev->source, ev->id, name, "Failed"};
+  lu__derive_id(id, parts, 4);
   lu__fmt(type, sizeof type, "%sFailed", name);
   lu__fmt(subject, sizeof subject, "function-result-%s", corr_of(ev));
-  lu__fmt(src, sizeof src, "lucent://%s", w.id);
+  lu__fmt(src, sizeof src, "lucent://fn/%s", name);
   lu__fmt(abuf, sizeof abuf, "%u", it->attempts);
   lu_buf_t d = {0};
   lu__buf_puts(&d, "{\"reason\":");
@@ -327,11 +336,11 @@ lu_unit_t *lu__outcome_completed(lu_where_t w, const lu_item_t *it,
   if (!u) return NULL;
   u->once = it->once;
   char id[37], type[256], subject[320], src[80];
-  const char *parts[] = {ev->id, name};
-  lu__derive_id(id, parts, 2);
+  const char *parts[] = {ev->source, ev->id, name};
+  lu__derive_id(id, parts, 3);
   lu__fmt(type, sizeof type, "%sCompleted", name);
   lu__fmt(subject, sizeof subject, "function-result-%s", corr_of(ev));
-  lu__fmt(src, sizeof src, "lucent://%s", w.id);
+  lu__fmt(src, sizeof src, "lucent://fn/%s", name);
   size_t dlen;
   const char *dj = print_json(print, out->result, &dlen);
   if (!dj) {
@@ -353,8 +362,8 @@ lu_unit_t *lu__outcome_completed(lu_where_t w, const lu_item_t *it,
     const lu_emit_t *e = &out->emit[i];
     char eid[37], ibuf[16];
     lu__fmt(ibuf, sizeof ibuf, "%zu", i);
-    const char *ep[] = {ev->id, name, ibuf};
-    lu__derive_id(eid, ep, 3);
+    const char *ep[] = {ev->source, ev->id, name, ibuf};
+    lu__derive_id(eid, ep, 4);
     const char *ej = print_json(print, e->data, &dlen);
     if (!ej) {
       u->text.oom = 1;

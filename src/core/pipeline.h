@@ -38,6 +38,7 @@ typedef struct lu_item_s {
   int derived;          /* emitted by a function, or forwarded here */
   int once;             /* never redelivered: records get LU_RECORD_ONCE */
   int unrouted;         /* an emitted event dispatch could not take yet */
+  unsigned delivery;    /* > 1: a redelivery, run isolated (sandbox.c) */
   unsigned attempts, hops;
   const lu_fnent_t *fn; /* fixed once selected, so retries stay on it */
   lu_done_t done;       /* who to tell when it is finished here */
@@ -77,15 +78,20 @@ typedef struct lu_where_s {
   const char *id;
 } lu_where_t;
 
-/** lucent.Rejected for bad input: reason, line, size and the raw bytes
- *  (truncated past max_bytes).  ev, when the input parsed, gives the
- *  context.  NULL when out of memory (nothing is kept). */
-lu_unit_t *lu__outcome_rejected(lu_where_t w, int derived, uint64_t line,
+/** lucent.Rejected for bad input: reason, origin, line, size and the raw
+ *  bytes (truncated past max_bytes).  ev, when the input parsed, gives
+ *  the context.  Its id derives from (origin, line, the event's source
+ *  and id or else the bytes).  NULL when out of memory (nothing kept). */
+lu_unit_t *lu__outcome_rejected(lu_where_t w, int derived,
+                                const char *origin, uint64_t line,
                                 uint64_t t_submit, const char *raw,
                                 size_t len, size_t max_bytes,
                                 const lu_event_t *ev, const char *reason);
 /** lucent.DeadLettered: a valid event nothing can run; the event rides
  *  along.  NULL when out of memory. */
+/** The delivery budget: cfg.max_deliveries, or 5. */
+unsigned lu__delivery_budget(const lu_manager_t *m);
+
 lu_unit_t *lu__outcome_dead(lu_where_t w, const lu_item_t *it,
                             const char *reason, unsigned attempts);
 /** <Fn>Failed after the item's last attempt.  NULL when out of memory. */
@@ -210,8 +216,9 @@ void lu__route_expire(lu_manager_t *m, uint64_t now_ms);
 
 /** Runs one attempt of it on shard s by the turn's holder: outcome, or a
  *  retry on the shard's timer heap.  Consumes it unless it is scheduled
- *  again. */
-void lu__run_item(lu_shard_t *s, lu_item_t *it);
+ *  again.  Returns 1 when the watchdog abandoned the run meanwhile: the
+ *  caller no longer holds the turn and must not touch s (shard.h). */
+int lu__run_item(lu_shard_t *s, lu_item_t *it);
 
 /* ---- config.c --------------------------------------------------------- */
 
@@ -226,15 +233,47 @@ int lu__config_import(lu_config_t *cfg, const lu_config_t *in, char *errbuf,
  *  with why in errbuf. */
 int lu__config_check(lu_config_t *cfg, char *errbuf, size_t errlen);
 
+/* ---- sandbox.c ---------------------------------------------------------- */
+
+enum { LU_SANDBOX_RAN, LU_SANDBOX_CRASHED, LU_SANDBOX_HUNG,
+       LU_SANDBOX_FAILED };
+/** One function call to make isolated. */
+typedef struct lu_sbx_job_s {
+  const lu_fnent_t *fe;
+  lu_ctx_t ctx;
+  const cJSON *data;
+  uint64_t hard_ns; /* its hard limit */
+} lu_sbx_job_t;
+/** A job's verdict: LU_SANDBOX_RAN with the function's status, its CPU
+ *  and wall time and its output in out (valid during the call);
+ *  LU_SANDBOX_CRASHED (sig) or HUNG (past hard_ns: killed); or
+ *  LU_SANDBOX_FAILED (no child could be made: try again later). */
+typedef void (*lu_sbx_result_fn)(void *ud, size_t job, int verdict,
+                                 lu_status_t st, uint64_t cpu_ns,
+                                 uint64_t wall_ns, int sig);
+/** Runs jobs[0..n) in order in child processes (see sandbox.c), each at
+ *  most its hard_ns, using out for their outputs; calls cb exactly once
+ *  per job, in order, on the calling thread. */
+void lu__sandbox_run(const lu_sbx_job_t *jobs, size_t n, lu_out_t *out,
+                     lu_sbx_result_fn cb, void *ud);
+
+/** Runs items[0..n), suspect inputs (delivered again), on shard s by the
+ *  turn's holder, isolated in child processes; each ends as
+ *  lu__run_item's would, or as a dead letter if it crashes or hangs its
+ *  child (run.c). */
+void lu__run_suspects(lu_shard_t *s, lu_item_t **items, size_t n);
+
 /* ---- manager.c -------------------------------------------------------- */
 
 void lu__pending_add(lu_manager_t *m, uint64_t k);
 void lu__pending_done(lu_manager_t *m, uint64_t k);
 /** Routes an item and hands it to its shard or the bus, or records its
- *  rejection or dead letter.  from: the shard doing it (-1 = intake).
- *  Consumes it and returns 0, or returns LU_ENOMEM with nothing done
- *  (the caller keeps it). */
-int lu__dispatch(lu_manager_t *m, int from, lu_item_t *it);
+ *  rejection (origin: where the input came from, or NULL) or dead
+ *  letter.  from: the shard doing it (-1 = intake).  Consumes it and
+ *  returns 0, or returns LU_ENOMEM with nothing done (the caller keeps
+ *  it). */
+int lu__dispatch(lu_manager_t *m, int from, lu_item_t *it,
+                 const char *origin);
 void lu__item_free(lu_item_t *it);
 /** One of the shared random numbers (two choices). */
 uint64_t lu__manager_rand(lu_manager_t *m);

@@ -12,6 +12,12 @@
  * allocation failure delays a retry, never strands it.  The same scan
  * sweeps a slice of the sticky-session table (lu__route_expire), so the
  * table holds the sessions of about one TTL, not of the whole run.
+ *
+ * The watchdog, a thread of its own, looks at every shard every
+ * WATCH_NS for a function running past its hard limit (run.c): it
+ * abandons the run, and a worker that was running it is detached and
+ * replaced, so a function that never returns costs a thread, never a
+ * shard or the pool.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +25,7 @@
 #include "shard.h"
 
 #define SCAN_NS (100 * NS_PER_MS)
+#define WATCH_NS (50 * NS_PER_MS)
 
 static void timer_sift_down(lu_pool_t *p, size_t i) {
   lu_timer_t t = p->timers[i];
@@ -85,6 +92,8 @@ void lu__pool_push(lu_pool_t *p, lu_shard_t *s) {
 static void *worker_main(void *arg) {
   lu_pool_t *p = arg;
   lu_manager_t *m = p->m;
+  lu__runner()->worker = 1;
+  lu__crash_altstack();
   uint64_t next_scan = lu__now_ns() + SCAN_NS;
   pthread_mutex_lock(&p->lock);
   for (;;) {
@@ -112,7 +121,7 @@ static void *worker_main(void *arg) {
       p->head = s->rq_next;
       if (!p->head) p->tail = NULL;
       pthread_mutex_unlock(&p->lock);
-      lu__shard_run(s);
+      if (lu__shard_run(s)) return NULL; /* abandoned and replaced */
       pthread_mutex_lock(&p->lock);
       continue;
     }
@@ -127,35 +136,87 @@ static void *worker_main(void *arg) {
   return NULL;
 }
 
+static void *watchdog_main(void *arg) {
+  lu_pool_t *p = arg;
+  lu_manager_t *m = p->m;
+  pthread_mutex_lock(&p->lock);
+  while (!p->stop) {
+    pthread_mutex_unlock(&p->lock);
+    uint64_t now = lu__now_ns();
+    for (unsigned i = 0; i < m->n; i++) lu__shard_watch(&m->shards[i], now);
+    pthread_mutex_lock(&p->lock);
+    if (!p->stop) lu__cond_wait_until(&p->wdwake, &p->lock, now + WATCH_NS);
+  }
+  pthread_mutex_unlock(&p->lock);
+  return NULL;
+}
+
+/* Starts one more worker.  Under p->lock.  0 or LU_ENOMEM. */
+static int add_worker(lu_pool_t *p) {
+  if (p->nthreads == p->capthreads) {
+    unsigned cap = p->capthreads ? p->capthreads * 2 : 4;
+    pthread_t *t = realloc(p->threads, cap * sizeof *t);
+    if (!t) return LU_ENOMEM;
+    p->threads = t;
+    unsigned char *d = realloc(p->detached, cap);
+    if (!d) return LU_ENOMEM;
+    p->detached = d;
+    p->capthreads = cap;
+  }
+  if (pthread_create(&p->threads[p->nthreads], NULL, worker_main, p))
+    return LU_ENOMEM;
+  p->detached[p->nthreads++] = 0;
+  return 0;
+}
+
+int lu__pool_replace(lu_pool_t *p, pthread_t stuck) {
+  pthread_mutex_lock(&p->lock);
+  for (unsigned i = 0; i < p->nthreads; i++)
+    if (!p->detached[i] && pthread_equal(p->threads[i], stuck)) {
+      p->detached[i] = 1; /* never joined: it may never return */
+      pthread_detach(stuck);
+      break;
+    }
+  int rc = p->stop ? 0 : add_worker(p);
+  pthread_mutex_unlock(&p->lock);
+  return rc;
+}
+
 int lu__pool_start(lu_pool_t *p, lu_manager_t *m, unsigned n) {
   memset(p, 0, sizeof *p);
   p->m = m;
   if (pthread_mutex_init(&p->lock, NULL)) return LU_ENOMEM;
-  if (lu__cond_init_mono(&p->wake)) {
+  if (lu__cond_init_mono(&p->wake) || lu__cond_init_mono(&p->wdwake)) {
     pthread_mutex_destroy(&p->lock);
     return LU_ENOMEM;
   }
-  p->threads = calloc(n, sizeof *p->threads);
-  if (!p->threads) goto fail;
-  for (unsigned i = 0; i < n; i++) {
-    if (pthread_create(&p->threads[i], NULL, worker_main, p)) goto fail;
-    p->nthreads++;
-  }
-  return 0;
-fail:
-  lu__pool_stop(p);
-  return LU_ENOMEM;
+  pthread_mutex_lock(&p->lock);
+  int rc = 0;
+  for (unsigned i = 0; i < n && !rc; i++) rc = add_worker(p);
+  if (!rc && pthread_create(&p->watchdog, NULL, watchdog_main, p))
+    rc = LU_ENOMEM;
+  else if (!rc)
+    p->watching = 1;
+  pthread_mutex_unlock(&p->lock);
+  if (rc) lu__pool_stop(p);
+  return rc;
 }
 
 void lu__pool_stop(lu_pool_t *p) {
   pthread_mutex_lock(&p->lock);
   p->stop = 1;
   pthread_cond_broadcast(&p->wake);
+  pthread_cond_broadcast(&p->wdwake);
   pthread_mutex_unlock(&p->lock);
-  for (unsigned i = 0; i < p->nthreads; i++) pthread_join(p->threads[i], NULL);
+  if (p->watching) pthread_join(p->watchdog, NULL);
+  /* The watchdog has stopped: nobody detaches a worker from here on. */
+  for (unsigned i = 0; i < p->nthreads; i++)
+    if (!p->detached[i]) pthread_join(p->threads[i], NULL);
   free(p->threads);
+  free(p->detached);
   free(p->timers);
   pthread_mutex_destroy(&p->lock);
   pthread_cond_destroy(&p->wake);
+  pthread_cond_destroy(&p->wdwake);
   memset(p, 0, sizeof *p);
 }

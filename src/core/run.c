@@ -5,15 +5,47 @@
  * (outcome.c, to the writer), a retry on the shard's timer heap, and the
  * events it emitted back into the pipeline (lu__dispatch).
  */
+#define _GNU_SOURCE /* sigabbrev_np, strsignal */
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "lucent/log.h"
 #include "shard.h"
 
 #define OOM_RETRIES 3
 
 /* Exponential backoff cap: backoff * 2^20 at most. */
 #define BACKOFF_MAX_SHIFT 20
+/* A thread-CPU reading this recent (wall time) is reused instead of read
+ * again (a syscall, ~0.2 us): the estimate is at most this much off. */
+#define CPU_REUSE_NS (500 * 1000ull)
+/* The hard limit: a function running (wall clock) longer than
+ * hang_factor x its timeout is abandoned; never less than this. */
+#define HARD_MIN_NS (1000ull * NS_PER_MS)
+
+static _Thread_local lu_runner_t runner_tls;
+
+lu_runner_t *lu__runner(void) { return &runner_tls; }
+
+/* The thread's CPU time at wall time now, from a reading at most
+ * CPU_REUSE_NS old plus the wall time since (CPU time cannot run ahead
+ * of wall time: an upper bound, so durations measured from it are lower
+ * bounds, short by CPU_REUSE_NS at most). */
+static uint64_t cpu_at(lu_runner_t *r, uint64_t now) {
+  if (r->wall_at && now - r->wall_at < CPU_REUSE_NS)
+    return r->cpu_at + (now - r->wall_at);
+  r->cpu_at = lu__thread_cpu_ns();
+  r->wall_at = now;
+  return r->cpu_at;
+}
+
+static uint64_t hard_limit_ns(const lu_manager_t *m, const lu_fnent_t *fe) {
+  uint64_t h = (uint64_t)fe->timeout_ms * NS_PER_MS *
+               (m->cfg.hang_factor ? m->cfg.hang_factor : 10u);
+  return h < HARD_MIN_NS ? HARD_MIN_NS : h;
+}
 
 static const char *corr_of(const lu_event_t *ev) {
   return ev->correlationid ? ev->correlationid : ev->id;
@@ -68,7 +100,7 @@ static void fail(lu_shard_t *s, lu_item_t *it, const char *reason,
 /* An emitted event into the pipeline; with no memory to route it, it
  * waits on this shard's heap and tries again. */
 static void redispatch(lu_shard_t *s, lu_item_t *kid) {
-  if (!lu__dispatch(s->m, (int)s->idx, kid)) return;
+  if (!lu__dispatch(s->m, (int)s->idx, kid, NULL)) return;
   kid->unrouted = 1;
   kid->due_ns = lu__now_ns() + 100 * NS_PER_MS;
   lu__shard_retry(s, kid);
@@ -128,8 +160,24 @@ static void complete(lu_shard_t *s, lu_item_t *it, uint64_t exec_ns) {
   lu_manager_t *m = s->m;
   lu_event_t *kev[LU_MAX_EMIT];
   size_t nk = 0;
-  lu_unit_t *u = lu__outcome_completed(where(s), it, &s->out, &s->print,
+  lu_unit_t *u = lu__outcome_completed(where(s), it, s->out, &s->print,
                                        exec_ns, kev, &nk);
+  /* Larger than the store takes: it would be refused at every try.  That
+   * will not change, so the outcome is a failure that says why. */
+  size_t limit = m->cfg.max_record_bytes;
+  for (size_t i = 0; u && limit && i < u->nrec; i++) {
+    if (u->rec[i].json_len <= limit) continue;
+    char why[256];
+    lu__fmt(why, sizeof why,
+            "%s of %zu bytes exceeds the %zu bytes the event store takes",
+            i == 0 ? "its result" : "an event it emitted",
+            u->rec[i].json_len, limit);
+    for (size_t k = 0; k < nk; k++) lu_event_free(kev[k]);
+    lu__unit_free(u);
+    lu__out_reset(s->out);
+    fail(s, it, why, exec_ns);
+    return;
+  }
   lu_item_t *kids[LU_MAX_EMIT];
   join_t *j = NULL;
   int ok = u != NULL;
@@ -153,6 +201,9 @@ static void complete(lu_shard_t *s, lu_item_t *it, uint64_t exec_ns) {
     kids[i]->ev = kev[i];
     kids[i]->derived = 1;
     kids[i]->line = it->line;
+    /* A suspect's children are suspects too: the crash that made it one
+     * may have been in a function one of them runs. */
+    kids[i]->delivery = it->delivery;
     kids[i]->t_submit = lu__now_ns();
   }
   u->done = it->done;
@@ -170,7 +221,7 @@ static void complete(lu_shard_t *s, lu_item_t *it, uint64_t exec_ns) {
   if (nk) lu__pending_add(m, nk);
   for (size_t i = 0; i < nk; i++) redispatch(s, kids[i]);
   lu__writer_out(m, &s->hold, u);
-  lu__out_reset(&s->out);
+  lu__out_reset(s->out);
   atomic_fetch_sub_explicit(&s->load, 1, memory_order_relaxed);
   lu__item_free(it);
 }
@@ -225,55 +276,31 @@ static const lu_fnent_t *choose(lu_shard_t *s, lu_item_t *it) {
   return NULL;
 }
 
-void lu__run_item(lu_shard_t *s, lu_item_t *it) {
+/* What follows an attempt that returned rc after dt of wall time and cpu
+ * of CPU time, its output in s->out: the outcome, or a retry. */
+static void decide(lu_shard_t *s, lu_item_t *it, lu_fnstate_t *st,
+                   lu_status_t rc, uint64_t dt, uint64_t cpu) {
   lu_manager_t *m = s->m;
-  if (it->unrouted) {
-    it->unrouted = 0;
-    redispatch(s, it);
-    return;
-  }
   const lu_fnent_t *fe = it->fn;
-  if (!fe) {
-    fe = choose(s, it); /* NULL: dead-lettered, it is gone */
-    if (!fe) return;
-    it->fn = fe;
-  }
-  lu_fnstate_t *st = &s->fns[fe->index];
+  lu_out_t *out = s->out;
   uint64_t now_ms = lu__now_ns() / NS_PER_MS;
-  if (!lu__breaker_allow(&st->breaker, now_ms, m->cfg.breaker_cooldown_ms)) {
-    /* A retry whose breaker opened meanwhile. */
-    char why[160];
-    lu__fmt(why, sizeof why, "circuit breaker of %s open after %u attempts",
-            fe->fn->name, it->attempts);
-    fail(s, it, why, 0);
-    return;
-  }
-  it->attempts++;
-  lu_ctx_t ctx = {.ev = it->ev,
-                  .shard = s->id,
-                  .fn_name = fe->fn->name,
-                  .correlationid = corr_of(it->ev),
-                  .attempt = it->attempts,
-                  .now_ms = lu__wall_ms()};
-  lu__out_reset(&s->out);
-  uint64_t t0 = lu__now_ns();
-  lu_status_t rc = fe->fn->impl(&ctx, it->ev->data, &s->out);
-  uint64_t dt = lu__now_ns() - t0;
   char reason[320];
   int timed_out = 0, oom = 0;
+  uint64_t limit = (uint64_t)fe->timeout_ms * NS_PER_MS;
   if (rc != LU_OK && rc != LU_RETRY && rc != LU_FAIL) {
     lu__fmt(reason, sizeof reason, "function returned invalid status %d",
             (int)rc);
     rc = LU_FAIL;
-  } else if (dt > (uint64_t)fe->timeout_ms * NS_PER_MS) {
+  } else if (cpu > limit) {
     /* A pure function cannot be interrupted safely; one that overran its
      * deadline has its output discarded and counts as a (retryable)
      * failure, as if it had been cut off. */
-    lu__fmt(reason, sizeof reason, "timed out: ran %.3f ms, limit %u ms",
-            (double)dt / 1e6, fe->timeout_ms);
+    lu__fmt(reason, sizeof reason,
+            "timed out: used %.3f ms of CPU, limit %u ms", (double)cpu / 1e6,
+            fe->timeout_ms);
     rc = LU_RETRY;
     timed_out = 1;
-  } else if (rc == LU_OK && s->out.oom) {
+  } else if (rc == LU_OK && out->oom) {
     /* Its result or an emitted event was lost for want of memory:
      * completing would store an output the function did not make. */
     lu__fmt(reason, sizeof reason,
@@ -283,15 +310,15 @@ void lu__run_item(lu_shard_t *s, lu_item_t *it) {
            "out of memory while recording a function's output; retrying");
     rc = LU_RETRY;
     oom = 1;
-  } else if (rc == LU_OK && s->out.overflow) {
+  } else if (rc == LU_OK && out->overflow) {
     lu__fmt(reason, sizeof reason,
             "emitted more than %d additional events", LU_MAX_EMIT);
     rc = LU_FAIL;
   } else if (rc != LU_OK) {
     lu__fmt(reason, sizeof reason, "%s",
-            s->out.reason[0] ? s->out.reason
-                             : rc == LU_RETRY ? "retryable error"
-                                              : "permanent error");
+            out->reason[0] ? out->reason
+                           : rc == LU_RETRY ? "retryable error"
+                                            : "permanent error");
   }
   st->ewma_ns = st->ewma_ns ? st->ewma_ns - st->ewma_ns / 8 + dt / 8 : dt;
   /* Short memory is lucent's trouble, not the function's: up to
@@ -316,7 +343,7 @@ void lu__run_item(lu_shard_t *s, lu_item_t *it) {
     complete(s, it, dt);
     return;
   }
-  lu__out_reset(&s->out);
+  lu__out_reset(out);
   if (retry) {
     /* Exponential backoff with +-50% jitter: backoff * 2^(attempt-1). */
     unsigned shift = it->attempts - 1 < BACKOFF_MAX_SHIFT
@@ -328,4 +355,236 @@ void lu__run_item(lu_shard_t *s, lu_item_t *it) {
     return;
   }
   fail(s, it, reason, dt);
+}
+
+/* What an isolated run of a suspect input (sandbox.c) came to. */
+typedef struct isolated_s {
+  lu_shard_t *s;
+  lu_item_t **items;
+  lu_fnstate_t **st;
+} isolated_t;
+
+static void isolated_result(void *ud, size_t i, int verdict, lu_status_t rc,
+                            uint64_t cpu, uint64_t wall, int sig) {
+  isolated_t *x = ud;
+  lu_shard_t *s = x->s;
+  lu_manager_t *m = s->m;
+  lu_item_t *it = x->items[i];
+  lu_fnstate_t *st = x->st[i];
+  const lu_fnent_t *fe = it->fn;
+  if (verdict == LU_SANDBOX_RAN) {
+    decide(s, it, st, rc, wall, cpu);
+    return;
+  }
+  if (verdict == LU_SANDBOX_FAILED) {
+    /* No child (no memory, no processes left): not the input's fault. */
+    LU_LOG(LU_LOG_WARN, s->id, NULL,
+           LU_KVS(LU_KV_STR("event", it->ev->id),
+                  LU_KV_STR("function", fe->fn->name)),
+           "could not run a redelivered input isolated; trying again");
+    it->attempts--;
+    no_memory(s, it);
+    return;
+  }
+  char why[320];
+  if (verdict == LU_SANDBOX_CRASHED)
+    lu__fmt(why, sizeof why,
+            "function %s crashed with signal %d (SIG%s: %s) on this input, "
+            "run isolated after delivery %u: a poison input, quarantined",
+            fe->fn->name, sig, sigabbrev_np(sig) ? sigabbrev_np(sig) : "?",
+            strsignal(sig), it->delivery);
+  else
+    lu__fmt(why, sizeof why,
+            "function %s did not return within its hard limit of %.0f ms "
+            "on this input, run isolated after delivery %u: killed, "
+            "quarantined",
+            fe->fn->name, (double)hard_limit_ns(m, fe) / 1e6, it->delivery);
+  LU_LOG(LU_LOG_ERROR, s->id, corr_of(it->ev),
+         LU_KVS(LU_KV_STR("function", fe->fn->name),
+                LU_KV_STR("event", it->ev->id),
+                LU_KV_INT("signal", sig)),
+         "%s", why);
+  pthread_mutex_lock(&s->stats_lock);
+  st->executions++;
+  if (verdict == LU_SANDBOX_CRASHED) st->crashes++;
+  else st->timeouts++, st->abandoned++;
+  pthread_mutex_unlock(&s->stats_lock);
+  lu__breaker_record(&st->breaker, 0, lu__now_ns() / NS_PER_MS,
+                     m->cfg.breaker_failures);
+  atomic_store_explicit(&st->breaker_open,
+                        st->breaker.state == LU_BREAKER_OPEN,
+                        memory_order_relaxed);
+  dead_letter(s, it, why);
+}
+
+/* Makes it ready to run: routed, its function chosen, its breaker
+ * closed, its attempt counted, its context in ctx.  0, or 1 when it
+ * ended (or went elsewhere) on the way. */
+static int prepare(lu_shard_t *s, lu_item_t *it, lu_ctx_t *ctx,
+                   lu_fnstate_t **stp) {
+  lu_manager_t *m = s->m;
+  if (it->unrouted) {
+    it->unrouted = 0;
+    redispatch(s, it);
+    return 1;
+  }
+  const lu_fnent_t *fe = it->fn;
+  if (!fe) {
+    fe = choose(s, it); /* NULL: dead-lettered, it is gone */
+    if (!fe) return 1;
+    it->fn = fe;
+  }
+  lu_fnstate_t *st = &s->fns[fe->index];
+  if (!lu__breaker_allow(&st->breaker, lu__now_ns() / NS_PER_MS,
+                         m->cfg.breaker_cooldown_ms)) {
+    /* A retry whose breaker opened meanwhile. */
+    char why[160];
+    lu__fmt(why, sizeof why, "circuit breaker of %s open after %u attempts",
+            fe->fn->name, it->attempts);
+    fail(s, it, why, 0);
+    return 1;
+  }
+  it->attempts++;
+  *ctx = (lu_ctx_t){.ev = it->ev,
+                    .shard = s->id,
+                    .fn_name = fe->fn->name,
+                    .correlationid = corr_of(it->ev),
+                    .attempt = it->attempts,
+                    .now_ms = lu__wall_ms()};
+  *stp = st;
+  return 0;
+}
+
+#define SUSPECTS_MAX 256
+
+void lu__run_suspects(lu_shard_t *s, lu_item_t **items, size_t n) {
+  lu_sbx_job_t jobs[SUSPECTS_MAX];
+  lu_item_t *ready[SUSPECTS_MAX];
+  lu_fnstate_t *st[SUSPECTS_MAX];
+  for (size_t i = 0; i < n;) { /* a crowd goes in runs of SUSPECTS_MAX */
+    size_t k = 0;
+    for (; i < n && k < SUSPECTS_MAX; i++) {
+      lu_ctx_t ctx;
+      if (prepare(s, items[i], &ctx, &st[k])) continue;
+      ready[k] = items[i];
+      jobs[k] = (lu_sbx_job_t){.fe = items[i]->fn,
+                               .ctx = ctx,
+                               .data = items[i]->ev->data,
+                               .hard_ns = hard_limit_ns(s->m, items[i]->fn)};
+      k++;
+    }
+    isolated_t x = {s, ready, st};
+    lu__out_reset(s->out);
+    lu__sandbox_run(jobs, k, s->out, isolated_result, &x);
+  }
+}
+
+int lu__run_item(lu_shard_t *s, lu_item_t *it) {
+  lu_manager_t *m = s->m;
+  if (it->delivery > 1 && !it->unrouted) {
+    lu__run_suspects(s, &it, 1);
+    return 0;
+  }
+  lu_ctx_t ctx;
+  lu_fnstate_t *st;
+  if (prepare(s, it, &ctx, &st)) return 0;
+  const lu_fnent_t *fe = it->fn;
+  lu_out_t *out = s->out;
+  lu__out_reset(out);
+  /* Busy: the watchdog may abandon this run past its hard limit. */
+  lu_runner_t *r = &runner_tls;
+  r->item = it;
+  r->out = out;
+  r->fn = fe->fn->name;
+  r->shard = s->id;
+  uint64_t t0 = lu__now_ns();
+  uint64_t c0 = cpu_at(r, t0);
+  atomic_store_explicit(&r->deadline, t0 + hard_limit_ns(m, fe),
+                        memory_order_relaxed);
+  atomic_store_explicit(&r->state, LU_RUN_BUSY, memory_order_release);
+  lu_status_t rc = fe->fn->impl(&ctx, it->ev->data, out);
+  if (atomic_exchange_explicit(&r->state, LU_RUN_IDLE,
+                               memory_order_acq_rel) == LU_RUN_ABANDONED) {
+    /* The watchdog dead-lettered this item and gave the turn away while
+     * the function ran.  Once it has read the item (released), what is
+     * left is ours alone (see shard.h). */
+    while (!atomic_load_explicit(&r->released, memory_order_acquire))
+      sched_yield();
+    atomic_store_explicit(&r->released, 0, memory_order_relaxed);
+    lu__out_reset(out);
+    free(out);
+    lu__item_free(it);
+    return 1;
+  }
+  uint64_t t1 = lu__now_ns(), dt = t1 - t0;
+  /* The deadline counts the function's own CPU time, so that outcomes do
+   * not depend on how busy the machine is; wall time bounds CPU time, so
+   * the CPU clock is read only when wall time says it might be over. */
+  uint64_t cpu = dt;
+  if (dt > (uint64_t)fe->timeout_ms * NS_PER_MS) {
+    r->cpu_at = lu__thread_cpu_ns();
+    r->wall_at = t1;
+    cpu = r->cpu_at > c0 ? r->cpu_at - c0 : 0;
+  }
+  decide(s, it, st, rc, dt, cpu);
+  return 0;
+}
+
+int lu__run_abandon(lu_shard_t *s, uint64_t now, lu_unit_t **unit,
+                    int *was_worker, pthread_t *thread) {
+  lu_runner_t *r = s->runner;
+  *unit = NULL;
+  if (!r || !s->spare_out ||
+      atomic_load_explicit(&r->state, memory_order_acquire) != LU_RUN_BUSY)
+    return 0;
+  uint64_t deadline = atomic_load_explicit(&r->deadline, memory_order_relaxed);
+  if (!deadline || now < deadline) return 0;
+  int busy = LU_RUN_BUSY;
+  if (!atomic_compare_exchange_strong_explicit(
+          &r->state, &busy, LU_RUN_ABANDONED, memory_order_acq_rel,
+          memory_order_acquire))
+    return 0; /* it returned just now: its runner finishes it */
+  /* Ours until released: the runner, should it return now, waits. */
+  lu_item_t *it = r->item;
+  const lu_fnent_t *fe = it->fn;
+  char why[320];
+  lu__fmt(why, sizeof why,
+          "function %s did not return within its hard limit of %.0f ms "
+          "(%u x its timeout of %u ms): abandoned on shard %s",
+          fe->fn->name, (double)hard_limit_ns(s->m, fe) / 1e6,
+          s->m->cfg.hang_factor ? s->m->cfg.hang_factor : 10u,
+          fe->timeout_ms, s->id);
+  /* Read while the function may still read the event: both only read. */
+  lu_unit_t *u;
+  while (!(u = lu__outcome_dead(where(s), it, why, it->attempts))) {
+    struct timespec ts = {0, 10 * 1000000L}; /* no memory: wait for some */
+    nanosleep(&ts, NULL);
+  }
+  u->done = it->done;
+  it->done.fn = NULL; /* reported by the dead letter only */
+  LU_LOG(LU_LOG_ERROR, s->id, corr_of(it->ev),
+         LU_KVS(LU_KV_STR("function", fe->fn->name),
+                LU_KV_STR("event", it->ev->id)),
+         "%s", why);
+  *was_worker = r->worker;
+  *thread = r->thread;
+  atomic_store_explicit(&r->released, 1, memory_order_release);
+  lu_fnstate_t *st = &s->fns[fe->index];
+  pthread_mutex_lock(&s->stats_lock);
+  st->executions++;
+  st->timeouts++;
+  st->abandoned++;
+  pthread_mutex_unlock(&s->stats_lock);
+  lu__breaker_record(&st->breaker, 0, now / NS_PER_MS,
+                     s->m->cfg.breaker_failures);
+  atomic_store_explicit(&st->breaker_open,
+                        st->breaker.state == LU_BREAKER_OPEN,
+                        memory_order_relaxed);
+  atomic_fetch_sub_explicit(&s->load, 1, memory_order_relaxed);
+  /* The stuck thread keeps its out; the shard gets the spare. */
+  s->out = s->spare_out;
+  s->spare_out = NULL;
+  s->runner = NULL;
+  *unit = u;
+  return 1;
 }

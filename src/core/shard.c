@@ -25,7 +25,9 @@ int lu__shard_init(lu_shard_t *s, lu_manager_t *m, unsigned idx,
   s->timer_due = UINT64_MAX;
   s->rng = lu__manager_rand(m);
   s->fns = calloc(nfns + 1, sizeof *s->fns);
-  if (!s->fns) return LU_ENOMEM;
+  s->out = calloc(1, sizeof *s->out);
+  s->spare_out = calloc(1, sizeof *s->spare_out);
+  if (!s->fns || !s->out || !s->spare_out) return LU_ENOMEM;
   if (lu__hold_init(&s->hold, m)) return LU_ENOMEM;
   if (pthread_mutex_init(&s->lock, NULL)) return LU_ENOMEM;
   if (pthread_mutex_init(&s->stats_lock, NULL)) {
@@ -42,7 +44,15 @@ int lu__shard_init(lu_shard_t *s, lu_manager_t *m, unsigned idx,
 
 void lu__shard_destroy(lu_shard_t *s) {
   if (!s->m) return; /* never initialised */
-  lu__out_reset(&s->out);
+  if (s->out) lu__out_reset(s->out);
+  free(s->out);
+  free(s->spare_out);
+  lu_item_t *lists[] = {s->batch_fw, s->batch_in};
+  for (size_t k = 0; k < 2; k++)
+    for (lu_item_t *it = lists[k], *nx; it; it = nx) {
+      nx = it->next;
+      lu__item_free(it);
+    }
   for (size_t i = 0; i < s->nheap; i++) lu__item_free(s->heap[i]);
   while (s->stalled) {
     lu_item_t *it = s->stalled;
@@ -110,13 +120,15 @@ void lu__shard_retry(lu_shard_t *s, lu_item_t *it) {
  * Under s->lock (the heap is read while nobody holds the turn, or by the
  * holder itself). */
 static int has_work(const lu_shard_t *s, uint64_t now) {
-  return s->fw_head || s->in_head || (s->nheap && s->heap[0]->due_ns <= now);
+  return s->fw_head || s->in_head || s->batch_fw || s->batch_in ||
+         (s->nheap && s->heap[0]->due_ns <= now);
 }
 
 /* Leaves the turn (holder, under s->lock): READY when work waits (returns
  * 1: the caller pushes s to the run queue after unlocking), else IDLE,
  * with a timer at the first retry's due time if any. */
 static int turn_leave(lu_shard_t *s) {
+  s->runner = NULL;
   if (has_work(s, lu__now_ns())) {
     s->turn = LU_TURN_READY;
     return 1;
@@ -162,11 +174,38 @@ size_t lu__shard_queued(lu_shard_t *s) {
   return n;
 }
 
-void lu__shard_run(lu_shard_t *s) {
+/* The next item the turn runs: what it took from the queues, forwarded
+ * first (left there by an abandoned turn too). */
+static lu_item_t *batch_pop(lu_shard_t *s) {
+  lu_item_t **l = s->batch_fw ? &s->batch_fw : &s->batch_in;
+  lu_item_t *it = *l;
+  if (it) {
+    *l = it->next;
+    it->next = NULL;
+  }
+  return it;
+}
+
+/* Registers the calling thread as the turn's runner, with a spare out
+ * for the watchdog to hand over should the runner be abandoned.  Under
+ * s->lock. */
+static void runner_enter(lu_shard_t *s) {
+  if (!s->spare_out) s->spare_out = calloc(1, sizeof *s->spare_out);
+  lu_runner_t *r = lu__runner();
+  r->thread = pthread_self();
+  s->runner = r;
+}
+
+int lu__shard_run(lu_shard_t *s) {
   lu_manager_t *m = s->m;
   pthread_mutex_lock(&s->lock);
   s->turn = LU_TURN_RUNNING;
-  lu_item_t *fw = s->fw_head;
+  runner_enter(s);
+  /* Forwarded items all, intake items up to a batch; after the ones an
+   * abandoned turn left. */
+  lu_item_t **tail = &s->batch_fw;
+  while (*tail) tail = &(*tail)->next;
+  *tail = s->fw_head;
   s->fw_head = s->fw_tail = NULL;
   s->fw_n = 0;
   lu_item_t *in = s->in_head, *in_last = NULL;
@@ -177,38 +216,68 @@ void lu__shard_run(lu_shard_t *s) {
     if (!s->in_head) s->in_tail = NULL;
     in_last->next = NULL;
     s->in_n -= k;
-  } else {
-    in = NULL;
+    tail = &s->batch_in;
+    while (*tail) tail = &(*tail)->next;
+    *tail = in;
   }
-  int unblock = in && s->blocked > 0;
+  int unblock = in_last && s->blocked > 0;
   pthread_mutex_unlock(&s->lock);
   if (unblock) pthread_cond_broadcast(&s->space);
 
-  while (fw) {
-    lu_item_t *next = fw->next;
-    fw->next = NULL;
-    lu__run_item(s, fw);
-    fw = next;
+  lu_item_t *it;
+  while ((it = batch_pop(s))) {
+    if (it->delivery > 1 && !it->unrouted) {
+      /* Suspect inputs (delivered again) come in crowds after a shard
+       * dies: the run of them that follows goes to one isolated child. */
+      lu_item_t *run[64];
+      size_t n = 0;
+      run[n++] = it;
+      while (n < 64) {
+        lu_item_t *nx = s->batch_fw ? s->batch_fw : s->batch_in;
+        if (!nx || nx->delivery < 2 || nx->unrouted) break;
+        run[n++] = batch_pop(s);
+      }
+      lu__run_suspects(s, run, n);
+      continue;
+    }
+    if (lu__run_item(s, it)) return 1; /* abandoned: s is not ours */
   }
-  while (in) {
-    lu_item_t *next = in->next;
-    in->next = NULL;
-    lu__run_item(s, in);
-    in = next;
-  }
-  lu_item_t *stalled = s->stalled;
-  s->stalled = NULL;
-  while (stalled) {
-    lu_item_t *next = stalled->next;
-    stalled->next = NULL;
-    lu__run_item(s, stalled);
-    stalled = next;
+  /* Retries the heap had no room for: those there now (one that fails
+   * for want of memory again goes back and waits for a later turn). */
+  size_t nstalled = 0;
+  for (lu_item_t *p = s->stalled; p; p = p->next) nstalled++;
+  while (nstalled-- && (it = s->stalled)) {
+    s->stalled = it->next;
+    it->next = NULL;
+    if (lu__run_item(s, it)) return 1;
   }
   uint64_t now = lu__now_ns();
-  while (s->nheap && s->heap[0]->due_ns <= now) lu__run_item(s, heap_pop(s));
+  while (s->nheap && s->heap[0]->due_ns <= now)
+    if (lu__run_item(s, heap_pop(s))) return 1;
   /* The outcomes of this turn (and of a parked turn it took over). */
   lu__writer_flush(m, &s->hold);
 
+  pthread_mutex_lock(&s->lock);
+  int again = turn_leave(s);
+  pthread_mutex_unlock(&s->lock);
+  if (again) lu__pool_push(m->pool, s);
+  return 0;
+}
+
+void lu__shard_watch(lu_shard_t *s, uint64_t now) {
+  lu_manager_t *m = s->m;
+  lu_unit_t *u = NULL;
+  int worker = 0;
+  pthread_t thread;
+  pthread_mutex_lock(&s->lock);
+  int abandoned = lu__run_abandon(s, now, &u, &worker, &thread);
+  pthread_mutex_unlock(&s->lock);
+  if (!abandoned) return;
+  /* The turn is still RUNNING or INLINE, held by nobody but us now: its
+   * held outcomes go to the store, and another runner takes over. */
+  lu__writer_push(m, u);
+  lu__writer_flush(m, &s->hold);
+  if (worker) lu__pool_replace(m->pool, thread);
   pthread_mutex_lock(&s->lock);
   int again = turn_leave(s);
   pthread_mutex_unlock(&s->lock);
@@ -288,19 +357,24 @@ int lu__shard_run_inline(lu_shard_t *s, lu_item_t *it, int more) {
   pthread_mutex_lock(&s->lock);
   int ok = turn_resume(s);
   if (!ok && s->turn == LU_TURN_IDLE && !s->fw_head && !s->in_head &&
-      !s->nheap && !s->stalled) {
+      !s->batch_fw && !s->batch_in && !s->nheap && !s->stalled) {
     ok = 1;
     s->turn = LU_TURN_INLINE;
     s->turn_gen = turn_held.gen = atomic_fetch_add(&turn_gens, 1) + 1;
     turn_held.m = m;
     turn_held.idx = s->idx;
   }
+  if (ok) runner_enter(s);
   pthread_mutex_unlock(&s->lock);
   if (!ok) return 0;
   atomic_fetch_add_explicit(&s->load, 1, memory_order_relaxed);
-  lu__run_item(s, it);
+  if (lu__run_item(s, it)) { /* abandoned: the turn is no longer ours */
+    turn_held.gen = 0;
+    return 1;
+  }
   pthread_mutex_lock(&s->lock);
   if (more && !s->fw_head && !s->in_head && !s->nheap) {
+    s->runner = NULL;
     s->turn = LU_TURN_PARKED;
     s->park_ns = lu__now_ns();
     lu__pool_timer(m->pool, s, s->park_ns + atomic_load(&m->writer.hold_ns));

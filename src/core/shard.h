@@ -78,8 +78,54 @@ typedef struct lu_fnstate_s {
   uint64_t ewma_ns;         /* turn holder only */
   /* under the shard's stats lock: */
   uint64_t executions, retries, timeouts;
+  uint64_t abandoned;       /* runs past the hard limit (the watchdog) */
+  uint64_t crashes;         /* isolated runs that died of a signal */
   lu_hist_t exec;
 } lu_fnstate_t;
+
+/* ---- run.c: runners ---------------------------------------------------
+
+ A runner is a thread running a shard's turn: a pool worker, or a caller
+ running an exec request inline.  Each has one record (thread-local) that
+ the watchdog reads to find a function that does not return:
+
+   run.state   IDLE --(before impl)--> BUSY --(impl returned)--> IDLE
+                                        |
+                                        +--(watchdog, past the hard
+                                            limit: CAS)--> ABANDONED
+
+ Whoever moves BUSY first decides: the runner (exchange to IDLE: it
+ finishes the item) or the watchdog (CAS to ABANDONED: it dead-letters
+ the item, gives the shard a new out and the turn to another runner, and
+ replaces the worker).  An abandoned runner that returns at last waits
+ until the watchdog has read the item (released), frees its item and out
+ and leaves without touching the shard: the manager may be gone. */
+
+enum { LU_RUN_IDLE, LU_RUN_BUSY, LU_RUN_ABANDONED };
+
+typedef struct lu_runner_s {
+  _Atomic int state;
+  _Atomic int released;      /* ABANDONED: the watchdog is done with item */
+  _Atomic uint64_t deadline; /* monotonic ns; when BUSY */
+  lu_item_t *item;           /* BUSY: the item running */
+  lu_out_t *out;             /* BUSY: the out it writes */
+  const char *fn;            /* BUSY: its function's name */
+  const char *shard;         /* BUSY: its shard's id */
+  pthread_t thread;
+  int worker;                /* a pool worker (the watchdog replaces it) */
+  uint64_t cpu_at, wall_at;  /* the last thread-CPU reading, and when */
+} lu_runner_t;
+
+/** The calling thread's runner record (thread-local, never NULL). */
+lu_runner_t *lu__runner(void);
+/** Gives the calling thread an alternate signal stack when the crash
+ *  handler is installed (crash.c), so that a stack overflow is reported. */
+void lu__crash_altstack(void);
+/** Abandons s's run if it is past its hard limit at now (under s->lock;
+ *  run.c).  Returns 1 when it did: the caller finishes the handover
+ *  (lu__shard_abandoned) after unlocking. */
+int lu__run_abandon(lu_shard_t *s, uint64_t now, lu_unit_t **unit,
+                    int *was_worker, pthread_t *thread);
 
 struct lu_shard_s {
   lu_manager_t *m;
@@ -99,13 +145,19 @@ struct lu_shard_s {
   uint64_t timer_due;    /* its earliest pool timer (pool.c, pool lock) */
   _Atomic uint64_t load; /* queued + executing + waiting to retry */
 
+  /* The runner holding the turn (RUNNING or INLINE; NULL otherwise),
+   * for the watchdog (run.c).  Under s->lock. */
+  struct lu_runner_s *runner;
+
   /* The turn holder's (invariant 1). */
+  lu_item_t *batch_fw, *batch_in; /* taken from the queues, not run yet */
   lu_item_t **heap;      /* retries, by due time */
   size_t nheap, capheap;
   lu_item_t *stalled;    /* retries the heap had no memory for */
   lu_fnstate_t *fns;
   uint64_t rng;
-  lu_out_t out;
+  lu_out_t *out;         /* what the running function writes */
+  lu_out_t *spare_out;   /* the watchdog's replacement for out */
   lu_buf_t print;        /* scratch for results' JSON */
   lu_hold_t hold;        /* outcomes held for one store batch */
 
@@ -124,14 +176,20 @@ void lu__shard_destroy(lu_shard_t *s);
 void lu__shard_enqueue(lu_shard_t *s, lu_item_t *it, int forwarded);
 /** A worker's turn on a READY shard: a batch of queued items, then the
  *  retries that are due, then the held outcomes flushed; back to READY if
- *  work is left, else IDLE. */
-void lu__shard_run(lu_shard_t *s);
+ *  work is left, else IDLE.  Returns 1 when the watchdog abandoned this
+ *  runner meanwhile (the worker must then exit without touching the
+ *  pool), else 0. */
+int lu__shard_run(lu_shard_t *s);
+/** The watchdog's check of every shard (pool.c). */
+void lu__shard_watch(lu_shard_t *s, uint64_t now);
 /** A pool timer fired for s at now: an IDLE shard with a retry due, or a
  *  PARKED turn past its hold, becomes READY. */
 void lu__shard_timer(lu_shard_t *s, uint64_t now);
 /** Runs it on the calling thread if s is IDLE with nothing queued (or
  *  PARKED by this caller): 1 if it ran, 0 if the caller must queue it.
- *  more: another request follows soon; keep the turn PARKED. */
+ *  more: another request follows soon; keep the turn PARKED.  (If the
+ *  watchdog abandoned the run, it returns 1 too, having touched nothing
+ *  of s after the function returned.) */
 int lu__shard_run_inline(lu_shard_t *s, lu_item_t *it, int more);
 /** Ends the calling thread's burst on m's shards (a PARKED turn of its
  *  own is released). */
@@ -160,7 +218,12 @@ typedef struct lu_pool_s {
   size_t ntimers, captimers;
   unsigned nthreads, nidle;
   int stop;
-  pthread_t *threads;
+  pthread_t *threads;       /* joinable workers; abandoned ones detached */
+  unsigned char *detached;
+  unsigned capthreads;
+  pthread_t watchdog;
+  int watching;             /* the watchdog thread runs */
+  pthread_cond_t wdwake;    /* the watchdog's sleep (monotonic) */
 } lu_pool_t;
 
 /** Starts n worker threads.  0, or LU_ENOMEM (nothing started). */
@@ -171,5 +234,9 @@ void lu__pool_stop(lu_pool_t *p);
 void lu__pool_push(lu_pool_t *p, lu_shard_t *s);
 /** Look at s at time due (lu__shard_timer).  0 or LU_ENOMEM. */
 int lu__pool_timer(lu_pool_t *p, lu_shard_t *s, uint64_t due);
+/** A worker was abandoned by the watchdog: detach its thread and start
+ *  another in its place.  0 or LU_ENOMEM (the pool goes on with one
+ *  fewer). */
+int lu__pool_replace(lu_pool_t *p, pthread_t stuck);
 
 #endif /* LUCENT_SHARD_H */

@@ -169,6 +169,20 @@ void lu__manager_fn_hists(const lu_manager_t *cm, size_t i, lu_hist_t *exec,
   fn_hists(m, i, exec, e2e, NULL);
 }
 
+void lu__manager_fn_faults(const lu_manager_t *cm, size_t i, uint64_t *crashes,
+                           uint64_t *abandoned) {
+  lu_manager_t *m = (lu_manager_t *)cm;
+  *crashes = *abandoned = 0;
+  if (i >= lu_registry_count(m->reg)) return;
+  for (unsigned k = 0; k < m->n; k++) {
+    lu_shard_t *s = &m->shards[k];
+    pthread_mutex_lock(&s->stats_lock);
+    *crashes += s->fns[i].crashes;
+    *abandoned += s->fns[i].abandoned;
+    pthread_mutex_unlock(&s->stats_lock);
+  }
+}
+
 int lu__manager_breaker_open(const lu_manager_t *m, size_t i, unsigned k) {
   if (k >= m->n || i >= lu_registry_count(m->reg)) return 0;
   return atomic_load_explicit(&m->shards[k].fns[i].breaker_open,

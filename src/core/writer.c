@@ -92,21 +92,40 @@ static void report(lu_manager_t *m, lu_unit_t *const *units, size_t nu,
   lu__pending_done(m, nu);
 }
 
-/* Appends and waits, retrying a failing batch a few times (a busy or
- * briefly full disk, a server restart) before its outcomes are reported
- * as unstored.  Tries `from` to 3. */
+/* Appends and waits, retrying a failing batch (a busy or briefly full
+ * disk, a server restart, a JetStream leader election) before its
+ * outcomes are reported as unstored: four tries in ~70 ms, then, with
+ * cfg.store_retry_ms, on until that much time has passed, backing off to
+ * one try a second.  `from` tries were made already. */
 static void append_sync(lu_manager_t *m, lu_unit_t *const *units, size_t nu,
                         lu_record_t *recs, int from) {
   size_t nr = lu__unit_records(units, nu, recs);
-  int rc = 0;
-  for (int attempt = from; attempt < 4; attempt++) {
+  uint64_t t0 = lu__now_ns();
+  uint64_t window = (uint64_t)m->cfg.store_retry_ms * NS_PER_MS;
+  int rc = 0, said = 0;
+  for (int attempt = from;; attempt++) {
     if (attempt) {
-      struct timespec ts = {0, 10000000L << (attempt - 1)};
+      if (attempt >= 4 && lu__now_ns() - t0 >= window) break;
+      long ms = attempt < 8 ? 10L << (attempt - 1) : 1000;
+      struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
       nanosleep(&ts, NULL);
     }
     rc = lu_store_append(m->store, recs, nr, NULL);
     if (!rc) break;
+    if (attempt == 3 && window && !said) {
+      said = 1;
+      LU_LOG(LU_LOG_WARN, NULL, NULL,
+             LU_KVS(LU_KV_UINT("events", nr),
+                    LU_KV_UINT("retry_ms", m->cfg.store_retry_ms)),
+             "the event store refuses a batch of %zu events (%s): trying "
+             "again for up to %u ms", nr, lu_store_errmsg(m->store),
+             m->cfg.store_retry_ms);
+    }
   }
+  if (said && !rc)
+    LU_LOG(LU_LOG_INFO, NULL, NULL, LU_KVS(LU_KV_UINT("events", nr)),
+           "the event store took the batch again after %.1f s",
+           (double)(lu__now_ns() - t0) / 1e9);
   report(m, units, nu, nr, rc, rc ? lu_store_errmsg(m->store) : NULL);
 }
 

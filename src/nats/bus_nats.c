@@ -99,9 +99,19 @@ typedef struct puller_s {
   char target[64];   /* fwd: the shard the queue belongs to */
   int is_fwd;
   lu_pull_t pull;     /* our pull requests (puller_main) */
+  uint64_t replay_until; /* messages up to this stream sequence come
+                          * again after a takeover: suspect */
   pthread_t thread;
   _Atomic int want;
+  _Atomic int adopt; /* how to take it when pulling starts (adopt()) */
 } puller_t;
+
+/* How a consumer that becomes ours is taken (adopt()). */
+enum {
+  ADOPT_NONE,     /* ours already */
+  ADOPT_HANDOVER, /* its last puller is alive: wait until it has finished */
+  ADOPT_TAKEOVER  /* its last puller is gone: replay what it held first */
+};
 
 struct lu_natsbus_s {
   natsConnection *nc;
@@ -123,9 +133,19 @@ struct lu_natsbus_s {
   pthread_mutex_t fwlock;
   lu_ptrmap_t fwmap; /* in-flight JetStream forwards */
   natsSubscription *exec_sub, *exec_self_sub, *amo_sub, *amo_fwd_sub;
-  /* The claimer's copy of the view (reclaim). */
+  pthread_mutex_t heldlock; /* held: messages pulled and not acked yet */
+  struct pulled_s *held;
+  pthread_t keeper;
+  int keeper_running, keeper_stop;
+  pthread_mutex_t keeplock;
+  pthread_cond_t keepcond;
+  /* The claimer's copy of the view (reclaim), and of the one before. */
   char (*view_ids)[LU_SHARD_ID_MAX];
   uint64_t *view_seeds;
+  char (*prev_ids)[LU_SHARD_ID_MAX];
+  uint64_t *prev_seeds;
+  unsigned prev_n;
+  int have_prev;
   lu_cfwd_t *cfwd; /* confirmed core forwarding (at-least-once) */
   _Atomic uint64_t pulled, forwarded, forward_errors, exec_requests,
       exec_forwarded, forwards_js, forwards_amo;
@@ -296,13 +316,42 @@ typedef struct pulled_s {
   _Atomic int ok;
   natsMsg *msg;
   natsConnection *nc;
+  struct lu_natsbus_s *b;
+  struct pulled_s *prev, *next; /* on b->held, under b->heldlock */
+  uint64_t touched_ns;          /* pulled, or last said in progress */
 } pulled_t;
+
+/* Messages we hold are kept from redelivery while we work on them (the
+ * keeper thread says +WPI for each every AckWait / 4): one that waits in
+ * a queue, or a suspect running isolated (sandbox: a fork each), must not
+ * come back to another shard - and be suspect there in turn - only
+ * because this one is slow.  Only a shard that dies lets them go. */
+static void held_add(pulled_t *j) {
+  lu_natsbus_t *b = j->b;
+  j->touched_ns = lu__now_ns();
+  pthread_mutex_lock(&b->heldlock);
+  j->prev = NULL;
+  j->next = b->held;
+  if (b->held) b->held->prev = j;
+  b->held = j;
+  pthread_mutex_unlock(&b->heldlock);
+}
+
+static void held_remove(pulled_t *j) {
+  lu_natsbus_t *b = j->b;
+  pthread_mutex_lock(&b->heldlock);
+  if (j->prev) j->prev->next = j->next;
+  else b->held = j->next;
+  if (j->next) j->next->prev = j->prev;
+  pthread_mutex_unlock(&b->heldlock);
+}
 
 static void pulled_done(void *ctx, const lu_outcome_t *o, int stored) {
   (void)o;
   pulled_t *j = ctx;
   if (!stored) atomic_store(&j->ok, 0);
   if (atomic_fetch_sub(&j->remaining, 1) != 1) return;
+  held_remove(j);
   /* NAKed: redelivered; ids are idempotent. */
   js_reply(j->nc, j->msg, atomic_load(&j->ok) ? "+ACK" : "-NAK");
   lu__nats_msg_release(j->msg);
@@ -312,16 +361,64 @@ static void pulled_done(void *ctx, const lu_outcome_t *o, int stored) {
 /* Is this done the acknowledgement of an intake or forward message? */
 static int acks_a_message(lu_done_t d) { return d.fn == pulled_done; }
 
+/* What the JetStream ack subject of a pulled message says:
+ * $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>,
+ * or, from newer servers, $JS.ACK.<domain>.<account>.<stream>.<consumer>.
+ * <delivered>.<sseq>... (docs/nats-notes.md, c1). */
+typedef struct jsmeta_s {
+  unsigned delivered; /* 1 = first delivery */
+  uint64_t sseq;      /* stream sequence */
+  char stream[64];
+} jsmeta_t;
+
+static int js_meta(natsMsg *m, jsmeta_t *mt) {
+  memset(mt, 0, sizeof *mt);
+  mt->delivered = 1;
+  const char *r = natsMsg_GetReply(m);
+  if (!r || strncmp(r, "$JS.ACK.", 8)) return -1;
+  const char *tok[16];
+  size_t len[16];
+  unsigned n = 0;
+  for (const char *p = r + 8; n < 16;) {
+    const char *dot = strchr(p, '.');
+    tok[n] = p;
+    len[n++] = dot ? (size_t)(dot - p) : strlen(p);
+    if (!dot) break;
+    p = dot + 1;
+  }
+  unsigned at = n >= 10 ? 2 : 0; /* domain and account first */
+  if (n < at + 4) return -1;
+  if (len[at] < sizeof mt->stream) {
+    memcpy(mt->stream, tok[at], len[at]);
+    mt->stream[len[at]] = 0;
+  }
+  mt->delivered = (unsigned)strtoul(tok[at + 2], NULL, 10);
+  mt->sseq = strtoull(tok[at + 3], NULL, 10);
+  if (!mt->delivered) mt->delivered = 1;
+  return 0;
+}
+
+/* One event of a pulled message (the whole message, or a line of a
+ * pack): its outcome or its failure counts toward the message's ack. */
+static void take_one(lu_natsbus_t *b, pulled_t *j, const lu_input_t *in,
+                     const char *reject_why) {
+  atomic_fetch_add(&j->remaining, 1);
+  lu_done_t done = {pulled_done, j};
+  int rc = reject_why ? lu_manager_reject(b->m, in, reject_why, done)
+                      : lu_manager_take(b->m, in, done);
+  if (rc) pulled_done(j, NULL, 0); /* not taken: the message comes back */
+}
+
 static void submit_pack(lu_natsbus_t *b, pulled_t *j, const char *data,
-                        size_t len) {
+                        size_t len, const char *origin, unsigned delivery) {
   /* j->remaining is 1, ours, until every line is submitted. */
   const char *cursor = NULL, *ev;
   size_t at = 0, l;
   for (size_t i = 0; (ev = lu__pack_next(data, len, &at, &l)); i++) {
-    atomic_fetch_add(&j->remaining, 1);
-    if (lu_manager_take(b->m, ev, l, lu__pack_line(j->msg, i, &cursor),
-                        (lu_done_t){pulled_done, j}))
-      pulled_done(j, NULL, 0); /* not taken: the pack comes back (NAK) */
+    lu_input_t in = {.json = ev, .len = l,
+                     .line = lu__pack_line(j->msg, i, &cursor),
+                     .origin = origin, .delivery = delivery};
+    take_one(b, j, &in, NULL);
   }
   pulled_done(j, NULL, 1);
 }
@@ -329,48 +426,79 @@ static void submit_pack(lu_natsbus_t *b, pulled_t *j, const char *data,
 /* ---- pulling ---------------------------------------------------------- */
 
 /* msg holds `events` events (lu__nats_msg_events): more is an intake pack. */
-static void handle_pulled(puller_t *p, natsMsg *msg, size_t events) {
-  lu_natsbus_t *b = p->b;
+/* A message just taken from the inbox, held from now on (the keeper
+ * keeps it from redelivery: held_add) until its events are finished.
+ * NULL (and NAKed) without memory. */
+static pulled_t *hold(lu_natsbus_t *b, natsMsg *msg) {
   atomic_fetch_add(&b->pulled, 1);
   pulled_t *j = malloc(sizeof *j);
   if (!j) {
     js_reply(b->nc, msg, "-NAK");
     natsMsg_Destroy(msg);
-    return;
+    return NULL;
   }
   atomic_init(&j->remaining, 1);
   atomic_init(&j->ok, 1);
   j->msg = msg;
   j->nc = b->nc;
+  j->b = b;
+  held_add(j);
+  return j;
+}
+
+static void handle_pulled(puller_t *p, pulled_t *j) {
+  lu_natsbus_t *b = p->b;
+  natsMsg *msg = j->msg;
+  size_t events = lu__nats_msg_events(msg);
+  /* Its identity (for rejections) and whether it comes again: a
+   * redelivery, or one a takeover replays, is suspect and runs isolated
+   * (it may be what killed the shard that had it). */
+  jsmeta_t mt;
+  js_meta(msg, &mt);
+  unsigned delivery = mt.delivered;
+  if (delivery < 2 && mt.sseq && mt.sseq <= p->replay_until) delivery = 2;
+  char origin[96];
+  lu__fmt(origin, sizeof origin, "%s:%llu", mt.stream[0] ? mt.stream : "?",
+          (unsigned long long)mt.sseq);
   const char *data = natsMsg_GetData(msg);
   int len = natsMsg_GetDataLength(msg);
-  lu_done_t done = {pulled_done, j};
   if (!p->is_fwd && events > 1) {
-    submit_pack(b, j, data ? data : "", len > 0 ? (size_t)len : 0);
+    submit_pack(b, j, data ? data : "", len > 0 ? (size_t)len : 0, origin,
+                delivery);
     return;
   }
-  int rc;
   if (p->is_fwd) {
-    /* LU_EBUSY: its shard is back, let it have it. */
-    rc = lu_manager_accept(b->m, data ? data : "", len > 0 ? (size_t)len : 0,
-                           p->target, (unsigned)header_u64(msg, "Lucent-Hops"),
-                           done);
+    const char *dv = NULL;
+    if (natsMsgHeader_Get(msg, LU_HDR_DELIVERY, &dv) == NATS_OK) {
+      unsigned d = (unsigned)strtoul(dv, NULL, 10);
+      if (d > delivery) delivery = d; /* suspect before it was forwarded */
+    }
+    lu_input_t in = {.json = data ? data : "",
+                     .len = len > 0 ? (size_t)len : 0,
+                     .origin = origin, .delivery = delivery};
+    int rc = lu_manager_accept(b->m, &in, p->target,
+                               (unsigned)header_u64(msg, "Lucent-Hops"),
+                               (lu_done_t){pulled_done, j});
+    if (rc == LU_EBUSY) {
+      held_remove(j);
+      js_reply(b->nc, msg, "-NAK"); /* its shard is back: let it have it */
+      natsMsg_Destroy(msg);
+      free(j);
+    } else if (rc) {
+      pulled_done(j, NULL, 0);
+    }
   } else {
     const char *json;
     size_t jlen;
     lu_buf_t own = {0};
     char why[320];
-    uint64_t line = header_u64(msg, "Lucent-Line");
-    if (msg_event(msg, &json, &jlen, &own, why, sizeof why) == 0)
-      rc = lu_manager_take(b->m, json, jlen, line, done);
-    else
-      rc = lu_manager_reject(b->m, json, jlen, line, why, done);
+    int bad = msg_event(msg, &json, &jlen, &own, why, sizeof why);
+    lu_input_t in = {.json = json, .len = jlen,
+                     .line = header_u64(msg, "Lucent-Line"),
+                     .origin = origin, .delivery = delivery};
+    take_one(b, j, &in, bad ? why : NULL);
+    pulled_done(j, NULL, 1); /* drops the 1 it started with */
     lu__buf_free(&own);
-  }
-  if (rc) { /* not taken (LU_EBUSY, LU_ENOMEM): done will not run */
-    js_reply(b->nc, msg, "-NAK");
-    natsMsg_Destroy(msg);
-    free(j);
   }
 }
 
@@ -399,6 +527,90 @@ static void pull_release(puller_t *p, uint64_t until) {
   }
 }
 
+/* Should a puller's wait end now (it is no longer wanted, or we stop)? */
+static int puller_cancelled(puller_t *p) {
+  pthread_mutex_lock(&p->b->lock);
+  int stop = p->b->stopping || !atomic_load(&p->want);
+  pthread_mutex_unlock(&p->b->lock);
+  return stop;
+}
+
+/* Takes a consumer that has just become ours, before the first pull
+ * (docs/nats-notes.md, d and e):
+ *
+ *  - handover (its last puller is alive and stops pulling it now): wait,
+ *    at most 2 x AckWait, until it has acknowledged what it held
+ *    (NumAckPending 0), so that nothing of the partition runs in two
+ *    places or out of order;
+ *  - then, and at once for a takeover (its last puller died): delete the
+ *    consumer, remove the messages at or below its ack floor that a
+ *    server crash left in the work queue (acked, but their deletion was
+ *    lost: they would never be delivered nor removed), and create it
+ *    again with DeliverAll.  What the dead puller held comes first, in
+ *    stream order, before anything newer - not after AckWait, behind
+ *    newer messages of the same partition.  Those messages (stream
+ *    sequences up to what it had been given) are suspect: one of them
+ *    may be what killed it, so they run isolated (replay_until).  The new
+ *    consumer counts deliveries from 1 again: replay_until is what keeps
+ *    the suspicion.
+ *
+ * Deleting the consumer is safe because nobody else pulls it: a puller
+ * stopped by a view change NAKs what still comes (pull_release), and a
+ * late ack of the old puller is still honoured by the new consumer of
+ * the same name.  Errors leave the consumer as it was (a restarted
+ * server, a lost connection): it is pulled anyway, as before. */
+static void adopt(puller_t *p, int mode) {
+  lu_natsbus_t *b = p->b;
+  jsConsumerInfo *ci = NULL;
+  uint64_t until = lu__now_ns() + 2 * (uint64_t)b->cfg.ack_wait_ms * NS_PER_MS;
+  for (;;) {
+    if (js_GetConsumerInfo(&ci, b->jsm, p->stream, p->consumer, NULL,
+                           NULL) != NATS_OK)
+      return;
+    if (mode != ADOPT_HANDOVER || ci->NumAckPending == 0 ||
+        lu__now_ns() >= until)
+      break;
+    jsConsumerInfo_Destroy(ci);
+    ci = NULL;
+    struct timespec ts = {0, 50 * 1000000L};
+    nanosleep(&ts, NULL);
+    if (puller_cancelled(p)) return;
+  }
+  uint64_t floor = ci->AckFloor.Stream, given = ci->Delivered.Stream;
+  int64_t pending = ci->NumAckPending;
+  uint64_t waiting = ci->NumPending;
+  jsConsumerInfo_Destroy(ci);
+  if (!floor && !given && !pending) return; /* new: nothing to do */
+  if (js_DeleteConsumer(b->jsm, p->stream, p->consumer, NULL, NULL) !=
+      NATS_OK)
+    return;
+  if (floor) {
+    jsOptions o;
+    jsOptions_Init(&o);
+    o.Stream.Purge.Subject = p->filter;
+    o.Stream.Purge.Sequence = floor + 1; /* up to, not including */
+    js_PurgeStream(b->jsm, p->stream, &o, NULL);
+  }
+  char err[256];
+  if (ensure_consumer(b, p->stream, p->consumer, p->filter, err,
+                      sizeof err)) {
+    LU_LOG(LU_LOG_ERROR, b->self, NULL,
+           LU_KVS(LU_KV_STR("consumer", p->consumer), LU_KV_STR("error", err)),
+           "cannot create consumer %s again: %s", p->consumer, err);
+    return;
+  }
+  p->replay_until = pending > 0 ? given : 0;
+  LU_LOG(LU_LOG_INFO, b->self, NULL,
+         LU_KVS(LU_KV_STR("consumer", p->consumer),
+                LU_KV_STR("how", mode == ADOPT_HANDOVER && !pending
+                                     ? "handover" : "takeover"),
+                LU_KV_INT("unacknowledged", pending),
+                LU_KV_UINT("waiting", waiting),
+                LU_KV_UINT("ack_floor", floor)),
+         "took %s: %lld unacknowledged messages replayed first, in order",
+         p->consumer, (long long)pending);
+}
+
 static void *puller_main(void *arg) {
   puller_t *p = arg;
   lu_natsbus_t *b = p->b;
@@ -420,6 +632,11 @@ static void *puller_main(void *arg) {
     int stop = b->stopping;
     pthread_mutex_unlock(&b->lock);
     if (stop) break;
+    if (!pulling) {
+      int mode = atomic_exchange(&p->adopt, ADOPT_NONE);
+      if (mode != ADOPT_NONE) adopt(p, mode);
+      if (puller_cancelled(p)) continue;
+    }
     pulling = 1;
     uint64_t now = lu__now_ns();
     if (now >= open_until) left = 0; /* every request has expired */
@@ -457,11 +674,34 @@ static void *puller_main(void *arg) {
       natsMsg_Destroy(m);
       continue;
     }
-    left--;
-    size_t k = lu__nats_msg_events(m);
-    msgs++;
-    events += k;
-    handle_pulled(p, m, k);
+    /* Everything the server has sent so far is taken out of the inbox
+     * and held at once, before any of it is handed to the manager (which
+     * blocks while the shard's queue is full): a message left waiting in
+     * the inbox is not kept in progress by the keeper, and would come
+     * back after AckWait - to be run a second time, as a suspect. */
+    pulled_t *got[FETCH_BATCH];
+    size_t ngot = 0;
+    for (;;) {
+      left--;
+      size_t k = lu__nats_msg_events(m);
+      msgs++;
+      events += k;
+      pulled_t *j = hold(b, m);
+      if (j) got[ngot++] = j;
+      int more = 0;
+      m = NULL;
+      if (ngot == FETCH_BATCH ||
+          natsSubscription_GetPending(p->pull.sub, &more, NULL) != NATS_OK ||
+          more <= 0 || natsSubscription_NextMsg(&m, p->pull.sub, 1) != NATS_OK)
+        break;
+      if ((st = lu__nats_pull_status(m))) {
+        if (strcmp(st, "100") != 0) left = 0;
+        if (strcmp(st, "409") == 0) pull_backoff();
+        natsMsg_Destroy(m);
+        break;
+      }
+    }
+    for (size_t i = 0; i < ngot; i++) handle_pulled(p, got[i]);
   }
   return NULL;
 }
@@ -530,6 +770,40 @@ static int owns(const char *consumer, char (*ids)[LU_SHARD_ID_MAX], unsigned n,
   return !strcmp(ids[w], self);
 }
 
+static int in_ids(char (*ids)[LU_SHARD_ID_MAX], unsigned n, const char *id) {
+  for (unsigned i = 0; i < n; i++)
+    if (!strcmp(ids[i], id)) return 1;
+  return 0;
+}
+
+/* Who pulled `consumer` under the view before this one (a forward queue:
+ * its own shard while that was in the view); "" when nobody. */
+static void prev_puller(const lu_natsbus_t *b, const char *consumer,
+                        const char *queue_of, char out[LU_SHARD_ID_MAX]) {
+  out[0] = 0;
+  if (queue_of && in_ids(b->prev_ids, b->prev_n, queue_of)) {
+    lu__fmt(out, LU_SHARD_ID_MAX, "%s", queue_of);
+    return;
+  }
+  if (!b->prev_n) return;
+  unsigned w = lu__rendezvous(lu__key_hash(consumer, strlen(consumer)),
+                              b->prev_seeds, b->prev_n);
+  lu__fmt(out, LU_SHARD_ID_MAX, "%s", b->prev_ids[w]);
+}
+
+/* Starts pulling a consumer if it is not pulled yet: from its last puller
+ * (handover, when that one is still in the view) or from one that is gone
+ * (takeover); adopt() does the taking. */
+static void want(lu_natsbus_t *b, puller_t *pl, const char *queue_of,
+                 char (*ids)[LU_SHARD_ID_MAX], unsigned n) {
+  if (!pl || atomic_load(&pl->want)) return;
+  char prev[LU_SHARD_ID_MAX];
+  prev_puller(b, pl->consumer, queue_of, prev);
+  int alive = prev[0] && strcmp(prev, b->self) && in_ids(ids, n, prev);
+  atomic_store(&pl->adopt, alive ? ADOPT_HANDOVER : ADOPT_TAKEOVER);
+  atomic_store(&pl->want, 1);
+}
+
 /* Decides which consumers this shard pulls, given the view now. */
 static void reclaim(lu_natsbus_t *b) {
   /* The claimer thread's own arrays (reclaim runs only there). */
@@ -538,6 +812,16 @@ static void reclaim(lu_natsbus_t *b) {
   size_t total = lu_manager_view(b->m, ids, MAX_VIEW);
   unsigned n = total < MAX_VIEW ? (unsigned)total : MAX_VIEW;
   for (unsigned i = 0; i < n; i++) seeds[i] = lu__shard_seed(ids[i]);
+  if (!b->have_prev) {
+    /* Our first claim: before we came, the others pulled it all. */
+    b->prev_n = 0;
+    for (unsigned i = 0; i < n; i++)
+      if (strcmp(ids[i], b->self)) {
+        memcpy(b->prev_ids[b->prev_n], ids[i], LU_SHARD_ID_MAX);
+        b->prev_seeds[b->prev_n++] = seeds[i];
+      }
+    b->have_prev = 1;
+  }
   for (unsigned p = 0; p < LU_INTAKE_PARTITIONS; p++) {
     char name[32], filter[64];
     lu__fmt(name, sizeof name, "intake-%u", p);
@@ -545,7 +829,7 @@ static void reclaim(lu_natsbus_t *b) {
     int mine = owns(name, ids, n, seeds, b->self);
     puller_t *pl = mine ? puller_get(b, LU_STREAM_INTAKE, name, filter, NULL)
                         : NULL;
-    if (pl) atomic_store(&pl->want, 1);
+    want(b, pl, NULL, ids, n);
     if (!mine) { /* stop pulling if we had it */
       pthread_mutex_lock(&b->lock);
       for (unsigned i = 0; i < b->npullers; i++)
@@ -571,7 +855,7 @@ static void reclaim(lu_natsbus_t *b) {
       lu__fmt(filter, sizeof filter, "%s.%s", LU_SUBJ_FWD, shard);
       puller_t *pl = mine ? puller_get(b, LU_STREAM_FWD, c, filter, shard)
                           : NULL;
-      if (pl) atomic_store(&pl->want, 1);
+      want(b, pl, shard, ids, n);
       if (!mine) {
         pthread_mutex_lock(&b->lock);
         for (unsigned k = 0; k < b->npullers; k++)
@@ -582,6 +866,9 @@ static void reclaim(lu_natsbus_t *b) {
     }
     jsConsumerNamesList_Destroy(names);
   }
+  memcpy(b->prev_ids, ids, (size_t)n * sizeof *ids);
+  memcpy(b->prev_seeds, seeds, (size_t)n * sizeof *seeds);
+  b->prev_n = n;
   pthread_mutex_lock(&b->lock);
   pthread_cond_broadcast(&b->cond);
   pthread_mutex_unlock(&b->lock);
@@ -607,6 +894,29 @@ static void *claimer_main(void *arg) {
       lu__cond_wait_until(&b->cond, &b->lock, lu__now_ns() + 1000 * NS_PER_MS);
   }
   pthread_mutex_unlock(&b->lock);
+  return NULL;
+}
+
+/* The keeper: +WPI for every held message older than AckWait / 4. */
+static void *keeper_main(void *arg) {
+  lu_natsbus_t *b = arg;
+  uint64_t every = (uint64_t)b->cfg.ack_wait_ms * NS_PER_MS / 4;
+  pthread_mutex_lock(&b->keeplock);
+  while (!b->keeper_stop) {
+    pthread_mutex_unlock(&b->keeplock);
+    uint64_t now = lu__now_ns();
+    pthread_mutex_lock(&b->heldlock);
+    for (pulled_t *j = b->held; j; j = j->next)
+      if (now - j->touched_ns >= every) {
+        js_reply(j->nc, j->msg, "+WPI");
+        j->touched_ns = now;
+      }
+    pthread_mutex_unlock(&b->heldlock);
+    pthread_mutex_lock(&b->keeplock);
+    if (!b->keeper_stop)
+      lu__cond_wait_until(&b->keepcond, &b->keeplock, now + every / 2);
+  }
+  pthread_mutex_unlock(&b->keeplock);
   return NULL;
 }
 
@@ -651,22 +961,27 @@ static void on_fwd_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa,
 }
 
 /* The durable forward: a LUCENT_FWD message, done when it is stored. */
-static void js_forward(void *ud, const char *target, const char *json,
-                       size_t len, unsigned hops, lu_done_t done) {
+static void js_forward(void *ud, const lu_fwd_t *fw, lu_done_t done) {
   lu_natsbus_t *b = ud;
   char subj[128], hbuf[16];
   atomic_fetch_add(&b->forwards_js, 1);
-  lu__fmt(subj, sizeof subj, "%s.%s", LU_SUBJ_FWD, target);
-  lu__fmt(hbuf, sizeof hbuf, "%u", hops);
+  lu__fmt(subj, sizeof subj, "%s.%s", LU_SUBJ_FWD, fw->target);
+  lu__fmt(hbuf, sizeof hbuf, "%u", fw->hops);
   natsMsg *msg = NULL;
-  natsStatus s = natsMsg_Create(&msg, subj, NULL, json, (int)len);
+  natsStatus s = natsMsg_Create(&msg, subj, NULL, fw->json, (int)fw->len);
   if (s == NATS_OK) s = natsMsgHeader_Set(msg, "Lucent-Hops", hbuf);
+  if (s == NATS_OK && fw->delivery > 1) {
+    char dbuf[16];
+    lu__fmt(dbuf, sizeof dbuf, "%u", fw->delivery);
+    s = natsMsgHeader_Set(msg, LU_HDR_DELIVERY, dbuf);
+  }
   if (s == NATS_OK) {
     /* Same bytes to the same shard = the same forward: dedup id. */
-    XXH128_hash_t h = XXH3_128bits_withSeed(json, len, lu__shard_seed(target));
+    XXH128_hash_t h = XXH3_128bits_withSeed(fw->json, fw->len,
+                                            lu__shard_seed(fw->target));
     char id[48];
     lu__fmt(id, sizeof id, "%016llx%016llx-%u", (unsigned long long)h.high64,
-            (unsigned long long)h.low64, hops);
+            (unsigned long long)h.low64, fw->hops);
     s = natsMsgHeader_Set(msg, "Nats-Msg-Id", id);
   }
   if (s == NATS_OK && fw_put(b, msg, done) != 0) s = NATS_INSUFFICIENT_BUFFER;
@@ -685,32 +1000,32 @@ static void js_forward(void *ud, const char *target, const char *json,
   }
 }
 
-static void bus_forward(void *ud, const char *target, const char *json,
-                        size_t len, unsigned hops, lu_done_t done) {
+static void bus_forward(void *ud, const lu_fwd_t *fw, lu_done_t done) {
   lu_natsbus_t *b = ud;
   atomic_fetch_add(&b->forwarded, 1);
   if (b->cfg.delivery != LU_DELIVERY_AT_MOST_ONCE) {
     /* An intake message's first hop waits unacked for its owner's "stored"
      * (fwd_core.c); emitted events and re-routes stay durable. */
-    if (!(b->cfwd && hops == 1 && acks_a_message(done) &&
-          lu__cfwd_send(b->cfwd, target, json, len, done) == 0))
-      js_forward(b, target, json, len, hops, done);
+    if (!(b->cfwd && fw->hops == 1 && acks_a_message(done) &&
+          lu__cfwd_send(b->cfwd, fw->target, fw->json, fw->len,
+                        fw->delivery, done) == 0))
+      js_forward(b, fw, done);
     return;
   }
   /* At-most-once: core NATS.  A first hop travels bare (a header block is
    * half the CPU of a core message); on_amo reads a missing Lucent-Hops as
-   * 1. */
+   * 1.  (Nothing is redelivered here, so nothing is suspect.) */
   char subj[128];
   atomic_fetch_add(&b->forwards_amo, 1);
-  lu__fmt(subj, sizeof subj, "%s.%s", LU_SUBJ_AMO_FWD, target);
+  lu__fmt(subj, sizeof subj, "%s.%s", LU_SUBJ_AMO_FWD, fw->target);
   natsStatus s;
-  if (hops == 1) {
-    s = natsConnection_Publish(b->nc, subj, json, (int)len);
+  if (fw->hops == 1) {
+    s = natsConnection_Publish(b->nc, subj, fw->json, (int)fw->len);
   } else {
     char hbuf[16];
-    lu__fmt(hbuf, sizeof hbuf, "%u", hops);
+    lu__fmt(hbuf, sizeof hbuf, "%u", fw->hops);
     natsMsg *msg = NULL;
-    s = natsMsg_Create(&msg, subj, NULL, json, (int)len);
+    s = natsMsg_Create(&msg, subj, NULL, fw->json, (int)fw->len);
     if (s == NATS_OK) s = natsMsgHeader_Set(msg, "Lucent-Hops", hbuf);
     if (s == NATS_OK) s = natsConnection_PublishMsg(b->nc, msg);
     natsMsg_Destroy(msg);
@@ -730,12 +1045,10 @@ static void cfwd_extend(void *ud, lu_done_t done) {
 }
 
 /* An event another shard sent us over core NATS: pinned here. */
-static void cfwd_accept(void *ud, const char *json, size_t len, unsigned hops,
-                        lu_done_t done) {
+static int cfwd_accept(void *ud, const lu_input_t *in, lu_done_t done) {
   lu_natsbus_t *b = ud;
   atomic_fetch_add(&b->pulled, 1);
-  if (lu_manager_accept(b->m, json, len, b->self, hops, done) && done.fn)
-    done.fn(done.ctx, NULL, 0); /* not taken: the sender NAKs its input */
+  return lu_manager_accept(b->m, in, b->self, 1, done);
 }
 
 /* Alive = in the manager's view (which outlives the membership, so this
@@ -847,15 +1160,13 @@ static int exec_request(lu_natsbus_t *b, natsSubscription *sub,
   const char *data;
   size_t len;
   lu_buf_t own = {0};
-  if (msg_event(msg, &data, &len, &own, why, sizeof why) != 0) {
-    if (lu_manager_reject(b->m, data, len, 0, why, done)) exec_oom(rp);
-    lu__buf_free(&own);
-    lu__nats_msg_release(msg);
-    return 0;
-  }
-  if (lu_event_parse(&ev, data, len, why, sizeof why) != 0) {
+  int bad = msg_event(msg, &data, &len, &own, why, sizeof why) != 0;
+  lu_input_t in = {.json = data, .len = len, .origin = LU_SUBJ_EXEC};
+  if (bad || lu_event_parse(&ev, data, len, why, sizeof why) != 0) {
     /* Recorded as lucent.Rejected like any bad input; the reply says why. */
-    if (lu_manager_take(b->m, data, len, 0, done)) exec_oom(rp);
+    if (bad ? lu_manager_reject(b->m, &in, why, done)
+            : lu_manager_take(b->m, &in, done))
+      exec_oom(rp);
     lu__buf_free(&own);
     lu__nats_msg_release(msg);
     return 0;
@@ -882,7 +1193,7 @@ static int exec_request(lu_natsbus_t *b, natsSubscription *sub,
                              sizeof why), ran = 0;
   if (rc != LU_ROUTE_OK) {
     lu_event_free(ev);
-    if (lu_manager_take(b->m, data, len, 0, done)) /* records it */
+    if (lu_manager_take(b->m, &in, done)) /* records it */
       exec_oom(rp);
   } else if (local || !needs_owner(b, ev)) {
     /* The queue group already spread requests: a function that may run
@@ -924,21 +1235,24 @@ static void on_amo(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
   int len = natsMsg_GetDataLength(msg);
   lu_done_t none = {NULL, NULL};
   atomic_fetch_add(&b->pulled, 1);
-  if (sub == b->amo_fwd_sub)
-    lu_manager_accept(b->m, data ? data : "", len > 0 ? (size_t)len : 0,
-                       b->self,
-                       (unsigned)header_u64_or(msg, "Lucent-Hops", 1),
-                       none);
-  else {
+  /* At most once: a message that cannot be taken (no memory) is lost,
+   * as a message of a shard that dies is. */
+  if (sub == b->amo_fwd_sub) {
+    lu_input_t in = {.json = data ? data : "",
+                     .len = len > 0 ? (size_t)len : 0};
+    lu_manager_accept(b->m, &in, b->self,
+                      (unsigned)header_u64_or(msg, "Lucent-Hops", 1), none);
+  } else {
     const char *json;
     size_t jlen;
     lu_buf_t own = {0};
     char why[320];
-    uint64_t line = header_u64(msg, "Lucent-Line");
-    if (msg_event(msg, &json, &jlen, &own, why, sizeof why) == 0)
-      lu_manager_take(b->m, json, jlen, line, none);
-    else
-      lu_manager_reject(b->m, json, jlen, line, why, none);
+    int bad = msg_event(msg, &json, &jlen, &own, why, sizeof why) != 0;
+    lu_input_t in = {.json = json, .len = jlen,
+                     .line = header_u64(msg, "Lucent-Line"),
+                     .origin = LU_SUBJ_AMO_INTAKE};
+    if (bad) lu_manager_reject(b->m, &in, why, none);
+    else lu_manager_take(b->m, &in, none);
     lu__buf_free(&own);
   }
   lu__nats_msg_release(msg);
@@ -982,9 +1296,14 @@ int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
   pthread_mutex_init(&b->lock, NULL);
   lu__cond_init_mono(&b->cond); /* timed waits: monotonic deadlines */
   pthread_mutex_init(&b->fwlock, NULL);
+  pthread_mutex_init(&b->heldlock, NULL);
+  pthread_mutex_init(&b->keeplock, NULL);
+  lu__cond_init_mono(&b->keepcond);
   b->view_ids = calloc(MAX_VIEW, sizeof *b->view_ids);
   b->view_seeds = calloc(MAX_VIEW, sizeof *b->view_seeds);
-  int mapped = b->view_ids && b->view_seeds &&
+  b->prev_ids = calloc(MAX_VIEW, sizeof *b->prev_ids);
+  b->prev_seeds = calloc(MAX_VIEW, sizeof *b->prev_seeds);
+  int mapped = b->view_ids && b->view_seeds && b->prev_ids && b->prev_seeds &&
                lu__ptrmap_init(&b->fwmap, FWD_MAP_SIZE) == 0;
   int amo = cfg->delivery == LU_DELIVERY_AT_MOST_ONCE;
   jsOptions jo;
@@ -1079,6 +1398,8 @@ int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
       return LU_ENOMEM;
     }
     b->claimer_started = 1;
+    if (pthread_create(&b->keeper, NULL, keeper_main, b) == 0)
+      b->keeper_running = 1;
   }
   *out = b;
   return 0;
@@ -1087,10 +1408,9 @@ int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
 void lu__natsbus_stop(lu_natsbus_t *b, uint32_t timeout_ms,
                       lu_natsbus_stats_t *final) {
   if (!b) return;
-  /* 1. Leave the view: the others take our partitions from now on. */
-  lu__membership_stop(b->ms);
-  b->ms = NULL;
-  /* 2. Stop taking new work. */
+  /* 1. Stop taking new work (what still comes to our pullers is NAKed:
+   *    pull_release).  We stay in the view meanwhile, so nobody else
+   *    pulls our partitions while we finish what we hold. */
   pthread_mutex_lock(&b->lock);
   b->stopping = 1;
   pthread_cond_broadcast(&b->cond);
@@ -1101,9 +1421,14 @@ void lu__natsbus_stop(lu_natsbus_t *b, uint32_t timeout_ms,
   lu__nats_unsubscribe(&b->exec_sub);
   lu__nats_unsubscribe(&b->amo_sub);
   lu__cfwd_stop_serving(b->cfwd); /* later senders go durable */
-  /* 3. Finish what we took: outcomes stored, acks sent, forwards acked
+  /* 2. Finish what we took: outcomes stored, acks sent, forwards acked
    *    (confirmed by their owner, or made durable in LUCENT_FWD). */
   if (b->m) lu_manager_drain(b->m);
+  /* 3. Leave the view: the others take our partitions now, with nothing
+   *    of ours unacknowledged in them (adopt(): a takeover with nothing
+   *    to replay), so a key's events do not run in two places. */
+  lu__membership_stop(b->ms);
+  b->ms = NULL;
   lu__cfwd_finish(b->cfwd, timeout_ms ? timeout_ms : 1);
   if (b->js) {
     jsPubOptions po;
@@ -1113,6 +1438,13 @@ void lu__natsbus_stop(lu_natsbus_t *b, uint32_t timeout_ms,
   }
   lu__nats_unsubscribe(&b->exec_self_sub);
   lu__nats_unsubscribe(&b->amo_fwd_sub);
+  if (b->keeper_running) { /* what we hold is acked by now, or let go */
+    pthread_mutex_lock(&b->keeplock);
+    b->keeper_stop = 1;
+    pthread_cond_signal(&b->keepcond);
+    pthread_mutex_unlock(&b->keeplock);
+    pthread_join(b->keeper, NULL);
+  }
   if (b->nc) natsConnection_Flush(b->nc);
   if (final) lu__natsbus_stats(b, final); /* reads the pullers: first */
   for (unsigned i = 0; i < b->npullers; i++) {
@@ -1130,9 +1462,14 @@ void lu__natsbus_stop(lu_natsbus_t *b, uint32_t timeout_ms,
   lu__ptrmap_free(&b->fwmap);
   free(b->view_ids);
   free(b->view_seeds);
+  free(b->prev_ids);
+  free(b->prev_seeds);
   pthread_mutex_destroy(&b->lock);
   pthread_cond_destroy(&b->cond);
   pthread_mutex_destroy(&b->fwlock);
+  pthread_mutex_destroy(&b->heldlock);
+  pthread_mutex_destroy(&b->keeplock);
+  pthread_cond_destroy(&b->keepcond);
   free(b);
 }
 

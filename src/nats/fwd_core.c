@@ -51,6 +51,7 @@ typedef struct slot_s {
   lu_done_t done; /* fn == NULL: free (a sender always passes one) */
   char *json;
   size_t len;
+  unsigned delivery; /* its input's delivery count (> 1: suspect) */
   uint64_t t0_ms; /* when it was sent */
   uint64_t t_ms;  /* when it was sent or last extended */
   uint32_t gen;   /* tells a late reply for an earlier use of the slot */
@@ -101,7 +102,9 @@ static int take(lu_cfwd_t *f, unsigned idx, uint32_t gen, slot_t *out) {
 /* A forward that was not confirmed goes the durable way. */
 static void fall_back(lu_cfwd_t *f, slot_t *s) {
   atomic_fetch_add(&f->fallbacks, 1);
-  f->cfg.fallback(f->cfg.ud, s->target, s->json, s->len, 1, s->done);
+  lu_fwd_t fw = {.target = s->target, .json = s->json, .len = s->len,
+                .hops = 1, .delivery = s->delivery};
+  f->cfg.fallback(f->cfg.ud, &fw, s->done);
   free(s->json);
 }
 
@@ -138,7 +141,7 @@ static void on_reply(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
 }
 
 int lu__cfwd_send(lu_cfwd_t *f, const char *target, const char *json,
-                  size_t len, lu_done_t done) {
+                  size_t len, unsigned delivery, lu_done_t done) {
   size_t tl = strlen(target);
   if (!done.fn || tl >= sizeof f->slots[0].target) return -1;
   char *copy = malloc(len ? len : 1);
@@ -158,6 +161,7 @@ int lu__cfwd_send(lu_cfwd_t *f, const char *target, const char *json,
   s->done = done;
   s->json = copy;
   s->len = len;
+  s->delivery = delivery;
   s->t0_ms = s->t_ms = now_ms();
   uint32_t gen = ++s->gen;
   memcpy(s->target, target, tl + 1);
@@ -167,8 +171,20 @@ int lu__cfwd_send(lu_cfwd_t *f, const char *target, const char *json,
   char subj[128], reply[192];
   lu__fmt(subj, sizeof subj, "%s.%s", LU_SUBJ_CFWD, target);
   lu__fmt(reply, sizeof reply, "%s.%u.%u", (const char *)f->inbox, idx, gen);
-  if (natsConnection_PublishRequest(f->cfg.nc, subj, reply, json, (int)len) ==
-      NATS_OK) {
+  natsStatus st;
+  if (delivery > 1) { /* rare: a suspect input says so (a header) */
+    natsMsg *msg = NULL;
+    char dbuf[16];
+    lu__fmt(dbuf, sizeof dbuf, "%u", delivery);
+    st = natsMsg_Create(&msg, subj, reply, json, (int)len);
+    if (st == NATS_OK) st = natsMsgHeader_Set(msg, LU_HDR_DELIVERY, dbuf);
+    if (st == NATS_OK) st = natsConnection_PublishMsg(f->cfg.nc, msg);
+    natsMsg_Destroy(msg);
+  } else {
+    st = natsConnection_PublishRequest(f->cfg.nc, subj, reply, json,
+                                       (int)len);
+  }
+  if (st == NATS_OK) {
     atomic_fetch_add(&f->sent, 1);
     return 0;
   }
@@ -216,8 +232,13 @@ static void on_forward(natsConnection *nc, natsSubscription *sub,
   }
   /* Without a reply subject nobody waits for it (not lucent's sender):
    * it still runs, at most once. */
-  f->cfg.accept(f->cfg.ud, data ? data : "", len > 0 ? (size_t)len : 0, 1,
-                done);
+  const char *dv = NULL;
+  unsigned delivery = natsMsgHeader_Get(msg, LU_HDR_DELIVERY, &dv) == NATS_OK
+                          ? (unsigned)strtoul(dv, NULL, 10) : 1;
+  lu_input_t in = {.json = data ? data : "",
+                   .len = len > 0 ? (size_t)len : 0,
+                   .delivery = delivery};
+  if (f->cfg.accept(f->cfg.ud, &in, done)) free(sv); /* sender times out */
   lu__nats_msg_release(msg);
 }
 

@@ -35,14 +35,13 @@ typedef struct lu_cfwd_cfg_s {
    *  1) that could not be confirmed, and calls done when that forward is
    *  stored or has failed.  Called from the sweeper, the reply thread or
    *  lu__cfwd_finish; never with a lock of this module held. */
-  void (*fallback)(void *ud, const char *target, const char *json,
-                   size_t len, unsigned hops, lu_done_t done);
-  /** Runs an event another shard forwarded here, pinned (json borrowed
-   *  for the call; hops is 1); calls done once its outcome is stored (or
-   *  done.fn is NULL: nobody waits).  On a nats.c delivery thread; may
-   *  block (backpressure). */
-  void (*accept)(void *ud, const char *json, size_t len, unsigned hops,
-                 lu_done_t done);
+  void (*fallback)(void *ud, const lu_fwd_t *fwd, lu_done_t done);
+  /** Runs an event another shard forwarded here, pinned (in borrowed for
+   *  the call; hops is 1; in->delivery from the sender); calls done once
+   *  its outcome is stored (or done.fn is NULL: nobody waits) and returns
+   *  0, or returns an LU_E* code without calling done.  On a nats.c
+   *  delivery thread; may block (backpressure). */
+  int (*accept)(void *ud, const lu_input_t *in, lu_done_t done);
   /** Is shard `id` still in the view?  Forwards to a shard that left take
    *  the durable path at once.  Sweeper thread, no lock held. */
   int (*alive)(void *ud, const char *id);
@@ -72,7 +71,7 @@ int lu__cfwd_start(lu_cfwd_t **out, const lu_cfwd_cfg_t *cfg, char *err,
  *  long, publish failed): done is then not called and the caller forwards
  *  the durable way (also when done.fn is NULL).  Thread safe. */
 int lu__cfwd_send(lu_cfwd_t *f, const char *target, const char *json,
-                  size_t len, lu_done_t done);
+                  size_t len, unsigned delivery, lu_done_t done);
 
 /** Stops taking forwards from other shards: the subscription is drained
  *  (what already arrived goes to cfg.accept), later ones find no

@@ -88,6 +88,19 @@ void lu__packer_free(lu_packer_t *p) {
 
 size_t lu__packer_pending(const lu_packer_t *p) { return p->pending; }
 
+int lu__intake_dedup_id(lu_buf_t *out, const char *source, const char *id) {
+  char n[24];
+  out->len = 0;
+  lu__fmt(n, sizeof n, "%zu:", strlen(source));
+  lu__buf_puts(out, n);
+  lu__ce_pct_encode(out, source, strlen(source));
+  lu__ce_pct_encode(out, id, strlen(id));
+  lu__buf_put(out, "", 1);
+  if (out->oom) return LU_ENOMEM;
+  out->len--; /* the NUL is there, not counted */
+  return 0;
+}
+
 natsStatus lu__intake_msg(natsMsg **out, unsigned partition, const char *id,
                           const char *json, size_t len, uint64_t line) {
   char subj[64], lbuf[24];

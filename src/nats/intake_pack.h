@@ -49,6 +49,14 @@ int lu__packer_flush(lu_packer_t *p, natsMsg **ready, size_t *dropped);
 /** Events waiting in packs, not yet handed out. */
 size_t lu__packer_pending(const lu_packer_t *p);
 
+/** The intake deduplication id (Nats-Msg-Id) of an event: its identity,
+ *  (source, id) as CloudEvents defines it, in the form every client can
+ *  write (docs/protocol.md, section 3): "<bytes of source>:<source><id>",
+ *  percent-encoded as a CloudEvents header value (lu__ce_pct_encode: NATS
+ *  would trim or refuse some bytes in a header).  Two events with one id and two sources
+ *  are two events.  Into out (reset first); 0 or LU_ENOMEM. */
+int lu__intake_dedup_id(lu_buf_t *out, const char *source, const char *id);
+
 /** The at-least-once intake message of one event, or of a line that is
  *  not one (json borrowed for the call): subject lucent.intake.<partition>,
  *  Nats-Msg-Id = id, Lucent-Line = line.  A pack of one takes this form

@@ -17,8 +17,9 @@
  *   fwd-<shard>                durable pull consumer   pulled by <shard>, or by its
  *                                                      taker while it is gone
  *   LUCENT_EVENTS              stream lucent.events.>  the event store:
- *                                                      lucent.events.<type>,
- *                                                      Nats-Msg-Id = event id
+ *                                                      lucent.events.<type>.<h>,
+ *                                                      h = hash of the id, one
+ *                                                      message per subject
  *   lucent_sessions            KV bucket               sticky-session bindings
  *   lucent.hb.<shard>          core subject            heartbeats (load report)
  *   lucent.exec                core, queue lucent-exec request/reply intake
@@ -128,6 +129,10 @@ void lu__nats_unsubscribe(natsSubscription **sub);
  *  intake packs, intake_pack.c). */
 #define LU_HDR_COUNT "Lucent-Count"
 
+/** An input's delivery count when it travels on after a redelivery (a
+ *  forward of a suspect input: it runs isolated where it lands). */
+#define LU_HDR_DELIVERY "Lucent-Delivery"
+
 /** How many events a message holds: its Lucent-Count, else 1 (also for a
  *  bad count: it is then read as one event). */
 size_t lu__nats_msg_events(natsMsg *m);
@@ -187,9 +192,10 @@ static inline const char *lu__pack_next(const char *d, size_t len,
  *  must outlive the store).  create = 0 opens read-only and never creates
  *  the stream: LU_ENOENT and "no lucent event store on this server (stream
  *  LUCENT_EVENTS not found)" when it is missing.  Appends publish
- *  asynchronously to lucent.events.<type> with Nats-Msg-Id = id and wait
- *  for every ack, at most 5 s (group commit); duplicates are ignored by the
- *  server; a failed batch (LU_ESTORE) may be partly stored, so the caller
+ *  asynchronously to lucent.events.<type>.<hash of id>, each subject
+ *  taking one message, and wait for every ack, at most 5 s (group commit);
+ *  a record stored before, however long ago, is refused and counted as a
+ *  duplicate; a failed batch (LU_ESTORE) may be partly stored, so the caller
  *  retries all of it.  Queries read the stream with an ephemeral pull
  *  consumer and stop at the last event present when they started.
  *  Errors: LU_ESTORE with the reason in err (no JetStream on the server,

@@ -7,8 +7,9 @@
  *   stream LUCENT_EVENTS   subjects lucent.events.>, file storage, limits
  *                          retention (kept forever), duplicate window
  *                          dup_window_ms (default 2 min)
- *   message                subject  lucent.events.<type>
- *                          headers  Nats-Msg-Id         the event id
+ *   message                subject  lucent.events.<type>.<id token>
+ *                                   (XXH3-128 of the event id, hex)
+ *                          headers  Nats-Expected-Last-Subject-Sequence: 0
  *                                   Lucent-Subject      when it has one
  *                                   Lucent-Correlation  when it has one
  *                                   Lucent-Type         only when the type
@@ -24,7 +25,7 @@
  * `lucent exec` requests, LU_RECORD_ONCE, in both modes): consecutive
  * records of one type in a batch then travel as one message, note 7:
  *
- *   packed message         subject  lucent.events.<type>
+ *   packed message         subject  lucent.events.<type>.pack
  *                          headers  Nats-Msg-Id     <first id>+<count>
  *                                   Lucent-Count    how many events
  *                                   Lucent-Type     as above
@@ -39,10 +40,7 @@
  *     gets its ack, refusal or timeout.  The batch's last answer finishes
  *     it: its owner's callback says stored, or LU_ESTORE with why.  Any
  *     refusal or timeout fails the whole batch: the caller retries it, and
- *     Nats-Msg-Id makes the retry store nothing twice (docs/architecture.md,
- *     decision
- *     3) - as long as it comes within the duplicate window, which must
- *     outlast the longest redelivery delay.  Unlike SQLite a failed batch
+ *     the retry stores nothing twice (note 8).  Unlike SQLite a failed batch
  *     is not rolled back: the messages acked before the failure stay
  *     stored; the retry finds them as duplicates.
  *     lu_store_append_begin returns once the batch is published, so the
@@ -65,7 +63,10 @@
  *     subject cannot carry (spaces, control bytes, the wildcards '*' and
  *     '>') become '_', empty levels become '_', and a very long type is
  *     replaced by a hash; when that changes the type, the exact type
- *     travels in a Lucent-Type header and queries compare it.
+ *     travels in a Lucent-Type header and queries compare it.  One more
+ *     token always follows the type's (an id token, or "pack"), so the
+ *     filter lucent.events.<type>.* selects exactly one type: "a.*" does
+ *     not match the records of type "a.b".
  *
  *  4. Headers cost client CPU (docs/nats-notes.md: ~2.4 us for 3 fresh
  *  headers),
@@ -78,7 +79,7 @@
  *     comparison stays exact.
  *
  *  5. Queries read the stream with an ephemeral pull consumer (AckNone,
- *     memory storage, filtered on lucent.events.<type> when the query has
+ *     memory storage, filtered on lucent.events.<type>.* when the query has
  *     a type, starting at after_seq + 1), in batches of LU_JS_FETCH
  *     pulled by hand (lu_pull_t, no_wait requests: not nats.c's Fetch,
  *     whose heap overflow bus_nats.c describes).  A query must terminate
@@ -115,6 +116,22 @@
  *     (js_count reads every message's headers instead of the stream's
  *     message count).  Readers other than lucent see Lucent-Count.
  *
+ *  8. Stored once, however late (docs/architecture.md, decision 3).  A
+ *     record's subject ends in a token of its id, and it is published with
+ *     Nats-Expected-Last-Subject-Sequence: 0: JetStream refuses it (error
+ *     10071) when that subject already has a message, i.e. when the record
+ *     was stored before - by a retry, a redelivery hours later, a
+ *     republished input, or another shard that ran the same input during
+ *     a takeover.  That refusal counts as a duplicate.  Nats-Msg-Id would
+ *     only hold for the stream's duplicate window (2 min), so single
+ *     records no longer carry it (it cost ~260 B of server memory per
+ *     message for the window).  The price: nats-server keeps a subject
+ *     index entry per record, ~300 B of memory per record per replica for
+ *     as long as the record is kept (measured on nats-server 2.9,
+ *     bench/README.md): the cost of deciding "stored before?" without a
+ *     lookup.  Packs are not deduplicated this way (note 7: their records
+ *     are never redelivered) and share one subject per type.
+ *
  * Errors leave their message in the store (lu_store_errmsg); opening
  * writes it to the caller's buffer.  natsStatus codes never leave this
  * file.  Not thread safe (store.h): one caller at a time, as with SQLite;
@@ -128,6 +145,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include <xxhash.h>
 
 #include "nats_internal.h"
 
@@ -146,6 +165,7 @@
 #define LU_JS_MAX_TOKEN 200         /* longer types are hashed (note 3) */
 
 #define HDR_ID "Nats-Msg-Id"
+#define HDR_EXPECT_NONE "Nats-Expected-Last-Subject-Sequence"
 #define HDR_SUBJECT "Lucent-Subject"
 #define HDR_CORR "Lucent-Correlation"
 #define HDR_TYPE "Lucent-Type"
@@ -183,12 +203,14 @@ static int subj_bad(unsigned char c) {
   return c <= ' ' || c == 0x7f || c == '*' || c == '>';
 }
 
-/* Writes LU_SUBJ_EVENTS "." + the type's token into *buf (grown).  Sets
- * *exact to whether the token is the type itself.  0 or LU_ENOMEM. */
+/* Writes LU_SUBJ_EVENTS "." + the type's token + "." + tail into *buf
+ * (grown): tail is a record's id token, "pack", or "*" for a query's
+ * filter (note 3).  Sets *exact to whether the token is the type itself.
+ * 0 or LU_ENOMEM. */
 static int type_subject(char **buf, size_t *cap, const char *type,
-                        int *exact) {
+                        const char *tail, int *exact) {
   size_t tl = strlen(type);
-  size_t need = sizeof LU_SUBJ_EVENTS + 2 * tl + 40;
+  size_t need = sizeof LU_SUBJ_EVENTS + 2 * tl + 48 + strlen(tail);
   if (need > *cap) {
     char *p = realloc(*buf, need);
     if (!p) return LU_ENOMEM;
@@ -228,9 +250,20 @@ static int type_subject(char **buf, size_t *cap, const char *type,
     lu__fmt(tok, *cap - (size_t)(tok - *buf), "_long.%016" PRIx64,
             lu__key_hash(type, tl));
     same = 0;
+    o = tok + strlen(tok);
   }
+  *o++ = '.';
+  memcpy(o, tail, strlen(tail) + 1);
   *exact = same;
   return 0;
+}
+
+/* A record's id as a subject token: XXH3-128 in hex (an id may hold any
+ * character, and be long; note 8). */
+static void id_token(char out[33], const char *id) {
+  XXH128_hash_t h = XXH3_128bits(id, strlen(id));
+  lu__fmt(out, 33, "%016llx%016llx", (unsigned long long)h.high64,
+          (unsigned long long)h.low64);
 }
 
 static int hv_special(unsigned char c) {
@@ -384,13 +417,18 @@ static void ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa,
   if (b && pa) {
     b->acked += events;
     if (pa->Duplicate) b->dups += events;
+  } else if (b && pae && pae->ErrCode == JSStreamWrongLastSequenceErr) {
+    /* Its subject has a message: this record was stored before (note 8). */
+    b->acked += events;
+    b->dups += events;
   } else if (b && !(pae && pae->Err == NATS_TIMEOUT)) { /* refused */
     /* (A timeout only leaves acked short of n: batch_finish says so.) */
     if (pae && pae->Err == NATS_NO_RESPONDERS)
       atomic_store(&st->lost_stream, 1);
     if (!b->failed) {
-      const char *id = NULL;
-      natsMsgHeader_Get(msg, HDR_ID, &id);
+      const char *id = NULL; /* a pack's; a single event has its subject */
+      if (natsMsgHeader_Get(msg, HDR_ID, &id) != NATS_OK || !id)
+        id = natsMsg_GetSubject(msg);
       if (pae && pae->Err == NATS_NO_RESPONDERS)
         lu__fmt(b->refused, sizeof b->refused,
                 "no stream stores %s (stream " LU_STREAM_EVENTS
@@ -615,7 +653,9 @@ static int reentered(js_store_t *st) {
 static int build_msg(js_store_t *st, const lu_record_t *r, size_t i,
                      natsMsg **out) {
   int exact;
-  if (type_subject(&st->subj, &st->subjcap, r->type, &exact) != 0)
+  char tok[33];
+  id_token(tok, r->id);
+  if (type_subject(&st->subj, &st->subjcap, r->type, tok, &exact) != 0)
     return fail(st, "out of memory");
   if (r->len > INT32_MAX)
     return fail(st, "record %zu of the batch is too large (%zu bytes)", i,
@@ -623,10 +663,8 @@ static int build_msg(js_store_t *st, const lu_record_t *r, size_t i,
   natsMsg *m = NULL;
   natsStatus s = natsMsg_Create(&m, st->subj, NULL, r->json, (int)r->len);
   const char *v;
-  if (s == NATS_OK) {
-    v = hv_escape(&st->esc, &st->esccap, r->id);
-    s = v ? natsMsgHeader_Set(m, HDR_ID, v) : NATS_NO_MEMORY;
-  }
+  /* Stored once, however late it comes again (note 8). */
+  if (s == NATS_OK) s = natsMsgHeader_Set(m, HDR_EXPECT_NONE, "0");
   if (s == NATS_OK && r->subject) {
     v = hv_escape(&st->esc, &st->esccap, r->subject);
     s = v ? natsMsgHeader_Set(m, HDR_SUBJECT, v) : NATS_NO_MEMORY;
@@ -675,7 +713,8 @@ static size_t pack_run(const js_store_t *st, const lu_record_t *recs,
 static int build_pack(js_store_t *st, const lu_record_t *recs, size_t k,
                       size_t i, natsMsg **out) {
   int exact;
-  if (type_subject(&st->subj, &st->subjcap, recs[0].type, &exact) != 0)
+  if (type_subject(&st->subj, &st->subjcap, recs[0].type, "pack", &exact) !=
+      0)
     return fail(st, "out of memory");
   lu_buf_t *b = &st->packbuf;
   b->len = 0;
@@ -1131,7 +1170,8 @@ static int js_query(lu_store_t *base, const lu_query_t *q, lu_store_row_cb cb,
   int type_exact = 1;
   char *filter;
   if (q->type) {
-    if (type_subject(&st->subj, &st->subjcap, q->type, &type_exact) != 0)
+    if (type_subject(&st->subj, &st->subjcap, q->type, "*", &type_exact) !=
+        0)
       return fail(st, "out of memory");
     filter = strdup(st->subj);
   } else {

@@ -231,9 +231,7 @@ static int decode_value(lu_buf_t *o, const char *v, const char *hname,
   return o->oom ? LU_ENOMEM : 0;
 }
 
-/* Binding 3.1.3.2, sending: each byte of the UTF-8 value outside
- * U+0021..U+007E, and space, '"' and '%', as %XY (upper case). */
-static void encode_value(lu_buf_t *o, const char *v, size_t n) {
+void lu__ce_pct_encode(lu_buf_t *o, const char *v, size_t n) {
   static const char hex[] = "0123456789ABCDEF";
   for (size_t i = 0; i < n; i++) {
     unsigned char c = (unsigned char)v[i];
@@ -244,6 +242,10 @@ static void encode_value(lu_buf_t *o, const char *v, size_t n) {
       lu__buf_put(o, e, 3);
     }
   }
+}
+
+static void encode_value(lu_buf_t *o, const char *v, size_t n) {
+  lu__ce_pct_encode(o, v, n);
   lu__buf_put(o, "", 1);
 }
 

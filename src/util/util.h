@@ -202,6 +202,11 @@ int lu__ce_binary_decode(lu_buf_t *out, const lu_hdr_t *h, size_t n,
 void lu__ce_binary_raw(lu_buf_t *out, const lu_hdr_t *h, size_t n,
                        const char *payload, size_t plen);
 
+/** Appends v[0..n) percent-encoded as the NATS binding 3.1.3.2 sends a
+ *  header value: each byte outside U+0021..U+007E, and space, '"' and
+ *  '%', as %XY (upper case).  No NUL. */
+void lu__ce_pct_encode(lu_buf_t *o, const char *v, size_t n);
+
 /** Encodes an event (its parsed JSON object) in binary mode: put(ud,
  *  name, value) once per header (ce-<attribute> for every attribute but
  *  data and data_base64, values percent-encoded; content-type and

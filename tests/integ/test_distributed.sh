@@ -25,7 +25,7 @@ cleanup_shards() {
   for p in "${SHARD_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   SHARD_PIDS=()
 }
-trap 'cleanup_shards; nats_stop; rm -rf "$T"' EXIT
+trap 'cleanup_shards; nats_stop; [ -n "${LUCENT_TEST_KEEP:-}" ] && echo "kept $T" >&2 || rm -rf "$T"' EXIT
 
 serve() { # serve ID [extra args]: starts a shard, records its pid
   local id=$1; shift

@@ -48,7 +48,7 @@ typedef struct msg_s {
   char target[LU_SHARD_ID_MAX];
   char *json;
   size_t len;
-  unsigned hops;
+  unsigned hops, delivery;
   lu_done_t done; /* the sender's */
 } msg_t;
 
@@ -104,7 +104,9 @@ static void *deliver_main(void *arg) {
     ack_t *a = malloc(sizeof *a);
     assert_non_null(a);
     a->sender = mg->done;
-    int rc = lu_manager_accept(s->m, mg->json, mg->len, mg->target, mg->hops,
+    lu_input_t in = {.json = mg->json, .len = mg->len,
+                     .delivery = mg->delivery};
+    int rc = lu_manager_accept(s->m, &in, mg->target, mg->hops,
                                (lu_done_t){acked, a});
     assert_int_equal(rc, 0);
     free(mg->json);
@@ -116,19 +118,19 @@ static void *deliver_main(void *arg) {
 }
 
 /* lu_bus_t.forward: to whichever side owns target. */
-static void bus_forward(void *ud, const char *target, const char *json,
-                        size_t len, unsigned hops, lu_done_t done) {
+static void bus_forward(void *ud, const lu_fwd_t *fw, lu_done_t done) {
   side_t *from = ud;
-  side_t *to = !strcmp(target, from->id) ? from : from->peer;
+  side_t *to = !strcmp(fw->target, from->id) ? from : from->peer;
   msg_t *mg = calloc(1, sizeof *mg);
   assert_non_null(mg);
-  snprintf(mg->target, sizeof mg->target, "%s", target);
-  mg->json = malloc(len + 1);
+  snprintf(mg->target, sizeof mg->target, "%s", fw->target);
+  mg->json = malloc(fw->len + 1);
   assert_non_null(mg->json);
-  memcpy(mg->json, json, len);
-  mg->json[len] = 0;
-  mg->len = len;
-  mg->hops = hops;
+  memcpy(mg->json, fw->json, fw->len);
+  mg->json[fw->len] = 0;
+  mg->len = fw->len;
+  mg->hops = fw->hops;
+  mg->delivery = fw->delivery;
   mg->done = done;
   transit(+1);
   pthread_mutex_lock(&from->lock);
@@ -267,8 +269,9 @@ static void test_two_processes(void **state) {
     assert_int_equal(local, !strcmp(target, "a"));
     on_a += (unsigned)local;
     lu_event_free(ev);
-    assert_int_equal(lu_manager_take(ma, json, strlen(json), (uint64_t)i + 1,
-                                     (lu_done_t){input_done, NULL}),
+    lu_input_t in = {.json = json, .len = strlen(json),
+                     .line = (uint64_t)i + 1, .origin = "test"};
+    assert_int_equal(lu_manager_take(ma, &in, (lu_done_t){input_done, NULL}),
                      0);
   }
   settle(&a, &b);
@@ -308,10 +311,11 @@ static void test_two_processes(void **state) {
       "{\"id\":\"p1\",\"type\":\"Keyed\",\"source\":\"t\","
       "\"data\":{\"k\":\"x\"}}";
   int calls_before = (int)tally.done_calls;
-  assert_int_equal(lu_manager_accept(ma, pinned, strlen(pinned), "b", 1,
+  lu_input_t pin = {.json = pinned, .len = strlen(pinned)};
+  assert_int_equal(lu_manager_accept(ma, &pin, "b", 1,
                                      (lu_done_t){input_done, NULL}),
                    LU_EBUSY);
-  assert_int_equal(lu_manager_accept(ma, pinned, strlen(pinned), "gone", 1,
+  assert_int_equal(lu_manager_accept(ma, &pin, "gone", 1,
                                      (lu_done_t){input_done, NULL}),
                    0);
   settle(&a, &b);

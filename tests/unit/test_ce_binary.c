@@ -382,10 +382,11 @@ static void test_reject_raw(void **state) {
   char err[256];
   assert_int_equal(lu_manager_new(&m, &cfg, reg, err, sizeof err), 0);
   const char raw[] = "NATS/1.0\r\nce-type: T\r\n\r\n{}";
-  assert_int_equal(lu_manager_reject(m, raw, sizeof raw - 1, 7,
-                                          "binary mode: missing required "
-                                          "attribute 'id' (header ce-id)",
-                                          (lu_done_t){NULL, NULL}),
+  lu_input_t input = {.json = raw, .len = sizeof raw - 1, .line = 7};
+  assert_int_equal(lu_manager_reject(m, &input,
+                                     "binary mode: missing required "
+                                     "attribute 'id' (header ce-id)",
+                                     (lu_done_t){NULL, NULL}),
                    0);
   lu_manager_drain(m);
   assert_int_equal(got.n, 1);

@@ -42,6 +42,8 @@ typedef struct rec_s {
   int calls[MAXN];              /* origin: how many times done ran */
   int bad_hops;                 /* a callback saw hops != 1 */
   unsigned extended;            /* extend calls */
+  unsigned last_delivery;       /* the last accepted event's delivery */
+  unsigned fell_delivery;       /* the last fallen-back one's */
 } rec_t;
 
 typedef struct fx_s {
@@ -64,28 +66,28 @@ static void on_done_counted(void *ctx, const lu_outcome_t *o, int stored) {
   pthread_mutex_unlock(&g_rec->mu);
 }
 
-static void rec_accept(void *ud, const char *json, size_t len, unsigned hops,
-                       lu_done_t done) {
+static int rec_accept(void *ud, const lu_input_t *in, lu_done_t done) {
   rec_t *r = ud; /* nats.c's thread: no cmocka asserts here */
   pthread_mutex_lock(&r->mu);
-  r->bad_hops |= hops != 1;
   unsigned k = r->naccepted++;
-  snprintf(r->accepted[k], sizeof r->accepted[k], "%.*s", (int)len, json);
+  snprintf(r->accepted[k], sizeof r->accepted[k], "%.*s", (int)in->len,
+           in->json);
+  r->last_delivery = in->delivery;
   int mode = r->mode;
   if (mode == TARGET_HOLDS) r->held[r->nheld++] = done;
   pthread_mutex_unlock(&r->mu);
   if (mode != TARGET_HOLDS && done.fn)
     done.fn(done.ctx, NULL, mode == TARGET_STORES);
+  return 0;
 }
 
-static void rec_fallback(void *ud, const char *target, const char *json,
-                         size_t len, unsigned hops, lu_done_t done) {
+static void rec_fallback(void *ud, const lu_fwd_t *fw, lu_done_t done) {
   rec_t *r = ud;
-  (void)target;
   pthread_mutex_lock(&r->mu);
-  r->bad_hops |= hops != 1;
+  r->bad_hops |= fw->hops != 1;
   unsigned k = r->nfell++;
-  snprintf(r->fell[k], sizeof r->fell[k], "%.*s", (int)len, json);
+  snprintf(r->fell[k], sizeof r->fell[k], "%.*s", (int)fw->len, fw->json);
+  r->fell_delivery = fw->delivery;
   pthread_mutex_unlock(&r->mu);
   done.fn(done.ctx, NULL, 1); /* the durable forward was stored */
 }
@@ -208,7 +210,7 @@ static void send_n(fx_t *f, const char *target, unsigned from, unsigned n) {
     char ev[16];
     snprintf(ev, sizeof ev, "e%u", i);
     lu_done_t d = {on_done_counted, (void *)(uintptr_t)i};
-    assert_int_equal(lu__cfwd_send(f->origin, target, ev, strlen(ev), d), 0);
+    assert_int_equal(lu__cfwd_send(f->origin, target, ev, strlen(ev), 1, d), 0);
   }
 }
 
@@ -232,6 +234,12 @@ static void test_confirmed_in_order(void **state) {
   assert_int_equal(st.confirmed, 100);
   assert_int_equal(st.fallbacks, 0);
   assert_int_equal(f->r.nfell, 0);
+  assert_int_equal(f->r.last_delivery, 1);
+  /* A suspect input (delivered again) says so to its owner. */
+  lu_done_t d = {on_done_counted, (void *)(uintptr_t)100};
+  assert_int_equal(lu__cfwd_send(f->origin, "t", "e100", 4, 3, d), 0);
+  assert_int_equal(done_count(&f->r, 101), 101);
+  assert_int_equal(f->r.last_delivery, 3);
 }
 
 static void test_not_stored_is_a_failure(void **state) {
@@ -316,7 +324,7 @@ static void *sender_main(void *arg) {
     char ev[16];
     snprintf(ev, sizeof ev, "e%u", i);
     lu_done_t d = {on_done_counted, (void *)(uintptr_t)i};
-    s->failed |= lu__cfwd_send(s->f->origin, "t", ev, strlen(ev), d) != 0;
+    s->failed |= lu__cfwd_send(s->f->origin, "t", ev, strlen(ev), 1, d) != 0;
     atomic_fetch_add(&s->sent, 1);
   }
   return NULL;
@@ -359,7 +367,7 @@ static void test_finish_hands_over_the_rest(void **state) {
   assert_int_equal(f->r.nfell, 3);
   assert_int_equal(done_count(&f->r, 3), 3);
   lu_done_t d = {on_done_counted, (void *)(uintptr_t)3};
-  assert_int_equal(lu__cfwd_send(f->origin, "t", "e3", 2, d), -1);
+  assert_int_equal(lu__cfwd_send(f->origin, "t", "e3", 2, 1, d), -1);
   assert_int_equal(f->r.calls[3], 0); /* refused: the caller goes durable */
 }
 
@@ -370,9 +378,9 @@ static void test_bad_arguments(void **state) {
   memset(longid, 'x', sizeof longid - 1);
   longid[sizeof longid - 1] = 0;
   lu_done_t d = {on_done_counted, (void *)(uintptr_t)0};
-  assert_int_equal(lu__cfwd_send(f->origin, longid, "e0", 2, d), -1);
+  assert_int_equal(lu__cfwd_send(f->origin, longid, "e0", 2, 1, d), -1);
   lu_done_t none = {NULL, NULL}; /* nobody to tell: not for this path */
-  assert_int_equal(lu__cfwd_send(f->origin, "t", "e0", 2, none), -1);
+  assert_int_equal(lu__cfwd_send(f->origin, "t", "e0", 2, 1, none), -1);
   usleep(100000);
   assert_int_equal(f->r.calls[0], 0);
   assert_int_equal(f->r.nfell, 0);

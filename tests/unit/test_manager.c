@@ -71,11 +71,51 @@ LU_FUNCTION(Broken, .events = "Broken") {
   return lu_out_fail(out, LU_FAIL, "always broken");
 }
 
-/* Not pure, on purpose: overruns its 1 ms deadline. */
+/* CPU time this thread has used, ns. */
+static uint64_t thread_cpu(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Overruns its 1 ms deadline: burns 5 ms of CPU. */
 LU_FUNCTION(Slow, .events = "Slow", .timeout_ms = 1) {
-  struct timespec ts = {0, 5 * 1000 * 1000};
-  nanosleep(&ts, NULL);
+  uint64_t t0 = thread_cpu();
+  while (thread_cpu() - t0 < 5 * 1000 * 1000) {
+  }
   lu_out_emit(out, "Echo", NULL, NULL); /* must be discarded */
+  return LU_OK;
+}
+
+/* Not pure, on purpose: waits 30 ms of wall time with its deadline at 5
+ * ms, as a function does on a machine too busy to run it.  Its CPU time
+ * is a few microseconds: it must complete. */
+LU_FUNCTION(Sleepy, .events = "Sleepy", .timeout_ms = 5) {
+  struct timespec ts = {0, 30 * 1000 * 1000};
+  nanosleep(&ts, NULL);
+  lu_out_result(out, cJSON_CreateTrue());
+  return LU_OK;
+}
+
+/* A poison input: aborts the process that runs it. */
+LU_FUNCTION(Poison, .events = "Poison") {
+  if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(data, "poison"))) abort();
+  lu_out_result(out, cJSON_CreateNumber(
+                         cJSON_GetObjectItemCaseSensitive(data, "n")->valuedouble));
+  lu_out_emit(out, "Echo", NULL, cJSON_CreateTrue());
+  return LU_OK;
+}
+
+/* Spins until the test lets it go: a function that does not return. */
+static _Atomic int spin_release;
+static _Atomic int spin_running;
+LU_FUNCTION(Spin, .events = "Spin", .timeout_ms = 10) {
+  atomic_store(&spin_running, 1);
+  while (!atomic_load(&spin_release)) {
+    struct timespec ts = {0, 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  lu_out_result(out, cJSON_CreateString("late"));
   return LU_OK;
 }
 
@@ -168,7 +208,7 @@ static fixture_t *fx_new(unsigned shards, const char *store) {
   assert_int_equal(lu_registry_new(&f->reg), 0);
   const lu_fn_t *const *fns;
   size_t n = lu_fns_here(&fns);
-  assert_int_equal(n, 16); /* a vanished section would be silent */
+  assert_int_equal(n, 19); /* a vanished section would be silent */
   assert_int_equal(lu_registry_add(f->reg, fns, n, "test"), 0);
   lu_config_init(&f->cfg);
   f->cfg.shards = shards;
@@ -385,6 +425,249 @@ static void test_timeout_discards_output(void **state) {
   lu_manager_counts(f->m, &c, NULL);
   for (int k = 0; k < LU_OUTCOME__COUNT; k++) assert_int_equal(c.derived[k], 0);
   fx_free(f);
+}
+
+/* The deadline counts CPU time: a function that waits on the wall clock
+ * far past its timeout (a busy machine) completes. */
+static void test_timeout_counts_cpu_time(void **state) {
+  (void)state;
+  fixture_t *f = fx_new(1, ":memory:");
+  fx_start(f);
+  submitf(f, 1, EV("z1", "Sleepy", "{}"));
+  lu_manager_drain(f->m);
+  const rec_t *r = find(f, "z1", 0);
+  assert_int_equal(r->kind, LU_OUTCOME_COMPLETED);
+  fx_free(f);
+}
+
+/* A function that never returns: past hang_factor x its timeout (and the
+ * 1 s floor) it is abandoned: its event is dead-lettered with the reason,
+ * the shard's other events run meanwhile on another worker, and when the
+ * function returns at last nothing more is recorded for it. */
+static void test_hung_function_abandoned(void **state) {
+  (void)state;
+  atomic_store(&spin_release, 0);
+  atomic_store(&spin_running, 0);
+  fixture_t *f = fx_new(1, ":memory:");
+  f->cfg.threads = 1;
+  f->cfg.hang_factor = 2;
+  fx_start(f);
+  submitf(f, 1, EV("h1", "Spin", "{}"));
+  while (!atomic_load(&spin_running)) {
+    struct timespec ts = {0, 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  /* Queued behind the spinning function on the same shard. */
+  submitf(f, 2, EV("h2", "Echo", "{\"n\":2}"));
+  submitf(f, 3, EV("h3", "Echo", "{\"n\":3}"));
+  lu_manager_drain(f->m); /* returns: the watchdog gave the shard on */
+  const rec_t *r = find(f, "h1", 0);
+  assert_int_equal(r->kind, LU_OUTCOME_DEAD_LETTERED);
+  assert_non_null(strstr(r->reason, "did not return within its hard limit"));
+  assert_non_null(strstr(r->reason, "Spin"));
+  assert_int_equal(find(f, "h2", 0)->kind, LU_OUTCOME_COMPLETED);
+  assert_int_equal(find(f, "h3", 0)->kind, LU_OUTCOME_COMPLETED);
+  lu_fn_stats_t st;
+  for (size_t i = 0; i < lu_registry_count(f->reg); i++) {
+    lu_manager_fn_stats(f->m, i, &st);
+    if (!strcmp(st.name, "Spin")) break;
+  }
+  assert_int_equal(st.timeouts, 1);
+  /* Let it return: its late result must not be recorded. */
+  atomic_store(&spin_release, 1);
+  struct timespec ts = {0, 50 * 1000 * 1000};
+  nanosleep(&ts, NULL);
+  lu_manager_drain(f->m);
+  assert_balanced(f);
+  lu_count_t c;
+  uint64_t in;
+  lu_manager_counts(f->m, &c, &in);
+  assert_int_equal(in, 3);
+  assert_int_equal(c.outcomes[LU_OUTCOME_DEAD_LETTERED], 1);
+  assert_int_equal(c.outcomes[LU_OUTCOME_COMPLETED], 2);
+  fx_free(f);
+}
+
+static void submit_delivery(fixture_t *f, uint64_t line, const char *json,
+                            unsigned delivery) {
+  lu_input_t in = {.json = json, .len = strlen(json), .line = line,
+                   .origin = "test", .delivery = delivery};
+  assert_int_equal(lu_manager_submit_input(f->m, &in), 0);
+}
+
+/* Inputs delivered again run isolated: a poison one that aborts is
+ * dead-lettered naming the signal and the function, and this process,
+ * and the suspects around it in the same child's run, go on. */
+static void test_poison_isolated(void **state) {
+  (void)state;
+  fixture_t *f = fx_new(1, ":memory:");
+  f->cfg.threads = 1;
+  fx_start(f);
+  for (int i = 0; i < 10; i++) {
+    char json[160];
+    snprintf(json, sizeof json,
+             "{\"id\":\"p%d\",\"type\":\"Poison\",\"source\":\"t\","
+             "\"data\":{\"n\":%d,\"poison\":%s}}",
+             i, i, i == 4 ? "true" : "false");
+    submit_delivery(f, (uint64_t)i + 1, json, 2);
+  }
+  lu_manager_drain(f->m);
+  for (int i = 0; i < 10; i++) {
+    char id[8];
+    snprintf(id, sizeof id, "p%d", i);
+    const rec_t *r = find(f, id, 0);
+    if (i == 4) {
+      assert_int_equal(r->kind, LU_OUTCOME_DEAD_LETTERED);
+      assert_non_null(strstr(r->reason, "SIGABRT"));
+      assert_non_null(strstr(r->reason, "Poison"));
+      assert_non_null(strstr(r->reason, "delivery 2"));
+    } else {
+      assert_int_equal(r->kind, LU_OUTCOME_COMPLETED); /* ran in a child */
+    }
+  }
+  lu_count_t c;
+  lu_manager_counts(f->m, &c, NULL);
+  assert_int_equal(c.derived[LU_OUTCOME_COMPLETED], 9); /* their Echoes */
+  uint64_t crashes, abandoned;
+  for (size_t i = 0; i < lu_registry_count(f->reg); i++)
+    if (!strcmp(lu_registry_at(f->reg, i)->name, "Poison"))
+      lu__manager_fn_faults(f->m, i, &crashes, &abandoned);
+  assert_int_equal(crashes, 1);
+  assert_int_equal(abandoned, 0);
+  /* A first delivery runs in this process as always. */
+  submit_delivery(f, 11, EV("q1", "Poison", "{\"n\":1}"), 1);
+  lu_manager_drain(f->m);
+  assert_int_equal(find(f, "q1", 0)->kind, LU_OUTCOME_COMPLETED);
+  assert_balanced(f);
+  fx_free(f);
+}
+
+/* A suspect input that hangs its child is killed at the hard limit and
+ * dead-lettered. */
+static void test_poison_hang_isolated(void **state) {
+  (void)state;
+  atomic_store(&spin_release, 0);
+  fixture_t *f = fx_new(1, ":memory:");
+  f->cfg.hang_factor = 2;
+  fx_start(f);
+  submit_delivery(f, 1, EV("sp1", "Spin", "{}"), 3);
+  submit_delivery(f, 2, EV("sp2", "Echo", "{}"), 3);
+  lu_manager_drain(f->m);
+  const rec_t *r = find(f, "sp1", 0);
+  assert_int_equal(r->kind, LU_OUTCOME_DEAD_LETTERED);
+  assert_non_null(strstr(r->reason, "did not return"));
+  assert_non_null(strstr(r->reason, "isolated after delivery 3"));
+  assert_int_equal(find(f, "sp2", 0)->kind, LU_OUTCOME_COMPLETED);
+  fx_free(f);
+}
+
+/* An input delivered more often than the budget (every process that took
+ * it died first) is dead-lettered without running; at the budget it still
+ * runs (isolated). */
+static void test_delivery_budget(void **state) {
+  (void)state;
+  fixture_t *f = fx_new(1, ":memory:");
+  f->cfg.max_deliveries = 5;
+  fx_start(f);
+  submit_delivery(f, 1, EV("b5", "Echo", "{}"), 5);
+  submit_delivery(f, 2, EV("b6", "Echo", "{}"), 6);
+  lu_manager_drain(f->m);
+  assert_int_equal(find(f, "b5", 0)->kind, LU_OUTCOME_COMPLETED);
+  const rec_t *r = find(f, "b6", 0);
+  assert_int_equal(r->kind, LU_OUTCOME_DEAD_LETTERED);
+  assert_non_null(strstr(r->reason, "delivered 6 times without an outcome"));
+  assert_non_null(strstr(r->json, "\"event\":{")); /* the input is kept */
+  assert_balanced(f);
+  fx_free(f);
+}
+
+/* A result larger than the store takes fails with the reason, once: it
+ * would be refused at every try. */
+static void test_record_too_large(void **state) {
+  (void)state;
+  fixture_t *f = fx_new(1, ":memory:");
+  f->cfg.max_record_bytes = 1024;
+  fx_start(f);
+  char big[2100];
+  memset(big, 'x', sizeof big);
+  big[0] = '"';
+  big[sizeof big - 2] = '"';
+  big[sizeof big - 1] = 0;
+  submitf(f, 1, EV("big", "Echo", "%s"), big);
+  submitf(f, 2, EV("small", "Echo", "\"ok\""));
+  lu_manager_drain(f->m);
+  const rec_t *r = find(f, "big", 0);
+  assert_int_equal(r->kind, LU_OUTCOME_FAILED);
+  assert_non_null(strstr(r->reason, "exceeds the 1024 bytes"));
+  assert_int_equal(find(f, "small", 0)->kind, LU_OUTCOME_COMPLETED);
+  assert_int_equal(lu_manager_store_errors(f->m), 0);
+  assert_balanced(f);
+  fx_free(f);
+}
+
+/* A store that refuses its first `fail` appends, then passes them on to
+ * an in-memory SQLite store. */
+typedef struct flaky_s {
+  lu_store_t base;
+  lu_store_t *inner;
+  _Atomic int fail, calls;
+} flaky_t;
+
+static int fl_append(lu_store_t *st, const lu_record_t *r, size_t n,
+                     size_t *ins) {
+  flaky_t *f = (flaky_t *)st;
+  atomic_fetch_add(&f->calls, 1);
+  if (atomic_fetch_sub(&f->fail, 1) > 0) {
+    snprintf(st->errmsg, sizeof st->errmsg, "refused on purpose");
+    return LU_ESTORE;
+  }
+  return lu_store_append(f->inner, r, n, ins);
+}
+static int fl_query(lu_store_t *st, const lu_query_t *q, lu_store_row_cb cb,
+                    void *ud) {
+  return lu_store_query(((flaky_t *)st)->inner, q, cb, ud);
+}
+static int64_t fl_count(lu_store_t *st) {
+  return lu_store_count(((flaky_t *)st)->inner);
+}
+static void fl_close(lu_store_t *st) {
+  lu_store_close(((flaky_t *)st)->inner);
+}
+static const lu_store_ops_t flaky_ops = {.name = "flaky",
+                                         .append = fl_append,
+                                         .query = fl_query,
+                                         .count = fl_count,
+                                         .close = fl_close};
+
+/* With store_retry_ms a batch refused many times is tried until it is
+ * stored (a leader election, a restart); without, it gives up after four
+ * tries and says so. */
+static void test_store_retry_window(void **state) {
+  (void)state;
+  for (int window = 0; window < 2; window++) {
+    flaky_t fl = {.base.ops = &flaky_ops};
+    atomic_init(&fl.fail, 6);
+    atomic_init(&fl.calls, 0);
+    char err[256];
+    assert_int_equal(lu_store_open(&fl.inner, ":memory:", err, sizeof err),
+                     0);
+    fixture_t *f = fx_new(1, NULL);
+    f->cfg.store_handle = &fl.base;
+    f->cfg.store_retry_ms = window ? 60000 : 0;
+    fx_start(f);
+    submitf(f, 1, EV("r1", "Echo", "{}"));
+    lu_manager_drain(f->m);
+    if (window) {
+      assert_int_equal(lu_manager_store_errors(f->m), 0);
+      assert_int_equal(lu_store_count(lu_manager_store(f->m)), 1);
+      assert_int_equal(atomic_load(&fl.calls), 7);
+    } else {
+      assert_int_equal(lu_manager_store_errors(f->m), 1);
+      assert_int_equal(atomic_load(&fl.calls), 4);
+    }
+    assert_balanced(f);
+    fx_free(f);
+  }
 }
 
 static void test_breaker_opens(void **state) {
@@ -1029,6 +1312,13 @@ int main(void) {
       cmocka_unit_test(test_depth_limit),
       cmocka_unit_test(test_retries),
       cmocka_unit_test(test_timeout_discards_output),
+      cmocka_unit_test(test_timeout_counts_cpu_time),
+      cmocka_unit_test(test_hung_function_abandoned),
+      cmocka_unit_test(test_poison_isolated),
+      cmocka_unit_test(test_poison_hang_isolated),
+      cmocka_unit_test(test_delivery_budget),
+      cmocka_unit_test(test_record_too_large),
+      cmocka_unit_test(test_store_retry_window),
       cmocka_unit_test(test_breaker_opens),
       cmocka_unit_test(test_hash_agreement),
       cmocka_unit_test(test_sticky_agreement),

@@ -310,6 +310,42 @@ static void test_duplicates(void **state) {
   assert_bodies(run_query(st, NULL), want, 3);
 }
 
+/* A record comes back after the stream's duplicate window (a redelivery
+ * after a long outage, an input republished hours later): still stored
+ * once.  The window is 100 ms here; the second append comes well after. */
+static void test_duplicates_past_the_window(void **state) {
+  fx_t *f = *state;
+  lu_store_close(f->st);
+  jsCtx *js = NULL;
+  assert_int_equal(natsConnection_JetStream(&js, f->nc, NULL), NATS_OK);
+  assert_int_equal(js_DeleteStream(js, LU_STREAM_EVENTS, NULL, NULL),
+                   NATS_OK);
+  char err[512];
+  assert_int_equal(
+      lu__store_jetstream_open(&f->st, f->nc, 1, 100, err, sizeof err), 0);
+  lu_record_t r[2] = {rec("a", "T", NULL, NULL, "{\"first\":1}"),
+                      rec("b", "T.x", NULL, NULL, "{\"b\":1}")};
+  size_t ins = 0;
+  assert_int_equal(lu_store_append(f->st, r, 2, &ins), 0);
+  assert_int_equal(ins, 2);
+  struct timespec ts = {0, 300 * 1000 * 1000};
+  nanosleep(&ts, NULL);
+  lu_record_t again[3] = {rec("a", "T", NULL, NULL, "{\"again\":1}"),
+                          rec("b", "T.x", NULL, NULL, "{\"again\":2}"),
+                          rec("c", "T", NULL, NULL, "{\"c\":1}")};
+  assert_int_equal(lu_store_append(f->st, again, 3, &ins), 0);
+  assert_int_equal(ins, 1);
+  assert_int_equal(lu_store_count(f->st), 3);
+  static const char *const want[] = {"{\"first\":1}", "{\"b\":1}",
+                                     "{\"c\":1}"};
+  assert_bodies(run_query(f->st, NULL), want, 3);
+  /* The type filter selects one type, not its dotted children. */
+  lu_query_t q = {.type = "T"};
+  static const char *const want_t[] = {"{\"first\":1}", "{\"c\":1}"};
+  assert_bodies(run_query(f->st, &q), want_t, 2);
+  jsCtx_Destroy(js);
+}
+
 static void test_invalid_record_fails_batch(void **state) {
   fx_t *f = *state;
   lu_store_t *st = f->st;
@@ -945,6 +981,7 @@ int main(void) {
       T(test_append_count),
       T(test_body_is_len_bytes),
       T(test_duplicates),
+      T(test_duplicates_past_the_window),
       T(test_invalid_record_fails_batch),
       T(test_queries),
       T(test_packs),

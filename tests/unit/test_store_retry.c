@@ -65,8 +65,8 @@ static void take_n(lu_manager_t *m, const char *tag) {
     int len = snprintf(ev, sizeof ev,
                        "{\"specversion\":\"1.0\",\"id\":\"%s-%d\",\"type\":"
                        "\"Echo\",\"source\":\"t\",\"data\":%d}", tag, i, i);
-    assert_int_equal(lu_manager_take(m, ev, (size_t)len, (uint64_t)i + 1,
-                                     (lu_done_t){done, NULL}), 0);
+    lu_input_t in = {.json = ev, .len = (size_t)len, .line = (uint64_t)i + 1};
+    assert_int_equal(lu_manager_take(m, &in, (lu_done_t){done, NULL}), 0);
   }
   lu_manager_drain(m);
 }

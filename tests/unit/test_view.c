@@ -34,9 +34,8 @@ static lu_registry_t *reg;
 
 /* A bus that records where forwards went (and says they are safe). */
 static _Atomic unsigned forwards;
-static void fwd(void *ud, const char *target, const char *json, size_t len,
-                unsigned hops, lu_done_t done) {
-  (void)ud, (void)target, (void)json, (void)len, (void)hops;
+static void fwd(void *ud, const lu_fwd_t *f, lu_done_t done) {
+  (void)ud, (void)f;
   atomic_fetch_add(&forwards, 1);
   if (done.fn) done.fn(done.ctx, NULL, 1);
 }

@@ -78,6 +78,15 @@ function percentEncode(value) {
   return out;
 }
 
+/** The intake deduplication id (Nats-Msg-Id): the event's identity,
+ *  (source, id) as CloudEvents defines it, written as
+ *  "<UTF-8 bytes of source>:<source><id>", both percent-encoded
+ *  (docs/protocol.md, section 3).  Same event, same id, from any client. */
+function dedupId(event) {
+  const source = String(event.source);
+  return `${Buffer.byteLength(source, "utf8")}:${percentEncode(source)}${percentEncode(event.id)}`;
+}
+
 const NOT_ATTRIBUTES = new Set(["data", "data_base64"]);
 
 /** Structured content mode: the JSON event format as the payload. */
@@ -138,7 +147,7 @@ class Lucent {
 
   async #publish(enc) {
     const subject = intakeSubject(enc.event, this.partitions);
-    const opts = { msgID: enc.event.id }; // JetStream deduplication by event id
+    const opts = { msgID: dedupId(enc.event) }; // deduplicated by (source, id)
     if (enc.headers) opts.headers = enc.headers;
     const ack = await this.js.publish(subject, enc.payload, opts);
     // Acknowledged = stored durably in LUCENT_INTAKE; not yet processed.
@@ -187,6 +196,7 @@ class Lucent {
 
 module.exports = {
   PARTITIONS,
+  dedupId,
   fnv1a64,
   partition,
   partitionKey,

@@ -19,9 +19,10 @@
 //   binary     js-order-2 -> lucent.intake.13 (LUCENT_INTAKE seq 2)
 //
 // A second run prints "(duplicate)" after each line: JetStream dropped the
-// message (Nats-Msg-Id = the event id, within the stream's 2-minute
-// window); after the window lucent runs the event again and its event
-// store keeps one outcome (result ids are derived from the input id).
+// message (Nats-Msg-Id = the event's source and id, within the stream's
+// 2-minute window); after the window lucent runs the event again and its
+// event store keeps one outcome (result ids are derived from the input's
+// source and id, and each is stored once however late it comes).
 "use strict";
 
 const { Lucent } = require("./lucent");
