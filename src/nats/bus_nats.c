@@ -110,7 +110,8 @@ typedef struct puller_s {
 enum {
   ADOPT_NONE,     /* ours already */
   ADOPT_HANDOVER, /* its last puller is alive: wait until it has finished */
-  ADOPT_TAKEOVER  /* its last puller is gone: replay what it held first */
+  ADOPT_TAKEOVER, /* its last puller is gone: replay what it held first */
+  ADOPT_RESYNC    /* ours, but the server restarted: its state may lie */
 };
 
 struct lu_natsbus_s {
@@ -129,6 +130,7 @@ struct lu_natsbus_s {
   pthread_t claimer;
   int claimer_started; /* a pthread_t has no "none" value */
   uint32_t claim_delay_ms;
+  uint64_t reconnects_seen; /* the claimer's: resync_after_reconnect */
   int stopping;
   pthread_mutex_t fwlock;
   lu_ptrmap_t fwmap; /* in-flight JetStream forwards */
@@ -554,19 +556,23 @@ static int puller_cancelled(puller_t *p) {
  *    consumer counts deliveries from 1 again: replay_until is what keeps
  *    the suspicion.
  *
+ *  - resync (ours already, after a reconnect: resync_after_reconnect):
+ *    as a takeover, but what we hold is not suspect, and nothing waits.
+ *
  * Deleting the consumer is safe because nobody else pulls it: a puller
  * stopped by a view change NAKs what still comes (pull_release), and a
  * late ack of the old puller is still honoured by the new consumer of
  * the same name.  Errors leave the consumer as it was (a restarted
- * server, a lost connection): it is pulled anyway, as before. */
-static void adopt(puller_t *p, int mode) {
+ * server, a lost connection): it is pulled anyway, as before, and
+ * adopt() returns -1 (the puller tries a resync again). */
+static int adopt(puller_t *p, int mode) {
   lu_natsbus_t *b = p->b;
   jsConsumerInfo *ci = NULL;
   uint64_t until = lu__now_ns() + 2 * (uint64_t)b->cfg.ack_wait_ms * NS_PER_MS;
   for (;;) {
     if (js_GetConsumerInfo(&ci, b->jsm, p->stream, p->consumer, NULL,
                            NULL) != NATS_OK)
-      return;
+      return -1;
     if (mode != ADOPT_HANDOVER || ci->NumAckPending == 0 ||
         lu__now_ns() >= until)
       break;
@@ -574,16 +580,29 @@ static void adopt(puller_t *p, int mode) {
     ci = NULL;
     struct timespec ts = {0, 50 * 1000000L};
     nanosleep(&ts, NULL);
-    if (puller_cancelled(p)) return;
+    if (puller_cancelled(p)) return 0;
   }
   uint64_t floor = ci->AckFloor.Stream, given = ci->Delivered.Stream;
   int64_t pending = ci->NumAckPending;
   uint64_t waiting = ci->NumPending;
   jsConsumerInfo_Destroy(ci);
-  if (!floor && !given && !pending) return; /* new: nothing to do */
+  if (!floor && !given && !pending) return 0; /* new: nothing to do */
+  if (mode == ADOPT_RESYNC && floor == given && !pending && !waiting) {
+    /* Nothing delivered is open: the work queue must hold nothing at or
+     * below the floor - unless a crash left acked messages there. */
+    jsStreamInfo *si = NULL;
+    jsOptions so;
+    jsOptions_Init(&so);
+    so.Stream.Info.SubjectsFilter = p->filter;
+    int clean = js_GetStreamInfo(&si, b->jsm, p->stream, &so, NULL) ==
+                    NATS_OK &&
+                (!si->State.Subjects || si->State.Subjects->Count == 0);
+    if (si) jsStreamInfo_Destroy(si);
+    if (clean) return 0;
+  }
   if (js_DeleteConsumer(b->jsm, p->stream, p->consumer, NULL, NULL) !=
       NATS_OK)
-    return;
+    return -1;
   if (floor) {
     jsOptions o;
     jsOptions_Init(&o);
@@ -597,18 +616,20 @@ static void adopt(puller_t *p, int mode) {
     LU_LOG(LU_LOG_ERROR, b->self, NULL,
            LU_KVS(LU_KV_STR("consumer", p->consumer), LU_KV_STR("error", err)),
            "cannot create consumer %s again: %s", p->consumer, err);
-    return;
+    return -1;
   }
-  p->replay_until = pending > 0 ? given : 0;
+  p->replay_until = pending > 0 && mode != ADOPT_RESYNC ? given : 0;
   LU_LOG(LU_LOG_INFO, b->self, NULL,
          LU_KVS(LU_KV_STR("consumer", p->consumer),
-                LU_KV_STR("how", mode == ADOPT_HANDOVER && !pending
+                LU_KV_STR("how", mode == ADOPT_RESYNC ? "resync"
+                                 : mode == ADOPT_HANDOVER && !pending
                                      ? "handover" : "takeover"),
                 LU_KV_INT("unacknowledged", pending),
                 LU_KV_UINT("waiting", waiting),
                 LU_KV_UINT("ack_floor", floor)),
          "took %s: %lld unacknowledged messages replayed first, in order",
          p->consumer, (long long)pending);
+  return 0;
 }
 
 static void *puller_main(void *arg) {
@@ -632,9 +653,14 @@ static void *puller_main(void *arg) {
     int stop = b->stopping;
     pthread_mutex_unlock(&b->lock);
     if (stop) break;
-    if (!pulling) {
-      int mode = atomic_exchange(&p->adopt, ADOPT_NONE);
-      if (mode != ADOPT_NONE) adopt(p, mode);
+    int mode = atomic_exchange(&p->adopt, ADOPT_NONE);
+    if (mode != ADOPT_NONE) { /* before the first pull, or a resync */
+      if (adopt(p, mode) && mode == ADOPT_RESYNC) {
+        pull_backoff(); /* the server may still be loading its streams */
+        atomic_store(&p->adopt, ADOPT_RESYNC);
+      }
+      left = 0; /* a recreated consumer has no open request */
+      open_until = 0;
       if (puller_cancelled(p)) continue;
     }
     pulling = 1;
@@ -874,6 +900,32 @@ static void reclaim(lu_natsbus_t *b) {
   pthread_mutex_unlock(&b->lock);
 }
 
+/* After the connection came back, every partition we pull is taken over
+ * again (adopt, ADOPT_RESYNC): a server that crashed lost the last
+ * seconds of acks and deletions (docs/nats-notes.md e1), and what it
+ * restored is wrong in two ways that never heal by themselves - acked
+ * messages back in the work queue, at or below the ack floor or above it
+ * (delivered, not pending: never delivered again, never removed), and a
+ * message we had acked back as pending that the restored consumer never
+ * redelivers, holding the ack floor for ever (seen with nats-server
+ * 2.9).  Recreating the consumer replays both; what ran already is
+ * recognised by the store (derived ids), so nothing is stored twice.  A
+ * mere network blip costs a replay of what was in flight. */
+static void resync_after_reconnect(lu_natsbus_t *b) {
+  natsStatistics *st = NULL;
+  uint64_t reconnects = 0;
+  if (natsStatistics_Create(&st) != NATS_OK) return;
+  if (natsConnection_GetStats(b->nc, st) == NATS_OK)
+    natsStatistics_GetCounts(st, NULL, NULL, NULL, NULL, &reconnects);
+  natsStatistics_Destroy(st);
+  if (reconnects == b->reconnects_seen) return;
+  b->reconnects_seen = reconnects;
+  for (unsigned i = 0; i < b->npullers; i++) { /* the claimer's own list */
+    puller_t *p = b->pullers[i];
+    if (atomic_load(&p->want)) atomic_store(&p->adopt, ADOPT_RESYNC);
+  }
+}
+
 static void *claimer_main(void *arg) {
   lu_natsbus_t *b = arg;
   pthread_mutex_lock(&b->lock);
@@ -888,6 +940,7 @@ static void *claimer_main(void *arg) {
   while (!b->stopping) {
     pthread_mutex_unlock(&b->lock);
     reclaim(b);
+    resync_after_reconnect(b);
     pthread_mutex_lock(&b->lock);
     /* Every second also catches consumers of shards that died. */
     if (!b->stopping)
