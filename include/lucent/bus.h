@@ -71,6 +71,7 @@ typedef struct lu_fwd_s {
   unsigned delivery;    /**< its input's delivery count (lu_input_t): the
                              receiver passes it on, so that a suspect
                              input runs isolated wherever it lands */
+  unsigned replayed;    /**< lu_input_t.replayed, passed on likewise */
 } lu_fwd_t;
 
 /** A transport.  Copied by lu_manager_set_bus(); ud is borrowed and must
@@ -89,6 +90,12 @@ typedef struct lu_bus_s {
                 const char *candidate, char *out, size_t cap);
   void *ud;
   unsigned flags; /**< LU_BUS_* */
+  /** An input held here longer than this (ms) may have been given to
+   *  another process meanwhile (this one was frozen or cut off, and the
+   *  transport redelivered it): before choosing among competing functions
+   *  for it, the manager looks for an outcome one of them stored, as for
+   *  lu_input_t.replayed.  0 = never. */
+  uint32_t handed_on_after_ms;
 } lu_bus_t;
 
 /** Installs a bus (copied).  Call before any event is submitted.

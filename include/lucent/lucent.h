@@ -352,6 +352,14 @@ typedef struct lu_input_s {
                            and should it crash or hang there it ends as a
                            dead letter naming the signal and the
                            function, without taking this process down. */
+  unsigned replayed;  /**< nonzero: it may have run before although this is
+                           its first delivery here (a replay after the
+                           transport lost its acknowledgements); implied
+                           by delivery > 1.  Before choosing among
+                           competing functions, lucent looks in the store
+                           for an outcome one of them recorded
+                           (lu_store_has) and runs that one again, so the
+                           input keeps one outcome. */
 } lu_input_t;
 
 /** Submits one input: lu_manager_submit_json() with its origin and its

@@ -82,6 +82,15 @@ LU_EXTERN int lu_store_query(lu_store_t *st, const lu_query_t *q,
 /** Number of stored events, or a negative LU_E* code. */
 LU_EXTERN int64_t lu_store_count(lu_store_t *st);
 
+/** Whether an event of this type and id is stored: 1 yes, 0 no, or a
+ *  negative LU_E* code (LU_EINVAL: the backend cannot tell, as
+ *  "sqlite" cannot while its writer holds it).  lucent asks it of an input
+ *  that may have run before, to run the function that ran then (its
+ *  outcome and emitted events get the same ids, stored once) rather than
+ *  a competing one.  Thread safe with appends on the same store
+ *  ("jetstream"); writes no errmsg. */
+LU_EXTERN int lu_store_has(lu_store_t *st, const char *type, const char *id);
+
 /** The last error's message ("" when none).  Borrowed. */
 LU_EXTERN const char *lu_store_errmsg(const lu_store_t *st);
 
@@ -121,6 +130,8 @@ typedef struct lu_store_ops_s {
   int (*query)(lu_store_t *st, const lu_query_t *q, lu_store_row_cb cb,
                void *ud);
   int64_t (*count)(lu_store_t *st);
+  /** As lu_store_has; NULL when the backend cannot tell. */
+  int (*has)(lu_store_t *st, const char *type, const char *id);
   /** Frees everything (lu_store_close). */
   void (*close)(lu_store_t *st);
 } lu_store_ops_t;

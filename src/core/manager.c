@@ -99,7 +99,8 @@ static void send_remote(lu_manager_t *m, lu_shard_t *from, const char *target,
                 .json = json ? json : "",
                 .len = json ? len : 0,
                 .hops = it->hops + 1,
-                .delivery = it->delivery};
+                .delivery = it->delivery,
+                .replayed = it->replayed};
   m->bus.forward(m->bus.ud, &f, it->done);
   it->done.fn = NULL;
   lu__item_free(it);
@@ -253,6 +254,7 @@ static int submit_common(lu_manager_t *m, lu_event_t *ev,
   it->t_submit = t0;
   it->done = done;
   it->delivery = in ? in->delivery : 0;
+  it->replayed = in ? in->replayed || in->delivery > 1 : 0;
   if (lu__dispatch(m, -1, it, origin)) {
     /* Taken back: the caller keeps its input; an event it gave us
      * (lu_manager_submit) is its to free. */
@@ -377,6 +379,7 @@ int lu_manager_accept(lu_manager_t *m, const lu_input_t *in,
   it->hops = hops;
   it->done = done;
   it->delivery = in->delivery;
+  it->replayed = in->replayed || in->delivery > 1;
   if (reroute) {
     if (lu__dispatch(m, -1, it, in->origin)) {
       lu__item_free(it);

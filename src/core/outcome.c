@@ -271,6 +271,13 @@ lu_unit_t *lu__outcome_dead(lu_where_t w, const lu_item_t *it,
   return unit_check(u);
 }
 
+void lu__outcome_id(const lu_event_t *ev, const char *fn, int failed,
+                    char id[37], char *type, size_t tcap) {
+  const char *parts[] = {ev->source, ev->id, fn, "Failed"};
+  lu__derive_id(id, parts, failed ? 4 : 3);
+  lu__fmt(type, tcap, "%s%s", fn, failed ? "Failed" : "Completed");
+}
+
 lu_unit_t *lu__outcome_failed(lu_where_t w, const lu_item_t *it,
                               const char *reason, uint64_t exec_ns) {
   const lu_event_t *ev = it->ev;
@@ -280,9 +287,7 @@ lu_unit_t *lu__outcome_failed(lu_where_t w, const lu_item_t *it,
   if (!u) return NULL;
   u->once = it->once;
   char id[37], type[256], subject[320], src[80], abuf[16];
-  const char *parts[] = {ev->source, ev->id, name, "Failed"};
-  lu__derive_id(id, parts, 4);
-  lu__fmt(type, sizeof type, "%sFailed", name);
+  lu__outcome_id(ev, name, 1, id, type, sizeof type);
   lu__fmt(subject, sizeof subject, "function-result-%s", corr_of(ev));
   lu__fmt(src, sizeof src, "lucent://fn/%s", name);
   lu__fmt(abuf, sizeof abuf, "%u", it->attempts);
@@ -336,9 +341,7 @@ lu_unit_t *lu__outcome_completed(lu_where_t w, const lu_item_t *it,
   if (!u) return NULL;
   u->once = it->once;
   char id[37], type[256], subject[320], src[80];
-  const char *parts[] = {ev->source, ev->id, name};
-  lu__derive_id(id, parts, 3);
-  lu__fmt(type, sizeof type, "%sCompleted", name);
+  lu__outcome_id(ev, name, 0, id, type, sizeof type);
   lu__fmt(subject, sizeof subject, "function-result-%s", corr_of(ev));
   lu__fmt(src, sizeof src, "lucent://fn/%s", name);
   size_t dlen;

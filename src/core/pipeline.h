@@ -39,6 +39,7 @@ typedef struct lu_item_s {
   int once;             /* never redelivered: records get LU_RECORD_ONCE */
   int unrouted;         /* an emitted event dispatch could not take yet */
   unsigned delivery;    /* > 1: a redelivery, run isolated (sandbox.c) */
+  unsigned replayed;    /* may have run before: choose() asks the store */
   unsigned attempts, hops;
   const lu_fnent_t *fn; /* fixed once selected, so retries stay on it */
   lu_done_t done;       /* who to tell when it is finished here */
@@ -95,6 +96,10 @@ unsigned lu__delivery_budget(const lu_manager_t *m);
 lu_unit_t *lu__outcome_dead(lu_where_t w, const lu_item_t *it,
                             const char *reason, unsigned attempts);
 /** <Fn>Failed after the item's last attempt.  NULL when out of memory. */
+/* The id and type of the outcome function fn records for ev: its
+ * <fn>Completed (failed = 0) or <fn>Failed record. */
+void lu__outcome_id(const lu_event_t *ev, const char *fn, int failed,
+                    char id[37], char *type, size_t tcap);
 lu_unit_t *lu__outcome_failed(lu_where_t w, const lu_item_t *it,
                               const char *reason, uint64_t exec_ns);
 /** <Fn>Completed with out's result, and the events out emitted: their

@@ -204,6 +204,7 @@ static void complete(lu_shard_t *s, lu_item_t *it, uint64_t exec_ns) {
     /* A suspect's children are suspects too: the crash that made it one
      * may have been in a function one of them runs. */
     kids[i]->delivery = it->delivery;
+    kids[i]->replayed = it->replayed; /* so may they have */
     kids[i]->t_submit = lu__now_ns();
   }
   u->done = it->done;
@@ -228,11 +229,42 @@ static void complete(lu_shard_t *s, lu_item_t *it, uint64_t exec_ns) {
 
 /* Picks the function for an item on this shard; NULL (and a dead letter)
  * when no candidate is eligible. */
+/* Of competing functions, the one whose outcome for ev is stored already,
+ * or NULL.  An input that may have run before (lu_item_t.replayed: a
+ * redelivery, a replay after a server lost its acks) runs that one again:
+ * chosen afresh, it might be another (selection weighs load), whose
+ * outcome has other ids - the input would have two outcomes, and two
+ * sets of emitted events.  Run again, the same function makes the same
+ * ids, which the store takes once; its emitted events go on again, in
+ * case they had not.  A store that cannot tell, or fails, leaves the
+ * choice to the score. */
+static const lu_fnent_t *ran_before(lu_manager_t *m,
+                                    const lu_fnent_t *const *c, size_t n,
+                                    const lu_event_t *ev) {
+  for (size_t i = 0; i < n; i++)
+    for (int failed = 0; failed < 2; failed++) {
+      char id[37], type[256];
+      lu__outcome_id(ev, c[i]->fn->name, failed, id, type, sizeof type);
+      int rc = lu_store_has(m->store, type, id);
+      if (rc == 1) return c[i];
+      if (rc < 0) return NULL;
+    }
+  return NULL;
+}
+
 static const lu_fnent_t *choose(lu_shard_t *s, lu_item_t *it) {
   lu_manager_t *m = s->m;
   size_t n;
   const lu_fnent_t *const *c =
       lu__registry_candidates(m->reg, it->ev->type, &n);
+  uint32_t after = m->has_bus ? m->bus.handed_on_after_ms : 0;
+  int maybe_ran = it->replayed ||
+                  (after && lu__now_ns() - it->t_submit >
+                                (uint64_t)after * NS_PER_MS);
+  if (maybe_ran && n > 1 && m->store) {
+    const lu_fnent_t *fe = ran_before(m, c, n, it->ev);
+    if (fe) return fe;
+  }
   if (n == 1 && !m->cfg.on_explain) {
     /* The common case needs no scoring, only the hard constraints. */
     const lu_fnent_t *fe = c[0];

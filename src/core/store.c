@@ -34,6 +34,11 @@ int64_t lu_store_count(lu_store_t *st) {
   return st->ops->count(st);
 }
 
+int lu_store_has(lu_store_t *st, const char *type, const char *id) {
+  if (!st || !type || !id || !st->ops->has) return LU_EINVAL;
+  return st->ops->has(st, type, id);
+}
+
 const char *lu_store_errmsg(const lu_store_t *st) {
   return st ? st->errmsg : "no store";
 }

@@ -99,11 +99,15 @@ typedef struct puller_s {
   char target[64];   /* fwd: the shard the queue belongs to */
   int is_fwd;
   lu_pull_t pull;     /* our pull requests (puller_main) */
+  uint64_t rerun_until;  /* up to this stream sequence, messages may have
+                          * run before (replayed: given out before a
+                          * takeover or resync) */
   uint64_t replay_until; /* messages up to this stream sequence come
                           * again after a takeover: suspect */
   pthread_t thread;
   _Atomic int want;
   _Atomic int adopt; /* how to take it when pulling starts (adopt()) */
+  _Atomic size_t holding; /* messages pulled and not finished (pulled_t) */
 } puller_t;
 
 /* How a consumer that becomes ours is taken (adopt()). */
@@ -111,7 +115,8 @@ enum {
   ADOPT_NONE,     /* ours already */
   ADOPT_HANDOVER, /* its last puller is alive: wait until it has finished */
   ADOPT_TAKEOVER, /* its last puller is gone: replay what it held first */
-  ADOPT_RESYNC    /* ours, but the server restarted: its state may lie */
+  ADOPT_RESYNC,   /* ours, but the server restarted: its state may lie */
+  ADOPT_ENSURE    /* ours: pulls find no consumer (a crash lost it) */
 };
 
 struct lu_natsbus_s {
@@ -319,6 +324,7 @@ typedef struct pulled_s {
   natsMsg *msg;
   natsConnection *nc;
   struct lu_natsbus_s *b;
+  _Atomic size_t *holding;      /* its puller's count */
   struct pulled_s *prev, *next; /* on b->held, under b->heldlock */
   uint64_t touched_ns;          /* pulled, or last said in progress */
 } pulled_t;
@@ -346,6 +352,7 @@ static void held_remove(pulled_t *j) {
   else b->held = j->next;
   if (j->next) j->next->prev = j->prev;
   pthread_mutex_unlock(&b->heldlock);
+  atomic_fetch_sub(j->holding, 1);
 }
 
 static void pulled_done(void *ctx, const lu_outcome_t *o, int stored) {
@@ -412,14 +419,16 @@ static void take_one(lu_natsbus_t *b, pulled_t *j, const lu_input_t *in,
 }
 
 static void submit_pack(lu_natsbus_t *b, pulled_t *j, const char *data,
-                        size_t len, const char *origin, unsigned delivery) {
+                        size_t len, const char *origin, unsigned delivery,
+                        unsigned replayed) {
   /* j->remaining is 1, ours, until every line is submitted. */
   const char *cursor = NULL, *ev;
   size_t at = 0, l;
   for (size_t i = 0; (ev = lu__pack_next(data, len, &at, &l)); i++) {
     lu_input_t in = {.json = ev, .len = l,
                      .line = lu__pack_line(j->msg, i, &cursor),
-                     .origin = origin, .delivery = delivery};
+                     .origin = origin, .delivery = delivery,
+                     .replayed = replayed};
     take_one(b, j, &in, NULL);
   }
   pulled_done(j, NULL, 1);
@@ -431,7 +440,8 @@ static void submit_pack(lu_natsbus_t *b, pulled_t *j, const char *data,
 /* A message just taken from the inbox, held from now on (the keeper
  * keeps it from redelivery: held_add) until its events are finished.
  * NULL (and NAKed) without memory. */
-static pulled_t *hold(lu_natsbus_t *b, natsMsg *msg) {
+static pulled_t *hold(puller_t *p, natsMsg *msg) {
+  lu_natsbus_t *b = p->b;
   atomic_fetch_add(&b->pulled, 1);
   pulled_t *j = malloc(sizeof *j);
   if (!j) {
@@ -444,6 +454,8 @@ static pulled_t *hold(lu_natsbus_t *b, natsMsg *msg) {
   j->msg = msg;
   j->nc = b->nc;
   j->b = b;
+  j->holding = &p->holding;
+  atomic_fetch_add(&p->holding, 1);
   held_add(j);
   return j;
 }
@@ -459,6 +471,9 @@ static void handle_pulled(puller_t *p, pulled_t *j) {
   js_meta(msg, &mt);
   unsigned delivery = mt.delivered;
   if (delivery < 2 && mt.sseq && mt.sseq <= p->replay_until) delivery = 2;
+  /* Replayed after a resync: it may have run before the server lost the
+   * acks (adopt). */
+  unsigned replayed = mt.sseq && mt.sseq <= p->rerun_until;
   char origin[96];
   lu__fmt(origin, sizeof origin, "%s:%llu", mt.stream[0] ? mt.stream : "?",
           (unsigned long long)mt.sseq);
@@ -466,18 +481,17 @@ static void handle_pulled(puller_t *p, pulled_t *j) {
   int len = natsMsg_GetDataLength(msg);
   if (!p->is_fwd && events > 1) {
     submit_pack(b, j, data ? data : "", len > 0 ? (size_t)len : 0, origin,
-                delivery);
+                delivery, replayed);
     return;
   }
   if (p->is_fwd) {
-    const char *dv = NULL;
-    if (natsMsgHeader_Get(msg, LU_HDR_DELIVERY, &dv) == NATS_OK) {
-      unsigned d = (unsigned)strtoul(dv, NULL, 10);
-      if (d > delivery) delivery = d; /* suspect before it was forwarded */
-    }
+    unsigned d, r;
+    lu__delivery_hdr_read(msg, &d, &r);
+    if (d > delivery) delivery = d; /* suspect before it was forwarded */
     lu_input_t in = {.json = data ? data : "",
                      .len = len > 0 ? (size_t)len : 0,
-                     .origin = origin, .delivery = delivery};
+                     .origin = origin, .delivery = delivery,
+                     .replayed = replayed || r};
     int rc = lu_manager_accept(b->m, &in, p->target,
                                (unsigned)header_u64(msg, "Lucent-Hops"),
                                (lu_done_t){pulled_done, j});
@@ -497,7 +511,8 @@ static void handle_pulled(puller_t *p, pulled_t *j) {
     int bad = msg_event(msg, &json, &jlen, &own, why, sizeof why);
     lu_input_t in = {.json = json, .len = jlen,
                      .line = header_u64(msg, "Lucent-Line"),
-                     .origin = origin, .delivery = delivery};
+                     .origin = origin, .delivery = delivery,
+                     .replayed = replayed};
     take_one(b, j, &in, bad ? why : NULL);
     pulled_done(j, NULL, 1); /* drops the 1 it started with */
     lu__buf_free(&own);
@@ -509,6 +524,17 @@ static void handle_pulled(puller_t *p, pulled_t *j) {
 static void pull_backoff(void) {
   struct timespec ts = {0, 200 * 1000000L};
   nanosleep(&ts, NULL);
+}
+
+/* A pull request ended with status st.  409 (refused: deleted, too many
+ * waiting) and 503 (no responders: no such consumer - a crash lost it -
+ * or its stream is electing a leader) wait a little, and have adopt()
+ * check that the consumer exists, and make it if not. */
+static void pull_status(puller_t *p, const char *st) {
+  if (strcmp(st, "409") && strcmp(st, "503")) return;
+  pull_backoff();
+  int none = ADOPT_NONE;
+  atomic_compare_exchange_strong(&p->adopt, &none, ADOPT_ENSURE);
 }
 
 /* We stopped pulling this consumer, but our last requests stay open on the
@@ -569,10 +595,46 @@ static int adopt(puller_t *p, int mode) {
   lu_natsbus_t *b = p->b;
   jsConsumerInfo *ci = NULL;
   uint64_t until = lu__now_ns() + 2 * (uint64_t)b->cfg.ack_wait_ms * NS_PER_MS;
+  /* A resync first lets what we hold of it finish: replayed while it is
+   * still in our queues, a message would run twice at once, and neither
+   * run could see the other's outcome in the store (ran_before).  The
+   * keeper keeps them in progress meanwhile; bounded like a handover. */
+  uint64_t held_until =
+      lu__now_ns() + 6 * (uint64_t)b->cfg.ack_wait_ms * NS_PER_MS;
+  while (mode == ADOPT_RESYNC && atomic_load(&p->holding) > 0 &&
+         lu__now_ns() < held_until) {
+    struct timespec ts = {0, 20 * 1000000L};
+    nanosleep(&ts, NULL);
+    if (puller_cancelled(p)) return 0;
+  }
   for (;;) {
-    if (js_GetConsumerInfo(&ci, b->jsm, p->stream, p->consumer, NULL,
-                           NULL) != NATS_OK)
-      return -1;
+    jsErrCode jerr = 0;
+    natsStatus cs =
+        js_GetConsumerInfo(&ci, b->jsm, p->stream, p->consumer, NULL, &jerr);
+    if (cs == NATS_NOT_FOUND || jerr == 10014) {
+      /* No such consumer: a server that crashed soon after it was made
+       * may not have kept it (its stream kept the messages).  Made again
+       * with DeliverAll, it delivers them all. */
+      char err[256];
+      if (ensure_consumer(b, p->stream, p->consumer, p->filter, err,
+                          sizeof err))
+        return -1;
+      LU_LOG(LU_LOG_WARN, b->self, NULL,
+             LU_KVS(LU_KV_STR("consumer", p->consumer)),
+             "consumer %s was missing on the server; created it again",
+             p->consumer);
+      jsStreamInfo *si = NULL; /* what it holds may have run */
+      if (js_GetStreamInfo(&si, b->jsm, p->stream, NULL, NULL) == NATS_OK) {
+        p->rerun_until = si->State.LastSeq;
+        jsStreamInfo_Destroy(si);
+      }
+      return 0;
+    }
+    if (cs != NATS_OK) return -1;
+    if (mode == ADOPT_ENSURE) { /* it is there: nothing to do */
+      jsConsumerInfo_Destroy(ci);
+      return 0;
+    }
     if (mode != ADOPT_HANDOVER || ci->NumAckPending == 0 ||
         lu__now_ns() >= until)
       break;
@@ -619,6 +681,7 @@ static int adopt(puller_t *p, int mode) {
     return -1;
   }
   p->replay_until = pending > 0 && mode != ADOPT_RESYNC ? given : 0;
+  p->rerun_until = given; /* what was given out may have run (resync) */
   LU_LOG(LU_LOG_INFO, b->self, NULL,
          LU_KVS(LU_KV_STR("consumer", p->consumer),
                 LU_KV_STR("how", mode == ADOPT_RESYNC ? "resync"
@@ -655,9 +718,9 @@ static void *puller_main(void *arg) {
     if (stop) break;
     int mode = atomic_exchange(&p->adopt, ADOPT_NONE);
     if (mode != ADOPT_NONE) { /* before the first pull, or a resync */
-      if (adopt(p, mode) && mode == ADOPT_RESYNC) {
+      if (adopt(p, mode) && (mode == ADOPT_RESYNC || mode == ADOPT_ENSURE)) {
         pull_backoff(); /* the server may still be loading its streams */
-        atomic_store(&p->adopt, ADOPT_RESYNC);
+        atomic_store(&p->adopt, mode);
       }
       left = 0; /* a recreated consumer has no open request */
       open_until = 0;
@@ -696,7 +759,7 @@ static void *puller_main(void *arg) {
     const char *st = lu__nats_pull_status(m);
     if (st) {
       if (strcmp(st, "100") != 0) left = 0; /* a request is over */
-      if (strcmp(st, "409") == 0) pull_backoff(); /* refused */
+      pull_status(p, st);
       natsMsg_Destroy(m);
       continue;
     }
@@ -712,7 +775,7 @@ static void *puller_main(void *arg) {
       size_t k = lu__nats_msg_events(m);
       msgs++;
       events += k;
-      pulled_t *j = hold(b, m);
+      pulled_t *j = hold(p, m);
       if (j) got[ngot++] = j;
       int more = 0;
       m = NULL;
@@ -722,7 +785,7 @@ static void *puller_main(void *arg) {
         break;
       if ((st = lu__nats_pull_status(m))) {
         if (strcmp(st, "100") != 0) left = 0;
-        if (strcmp(st, "409") == 0) pull_backoff();
+        pull_status(p, st);
         natsMsg_Destroy(m);
         break;
       }
@@ -1023,11 +1086,10 @@ static void js_forward(void *ud, const lu_fwd_t *fw, lu_done_t done) {
   natsMsg *msg = NULL;
   natsStatus s = natsMsg_Create(&msg, subj, NULL, fw->json, (int)fw->len);
   if (s == NATS_OK) s = natsMsgHeader_Set(msg, "Lucent-Hops", hbuf);
-  if (s == NATS_OK && fw->delivery > 1) {
-    char dbuf[16];
-    lu__fmt(dbuf, sizeof dbuf, "%u", fw->delivery);
+  char dbuf[24];
+  lu__delivery_hdr(dbuf, fw->delivery, fw->replayed);
+  if (s == NATS_OK && dbuf[0])
     s = natsMsgHeader_Set(msg, LU_HDR_DELIVERY, dbuf);
-  }
   if (s == NATS_OK) {
     /* Same bytes to the same shard = the same forward: dedup id. */
     XXH128_hash_t h = XXH3_128bits_withSeed(fw->json, fw->len,
@@ -1061,7 +1123,7 @@ static void bus_forward(void *ud, const lu_fwd_t *fw, lu_done_t done) {
      * (fwd_core.c); emitted events and re-routes stay durable. */
     if (!(b->cfwd && fw->hops == 1 && acks_a_message(done) &&
           lu__cfwd_send(b->cfwd, fw->target, fw->json, fw->len,
-                        fw->delivery, done) == 0))
+                        fw->delivery, fw->replayed, done) == 0))
       js_forward(b, fw, done);
     return;
   }
@@ -1418,7 +1480,10 @@ int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
                    * only at-least-once must make emitted events durable
                    * before their parent's ack. */
                   .flags = LU_BUS_SPREAD_INTAKE |
-                           (amo ? 0u : LU_BUS_DURABLE_EMIT)};
+                           (amo ? 0u : LU_BUS_DURABLE_EMIT),
+                  /* Past AckWait, a frozen shard's message is its
+                   * taker's too (the keeper could not hold it). */
+                  .handed_on_after_ms = amo ? 0 : b->cfg.ack_wait_ms};
   lu_manager_set_bus(m, &bus);
   rc = lu__membership_start(&b->ms, nc, m, b->self, cfg->static_view,
                             cfg->hb_interval_ms, on_view_change, b, err,

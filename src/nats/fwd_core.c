@@ -52,6 +52,7 @@ typedef struct slot_s {
   char *json;
   size_t len;
   unsigned delivery; /* its input's delivery count (> 1: suspect) */
+  unsigned replayed; /* lu_input_t.replayed */
   uint64_t t0_ms; /* when it was sent */
   uint64_t t_ms;  /* when it was sent or last extended */
   uint32_t gen;   /* tells a late reply for an earlier use of the slot */
@@ -102,8 +103,10 @@ static int take(lu_cfwd_t *f, unsigned idx, uint32_t gen, slot_t *out) {
 /* A forward that was not confirmed goes the durable way. */
 static void fall_back(lu_cfwd_t *f, slot_t *s) {
   atomic_fetch_add(&f->fallbacks, 1);
+  /* The owner may have it after all (slow, not gone): whoever runs this
+   * copy looks for its outcome first (lu_input_t.replayed). */
   lu_fwd_t fw = {.target = s->target, .json = s->json, .len = s->len,
-                .hops = 1, .delivery = s->delivery};
+                .hops = 1, .delivery = s->delivery, .replayed = 1};
   f->cfg.fallback(f->cfg.ud, &fw, s->done);
   free(s->json);
 }
@@ -141,7 +144,8 @@ static void on_reply(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
 }
 
 int lu__cfwd_send(lu_cfwd_t *f, const char *target, const char *json,
-                  size_t len, unsigned delivery, lu_done_t done) {
+                  size_t len, unsigned delivery, unsigned replayed,
+                  lu_done_t done) {
   size_t tl = strlen(target);
   if (!done.fn || tl >= sizeof f->slots[0].target) return -1;
   char *copy = malloc(len ? len : 1);
@@ -162,6 +166,7 @@ int lu__cfwd_send(lu_cfwd_t *f, const char *target, const char *json,
   s->json = copy;
   s->len = len;
   s->delivery = delivery;
+  s->replayed = replayed;
   s->t0_ms = s->t_ms = now_ms();
   uint32_t gen = ++s->gen;
   memcpy(s->target, target, tl + 1);
@@ -172,10 +177,10 @@ int lu__cfwd_send(lu_cfwd_t *f, const char *target, const char *json,
   lu__fmt(subj, sizeof subj, "%s.%s", LU_SUBJ_CFWD, target);
   lu__fmt(reply, sizeof reply, "%s.%u.%u", (const char *)f->inbox, idx, gen);
   natsStatus st;
-  if (delivery > 1) { /* rare: a suspect input says so (a header) */
+  char dbuf[24];
+  lu__delivery_hdr(dbuf, delivery, replayed);
+  if (dbuf[0]) { /* rare: a suspect or replayed input says so (a header) */
     natsMsg *msg = NULL;
-    char dbuf[16];
-    lu__fmt(dbuf, sizeof dbuf, "%u", delivery);
     st = natsMsg_Create(&msg, subj, reply, json, (int)len);
     if (st == NATS_OK) st = natsMsgHeader_Set(msg, LU_HDR_DELIVERY, dbuf);
     if (st == NATS_OK) st = natsConnection_PublishMsg(f->cfg.nc, msg);
@@ -232,12 +237,11 @@ static void on_forward(natsConnection *nc, natsSubscription *sub,
   }
   /* Without a reply subject nobody waits for it (not lucent's sender):
    * it still runs, at most once. */
-  const char *dv = NULL;
-  unsigned delivery = natsMsgHeader_Get(msg, LU_HDR_DELIVERY, &dv) == NATS_OK
-                          ? (unsigned)strtoul(dv, NULL, 10) : 1;
+  unsigned delivery, replayed;
+  lu__delivery_hdr_read(msg, &delivery, &replayed);
   lu_input_t in = {.json = data ? data : "",
                    .len = len > 0 ? (size_t)len : 0,
-                   .delivery = delivery};
+                   .delivery = delivery, .replayed = replayed};
   if (f->cfg.accept(f->cfg.ud, &in, done)) free(sv); /* sender times out */
   lu__nats_msg_release(msg);
 }

@@ -71,7 +71,8 @@ int lu__cfwd_start(lu_cfwd_t **out, const lu_cfwd_cfg_t *cfg, char *err,
  *  long, publish failed): done is then not called and the caller forwards
  *  the durable way (also when done.fn is NULL).  Thread safe. */
 int lu__cfwd_send(lu_cfwd_t *f, const char *target, const char *json,
-                  size_t len, unsigned delivery, lu_done_t done);
+                  size_t len, unsigned delivery, unsigned replayed,
+                  lu_done_t done);
 
 /** Stops taking forwards from other shards: the subscription is drained
  *  (what already arrived goes to cfg.accept), later ones find no

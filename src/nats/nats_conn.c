@@ -637,6 +637,23 @@ void lu__nats_msg_release_all(void) {
   destroy_all(batch, n);
 }
 
+void lu__delivery_hdr(char out[24], unsigned delivery, unsigned replayed) {
+  if (delivery < 2 && !replayed) out[0] = 0;
+  else lu__fmt(out, 24, "%u%s", delivery ? delivery : 1, replayed ? "r" : "");
+}
+
+void lu__delivery_hdr_read(natsMsg *m, unsigned *delivery,
+                           unsigned *replayed) {
+  const char *v = NULL;
+  *delivery = 1;
+  *replayed = 0;
+  if (natsMsgHeader_Get(m, LU_HDR_DELIVERY, &v) != NATS_OK || !v) return;
+  char *end = NULL;
+  unsigned long d = strtoul(v, &end, 10);
+  if (d >= 1 && d <= 1000000) *delivery = (unsigned)d;
+  *replayed = end && *end == 'r';
+}
+
 size_t lu__nats_msg_events(natsMsg *m) {
   const char *v = NULL;
   if (natsMsgHeader_Get(m, LU_HDR_COUNT, &v) != NATS_OK || !v) return 1;

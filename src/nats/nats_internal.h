@@ -130,8 +130,19 @@ void lu__nats_unsubscribe(natsSubscription **sub);
 #define LU_HDR_COUNT "Lucent-Count"
 
 /** An input's delivery count when it travels on after a redelivery (a
- *  forward of a suspect input: it runs isolated where it lands). */
+ *  forward of a suspect input: it runs isolated where it lands), with an
+ *  "r" after it when the input may have run before (lu_input_t.replayed):
+ *  "3", "1r". */
 #define LU_HDR_DELIVERY "Lucent-Delivery"
+
+/** LU_HDR_DELIVERY's value for a forward, or "" when it needs none (a
+ *  first delivery, not replayed). */
+void lu__delivery_hdr(char out[24], unsigned delivery, unsigned replayed);
+
+/** Reads LU_HDR_DELIVERY back: *delivery (1 without one) and whether it
+ *  says replayed. */
+void lu__delivery_hdr_read(natsMsg *m, unsigned *delivery,
+                           unsigned *replayed);
 
 /** How many events a message holds: its Lucent-Count, else 1 (also for a
  *  bad count: it is then read as one event). */

@@ -451,6 +451,33 @@ static void ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa,
   lu__nats_msg_release(msg); /* ours in an AckHandler; batched (nats_conn.c) */
 }
 
+/* ---- lookup by id ----------------------------------------------------- */
+
+/* Is a record of this type and id stored?  Its subject holds at most one
+ * message (note 8), so one "last by subject" lookup tells.  Called from
+ * shard threads while appends run: it uses its own buffer, and the
+ * connection, which is thread safe.  Records stored in packs are not
+ * found (only exec and at-most-once results are packed: neither comes
+ * back to be run again). */
+static int js_has(lu_store_t *base, const char *type, const char *id) {
+  js_store_t *st = (js_store_t *)base;
+  char tok[33], *subj = NULL;
+  size_t cap = 0;
+  int exact;
+  id_token(tok, id);
+  if (type_subject(&subj, &cap, type, tok, &exact)) return LU_ENOMEM;
+  natsMsg *msg = NULL;
+  jsErrCode jerr = 0;
+  natsStatus s = js_GetLastMsg(&msg, st->js, LU_STREAM_EVENTS, subj, NULL,
+                               &jerr);
+  free(subj);
+  if (s == NATS_OK) {
+    natsMsg_Destroy(msg);
+    return 1;
+  }
+  return s == NATS_NOT_FOUND || jerr == 10037 ? 0 : LU_ESTORE;
+}
+
 /* ---- open ------------------------------------------------------------- */
 
 static int js_append(lu_store_t *base, const lu_record_t *recs, size_t n,
@@ -461,6 +488,7 @@ static size_t js_batches_in_flight(const lu_store_t *base);
 static int js_query(lu_store_t *base, const lu_query_t *q, lu_store_row_cb cb,
                     void *ud);
 static int64_t js_count(lu_store_t *base);
+static int js_has(lu_store_t *base, const char *type, const char *id);
 static void js_close(lu_store_t *base);
 static const lu_store_ops_t jetstream_ops = {.name = "jetstream",
                                              .append = js_append,
@@ -469,6 +497,7 @@ static const lu_store_ops_t jetstream_ops = {.name = "jetstream",
                                                  js_batches_in_flight,
                                              .query = js_query,
                                              .count = js_count,
+                                             .has = js_has,
                                              .close = js_close};
 
 /* Waits (bounded) for every append begun to finish: each message has

@@ -8,7 +8,9 @@
  * stream deleted under the store) instead of being reported as lost, and
  * the batches shard threads begin themselves (when the store thread is
  * idle) neither lost nor stored out of order, and a burst of exec items
- * run inline stored as one batch, even when its caller never ends it.
+ * run inline stored as one batch, even when its caller never ends it; an
+ * input that may have run before runs the competing function whose
+ * outcome is stored (lu_store_has), so it keeps one outcome.
  * Skips (exit 77) without nats-server.
  */
 #include <setjmp.h>
@@ -40,7 +42,12 @@ LU_FUNCTION(Fork, .events = "Fork", LU_ROUND_ROBIN) {
   return LU_OK;
 }
 
+/* Competing functions: RankHigh wins every fresh choice. */
+LU_FUNCTION(RankHigh, .events = "Rank", .priority = 9) { return LU_OK; }
+LU_FUNCTION(RankLow, .events = "Rank", .priority = 2) { return LU_OK; }
+
 typedef struct seen_s {
+  char last_fn[64];        /* the function of the last outcome */
   _Atomic int inside;      /* on_outcome running now */
   _Atomic int overlapped;  /* it ever ran twice at once */
   _Atomic size_t outcomes, completed, derived;
@@ -52,6 +59,8 @@ static void on_outcome(void *ud, const lu_outcome_t *o) {
   atomic_fetch_add(&s->outcomes, 1);
   if (o->kind == LU_OUTCOME_COMPLETED) atomic_fetch_add(&s->completed, 1);
   if (o->derived) atomic_fetch_add(&s->derived, 1);
+  snprintf(s->last_fn, sizeof s->last_fn, "%s",
+           o->function ? o->function : "");
   atomic_fetch_sub(&s->inside, 1);
 }
 
@@ -69,7 +78,7 @@ static int setup(void **state) {
   f->nc = lu_test_nats_connect(f->srv.url);
   const lu_fn_t *const *fns;
   size_t n = lu_fns_here(&fns);
-  if (n != 2 || lu_registry_new(&f->reg) ||
+  if (n != 4 || lu_registry_new(&f->reg) ||
       lu_registry_add(f->reg, fns, n, "test"))
     return -1;
   *state = f;
@@ -274,6 +283,44 @@ static void test_store_order_kept(void **state) {
    * this test failed 4 runs in 5.) */
 }
 
+/* The input r-1 ran before and RankLow won then (its outcome is in the
+ * store; a replay after a server lost its acks, say).  Marked replayed, it
+ * runs RankLow again - whose outcome has the same id, stored once -
+ * although RankHigh scores higher; chosen afresh it would get a second
+ * outcome, RankHighCompleted.  Marked but with nothing stored (r-2), or
+ * not marked (r-3), the score decides. */
+static void test_replay_runs_what_ran(void **state) {
+  fx_t *f = *state;
+  start(f, 1);
+  char id[37], ev[160];
+  const char *parts[] = {"t", "r-1", "RankLow"};
+  lu__derive_id(id, parts, 3);
+  int len = snprintf(ev, sizeof ev,
+                     "{\"specversion\":\"1.0\",\"id\":\"%s\",\"type\":"
+                     "\"RankLowCompleted\",\"source\":\"lucent://fn/RankLow\"}",
+                     id);
+  lu_record_t rec = {.id = id, .type = "RankLowCompleted", .json = ev,
+                     .len = (size_t)len};
+  size_t ins = 0;
+  lu_store_t *st = lu_manager_store(f->m);
+  assert_int_equal(lu_store_append(st, &rec, 1, &ins), 0);
+  assert_int_equal(lu_store_has(st, "RankLowCompleted", id), 1);
+  assert_int_equal(lu_store_has(st, "RankHighCompleted", id), 0);
+  assert_int_equal(lu_store_has(st, "RankLowCompleted", "other"), 0);
+  const char *want[] = {"RankLow", "RankHigh", "RankHigh"};
+  for (int i = 0; i < 3; i++) {
+    len = snprintf(ev, sizeof ev,
+                   "{\"specversion\":\"1.0\",\"id\":\"r-%d\",\"type\":"
+                   "\"Rank\",\"source\":\"t\"}", i + 1);
+    lu_input_t in = {.json = ev, .len = (size_t)len, .replayed = i < 2};
+    assert_int_equal(lu_manager_submit_input(f->m, &in), 0);
+    assert_int_equal(lu_manager_drain(f->m), 0);
+    assert_string_equal(f->seen.last_fn, want[i]);
+  }
+  /* r-1's outcome was stored once: the record put there first. */
+  assert_int_equal(lu_store_count(st), 1 + 2);
+}
+
 int main(void) {
   LU_TEST_NATS_REQUIRE();
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -283,6 +330,7 @@ int main(void) {
       T(test_shard_begins_its_batch),
       T(test_store_order_kept),
       T(test_inline_burst_one_batch),
+      T(test_replay_runs_what_ran),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
