@@ -31,12 +31,13 @@ pass plain gcc
 # are 5-20x slower, and the claims (bounded memory, nothing lost on kill -9)
 # are about shape, not size.
 export LUCENT_TEST_BIG_EVENTS=100000 LUCENT_TEST_KILL_EVENTS=4000 LUCENT_TEST_SLOW=4
+export LUCENT_TEST_FAULT_EVENTS=4000
 LUCENT_TEST_SANITIZER=asan pass asan clang -DLUCENT_ASAN=ON
 # ThreadSanitizer: the threaded tests (the manager, sessions, logs, metrics,
 # the CLI on several shards, three shard processes).  The single-threaded
 # store and connection tests ran in the passes above.
 LUCENT_TEST_SANITIZER=tsan LUCENT_TEST_QUICK=1 \
-  CTEST_EXCLUDE="test_store_jetstream|test_events_nats|integ.test_backpressure|test_examples|test_nats_conn|unit.test_store$" \
+  CTEST_EXCLUDE="test_store_jetstream|test_events_nats|integ.test_backpressure|test_examples|test_nats_conn|unit.test_store$|faults\\." \
   pass tsan gcc -DLUCENT_TSAN=ON
 if [ -z "${LUCENT_TEST_ONLY:-}" ] || [ "$LUCENT_TEST_ONLY" = fuzz ]; then
   echo "=== fuzz (clang, libFuzzer, ${LUCENT_TEST_FUZZ_SECONDS:-5} s per target)"
