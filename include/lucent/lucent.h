@@ -471,8 +471,8 @@ LU_EXTERN int lu_crash_marker_read(const char *path, lu_crash_t *out);
 
 /* The umbrella: structured logs and observability (both use the
  * declarations above).  The HTTP server (lucent/http.h), the transport
- * interface (lucent/bus.h) and NATS (lucent/nats.h) are included on
- * their own: they come with their own libraries or are for transports. */
+ * interface (lucent/bus.h) are included on their own: they come with
+ * their own library or are for transports. */
 #include "log.h"
 #include "obs.h"
 

@@ -2,7 +2,7 @@
  * lucent/store.h - the event store: where outcomes and emitted events are
  * appended and read back.
  *
- * Backends: "sqlite" (a file path or ":memory:"), "jetstream" (lucent/nats.h),
+ * Backends: "sqlite" (a file path or ":memory:"), "jetstream" (`lucent serve`),
  * or one of your own (the end of this file).
  * Appends are idempotent: an event whose id is already stored is ignored,
  * however long ago it was stored (docs/architecture.md, decision 3; the
@@ -102,7 +102,7 @@ LU_EXTERN void lu_store_close(lu_store_t *st);
 
 /* ======================================================================
  * Writing a backend.  lucent's own are SQLite (lu_store_open) and
- * JetStream (lucent/nats.h); another backend fills a lu_store_ops_t and
+ * JetStream (liblucent-nats); another backend fills a lu_store_ops_t and
  * starts its own store object with a struct lu_store_s.
  * ==================================================================== */
 
