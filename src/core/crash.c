@@ -164,10 +164,25 @@ int lu_crash_report_install(const char *marker_path) {
   return 0;
 }
 
+static _Thread_local void *alt; /* this thread's, if we gave it one */
+
+void lu__crash_altstack_free(void) {
+  if (!alt) return;
+  stack_t ss = {.ss_flags = SS_DISABLE};
+  sigaltstack(&ss, NULL);
+  free(alt);
+  alt = NULL;
+}
+
 void lu__crash_altstack(void) {
   if (!atomic_load(&installed)) return;
-  static _Thread_local void *alt;
   if (alt) return;
+  /* A thread that has one already keeps it: AddressSanitizer gives every
+   * thread its own, and unmaps whatever the thread has at its exit
+   * (ours, malloc'd, would fail there and abort); an embedder may have
+   * set its own. */
+  stack_t cur;
+  if (sigaltstack(NULL, &cur) == 0 && !(cur.ss_flags & SS_DISABLE)) return;
   size_t sz = 64 * 1024;
   alt = malloc(sz);
   if (!alt) return; /* a stack overflow then dies unreported */

@@ -230,4 +230,8 @@ void lu__manager_store_stats(const lu_manager_t *m, uint64_t *batches,
  *  synchronous store.  Thread safe. */
 uint64_t lu__manager_store_direct(const lu_manager_t *m);
 
+/* Runs abandoned past their hard limit whose function has not returned
+ * yet, process-wide (run.c): while any is left, plugins stay loaded. */
+unsigned lu__runs_stuck(void);
+
 #endif /* LUCENT_INTERNAL_H */

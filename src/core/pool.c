@@ -121,7 +121,10 @@ static void *worker_main(void *arg) {
       p->head = s->rq_next;
       if (!p->head) p->tail = NULL;
       pthread_mutex_unlock(&p->lock);
-      if (lu__shard_run(s)) return NULL; /* abandoned and replaced */
+      if (lu__shard_run(s)) { /* abandoned and replaced */
+        lu__crash_altstack_free();
+        return NULL;
+      }
       pthread_mutex_lock(&p->lock);
       continue;
     }
@@ -133,6 +136,7 @@ static void *worker_main(void *arg) {
     p->nidle--;
   }
   pthread_mutex_unlock(&p->lock);
+  lu__crash_altstack_free();
   return NULL;
 }
 

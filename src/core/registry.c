@@ -77,7 +77,11 @@ void lu_registry_free(lu_registry_t *r) {
   for (size_t i = 0; i < r->nfns; i++) fnent_free(r->fns[i]);
   free(r->fns);
   types_free(r);
-  for (size_t i = 0; i < r->nplugins; i++) dlclose(r->plugins[i]);
+  /* A function abandoned past its hard limit may still be running (a
+   * detached thread in an endless loop): its plugin stays mapped, or
+   * that thread would run unmapped code (SIGSEGV at the process's exit). */
+  if (lu__runs_stuck() == 0)
+    for (size_t i = 0; i < r->nplugins; i++) dlclose(r->plugins[i]);
   free(r->plugins);
   free(r);
 }

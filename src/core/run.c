@@ -27,6 +27,12 @@
 
 static _Thread_local lu_runner_t runner_tls;
 
+/* Runs abandoned whose function has not returned yet, in the process:
+ * their threads still execute plugin code (lu_registry_free). */
+static _Atomic unsigned stuck_runs;
+
+unsigned lu__runs_stuck(void) { return atomic_load(&stuck_runs); }
+
 lu_runner_t *lu__runner(void) { return &runner_tls; }
 
 /* The thread's CPU time at wall time now, from a reading at most
@@ -542,6 +548,7 @@ int lu__run_item(lu_shard_t *s, lu_item_t *it) {
      * left is ours alone (see shard.h). */
     while (!atomic_load_explicit(&r->released, memory_order_acquire))
       sched_yield();
+    atomic_fetch_sub(&stuck_runs, 1);
     atomic_store_explicit(&r->released, 0, memory_order_relaxed);
     lu__out_reset(out);
     free(out);
@@ -600,6 +607,7 @@ int lu__run_abandon(lu_shard_t *s, uint64_t now, lu_unit_t **unit,
          "%s", why);
   *was_worker = r->worker;
   *thread = r->thread;
+  atomic_fetch_add(&stuck_runs, 1);
   atomic_store_explicit(&r->released, 1, memory_order_release);
   lu_fnstate_t *st = &s->fns[fe->index];
   pthread_mutex_lock(&s->stats_lock);

@@ -121,6 +121,8 @@ lu_runner_t *lu__runner(void);
 /** Gives the calling thread an alternate signal stack when the crash
  *  handler is installed (crash.c), so that a stack overflow is reported. */
 void lu__crash_altstack(void);
+/* Takes it back before the thread ends (a worker's exit). */
+void lu__crash_altstack_free(void);
 /** Abandons s's run if it is past its hard limit at now (under s->lock;
  *  run.c).  Returns 1 when it did: the caller finishes the handover
  *  (lu__shard_abandoned) after unlocking. */
