@@ -37,6 +37,7 @@ struct lu_registry_s {
   void **plugins;
   size_t nplugins;
   char errmsg[512];
+  struct lu_registry_s *kept_next; /* lu_registry_free with runs stuck */
 };
 
 static const char *const strategy_names[] = {
@@ -72,16 +73,27 @@ static void types_free(lu_registry_t *r) {
   r->ntypes = 0;
 }
 
+/* Registries freed while a run abandoned past its hard limit had not
+ * returned: kept whole (reachable, so no leak checker counts them). */
+static lu_registry_t *_Atomic kept;
+
 void lu_registry_free(lu_registry_t *r) {
   if (!r) return;
+  /* A function abandoned past its hard limit may still be running (a
+   * detached thread in an endless loop) with pointers into this registry
+   * and code in its plugins: unloading them would have it run unmapped
+   * code (SIGSEGV at the process's exit).  It is kept as it is instead;
+   * the process is about to end, or has a thread spinning for ever. */
+  if (lu__runs_stuck() > 0) {
+    r->kept_next = atomic_load(&kept);
+    while (!atomic_compare_exchange_weak(&kept, &r->kept_next, r)) {
+    }
+    return;
+  }
   for (size_t i = 0; i < r->nfns; i++) fnent_free(r->fns[i]);
   free(r->fns);
   types_free(r);
-  /* A function abandoned past its hard limit may still be running (a
-   * detached thread in an endless loop): its plugin stays mapped, or
-   * that thread would run unmapped code (SIGSEGV at the process's exit). */
-  if (lu__runs_stuck() == 0)
-    for (size_t i = 0; i < r->nplugins; i++) dlclose(r->plugins[i]);
+  for (size_t i = 0; i < r->nplugins; i++) dlclose(r->plugins[i]);
   free(r->plugins);
   free(r);
 }
