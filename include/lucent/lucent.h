@@ -96,7 +96,10 @@ typedef struct lu_registry_s lu_registry_t;
 LU_EXTERN int lu_registry_new(lu_registry_t **out);
 
 /** Frees a registry and unloads its plugins; NULL is a no-op.  Must
- *  outlive every manager built on it. */
+ *  outlive every manager built on it.  While a run abandoned past its
+ *  hard limit has not returned (a function that never returns), the
+ *  registry and its plugins are kept instead: that thread still runs
+ *  their code. */
 LU_EXTERN void lu_registry_free(lu_registry_t *reg);
 
 /** Adds n descriptors (for example from lu_fns_here()).  The descriptors
