@@ -80,6 +80,7 @@
 #include "intake_pack.h"
 #include "membership.h"
 #include "request.h"
+#include "retry.h"
 
 #define MAX_PULLERS (LU_INTAKE_PARTITIONS + 256)
 #define FETCH_BATCH 256
@@ -242,33 +243,6 @@ static int msg_event(natsMsg *m, const char **json, size_t *len,
 }
 
 /* ---- streams and consumers ------------------------------------------- */
-
-int lu__nats_ensure_stream(jsCtx *js, const char *name,
-                           const char *subjects, char *err, size_t errlen) {
-  jsStreamConfig sc;
-  jsStreamConfig_Init(&sc);
-  sc.Name = name;
-  const char *subj[] = {subjects};
-  sc.Subjects = subj;
-  sc.SubjectsLen = 1;
-  sc.Storage = js_FileStorage;
-  sc.Retention = js_WorkQueuePolicy; /* acked = done: the stream empties */
-  sc.Duplicates = (int64_t)120 * 1000000000; /* ns: outlasts redeliveries */
-  jsStreamInfo *si = NULL;
-  jsErrCode jerr = 0;
-  natsStatus s = js_GetStreamInfo(&si, js, name, NULL, &jerr);
-  if (s == NATS_OK) {
-    jsStreamInfo_Destroy(si);
-    return 0;
-  }
-  jerr = 0;
-  s = lu__nats_create_stream(js, &sc, NULL, &jerr);
-  if (s == NATS_OK) return 0;
-  char what[128];
-  lu__fmt(what, sizeof what, "cannot create stream %s", name);
-  nats_err(err, errlen, what, s, jerr);
-  return LU_EIO;
-}
 
 static int ensure_consumer(lu_natsbus_t *b, const char *stream,
                            const char *name, const char *filter, char *err,
@@ -1374,13 +1348,15 @@ int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
     return LU_EIO;
   }
   int rc = 0;
+  lu_assets_opts_t ao = {.replicas = cfg->replicas,
+                         .retry_ms = LU_RETRY_DEFAULT_MS,
+                         .who = b->self};
   if (!amo) {
     char subj[64];
     lu__fmt(subj, sizeof subj, "%s.>", LU_SUBJ_INTAKE);
-    rc = lu__nats_ensure_stream(b->jsm, LU_STREAM_INTAKE, subj, err, errlen);
-    lu__fmt(subj, sizeof subj, "%s.>", LU_SUBJ_FWD);
-    if (!rc)
-      rc = lu__nats_ensure_stream(b->jsm, LU_STREAM_FWD, subj, err, errlen);
+    const char *isubj[] = {subj};
+    rc = lu__assets_intake(b->jsm, isubj, 1, &ao, err, errlen);
+    if (!rc) rc = lu__assets_fwd(b->jsm, &ao, err, errlen);
     char name[96], filter[128];
     lu__fmt(name, sizeof name, "fwd-%s", b->self);
     lu__fmt(filter, sizeof filter, "%s.%s", LU_SUBJ_FWD, b->self);
@@ -1388,8 +1364,8 @@ int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
   }
   uint32_t ttl = sticky_ttl_ms(lu_manager_registry(m));
   if (!rc && ttl) {
-    rc = lu__kvsess_open(&b->kv, nc, ttl, err, errlen);
-    if (rc) rc = LU_EIO;
+    rc = lu__kvsess_open_with(&b->kv, nc, ttl, &ao, err, errlen);
+    if (rc && rc != LU_EINVAL) rc = LU_EIO;
   }
   /* Serving lucent.cfwd.<self> before joining the view: a shard that is
    * in the view takes confirmed forwards.  A forward waits for its reply

@@ -148,7 +148,9 @@
 
 #include <xxhash.h>
 
+#include "assets.h"
 #include "nats_internal.h"
+#include "retry.h"
 
 #define LU_JS_DUP_WINDOW_MS 120000u /* default duplicate window: 2 min */
 #define LU_JS_MAX_PENDING 4096      /* async publishes in flight */
@@ -182,6 +184,8 @@ typedef struct js_store_s {
   int pack_all; /* pack every record, not only LU_RECORD_ONCE ones */
   lu_buf_t packbuf; /* a pack's data, reused */
   int64_t dup_ns; /* the duplicate window we want */
+  lu_assets_opts_t ao; /* replicas, ride-through window (assets.h) */
+  char who[64];        /* ao.who's copy */
   int published; /* ever published: nats.c's pending map exists (its
                   * js_PublishAsyncGetPendingList crashes before) */
   /* Shared by the appender and ack_handler on nats.c's thread. */
@@ -512,74 +516,32 @@ static void store_free(js_store_t *st) {
   free(st);
 }
 
-/* Does the stream's configuration serve as the event store? */
-static int check_config(const jsStreamConfig *c, char *why, size_t cap) {
-  static const char want[] = LU_SUBJ_EVENTS ".>";
-  for (int i = 0; i < c->SubjectsLen; i++)
-    if (c->Subjects[i] && strcmp(c->Subjects[i], want) == 0) return 0;
-  lu__fmt(why, cap,
-          "stream " LU_STREAM_EVENTS " exists but does not take subjects %s "
-          "(it was not created by lucent)",
-          want);
-  return -1;
-}
-
 /* Finds (or, when writable, creates) the stream and checks that it is
- * ours; widens its duplicate window if it is narrower than ours.  0, or
- * LU_ENOENT / LU_ESTORE with the reason in why. */
-static int ensure_stream(js_store_t *st, char *why, size_t cap) {
-  int64_t dup_ns = st->dup_ns;
-  int create = !st->readonly;
-  jsStreamInfo *si = NULL;
-  jsErrCode jerr = 0;
-  natsStatus s = js_GetStreamInfo(&si, st->js, LU_STREAM_EVENTS, NULL, &jerr);
-  if (s == NATS_NOT_FOUND && !create) {
-    lu__fmt(why, cap, "no lucent event store on this server (stream "
-                      LU_STREAM_EVENTS " not found)");
-    return LU_ENOENT;
-  }
-  if (s == NATS_NOT_FOUND) {
-    const char *subjects[] = {LU_SUBJ_EVENTS ".>"};
-    jsStreamConfig cfg;
-    jsStreamConfig_Init(&cfg);
-    cfg.Name = LU_STREAM_EVENTS;
-    cfg.Description = "lucent event store";
-    cfg.Subjects = subjects;
-    cfg.SubjectsLen = 1;
-    cfg.Storage = js_FileStorage;
-    cfg.Retention = js_LimitsPolicy;
-    cfg.Discard = js_DiscardOld;
-    cfg.Duplicates = dup_ns;
-    /* Ours, or another shard's created at the same moment: checked below
-     * like any stream found. */
-    s = lu__nats_create_stream(st->js, &cfg, &si, &jerr);
-  }
-  int rc = 0;
-  if (s != NATS_OK) {
-    js_reason(s, jerr, why, cap);
-    rc = LU_ESTORE;
-  } else if (check_config(si->Config, why, cap) != 0) {
-    rc = LU_ESTORE;
-  } else if (create && si->Config->Duplicates < dup_ns) {
-    /* Made by an older or differently configured lucent: widen the
-     * duplicate window, never narrow it (someone may rely on it). */
-    jsStreamConfig cfg = *si->Config;
-    jsStreamInfo *si2 = NULL;
-    cfg.Duplicates = dup_ns;
-    s = js_UpdateStream(&si2, st->js, &cfg, NULL, &jerr);
-    jsStreamInfo_Destroy(si2);
-    if (s != NATS_OK) {
-      js_reason(s, jerr, why, cap);
-      rc = LU_ESTORE;
-    }
-  }
-  jsStreamInfo_Destroy(si);
-  return rc;
+ * ours; widens its duplicate window if it is narrower than ours, and
+ * reconciles its replicas (assets.c).  `retry`: ride through an election
+ * (not from the append path: the writer retries the batch itself).  0,
+ * or LU_ENOENT / LU_ESTORE / LU_EINVAL with the reason in why. */
+static int ensure_stream(js_store_t *st, int retry, char *why, size_t cap) {
+  lu_assets_opts_t ao = st->ao;
+  if (!retry) ao.retry_ms = 0;
+  return lu__assets_events(st->js, !st->readonly, st->dup_ns, &ao, NULL, why,
+                           cap);
 }
 
 int lu__store_jetstream_open(lu_store_t **out, natsConnection *nc,
                              int create, uint32_t dup_window_ms, char *err,
                              size_t errlen) {
+  lu_js_store_opts_t o = {.create = create,
+                          .dup_window_ms = dup_window_ms,
+                          .assets = {.retry_ms = LU_RETRY_DEFAULT_MS}};
+  return lu__store_jetstream_open_with(out, nc, &o, err, errlen);
+}
+
+int lu__store_jetstream_open_with(lu_store_t **out, natsConnection *nc,
+                                  const lu_js_store_opts_t *o, char *err,
+                                  size_t errlen) {
+  int create = o->create;
+  uint32_t dup_window_ms = o->dup_window_ms;
   char dummy[8], why[512];
   if (!err || !errlen) {
     err = dummy;
@@ -601,6 +563,11 @@ int lu__store_jetstream_open(lu_store_t **out, natsConnection *nc,
   st->base.ops = &jetstream_ops;
   st->nc = nc;
   st->readonly = !create;
+  st->ao = o->assets;
+  if (st->ao.who) {
+    lu__fmt(st->who, sizeof st->who, "%s", st->ao.who);
+    st->ao.who = st->who;
+  }
   pthread_mutex_init(&st->mu, NULL);
   lu__cond_init_mono(&st->idle);
   if (lu__ptrmap_init(&st->inflight, 4 * LU_JS_MAX_PENDING) != 0) {
@@ -628,7 +595,7 @@ int lu__store_jetstream_open(lu_store_t **out, natsConnection *nc,
   st->dup_ns = (int64_t)(dup_window_ms ? dup_window_ms
                                        : LU_JS_DUP_WINDOW_MS) *
                NS_PER_MS; /* nanoseconds (docs/nats-notes.md, trap 2) */
-  int rc = ensure_stream(st, why, sizeof why);
+  int rc = ensure_stream(st, 1, why, sizeof why);
   if (rc) {
     if (rc == LU_ENOENT)
       lu__fmt(err, errlen, "%s", why);
@@ -773,7 +740,7 @@ void lu__store_jetstream_set_pack(lu_store_t *base, size_t max_records,
 static int remake_lost_stream(js_store_t *st) {
   if (!atomic_exchange(&st->lost_stream, 0)) return 0;
   char why[300];
-  if (ensure_stream(st, why, sizeof why) == 0) return 1;
+  if (ensure_stream(st, 0, why, sizeof why) == 0) return 1;
   atomic_store(&st->lost_stream, 1); /* next time */
   return 0;
 }
