@@ -54,6 +54,14 @@ static int api_again(lu_retry_t *r, natsStatus s, jsErrCode jerr) {
   return lu__retry_again(r, s, (int)jerr, why);
 }
 
+/* Per-call options: the wait asked, else the context's (NULL). */
+static jsOptions *call_opts(const lu_assets_opts_t *o, jsOptions *jo) {
+  if (!o || !o->wait_ms) return NULL;
+  jsOptions_Init(jo);
+  jo->Wait = (int64_t)o->wait_ms;
+  return jo;
+}
+
 static lu_retry_t retry_of(const lu_assets_opts_t *o, const char *what) {
   return (lu_retry_t){.window_ms = o ? o->retry_ms : 0, .what = what,
                       .who = o ? o->who : NULL};
@@ -70,7 +78,8 @@ static natsStatus stream_info(jsCtx *js, const char *name,
   for (;;) {
     *jerr = 0;
     *si = NULL;
-    natsStatus s = js_GetStreamInfo(si, js, name, NULL, jerr);
+    jsOptions jo;
+    natsStatus s = js_GetStreamInfo(si, js, name, call_opts(o, &jo), jerr);
     if (s == NATS_OK || s == NATS_NOT_FOUND) {
       lu__retry_ok(&r);
       return s;
@@ -157,7 +166,8 @@ static int reconcile(jsCtx *js, jsStreamInfo **si, const lu_assets_opts_t *o,
   natsStatus s;
   for (;;) {
     jerr = 0;
-    s = js_UpdateStream(&nsi, js, &cfg, NULL, &jerr);
+    jsOptions jo;
+    s = js_UpdateStream(&nsi, js, &cfg, call_opts(o, &jo), &jerr);
     if (s == NATS_OK) break;
     if (!api_again(&r, s, jerr)) break;
   }

@@ -57,6 +57,7 @@ typedef struct lu_assets_opts_s {
   unsigned replicas;  /**< 0 = not asked (see the top), else 1..5 */
   uint32_t retry_ms;  /**< transient API failures retried this long;
                            0 = none */
+  uint32_t wait_ms;   /**< each API call's wait; 0 = the jsCtx's */
   const char *who;    /**< log component (a shard id), or NULL */
   const char *flag;   /**< how the user asks for replicas, for messages:
                            "--replicas" when NULL */

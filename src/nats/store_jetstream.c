@@ -132,6 +132,15 @@
  *     lookup.  Packs are not deduplicated this way (note 7: their records
  *     are never redelivered) and share one subject per type.
  *
+ *  9. Leader elections.  When the node leading LUCENT_EVENTS dies, the
+ *     other replicas elect a new leader in ~5 s (docs/nats-notes.md a2);
+ *     meanwhile stream info, consumer creation and pulls time out or get
+ *     503.  Opening, queries and counts ride through that for the
+ *     store's retry_ms (lu_js_store_opts_t; retry.h: one log line when an
+ *     episode starts, one when it ends), resuming after the last event
+ *     seen.  Appends do not retry here: a failed batch is the writer's
+ *     to retry (lu_config_t.store_retry_ms), the whole batch at once.
+ *
  * Errors leave their message in the store (lu_store_errmsg); opening
  * writes it to the caller's buffer.  natsStatus codes never leave this
  * file.  Not thread safe (store.h): one caller at a time, as with SQLite;
@@ -436,7 +445,7 @@ static void ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa,
       if (pae && pae->Err == NATS_NO_RESPONDERS)
         lu__fmt(b->refused, sizeof b->refused,
                 "no stream stores %s (stream " LU_STREAM_EVENTS
-                " deleted?)",
+                " without a leader during an election, or deleted)",
                 natsMsg_GetSubject(msg));
       else if (pae && pae->ErrCode)
         lu__fmt(b->refused, sizeof b->refused,
@@ -523,7 +532,14 @@ static void store_free(js_store_t *st) {
  * or LU_ENOENT / LU_ESTORE / LU_EINVAL with the reason in why. */
 static int ensure_stream(js_store_t *st, int retry, char *why, size_t cap) {
   lu_assets_opts_t ao = st->ao;
-  if (!retry) ao.retry_ms = 0;
+  if (!retry) {
+    /* From the append path: a stream without a leader (an election,
+     * note 9) looks the same as a deleted one, and this runs before every
+     * retry of the batch: ask briefly, do not hold the writer for the
+     * context's 5 s each time. */
+    ao.retry_ms = 0;
+    ao.wait_ms = 1000;
+  }
   return lu__assets_events(st->js, !st->readonly, st->dup_ns, &ao, NULL, why,
                            cap);
 }
@@ -1008,13 +1024,42 @@ typedef struct qcons_s {
   char name[96]; /* the ephemeral consumer's */
 } qcons_t;
 
+/* A reader's ride through a leader election (note 9): for the store's
+ * retry_ms, one log line per episode. */
+static lu_retry_t read_retry(const js_store_t *st, const char *what) {
+  return (lu_retry_t){.window_ms = st->ao.retry_ms, .what = what,
+                      .who = st->ao.who};
+}
+
+/* The stream's info, through an election (note 9). */
+static natsStatus info_retry(js_store_t *st, jsStreamInfo **si,
+                             jsErrCode *jerr) {
+  lu_retry_t r = read_retry(st, "reading stream " LU_STREAM_EVENTS);
+  for (;;) {
+    *jerr = 0;
+    natsStatus s = js_GetStreamInfo(si, st->js, LU_STREAM_EVENTS, NULL, jerr);
+    if (s == NATS_OK || s == NATS_NOT_FOUND ||
+        !lu__retry_again(&r, s, (int)*jerr, NULL)) {
+      if (s == NATS_OK) lu__retry_ok(&r);
+      return s;
+    }
+  }
+}
+
 /* Pending messages the consumer still has for us, or -1 when it cannot
- * be asked (gone, server unreachable). */
+ * be asked (gone, server unreachable past the retry window). */
 static int64_t consumer_pending(js_store_t *st, const qcons_t *qc) {
   jsConsumerInfo *ci = NULL;
-  if (js_GetConsumerInfo(&ci, st->js, LU_STREAM_EVENTS, qc->name, NULL,
-                         NULL) != NATS_OK)
-    return -1;
+  lu_retry_t r = read_retry(st, "reading the query's consumer");
+  for (;;) {
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetConsumerInfo(&ci, st->js, LU_STREAM_EVENTS,
+                                      qc->name, NULL, &jerr);
+    if (s == NATS_OK) break;
+    /* Gone (not found): the caller makes another one. */
+    if (!lu__retry_again(&r, s, (int)jerr, NULL)) return -1;
+  }
+  lu__retry_ok(&r);
   int64_t n = (int64_t)ci->NumPending;
   jsConsumerInfo_Destroy(ci);
   return n;
@@ -1052,8 +1097,14 @@ static int open_consumer(js_store_t *st, const char *filter, uint64_t from,
   if (!qc) return fail(st, "out of memory");
   jsConsumerInfo *ci = NULL;
   jsErrCode jerr = 0;
-  natsStatus s = js_AddConsumer(&ci, st->js, LU_STREAM_EVENTS, &cfg, NULL,
-                                &jerr);
+  natsStatus s;
+  lu_retry_t r = read_retry(st, "creating the query's consumer");
+  for (;;) {
+    jerr = 0;
+    s = js_AddConsumer(&ci, st->js, LU_STREAM_EVENTS, &cfg, NULL, &jerr);
+    if (s == NATS_OK || !lu__retry_again(&r, s, (int)jerr, NULL)) break;
+  }
+  if (s == NATS_OK) lu__retry_ok(&r);
   if (s == NATS_OK) {
     lu__fmt(qc->name, sizeof qc->name, "%s", ci->Name);
     jsConsumerInfo_Destroy(ci);
@@ -1122,7 +1173,7 @@ static int js_query(lu_store_t *base, const lu_query_t *q, lu_store_row_cb cb,
   jsStreamInfo *si = NULL;
   jsErrCode jerr = 0;
   char why[512];
-  natsStatus s = js_GetStreamInfo(&si, st->js, LU_STREAM_EVENTS, NULL, &jerr);
+  natsStatus s = info_retry(st, &si, &jerr);
   if (s != NATS_OK) {
     if (s == NATS_NOT_FOUND)
       lu__fmt(why, sizeof why, "stream not found");
@@ -1161,15 +1212,22 @@ static int js_query(lu_store_t *base, const lu_query_t *q, lu_store_row_cb cb,
       ret = fail(st, "query: cannot read the consumer's state");
     done = pending <= 0; /* 0: nothing matches at all */
   }
+  lu_retry_t fr = read_retry(st, "reading " LU_STREAM_EVENTS);
   while (!done) {
     natsMsgList list;
     s = fetch_batch(qc, &list);
     if (s != NATS_OK || list.Count == 0) {
       batch_free(&list);
       /* Nothing came.  Fine if nothing is left (messages can vanish under
-       * limits or a purge); a lost consumer is replaced; else an error. */
+       * limits or a purge); a lost consumer is replaced; a consumer that
+       * has messages and sends none (its stream has no leader: an
+       * election, note 9) is asked again; else an error. */
       int64_t pending = consumer_pending(st, qc);
       if (pending == 0) break;
+      if (pending > 0 &&
+          lu__retry_again(&fr, s == NATS_OK || s == NATS_NOT_FOUND
+                                   ? NATS_TIMEOUT : s, 0, NULL))
+        continue;
       if (pending < 0 && reopened < LU_JS_QUERY_REOPEN &&
           natsConnection_Status(st->nc) == NATS_CONN_STATUS_CONNECTED) {
         close_consumer(st, qc);
@@ -1189,6 +1247,7 @@ static int js_query(lu_store_t *base, const lu_query_t *q, lu_store_row_cb cb,
       }
       break;
     }
+    lu__retry_ok(&fr);
     for (int i = 0; i < list.Count && !done; i++) {
       natsMsg *m = list.Msgs[i];
       jsMsgMetaData *md = NULL;
@@ -1238,7 +1297,7 @@ static int64_t js_count(lu_store_t *base) {
   st->base.errmsg[0] = 0;
   jsStreamInfo *si = NULL;
   jsErrCode jerr = 0;
-  natsStatus s = js_GetStreamInfo(&si, st->js, LU_STREAM_EVENTS, NULL, &jerr);
+  natsStatus s = info_retry(st, &si, &jerr);
   if (s != NATS_OK) {
     char why[512];
     if (s == NATS_NOT_FOUND)
@@ -1256,13 +1315,31 @@ static int64_t js_count(lu_store_t *base) {
   if (open_consumer(st, LU_SUBJ_EVENTS ".>", first, 1, &qc) != 0)
     return LU_ESTORE;
   uint64_t events = 0;
-  int rc = 0, done = consumer_pending(st, qc) == 0;
+  int rc = 0, done = consumer_pending(st, qc) == 0, reopened = 0;
+  uint64_t next = first;
+  lu_retry_t fr = read_retry(st, "counting " LU_STREAM_EVENTS);
   while (!done) {
     natsMsgList list;
     s = fetch_batch(qc, &list);
     if (s != NATS_OK || list.Count == 0) {
       batch_free(&list);
-      if (consumer_pending(st, qc) == 0) break;
+      int64_t pending = consumer_pending(st, qc);
+      if (pending == 0) break;
+      /* As a query does (note 9): ask again, or a new consumer. */
+      if (pending > 0 &&
+          lu__retry_again(&fr, s == NATS_OK || s == NATS_NOT_FOUND
+                                   ? NATS_TIMEOUT : s, 0, NULL))
+        continue;
+      if (pending < 0 && reopened < LU_JS_QUERY_REOPEN &&
+          natsConnection_Status(st->nc) == NATS_CONN_STATUS_CONNECTED) {
+        close_consumer(st, qc);
+        qc = NULL;
+        reopened++;
+        if (open_consumer(st, LU_SUBJ_EVENTS ".>", next, 1, &qc) != 0)
+          return LU_ESTORE;
+        if (consumer_pending(st, qc) == 0) break;
+        continue;
+      }
       char why[300];
       js_reason(s == NATS_OK ? NATS_TIMEOUT : s, 0, why, sizeof why);
       rc = fail(st, "count: %s", why);
@@ -1281,9 +1358,12 @@ static int64_t js_count(lu_store_t *base) {
         done = 1;
         break;
       }
+      if (seq < next) continue; /* seen before a consumer was replaced */
+      next = seq + 1;
       events += lu__nats_msg_events(list.Msgs[i]);
       if (seq >= last || left == 0) done = 1;
     }
+    lu__retry_ok(&fr);
     batch_free(&list);
   }
   close_consumer(st, qc);
