@@ -1207,7 +1207,12 @@ static int exec_request(lu_natsbus_t *b, natsSubscription *sub,
    * burst and ~15% more serve CPU per request on 3 serves than this.) */
   int queued = 0;
   natsSubscription_GetPending(sub, &queued, NULL);
-  unsigned inl = LU_RUN_ONCE | LU_RUN_INLINE | (queued > 0 ? LU_RUN_MORE : 0);
+  /* A request sent again (cmd_exec.c: no reply in time, an election)
+   * may have run already: not LU_RUN_ONCE, so its records are stored one
+   * per message and deduplicated by id, never packed. */
+  unsigned attempt = (unsigned)header_u64_or(msg, LU_HDR_ATTEMPT, 1);
+  unsigned inl = (attempt > 1 ? 0u : LU_RUN_ONCE) | LU_RUN_INLINE |
+                 (queued > 0 ? LU_RUN_MORE : 0);
   if (sub == b->exec_self_sub) { /* forwarded to us: pinned */
     if (lu_manager_run(b->m, ev, b->self, inl, done)) exec_oom(rp);
     lu__buf_free(&own);
@@ -1235,8 +1240,19 @@ static int exec_request(lu_natsbus_t *b, natsSubscription *sub,
     char subj[128];
     lu__fmt(subj, sizeof subj, "%s.%s", LU_SUBJ_EXEC, target);
     atomic_fetch_add(&b->exec_forwarded, 1);
-    if (natsConnection_PublishRequest(b->nc, subj, reply, data, (int)len) !=
-        NATS_OK)
+    natsStatus fs;
+    if (attempt > 1) { /* the owner must know it too */
+      natsMsg *fm = NULL;
+      char abuf[16];
+      lu__fmt(abuf, sizeof abuf, "%u", attempt);
+      fs = natsMsg_Create(&fm, subj, reply, data, (int)len);
+      if (fs == NATS_OK) fs = natsMsgHeader_Set(fm, LU_HDR_ATTEMPT, abuf);
+      if (fs == NATS_OK) fs = natsConnection_PublishMsg(b->nc, fm);
+      natsMsg_Destroy(fm);
+    } else {
+      fs = natsConnection_PublishRequest(b->nc, subj, reply, data, (int)len);
+    }
+    if (fs != NATS_OK)
       reply_json(b, reply, NULL, "cannot forward the request");
   }
   lu__buf_free(&own);

@@ -134,6 +134,11 @@ void lu__nats_unsubscribe(natsSubscription **sub);
  *  forward of a suspect input: it runs isolated where it lands). */
 #define LU_HDR_DELIVERY "Lucent-Delivery"
 
+/** Which attempt of a `lucent exec` request a message is, when it is not
+ *  the first (cmd_exec.c): the shard then runs it as an ordinary event,
+ *  stored one record per message, deduplicated by id. */
+#define LU_HDR_ATTEMPT "Lucent-Attempt"
+
 /** How many events a message holds: its Lucent-Count, else 1 (also for a
  *  bad count: it is then read as one event). */
 size_t lu__nats_msg_events(natsMsg *m);
