@@ -29,9 +29,7 @@ static const char *flag_of(const lu_assets_opts_t *o) {
   return o && o->flag ? o->flag : "--replicas";
 }
 
-/* Why an API call failed, in words (the store's wording, which its tests
- * and users know). */
-static void api_reason(natsStatus s, jsErrCode jerr, char *buf, size_t cap) {
+void lu__assets_reason(natsStatus s, jsErrCode jerr, char *buf, size_t cap) {
   if (s == NATS_NO_RESPONDERS) {
     lu__fmt(buf, cap, "JetStream is not enabled on the server (start "
                       "nats-server with -js)");
@@ -50,7 +48,7 @@ static void api_reason(natsStatus s, jsErrCode jerr, char *buf, size_t cap) {
 static int api_again(lu_retry_t *r, natsStatus s, jsErrCode jerr) {
   if (s == NATS_NO_RESPONDERS) return 0;
   char why[300];
-  api_reason(s, jerr, why, sizeof why);
+  lu__assets_reason(s, jerr, why, sizeof why);
   return lu__retry_again(r, s, (int)jerr, why);
 }
 
@@ -109,7 +107,7 @@ static int create_stream(jsCtx *js, jsStreamConfig *cfg,
     if (!api_again(&r, s, jerr)) break;
   }
   char why[300];
-  api_reason(s, jerr, why, sizeof why);
+  lu__assets_reason(s, jerr, why, sizeof why);
   if (jerr == JSStreamReplicasNotSupportedErr)
     lu__fmt(err, errlen,
             "cannot create stream %s with %ld replicas: the NATS server is "
@@ -173,7 +171,7 @@ static int reconcile(jsCtx *js, jsStreamInfo **si, const lu_assets_opts_t *o,
   }
   if (s != NATS_OK) {
     char why[300];
-    api_reason(s, jerr, why, sizeof why);
+    lu__assets_reason(s, jerr, why, sizeof why);
     lu__fmt(err, errlen,
             "stream %s has %ld replica%s and %s %ld was asked, but the "
             "server refused to change it: %s.  Keep it with %s %ld, or "
@@ -219,7 +217,7 @@ int lu__assets_queue(jsCtx *js, const char *name,
     if (!rc && si) rc = reconcile(js, &si, o, err, errlen);
   } else {
     char why[300];
-    api_reason(s, jerr, why, sizeof why);
+    lu__assets_reason(s, jerr, why, sizeof why);
     lu__fmt(err, errlen, "cannot create stream %s: %s", name, why);
     rc = LU_EIO;
   }
@@ -280,7 +278,7 @@ int lu__assets_events(jsCtx *js, int create, int64_t dup_ns,
      * like any stream found. */
     rc = create_stream(js, &cfg, o, &si, err, errlen);
   } else if (s != NATS_OK) {
-    api_reason(s, jerr, err, errlen);
+    lu__assets_reason(s, jerr, err, errlen);
     rc = LU_ESTORE;
   }
   if (!rc && !events_config_ok(si->Config, err, errlen)) rc = LU_ESTORE;
@@ -296,7 +294,7 @@ int lu__assets_events(jsCtx *js, int create, int64_t dup_ns,
       jsStreamInfo_Destroy(si);
       si = si2;
     } else {
-      api_reason(s, jerr, err, errlen);
+      lu__assets_reason(s, jerr, err, errlen);
       rc = LU_ESTORE;
     }
   }
@@ -368,6 +366,6 @@ int lu__assets_sessions(jsCtx *js, int64_t ttl_ns, const lu_assets_opts_t *o,
     }
   }
   if (s == NATS_OK) return 0;
-  api_reason(s, jerr, err, errlen);
+  lu__assets_reason(s, jerr, err, errlen);
   return s == NATS_NO_MEMORY ? LU_ENOMEM : LU_EIO;
 }

@@ -96,6 +96,11 @@ int lu__assets_events(jsCtx *js, int create, int64_t dup_ns,
 int lu__assets_sessions(jsCtx *js, int64_t ttl_ns, const lu_assets_opts_t *o,
                         kvStore **kv, char *err, size_t errlen);
 
+/** Why a JetStream API call failed, in words, into buf: "JetStream is
+ *  not enabled on the server (start nats-server with -js)" for no
+ *  responders, else nats.c's reason and the JetStream error code. */
+void lu__assets_reason(natsStatus s, jsErrCode jerr, char *buf, size_t cap);
+
 /** Parses a --replicas value: 0 and 1..LU_ASSETS_MAX_REPLICAS.  0, or -1
  *  (not a number, out of range). */
 int lu__assets_parse_replicas(const char *s, unsigned *out);

@@ -347,24 +347,16 @@ static int fail(js_store_t *st, const char *fmt, ...) {
   return LU_ESTORE;
 }
 
-/* Why a JetStream API call failed, in words. */
+/* Why a JetStream API call failed, in words (assets.c's words, with the
+ * wait this store uses). */
 static void js_reason(natsStatus s, jsErrCode jerr, char *buf, size_t cap) {
-  if (s == NATS_NO_RESPONDERS)
-    lu__fmt(buf, cap, "JetStream is not enabled on the server (start "
-                      "nats-server with -js)");
-  else if (s == NATS_TIMEOUT)
+  if (s == NATS_TIMEOUT)
     lu__fmt(buf, cap, "JetStream did not answer within %d ms",
             LU_JS_API_WAIT_MS);
   else if (s == NATS_CONNECTION_CLOSED)
     lu__fmt(buf, cap, "the NATS connection is closed");
-  else {
-    char r[400];
-    lu__nats_reason(s, r, sizeof r);
-    if (jerr)
-      lu__fmt(buf, cap, "%s (JetStream error %d)", r, (int)jerr);
-    else
-      lu__fmt(buf, cap, "%s", r);
-  }
+  else
+    lu__assets_reason(s, jerr, buf, cap);
 }
 
 /* ---- appends in flight (note 1) ------------------------------------- */
@@ -1161,6 +1153,39 @@ static natsStatus fetch_batch(qcons_t *qc, natsMsgList *list) {
   return list->Count ? NATS_OK : s;
 }
 
+/* A fetch of a query or count brought nothing (status s).  Fine if
+ * nothing is left (messages can vanish under limits or a purge); a
+ * consumer that has messages and sends none (its stream has no leader:
+ * an election, note 9) is asked again within fr's window; a lost one is
+ * replaced by one from `next`.  0: done; 1: fetch again (*qc may be new);
+ * LU_ESTORE: failed, the reason in st's errmsg prefixed by `what`. */
+static int fetch_none(js_store_t *st, qcons_t **qc, natsStatus s,
+                      lu_retry_t *fr, int *reopened, const char *filter,
+                      uint64_t next, int headers_only, const char *what) {
+  int64_t pending = consumer_pending(st, *qc);
+  if (pending == 0) return 0;
+  if (pending > 0 &&
+      lu__retry_again(fr, s == NATS_OK || s == NATS_NOT_FOUND ? NATS_TIMEOUT
+                                                              : s,
+                      0, NULL))
+    return 1;
+  if (pending < 0 && *reopened < LU_JS_QUERY_REOPEN &&
+      natsConnection_Status(st->nc) == NATS_CONN_STATUS_CONNECTED) {
+    close_consumer(st, *qc);
+    *qc = NULL;
+    (*reopened)++;
+    if (open_consumer(st, filter, next, headers_only, qc) != 0)
+      return LU_ESTORE;
+    return consumer_pending(st, *qc) == 0 ? 0 : 1;
+  }
+  if (s == NATS_TIMEOUT || s == NATS_NOT_FOUND || s == NATS_OK)
+    return fail(st, "%s: the server sent nothing within %d ms", what,
+                LU_JS_FETCH_WAIT_MS);
+  char why[400];
+  js_reason(s, 0, why, sizeof why);
+  return fail(st, "%s: %s", what, why);
+}
+
 static int js_query(lu_store_t *base, const lu_query_t *q, lu_store_row_cb cb,
                     void *ud) {
   js_store_t *st = (js_store_t *)base;
@@ -1218,33 +1243,10 @@ static int js_query(lu_store_t *base, const lu_query_t *q, lu_store_row_cb cb,
     s = fetch_batch(qc, &list);
     if (s != NATS_OK || list.Count == 0) {
       batch_free(&list);
-      /* Nothing came.  Fine if nothing is left (messages can vanish under
-       * limits or a purge); a lost consumer is replaced; a consumer that
-       * has messages and sends none (its stream has no leader: an
-       * election, note 9) is asked again; else an error. */
-      int64_t pending = consumer_pending(st, qc);
-      if (pending == 0) break;
-      if (pending > 0 &&
-          lu__retry_again(&fr, s == NATS_OK || s == NATS_NOT_FOUND
-                                   ? NATS_TIMEOUT : s, 0, NULL))
-        continue;
-      if (pending < 0 && reopened < LU_JS_QUERY_REOPEN &&
-          natsConnection_Status(st->nc) == NATS_CONN_STATUS_CONNECTED) {
-        close_consumer(st, qc);
-        qc = NULL;
-        reopened++;
-        ret = open_consumer(st, filter, next, 0, &qc);
-        if (ret) break;
-        if (consumer_pending(st, qc) == 0) break;
-        continue;
-      }
-      if (s == NATS_TIMEOUT || s == NATS_NOT_FOUND || s == NATS_OK)
-        ret = fail(st, "query: the server sent nothing within %d ms",
-                   LU_JS_FETCH_WAIT_MS);
-      else {
-        js_reason(s, 0, why, sizeof why);
-        ret = fail(st, "query: %s", why);
-      }
+      int more = fetch_none(st, &qc, s, &fr, &reopened, filter, next, 0,
+                            "query");
+      if (more == 1) continue;
+      if (more < 0) ret = more;
       break;
     }
     lu__retry_ok(&fr);
@@ -1323,26 +1325,10 @@ static int64_t js_count(lu_store_t *base) {
     s = fetch_batch(qc, &list);
     if (s != NATS_OK || list.Count == 0) {
       batch_free(&list);
-      int64_t pending = consumer_pending(st, qc);
-      if (pending == 0) break;
-      /* As a query does (note 9): ask again, or a new consumer. */
-      if (pending > 0 &&
-          lu__retry_again(&fr, s == NATS_OK || s == NATS_NOT_FOUND
-                                   ? NATS_TIMEOUT : s, 0, NULL))
-        continue;
-      if (pending < 0 && reopened < LU_JS_QUERY_REOPEN &&
-          natsConnection_Status(st->nc) == NATS_CONN_STATUS_CONNECTED) {
-        close_consumer(st, qc);
-        qc = NULL;
-        reopened++;
-        if (open_consumer(st, LU_SUBJ_EVENTS ".>", next, 1, &qc) != 0)
-          return LU_ESTORE;
-        if (consumer_pending(st, qc) == 0) break;
-        continue;
-      }
-      char why[300];
-      js_reason(s == NATS_OK ? NATS_TIMEOUT : s, 0, why, sizeof why);
-      rc = fail(st, "count: %s", why);
+      int more = fetch_none(st, &qc, s, &fr, &reopened, LU_SUBJ_EVENTS ".>",
+                            next, 1, "count");
+      if (more == 1) continue;
+      if (more < 0) rc = more;
       break;
     }
     for (int i = 0; i < list.Count && !done; i++) {

@@ -48,7 +48,8 @@ pass "existing R1 stream: --replicas 3 refused, --replicas 1 and none accepted"
 "$LUCENT" serve --nats "$NATS_URL" --shard a --plugin "$LUCENT_PLUGIN" --replicas 1 \
   --log-format json > "$T/a.out" 2> "$T/a.log" &
 spid=$!
-trap 'kill $spid 2>/dev/null; wait $spid 2>/dev/null; nats_stop; rm -rf "$T"' EXIT
+_prev_trap=$(trap -p EXIT | sed -e "s/^trap -- '\(.*\)' EXIT\$/\1/")
+trap "kill $spid 2>/dev/null || true; wait $spid 2>/dev/null || true; $_prev_trap" EXIT
 wait_view a "a"
 for s in LUCENT_INTAKE LUCENT_FWD LUCENT_EVENTS KV_lucent_sessions; do
   [ "$(replicas $s)" = 1 ] || fail "$s has $(replicas $s) replicas"
