@@ -23,7 +23,15 @@
 . "$(dirname "$0")/cluster.sh"
 CHECK="python3 $(dirname "$0")/../integ/check_outcomes.py"
 SLOW=${LUCENT_TEST_SLOW:-1}
-N=${LUCENT_TEST_FAULT_EVENTS:-20000}
+# Under sanitizers the serves are several times slower: fewer orders (the
+# claim is about shape, not size).  Not under ThreadSanitizer: 3 TSan
+# serves beside 3 nats-servers on 2 cores do not finish in the time the
+# suite allows; the threads involved run under TSan in the other tests.
+if [ "${LUCENT_TEST_SANITIZER:-}" = tsan ]; then
+  echo "skip: node loss under ThreadSanitizer (too slow on this machine)"
+  exit 77
+fi
+N=${LUCENT_TEST_FAULT_EVENTS:-$([ -n "${LUCENT_TEST_SANITIZER:-}" ] && echo 5000 || echo 20000)}
 REPLICAS=${LUCENT_TEST_REPLICAS:-3} # 1: shows what the test catches
 
 PIDS=()
