@@ -30,6 +30,9 @@
  *                                                      confirmed once stored
  *                                                      (fwd_core.c)
  *
+ * The streams and the bucket are configured and created in one place,
+ * assets.c, with the replica count of --replicas (assets.h).
+ *
  * Only modules that talk to NATS include this header (it pulls nats.h).
  */
 #ifndef LUCENT_NATS_INTERNAL_H
