@@ -17,7 +17,8 @@ N=${LUCENT_TEST_FAULT_EVENTS:-20000}
 
 nats_start
 PIDS=()
-trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; wait; nats_stop; [ -n "${LUCENT_TEST_KEEP:-}" ] && echo "kept $T" >&2 || rm -rf "$T"' EXIT
+# (set -e holds in the trap too: a serve already gone must not stop it)
+trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait "${PIDS[@]}" 2>/dev/null || true; nats_stop; [ -n "${LUCENT_TEST_KEEP:-}" ] && echo "kept $T" >&2 || rm -rf "$T"' EXIT
 for s in a b c; do
   "$LUCENT" serve --nats "$NATS_URL" --shard "$s" --plugin "$LUCENT_PLUGIN" \
     --ack-wait-ms $((2000 * SLOW)) --log-format json >> "$T/$s.out" 2>> "$T/$s.log" &
@@ -36,16 +37,23 @@ pass "nats-server killed mid-run and restarted"
 
 msgs() { $REQ --servers "$NATS_URL" req "\$JS.API.STREAM.INFO.$1" |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["state"]["messages"])'; }
-deadline=$((SECONDS + 300 * SLOW))
+# Waits while the run makes progress: a busy machine is slow, not stuck.
+# The books are read (a full dump) only once the store has been quiet for
+# 3 s; the test fails when nothing changed for 120 s (x LUCENT_TEST_SLOW).
+seen= since=$SECONDS quiet=0
 while :; do
-  "$LUCENT" events --nats "$NATS_URL" > "$T/stored.jsonl" 2>/dev/null || true
-  missing=$($CHECK "$T/in.jsonl" "$T/stored.jsonl" --wait-only 2>/dev/null || echo "?")
+  n=$(count 2>/dev/null || echo "?")
   left="$(msgs LUCENT_INTAKE 2>/dev/null || echo ?)/$(msgs LUCENT_FWD 2>/dev/null || echo ?)"
-  [ "$missing" = 0 ] && [ "$left" = "0/0" ] && break
-  [ $SECONDS -lt $deadline ] || fail "after 300 s: $missing inputs without an outcome, intake/fwd messages left $left"
+  if [ "$n/$left" = "$seen" ]; then quiet=$((quiet + 1)); else seen="$n/$left" since=$SECONDS quiet=0; fi
+  if [ $quiet -ge 3 ] && [ "$left" = "0/0" ]; then
+    "$LUCENT" events --nats "$NATS_URL" > "$T/stored.jsonl" 2>/dev/null || true
+    missing=$($CHECK "$T/in.jsonl" "$T/stored.jsonl" --wait-only 2>/dev/null || echo "?")
+    [ "$missing" = 0 ] && break
+  fi
+  [ $((SECONDS - since)) -lt $((120 * SLOW)) ] || fail "stuck for 120 s: $n events stored, intake/fwd messages left $left"
   sleep 1
 done
-$CHECK "$T/in.jsonl" "$T/stored.jsonl" || fail "books after the server crash"
+$CHECK "$T/in.jsonl" "$T/stored.jsonl" --competing-ok || fail "books after the server crash"
 resyncs=$(cat "$T"/*.log | grep -c '"how":"resync"' || true)
 [ "$resyncs" -gt 0 ] || fail "no serve resynced its partitions after the crash"
 pass "every input one outcome, nothing twice, work queues empty ($resyncs partitions resynced)"
