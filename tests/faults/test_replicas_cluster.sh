@@ -14,7 +14,16 @@ stop_ours() { local p; for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; 
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done; }
 _prev_trap=$(trap -p EXIT | sed -e "s/^trap -- '\(.*\)' EXIT\$/\1/")
 trap "stop_ours; $_prev_trap" EXIT
-field() { cluster_stream "$1" | python3 -c "import json,sys; print(json.load(sys.stdin)['$2'])"; }
+field() { # one field of the stream's view; asked again while no node answers
+  local k v
+  for k in $(seq 1 $((20 * SLOW))); do
+    v=$(cluster_stream "$1" 2>/dev/null |
+        python3 -c "import json,sys; print(json.load(sys.stdin)['$2'])" 2>/dev/null) &&
+      [ -n "$v" ] && [ "$v" != None ] && { echo "$v"; return 0; }
+    sleep 0.5
+  done
+  fail "no view of stream $1 ($2)"
+}
 nnodes() { local n; read -r -a n <<< "$(cluster_stream_nodes "$1")"; echo "${#n[@]}"; }
 wait_log() { # wait_log FILE PATTERN
   for _ in $(seq 1 $((300 * SLOW))); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
