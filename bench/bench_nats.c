@@ -412,7 +412,8 @@ static res_t raw_js(const events_t *e, int consume) {
   drop_stream(jc, RAW_STREAM);
   char err[256];
   /* lucent's own stream settings: file storage, work queue, 2 min dedup. */
-  if (lu__nats_ensure_stream(jc, RAW_STREAM, "bench.raw.>", err, sizeof err))
+  const char *raw_subj[] = {"bench.raw.>"};
+  if (lu__assets_queue(jc, RAW_STREAM, raw_subj, 1, NULL, err, sizeof err))
     die("raw JetStream: %s", err);
   jsConsumerConfig cfg;
   jsConsumerConfig_Init(&cfg);

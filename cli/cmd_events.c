@@ -20,6 +20,7 @@
 #include "cli.h"
 #include "lucent/lucent.h"
 #include "nats_opts.h"
+#include "retry.h"
 
 static void usage(FILE *f) {
   fprintf(f,
@@ -35,6 +36,10 @@ static void usage(FILE *f) {
           "    --after SEQ         only events stored after sequence SEQ\n"
           "    --limit N           at most N events\n"
           "    --count             print how many events match, not them\n"
+          "    --retry-ms MS       with --nats: ride through a JetStream\n"
+          "                        leader election or a reconnect for up to\n"
+          "                        MS before failing (default 20000; 0 =\n"
+          "                        fail at once)\n"
           "  The event store on JetStream (stream LUCENT_EVENTS, written by\n"
           "  `lucent serve`), read-only:\n" CLI_NATS_USAGE);
 }
@@ -82,6 +87,7 @@ int cmd_events(int argc, char **argv) {
       {"after", required_argument, 0, 'a'},
       {"limit", required_argument, 0, 'l'},
       {"count", no_argument, 0, 'n'},
+      {"retry-ms", required_argument, 0, 'r'},
       {"help", no_argument, 0, 'h'},
       CLI_NATS_LONGOPTS,
       {0, 0, 0, 0}};
@@ -96,6 +102,7 @@ int cmd_events(int argc, char **argv) {
   lu_query_t q = {0};
   uint64_t v;
   int c, count = 0;
+  uint64_t retry_ms = LU_RETRY_DEFAULT_MS;
   optind = 1;
   while ((c = cli_getopt(argc, argv, "h", opts)) != -1) {
     if (cli_nats_opt(c, optarg, &nats)) {
@@ -125,6 +132,15 @@ int cmd_events(int argc, char **argv) {
         q.limit = (size_t)v;
         break;
       case 'n': count = 1; break;
+      case 'r':
+        if (parse_u64(optarg, &v) || v > 3600000) {
+          cli_error("--retry-ms must be milliseconds, 0..3600000, not '%s'",
+                    optarg);
+          usage(stderr);
+          return 2;
+        }
+        retry_ms = v;
+        break;
       case 'h': usage(stdout); return 0;
       default: usage(stderr); return 2; /* cli_getopt said why */
     }
@@ -163,8 +179,11 @@ int cmd_events(int argc, char **argv) {
     }
   } else {
     int rc = lu__nats_connect(&nc, &nats, err, sizeof err);
-    if (rc == 0)
-      rc = lu__store_jetstream_open(&st, nc, 0, 0, err, sizeof err);
+    if (rc == 0) {
+      lu_js_store_opts_t so = {.create = 0,
+                               .assets = {.retry_ms = (uint32_t)retry_ms}};
+      rc = lu__store_jetstream_open_with(&st, nc, &so, err, sizeof err);
+    }
     if (rc != 0) {
       cli_error("%s", err); /* "cannot connect to URL: reason", ... */
       natsConnection_Destroy(nc);

@@ -9,7 +9,23 @@
  * once the outcome is stored.  Prints the reply (success, result, function,
  * shard) and exits 0 on success; exits 1 with a clear message on a failed
  * or rejected execution, no function for the type, no shard serving, or no
- * reply within --timeout; 2 on a usage error.
+ * reply in time; 2 on a usage error.
+ *
+ * Riding through a JetStream leader election or a reconnect (--retry-ms,
+ * default 20 s; retry.h): "no responders" (no shard subscribed right now:
+ * the shards' connections move to another node) means nobody took the
+ * request; no reply within --timeout may mean it was lost on the way (a
+ * route to the dead node), or that the shard holding it is storing its
+ * outcome through the election.  Either way it is sent again, every
+ * --timeout, with the same event id and a Lucent-Attempt header, until
+ * the window is over; a reply to any attempt ends it.  A shard runs an
+ * attempt after the first as an ordinary event, so its records are stored
+ * one per message and deduplicated by id however late (store_jetstream.c
+ * note 8); the first attempt's are packed with other requests' results
+ * of the same burst (note 7).  So a result is stored twice only if the
+ * first attempt ran, was stored in a pack of several requests, and its
+ * reply was lost past --timeout: a burst of requests during an election.
+ * A single request alone is never packed.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -20,6 +36,7 @@
 #include "cli.h"
 #include "membership.h"
 #include "nats_opts.h"
+#include "retry.h"
 
 static void usage(FILE *f) {
   fprintf(f,
@@ -29,12 +46,63 @@ static void usage(FILE *f) {
           "  --subject S          the event's subject\n"
           "  --correlation ID     correlation id (default: the event id)\n"
           "  --id ID              event id (default: a new UUID)\n"
-          "  --timeout MS         wait at most this long (default 5000)\n"
-          "%s", CLI_NATS_USAGE);
+          "  --timeout MS         wait this long for the reply (default 5000)\n"
+          "  --retry-ms MS        ride through a JetStream leader election\n"
+          "                       or a reconnect: with no shard serving or\n"
+          "                       no reply within --timeout, send it again\n"
+          "                       (same id) for up to MS (default %u; 0 =\n"
+          "                       send once)\n"
+          "%s", LU_RETRY_DEFAULT_MS, CLI_NATS_USAGE);
+}
+
+/* The request, riding through an election (see the top).  NATS_OK with
+ * *reply, NATS_NO_RESPONDERS (no shard took it, even after retry_ms),
+ * NATS_TIMEOUT (no reply, even after retry_ms), or another failure. */
+static natsStatus request(natsConnection *nc, const char *json, size_t len,
+                          long timeout, uint32_t retry_ms, natsMsg **reply) {
+  *reply = NULL;
+  natsInbox *inbox = NULL;
+  natsSubscription *sub = NULL;
+  natsStatus s = natsInbox_Create(&inbox);
+  if (s == NATS_OK) s = natsConnection_SubscribeSync(&sub, nc, inbox);
+  lu_retry_t r = {.window_ms = retry_ms,
+                  .what = "the request to " LU_SUBJ_EXEC};
+  for (unsigned attempt = 1; s == NATS_OK; attempt++) {
+    natsMsg *req = NULL;
+    char abuf[16];
+    lu__fmt(abuf, sizeof abuf, "%u", attempt);
+    s = natsMsg_Create(&req, LU_SUBJ_EXEC, inbox, json, (int)len);
+    if (s == NATS_OK && attempt > 1)
+      s = natsMsgHeader_Set(req, LU_HDR_ATTEMPT, abuf);
+    if (s == NATS_OK) s = natsConnection_PublishMsg(nc, req);
+    natsMsg_Destroy(req);
+    /* A reply to this attempt or an earlier one; a 503 status (no
+     * responders) is about one of them: sent again below. */
+    if (s == NATS_OK) s = natsSubscription_NextMsg(reply, sub, timeout);
+    const char *why = "no reply";
+    if (s == NATS_OK) {
+      const char *st = lu__nats_pull_status(*reply); /* no body */
+      if (!st || strcmp(st, "503") != 0) {
+        lu__retry_ok(&r);
+        break;
+      }
+      natsMsg_Destroy(*reply); /* nobody took it */
+      *reply = NULL;
+      s = NATS_NO_RESPONDERS;
+      why = "no shard is serving " LU_SUBJ_EXEC;
+    } else if (s != NATS_TIMEOUT) {
+      break;
+    }
+    if (!lu__retry_again(&r, s, 0, why)) break;
+    s = NATS_OK;
+  }
+  natsSubscription_Destroy(sub);
+  natsInbox_Destroy(inbox);
+  return s;
 }
 
 int cmd_exec(int argc, char **argv) {
-  enum { O_SUBJECT = 300, O_CORR, O_ID, O_TIMEOUT };
+  enum { O_SUBJECT = 300, O_CORR, O_ID, O_TIMEOUT, O_RETRY };
   static const struct option opts[] = {
       {"type", required_argument, 0, 't'},
       {"data", required_argument, 0, 'd'},
@@ -42,13 +110,14 @@ int cmd_exec(int argc, char **argv) {
       {"correlation", required_argument, 0, O_CORR},
       {"id", required_argument, 0, O_ID},
       {"timeout", required_argument, 0, O_TIMEOUT},
+      {"retry-ms", required_argument, 0, O_RETRY},
       {"help", no_argument, 0, 'h'},
       CLI_NATS_LONGOPTS,
       {0, 0, 0, 0}};
   lu_nats_opts_t no = {0};
   const char *type = NULL, *data = "{}", *subject = NULL, *corr = NULL,
              *id = NULL;
-  long timeout = 5000;
+  long timeout = 5000, retry_ms = LU_RETRY_DEFAULT_MS;
   int c;
   optind = 1;
   while ((c = cli_getopt(argc, argv, "t:d:h", opts)) != -1) {
@@ -65,6 +134,17 @@ int cmd_exec(int argc, char **argv) {
         timeout = strtol(optarg, &end, 10);
         if (errno || *end || timeout < 1 || timeout > 3600000) {
           cli_error("--timeout wants milliseconds, 1..3600000");
+          goto usage_err;
+        }
+        break;
+      }
+      case O_RETRY: {
+        char *end;
+        errno = 0;
+        retry_ms = strtol(optarg, &end, 10);
+        if (errno || end == optarg || *end || retry_ms < 0 ||
+            retry_ms > 3600000) {
+          cli_error("--retry-ms wants milliseconds, 0..3600000");
           goto usage_err;
         }
         break;
@@ -104,14 +184,15 @@ int cmd_exec(int argc, char **argv) {
     return 1;
   }
   natsMsg *reply = NULL;
-  natsStatus s =
-      natsConnection_Request(&reply, nc, LU_SUBJ_EXEC, json, (int)len, timeout);
+  natsStatus s = request(nc, json, len, timeout, (uint32_t)retry_ms, &reply);
   int rc = 1;
   if (s == NATS_NO_RESPONDERS) {
     cli_error("no shard is serving %s on %s (is `lucent serve` running?)",
               LU_SUBJ_EXEC, no.urls);
   } else if (s == NATS_TIMEOUT) {
-    cli_error("no reply within %ld ms (type '%s')", timeout, type);
+    cli_error("no reply within %ld ms%s (type '%s')", timeout,
+              retry_ms ? ", sent again until the --retry-ms window ended"
+                       : "", type);
   } else if (s != NATS_OK) {
     lu__nats_reason(s, err, sizeof err);
     cli_error("request failed: %s", err);

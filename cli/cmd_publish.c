@@ -34,6 +34,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +47,7 @@
 #include "intake_pack.h"
 #include "membership.h"
 #include "nats_opts.h"
+#include "retry.h"
 
 static void usage(FILE *f) {
   fprintf(f,
@@ -60,19 +62,73 @@ static void usage(FILE *f) {
           "  --dry-run            publish nothing: print each line's partition\n"
           "                       and subject as JSON Lines (no --nats needed)\n"
           "  --json               print the summary as JSON\n"
-          "%s", LU_INTAKE_PACK_EVENTS, CLI_NATS_USAGE);
+          "  --replicas N         copies of LUCENT_INTAKE if this creates it\n"
+          "                       (1..5; 3 on a 3-node cluster survives the\n"
+          "                       loss of a node); an existing stream with\n"
+          "                       another count is changed, with a warning,\n"
+          "                       or refused.  Default: 1 when created, an\n"
+          "                       existing stream kept as it is\n"
+          "  --retry-ms N         how long an event JetStream does not take\n"
+          "                       (no stream leader: an election after a\n"
+          "                       node died, a reconnect) is sent again\n"
+          "                       before it counts as rejected (default\n"
+          "                       %u; 0 = never)\n"
+          "%s", LU_INTAKE_PACK_EVENTS, LU_RETRY_DEFAULT_MS, CLI_NATS_USAGE);
 }
 
+/* Riding through a leader election: a message JetStream did not take for
+ * a reason an election explains (no responders: no leader yet; a timeout:
+ * in flight when the leader died; lu__retryable) is kept on `again`
+ * instead of counted as refused, and the main thread sends it again with
+ * its Nats-Msg-Id, so one that was stored after all (only its ack was
+ * lost) is a duplicate, not a second copy (docs/nats-notes.md a3).  While
+ * any wait there, no newer message is sent: what the election held up
+ * goes first, so a partition's messages keep their order. */
 typedef struct pubstate_s {
   _Atomic uint64_t acked, refused;
   _Atomic int reported;
+  _Atomic int retry;      /* --retry-ms > 0, and the window not over */
+  pthread_mutex_t mu;     /* again, last_err */
+  natsMsg **again;        /* messages to send again, in failure order */
+  size_t nagain, capagain;
+  natsStatus last_err;
+  int last_jerr;
+  char last_why[160];
 } pubstate_t;
+
+/* Keeps msg to send again; 0, or -1 (out of memory: refused). */
+static int keep_again(pubstate_t *st, natsMsg *msg, const jsPubAckErr *pae) {
+  int rc = 0;
+  pthread_mutex_lock(&st->mu);
+  if (st->nagain == st->capagain) {
+    size_t cap = st->capagain ? 2 * st->capagain : 256;
+    natsMsg **g = realloc(st->again, cap * sizeof *g);
+    if (g) {
+      st->again = g;
+      st->capagain = cap;
+    }
+  }
+  if (st->nagain < st->capagain) {
+    st->again[st->nagain++] = msg;
+    st->last_err = pae->Err;
+    st->last_jerr = (int)pae->ErrCode;
+    lu__fmt(st->last_why, sizeof st->last_why, "%s",
+            pae->ErrText ? pae->ErrText : natsStatus_GetText(pae->Err));
+  } else {
+    rc = -1;
+  }
+  pthread_mutex_unlock(&st->mu);
+  return rc;
+}
 
 static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae,
                    void *closure) {
-  (void)js, (void)pae;
+  (void)js;
   pubstate_t *st = closure;
   size_t events = lu__nats_msg_events(msg); /* a pack counts its events */
+  if (!pa && pae && st->retry && lu__retryable(pae->Err, pae->ErrCode) &&
+      keep_again(st, msg, pae) == 0)
+    return; /* the main thread owns it now */
   if (pa) {
     atomic_fetch_add(&st->acked, events);
   } else {
@@ -247,10 +303,90 @@ typedef struct pub_s {
   jsCtx *js;
   lu_packer_t *packer; /* at-least-once with --pack > 1 */
   uint64_t sent, failed; /* events */
+  pubstate_t *st;
+  lu_retry_t retry;      /* the current episode of messages sent again */
 } pub_t;
+
+/* A copy of m (subject, headers, data) to publish again: nats.c's
+ * asynchronous publish keeps its own state in the message it sent. */
+static natsStatus msg_copy(natsMsg **out, natsMsg *m) {
+  natsStatus s = natsMsg_Create(out, natsMsg_GetSubject(m), NULL,
+                                natsMsg_GetData(m),
+                                natsMsg_GetDataLength(m));
+  const char **keys = NULL;
+  int nk = 0;
+  if (s == NATS_OK && natsMsgHeader_Keys(m, &keys, &nk) == NATS_OK) {
+    for (int i = 0; s == NATS_OK && i < nk; i++) {
+      const char **vals = NULL;
+      int nv = 0;
+      if (natsMsgHeader_Values(m, keys[i], &vals, &nv) != NATS_OK) continue;
+      for (int k = 0; s == NATS_OK && k < nv; k++)
+        s = natsMsgHeader_Add(*out, keys[i], vals[k]);
+      free((void *)vals);
+    }
+    free((void *)keys);
+  }
+  if (s != NATS_OK) {
+    natsMsg_Destroy(*out);
+    *out = NULL;
+  }
+  return s;
+}
+
+/* Sends again what JetStream did not take for a transient reason, and
+ * waits for its answers, until nothing waits or the episode is older than
+ * --retry-ms (then the rest counts as refused, with one log line). */
+static void send_again(pub_t *p) {
+  pubstate_t *st = p->st;
+  for (;;) {
+    pthread_mutex_lock(&st->mu);
+    natsMsg **list = st->again;
+    size_t n = st->nagain;
+    natsStatus err = st->last_err;
+    int jerr = st->last_jerr;
+    char why[160];
+    lu__fmt(why, sizeof why, "%s", st->last_why);
+    st->again = NULL;
+    st->nagain = st->capagain = 0;
+    pthread_mutex_unlock(&st->mu);
+    if (!n) {
+      lu__retry_ok(&p->retry);
+      return;
+    }
+    int again = lu__retry_again(&p->retry, err, jerr, why);
+    for (size_t i = 0; i < n; i++) {
+      size_t events = lu__nats_msg_events(list[i]);
+      natsMsg *c = NULL;
+      natsStatus s = again ? msg_copy(&c, list[i]) : NATS_ERR;
+      if (s == NATS_OK) s = js_PublishMsgAsync(p->js, &c, NULL);
+      natsMsg_Destroy(c);
+      if (s != NATS_OK) atomic_fetch_add(&st->refused, events);
+      natsMsg_Destroy(list[i]);
+    }
+    free(list);
+    if (!again) {
+      atomic_store(&st->retry, 0); /* window over: failures are refused */
+      return;
+    }
+    /* Their answers before anything newer (order). */
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MaxWait = 30000;
+    js_PublishAsyncComplete(p->js, &po);
+  }
+}
+
+/* Something to send again?  Checked before each new message. */
+static int again_waiting(pubstate_t *st) {
+  pthread_mutex_lock(&st->mu);
+  size_t n = st->nagain;
+  pthread_mutex_unlock(&st->mu);
+  return n != 0;
+}
 
 /* Publishes one intake message of `events` events (takes msg). */
 static void send_js(pub_t *p, natsMsg *msg, size_t events) {
+  if (p->st->retry && again_waiting(p->st)) send_again(p);
   natsStatus s = js_PublishMsgAsync(p->js, &msg, NULL);
   natsMsg_Destroy(msg); /* NULL once JetStream took it */
   if (s == NATS_OK) p->sent += events;
@@ -271,13 +407,16 @@ static void flush_packs(void *ud) {
 }
 
 int cmd_publish(int argc, char **argv) {
-  enum { O_DELIVERY = 300, O_PACK, O_BINARY, O_DRY_RUN };
+  enum { O_DELIVERY = 300, O_PACK, O_BINARY, O_DRY_RUN, O_REPLICAS,
+         O_RETRY };
   static const struct option opts[] = {
       {"input", required_argument, 0, 'i'},
       {"delivery", required_argument, 0, O_DELIVERY},
       {"pack", required_argument, 0, O_PACK},
       {"binary", no_argument, 0, O_BINARY},
       {"dry-run", no_argument, 0, O_DRY_RUN},
+      {"replicas", required_argument, 0, O_REPLICAS},
+      {"retry-ms", required_argument, 0, O_RETRY},
       {"json", no_argument, 0, 'j'},
       {"help", no_argument, 0, 'h'},
       CLI_NATS_LONGOPTS,
@@ -285,7 +424,8 @@ int cmd_publish(int argc, char **argv) {
   lu_nats_opts_t no = {0};
   const char *input = NULL;
   int amo = 0, json = 0, binary = 0, dry = 0, pack_set = 0, c;
-  unsigned long pack = LU_INTAKE_PACK_EVENTS;
+  unsigned long pack = LU_INTAKE_PACK_EVENTS, retry_ms = LU_RETRY_DEFAULT_MS;
+  unsigned replicas = 0;
   char *end;
   optind = 1;
   while ((c = cli_getopt(argc, argv, "i:jh", opts)) != -1) {
@@ -309,6 +449,22 @@ int cmd_publish(int argc, char **argv) {
           goto usage_err;
         }
         pack_set = 1;
+        break;
+      case O_REPLICAS:
+        if (lu__assets_parse_replicas(optarg, &replicas) || !replicas) {
+          cli_error("--replicas must be an integer in 1..%d",
+                    LU_ASSETS_MAX_REPLICAS);
+          goto usage_err;
+        }
+        break;
+      case O_RETRY:
+        errno = 0;
+        retry_ms = strtoul(optarg, &end, 10);
+        if (errno || end == optarg || *end || optarg[0] == '-' ||
+            retry_ms > 3600000) {
+          cli_error("--retry-ms must be an integer in 0..3600000");
+          goto usage_err;
+        }
         break;
       case O_BINARY: binary = 1; break;
       case O_DRY_RUN: dry = 1; break;
@@ -346,7 +502,8 @@ int cmd_publish(int argc, char **argv) {
     if (fd) close(fd);
     return 1;
   }
-  pubstate_t st = {0};
+  pubstate_t st = {.retry = retry_ms > 0};
+  pthread_mutex_init(&st.mu, NULL);
   jsCtx *js = NULL;
   jsOptions jo;
   jsOptions_Init(&jo);
@@ -358,17 +515,21 @@ int cmd_publish(int argc, char **argv) {
   jo.PublishAsync.AckHandler = on_ack;
   jo.PublishAsync.AckHandlerClosure = &st;
   natsStatus s = amo ? NATS_OK : natsConnection_JetStream(&js, nc, &jo);
-  if (s != NATS_OK || (!amo && lu__nats_ensure_stream(js, LU_STREAM_INTAKE,
-                                               LU_SUBJ_INTAKE ".>", err,
-                                               sizeof err))) {
+  const char *isubj[] = {LU_SUBJ_INTAKE ".>"};
+  lu_assets_opts_t ao = {.replicas = replicas, .retry_ms = (uint32_t)retry_ms};
+  if (s != NATS_OK ||
+      (!amo && lu__assets_intake(js, isubj, 1, &ao, err, sizeof err))) {
     if (s != NATS_OK) lu__nats_reason(s, err, sizeof err);
     cli_error("%s", err);
     jsCtx_Destroy(js);
     natsConnection_Destroy(nc);
+    pthread_mutex_destroy(&st.mu);
     if (fd) close(fd);
     return 1;
   }
-  pub_t pub = {.nc = nc, .js = js};
+  pub_t pub = {.nc = nc, .js = js, .st = &st,
+               .retry = {.window_ms = (uint32_t)retry_ms,
+                         .what = "publishing to " LU_STREAM_INTAKE}};
   if (!amo && pack > 1 && lu__packer_new(&pub.packer, pack)) {
     cli_error("out of memory");
     jsCtx_Destroy(js);
@@ -472,14 +633,34 @@ int cmd_publish(int argc, char **argv) {
     jsPubOptions po;
     jsPubOptions_Init(&po);
     po.MaxWait = 30000;
-    s = js_PublishAsyncComplete(js, &po);
-    /* Complete returns once nothing is pending, which can be just before
-     * the last ack handlers have run: wait (bounded) for them. */
-    for (int i = 0; s == NATS_OK && i < 500; i++) {
-      if (atomic_load(&st.acked) + atomic_load(&st.refused) >= sent) break;
-      struct timespec ts = {0, 10 * 1000000L};
-      nanosleep(&ts, NULL);
+    /* Until everything is answered: what waits to be sent again is
+     * neither acked nor refused yet. */
+    for (int round = 0;; round++) {
+      s = js_PublishAsyncComplete(js, &po);
+      /* Complete returns once nothing is pending, which can be just
+       * before the last ack handlers have run: wait (bounded) for them. */
+      for (int i = 0; s == NATS_OK && i < 500; i++) {
+        if (atomic_load(&st.acked) + atomic_load(&st.refused) >= sent ||
+            again_waiting(&st))
+          break;
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+      }
+      if (s != NATS_OK || !again_waiting(&st) || round > 100000) break;
+      send_again(&pub);
     }
+    send_again(&pub); /* nothing, normally; else counted as refused */
+    /* Failures that came after the last round: refused. */
+    atomic_store(&st.retry, 0);
+    pthread_mutex_lock(&st.mu);
+    for (size_t i = 0; i < st.nagain; i++) {
+      atomic_fetch_add(&st.refused, lu__nats_msg_events(st.again[i]));
+      natsMsg_Destroy(st.again[i]);
+    }
+    free(st.again);
+    st.again = NULL;
+    st.nagain = 0;
+    pthread_mutex_unlock(&st.mu);
     if (s != NATS_OK) {
       /* Whatever was not acknowledged by now counts as refused. */
       uint64_t a = atomic_load(&st.acked), r = atomic_load(&st.refused);
@@ -502,6 +683,7 @@ int cmd_publish(int argc, char **argv) {
            amo ? " (at-most-once: accepted = sent)" : "", invalid);
   jsCtx_Destroy(js);
   natsConnection_Destroy(nc);
+  pthread_mutex_destroy(&st.mu);
   if (read_err) {
     cli_error("error reading %s: %s", input, strerror(read_err));
     return 1;

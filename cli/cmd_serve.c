@@ -68,6 +68,13 @@ static void usage(FILE *f) {
       "                       tried again before its inputs are handed\n"
       "                       back (default 60000: a leader election or a\n"
       "                       server restart is ridden out)\n"
+      "  --replicas N         copies of each stream and bucket lucent\n"
+      "                       creates (LUCENT_INTAKE, LUCENT_FWD,\n"
+      "                       LUCENT_EVENTS, lucent_sessions), 1..5; 3 on\n"
+      "                       a 3-node cluster survives the loss of a node.\n"
+      "                       Existing ones with another count are changed\n"
+      "                       (with a warning) or refused.  Default: 1 when\n"
+      "                       created, existing ones kept as they are\n"
       "  --pack N             store up to N results of one type per\n"
       "                       JetStream message (default 256; 1 = one per\n"
       "                       event): every result with at-most-once, the\n"
@@ -163,7 +170,7 @@ static void *stop_watchdog(void *arg) {
 int cmd_serve(int argc, char **argv) {
   enum { O_SHARD = 300, O_SHARDS, O_DELIVERY, O_HTTP, O_LOGL, O_LOGF,
          O_QUEUE, O_DEPTH, O_ACKW, O_HB, O_BATCH, O_PACK, O_FORWARD,
-         O_STOPT, O_MAXDEL, O_STRETRY };
+         O_STOPT, O_MAXDEL, O_STRETRY, O_REPLICAS };
   static const struct option opts[] = {
       {"shard", required_argument, 0, O_SHARD},
       {"plugin", required_argument, 0, 'p'},
@@ -182,6 +189,7 @@ int cmd_serve(int argc, char **argv) {
       {"stop-timeout-ms", required_argument, 0, O_STOPT},
       {"max-deliveries", required_argument, 0, O_MAXDEL},
       {"store-retry-ms", required_argument, 0, O_STRETRY},
+      {"replicas", required_argument, 0, O_REPLICAS},
       {"help", no_argument, 0, 'h'},
       CLI_NATS_LONGOPTS,
       {0, 0, 0, 0}};
@@ -262,6 +270,13 @@ int cmd_serve(int argc, char **argv) {
       case O_MAXDEL: U32(cfg.max_deliveries, 2, 1000, "--max-deliveries")
       case O_STRETRY: U32(cfg.store_retry_ms, 0, 3600000, "--store-retry-ms")
 #undef U32
+      case O_REPLICAS:
+        if (lu__assets_parse_replicas(optarg, &bc.replicas) || !bc.replicas) {
+          cli_error("--replicas must be an integer in 1..%d",
+                    LU_ASSETS_MAX_REPLICAS);
+          goto usage_err;
+        }
+        break;
       case 'h': usage(stdout); lu_registry_free(reg); return 0;
       default: goto usage_err;
     }
@@ -306,7 +321,13 @@ int cmd_serve(int argc, char **argv) {
     return 1;
   }
   lu_store_t *store = NULL;
-  rc = lu__store_jetstream_open(&store, nc, 1, 0, err, sizeof err);
+  /* The store rides through an election for as long as the writer
+   * retries a batch (--store-retry-ms): one setting for both. */
+  lu_js_store_opts_t so_ = {.create = 1,
+                            .assets = {.replicas = bc.replicas,
+                                       .retry_ms = cfg.store_retry_ms,
+                                       .who = shard}};
+  rc = lu__store_jetstream_open_with(&store, nc, &so_, err, sizeof err);
   if (rc) {
     cli_error("shard %s: %s", shard, err);
     natsConnection_Destroy(nc);

@@ -80,6 +80,7 @@
 #include "intake_pack.h"
 #include "membership.h"
 #include "request.h"
+#include "retry.h"
 
 #define MAX_PULLERS (LU_INTAKE_PARTITIONS + 256)
 #define FETCH_BATCH 256
@@ -247,33 +248,6 @@ static int msg_event(natsMsg *m, const char **json, size_t *len,
 }
 
 /* ---- streams and consumers ------------------------------------------- */
-
-int lu__nats_ensure_stream(jsCtx *js, const char *name,
-                           const char *subjects, char *err, size_t errlen) {
-  jsStreamConfig sc;
-  jsStreamConfig_Init(&sc);
-  sc.Name = name;
-  const char *subj[] = {subjects};
-  sc.Subjects = subj;
-  sc.SubjectsLen = 1;
-  sc.Storage = js_FileStorage;
-  sc.Retention = js_WorkQueuePolicy; /* acked = done: the stream empties */
-  sc.Duplicates = (int64_t)120 * 1000000000; /* ns: outlasts redeliveries */
-  jsStreamInfo *si = NULL;
-  jsErrCode jerr = 0;
-  natsStatus s = js_GetStreamInfo(&si, js, name, NULL, &jerr);
-  if (s == NATS_OK) {
-    jsStreamInfo_Destroy(si);
-    return 0;
-  }
-  jerr = 0;
-  s = lu__nats_create_stream(js, &sc, NULL, &jerr);
-  if (s == NATS_OK) return 0;
-  char what[128];
-  lu__fmt(what, sizeof what, "cannot create stream %s", name);
-  nats_err(err, errlen, what, s, jerr);
-  return LU_EIO;
-}
 
 static int ensure_consumer(lu_natsbus_t *b, const char *stream,
                            const char *name, const char *filter, char *err,
@@ -1295,7 +1269,12 @@ static int exec_request(lu_natsbus_t *b, natsSubscription *sub,
    * burst and ~15% more serve CPU per request on 3 serves than this.) */
   int queued = 0;
   natsSubscription_GetPending(sub, &queued, NULL);
-  unsigned inl = LU_RUN_ONCE | LU_RUN_INLINE | (queued > 0 ? LU_RUN_MORE : 0);
+  /* A request sent again (cmd_exec.c: no reply in time, an election)
+   * may have run already: not LU_RUN_ONCE, so its records are stored one
+   * per message and deduplicated by id, never packed. */
+  unsigned attempt = (unsigned)header_u64_or(msg, LU_HDR_ATTEMPT, 1);
+  unsigned inl = (attempt > 1 ? 0u : LU_RUN_ONCE) | LU_RUN_INLINE |
+                 (queued > 0 ? LU_RUN_MORE : 0);
   if (sub == b->exec_self_sub) { /* forwarded to us: pinned */
     if (lu_manager_run(b->m, ev, b->self, inl, done)) exec_oom(rp);
     lu__buf_free(&own);
@@ -1323,8 +1302,19 @@ static int exec_request(lu_natsbus_t *b, natsSubscription *sub,
     char subj[128];
     lu__fmt(subj, sizeof subj, "%s.%s", LU_SUBJ_EXEC, target);
     atomic_fetch_add(&b->exec_forwarded, 1);
-    if (natsConnection_PublishRequest(b->nc, subj, reply, data, (int)len) !=
-        NATS_OK)
+    natsStatus fs;
+    if (attempt > 1) { /* the owner must know it too */
+      natsMsg *fm = NULL;
+      char abuf[16];
+      lu__fmt(abuf, sizeof abuf, "%u", attempt);
+      fs = natsMsg_Create(&fm, subj, reply, data, (int)len);
+      if (fs == NATS_OK) fs = natsMsgHeader_Set(fm, LU_HDR_ATTEMPT, abuf);
+      if (fs == NATS_OK) fs = natsConnection_PublishMsg(b->nc, fm);
+      natsMsg_Destroy(fm);
+    } else {
+      fs = natsConnection_PublishRequest(b->nc, subj, reply, data, (int)len);
+    }
+    if (fs != NATS_OK)
       reply_json(b, reply, NULL, "cannot forward the request");
   }
   lu__buf_free(&own);
@@ -1436,13 +1426,15 @@ int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
     return LU_EIO;
   }
   int rc = 0;
+  lu_assets_opts_t ao = {.replicas = cfg->replicas,
+                         .retry_ms = LU_RETRY_DEFAULT_MS,
+                         .who = b->self};
   if (!amo) {
     char subj[64];
     lu__fmt(subj, sizeof subj, "%s.>", LU_SUBJ_INTAKE);
-    rc = lu__nats_ensure_stream(b->jsm, LU_STREAM_INTAKE, subj, err, errlen);
-    lu__fmt(subj, sizeof subj, "%s.>", LU_SUBJ_FWD);
-    if (!rc)
-      rc = lu__nats_ensure_stream(b->jsm, LU_STREAM_FWD, subj, err, errlen);
+    const char *isubj[] = {subj};
+    rc = lu__assets_intake(b->jsm, isubj, 1, &ao, err, errlen);
+    if (!rc) rc = lu__assets_fwd(b->jsm, &ao, err, errlen);
     char name[96], filter[128];
     lu__fmt(name, sizeof name, "fwd-%s", b->self);
     lu__fmt(filter, sizeof filter, "%s.%s", LU_SUBJ_FWD, b->self);
@@ -1450,8 +1442,8 @@ int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
   }
   uint32_t ttl = sticky_ttl_ms(lu_manager_registry(m));
   if (!rc && ttl) {
-    rc = lu__kvsess_open(&b->kv, nc, ttl, err, errlen);
-    if (rc) rc = LU_EIO;
+    rc = lu__kvsess_open_with(&b->kv, nc, ttl, &ao, err, errlen);
+    if (rc && rc != LU_EINVAL) rc = LU_EIO;
   }
   /* Serving lucent.cfwd.<self> before joining the view: a shard that is
    * in the view takes confirmed forwards.  A forward waits for its reply

@@ -55,14 +55,19 @@ typedef struct lu_natsbus_cfg_s {
    *  default) = an intake event's first hop goes over core NATS and its
    *  intake message is acked when the owner confirms (fwd_core.c). */
   int durable_forward;
+  /** Replicas of the streams and bucket it creates or finds (assets.h):
+   *  0 = not asked (1 when created, existing ones kept). */
+  unsigned replicas;
 } lu_natsbus_cfg_t;
 
 typedef struct lu_natsbus_s lu_natsbus_t;
 
-/** Creates the streams and consumers lucent needs (if missing), installs
- *  itself as the manager's bus, joins the view and starts pulling.  The
- *  connection and manager are borrowed.  Returns 0, or LU_EIO / LU_ESTORE
- *  with err. */
+/** Creates the streams and consumers lucent needs (if missing; assets.c:
+ *  cfg->replicas, riding through an election for LU_RETRY_DEFAULT_MS),
+ *  installs itself as the manager's bus, joins the view and starts
+ *  pulling.  The connection and manager are borrowed.  Returns 0, or
+ *  LU_EIO / LU_ESTORE with err; LU_EINVAL for a replica count the server
+ *  cannot give. */
 int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
                       lu_manager_t *m, const lu_natsbus_cfg_t *cfg, char *err,
                       size_t errlen);
@@ -90,10 +95,6 @@ size_t lu__natsbus_metrics(lu_natsbus_t *b, lu_metric_t *out, size_t cap);
 void lu__natsbus_stop(lu_natsbus_t *b, uint32_t timeout_ms,
                       lu_natsbus_stats_t *final);
 
-/** Creates stream `name` (subjects, file storage, work-queue retention, a
- *  2-minute duplicate window) unless it exists.  0 or LU_EIO with err. */
-int lu__nats_ensure_stream(jsCtx *js, const char *name, const char *subjects,
-                           char *err, size_t errlen);
 
 /** The partition (0 .. LU_INTAKE_PARTITIONS-1) an event goes to at intake:
  *  by its subject (the stream id: events of one stream stay in order), or

@@ -30,6 +30,9 @@
  *                                                      confirmed once stored
  *                                                      (fwd_core.c)
  *
+ * The streams and the bucket are configured and created in one place,
+ * assets.c, with the replica count of --replicas (assets.h).
+ *
  * Only modules that talk to NATS include this header (it pulls nats.h).
  */
 #ifndef LUCENT_NATS_INTERNAL_H
@@ -40,6 +43,7 @@
 #include "lucent/bus.h"
 #include "lucent/lucent.h"
 #include "util.h"
+#include "assets.h"
 
 #define LU_STREAM_INTAKE "LUCENT_INTAKE"
 #define LU_STREAM_FWD "LUCENT_FWD"
@@ -144,6 +148,11 @@ void lu__delivery_hdr(char out[24], unsigned delivery, unsigned replayed);
 void lu__delivery_hdr_read(natsMsg *m, unsigned *delivery,
                            unsigned *replayed);
 
+/** Which attempt of a `lucent exec` request a message is, when it is not
+ *  the first (cmd_exec.c): the shard then runs it as an ordinary event,
+ *  stored one record per message, deduplicated by id. */
+#define LU_HDR_ATTEMPT "Lucent-Attempt"
+
 /** How many events a message holds: its Lucent-Count, else 1 (also for a
  *  bad count: it is then read as one event). */
 size_t lu__nats_msg_events(natsMsg *m);
@@ -215,6 +224,23 @@ int lu__store_jetstream_open(lu_store_t **out, natsConnection *nc,
                              int create, uint32_t dup_window_ms, char *err,
                              size_t errlen);
 
+/** lu__store_jetstream_open with every option.  The stream is made and
+ *  found by assets.c: `assets.replicas` (0 = 1 when created, an existing
+ *  stream keeps its own; N: changed to N, with a warning, or refused) and
+ *  `assets.retry_ms`, which is also how long a query rides through a
+ *  leader election (retry.h) before it fails.  lu__store_jetstream_open
+ *  is this with replicas 0 and retry_ms LU_RETRY_DEFAULT_MS.  Strings in
+ *  o are copied.  Errors as above, and LU_EINVAL for a replica count the
+ *  server cannot give (err says why and what to do). */
+typedef struct lu_js_store_opts_s {
+  int create;              /**< 0 = read-only, never creates */
+  uint32_t dup_window_ms;  /**< 0 = 2 min */
+  lu_assets_opts_t assets;
+} lu_js_store_opts_t;
+int lu__store_jetstream_open_with(lu_store_t **out, natsConnection *nc,
+                                  const lu_js_store_opts_t *o, char *err,
+                                  size_t errlen);
+
 /** Packs up to max_records consecutive records of one type per message
  *  from the next append on (0 or 1: one message per event, the default):
  *  every record when all is 1, else only records flagged
@@ -243,6 +269,11 @@ void lu__store_jetstream_set_pack(lu_store_t *st, size_t max_records,
 typedef struct lu_kvsess_s lu_kvsess_t;
 int lu__kvsess_open(lu_kvsess_t **out, natsConnection *nc, uint32_t ttl_ms,
                     char *err, size_t errlen);
+/** lu__kvsess_open with the bucket made and found by assets.c (replicas,
+ *  ride-through; ao NULL = the defaults: replicas 0, no retry). */
+int lu__kvsess_open_with(lu_kvsess_t **out, natsConnection *nc,
+                         uint32_t ttl_ms, const lu_assets_opts_t *ao,
+                         char *err, size_t errlen);
 /** The shard id bound to key (klen bytes, any bytes) written to out (cap
  *  bytes), binding it to `candidate` when unbound or when alive(ud, bound)
  *  says the bound shard is gone (alive NULL = all alive).  Returns 0, or

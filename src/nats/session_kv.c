@@ -247,6 +247,12 @@ static int cache_get(lu_kvsess_t *s, uint64_t h, const char *key, size_t klen,
 
 int lu__kvsess_open(lu_kvsess_t **out, natsConnection *nc, uint32_t ttl_ms,
                     char *err, size_t errlen) {
+  return lu__kvsess_open_with(out, nc, ttl_ms, NULL, err, errlen);
+}
+
+int lu__kvsess_open_with(lu_kvsess_t **out, natsConnection *nc,
+                         uint32_t ttl_ms, const lu_assets_opts_t *ao,
+                         char *err, size_t errlen) {
   char dummy[8], why[512];
   if (!err || !errlen) {
     err = dummy;
@@ -267,27 +273,21 @@ int lu__kvsess_open(lu_kvsess_t **out, natsConnection *nc, uint32_t ttl_ms,
   jsOptions_Init(&jo);
   jo.Wait = LU_KV_API_WAIT_MS;
   natsStatus st = natsConnection_JetStream(&s->js, nc, &jo);
+  int rc = 0;
   if (st == NATS_OK) {
-    kvConfig cfg;
-    kvConfig_Init(&cfg);
-    cfg.Bucket = LU_KV_SESSIONS;
-    cfg.Description = "lucent sticky-session bindings";
-    cfg.History = 1;
-    cfg.TTL = (int64_t)ttl_ms * 1000000; /* nanoseconds (trap 2) */
-    cfg.StorageType = js_FileStorage;
-    cfg.Replicas = 1;
-    st = js_CreateKeyValue(&s->kv, s->js, &cfg);
-    /* It exists with another configuration (another TTL): use it. */
-    if (st == NATS_ERR) st = js_KeyValue(&s->kv, s->js, LU_KV_SESSIONS);
+    rc = lu__assets_sessions(s->js, (int64_t)ttl_ms * 1000000, ao, &s->kv,
+                             why, sizeof why);
+    if (rc) {
+      lu__fmt(err, errlen, "cannot open the session table (KV bucket "
+                           LU_KV_SESSIONS "): %s", why);
+      lu__kvsess_close(s);
+      return rc;
+    }
   }
   kvStatus *ks = NULL;
   if (st == NATS_OK) st = kvStore_Status(&ks, s->kv);
   if (st != NATS_OK) {
-    if (st == NATS_NO_RESPONDERS)
-      lu__fmt(why, sizeof why, "JetStream is not enabled on the server "
-                               "(start nats-server with -js)");
-    else
-      lu__nats_reason(st, why, sizeof why);
+    lu__nats_reason(st, why, sizeof why);
     lu__fmt(err, errlen, "cannot open the session table (KV bucket "
                          LU_KV_SESSIONS "): %s", why);
     lu__kvsess_close(s);

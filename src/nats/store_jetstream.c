@@ -132,6 +132,15 @@
  *     lookup.  Packs are not deduplicated this way (note 7: their records
  *     are never redelivered) and share one subject per type.
  *
+ *  9. Leader elections.  When the node leading LUCENT_EVENTS dies, the
+ *     other replicas elect a new leader in ~5 s (docs/nats-notes.md a2);
+ *     meanwhile stream info, consumer creation and pulls time out or get
+ *     503.  Opening, queries and counts ride through that for the
+ *     store's retry_ms (lu_js_store_opts_t; retry.h: one log line when an
+ *     episode starts, one when it ends), resuming after the last event
+ *     seen.  Appends do not retry here: a failed batch is the writer's
+ *     to retry (lu_config_t.store_retry_ms), the whole batch at once.
+ *
  * Errors leave their message in the store (lu_store_errmsg); opening
  * writes it to the caller's buffer.  natsStatus codes never leave this
  * file.  Not thread safe (store.h): one caller at a time, as with SQLite;
@@ -148,7 +157,9 @@
 
 #include <xxhash.h>
 
+#include "assets.h"
 #include "nats_internal.h"
+#include "retry.h"
 
 #define LU_JS_DUP_WINDOW_MS 120000u /* default duplicate window: 2 min */
 #define LU_JS_MAX_PENDING 4096      /* async publishes in flight */
@@ -182,6 +193,8 @@ typedef struct js_store_s {
   int pack_all; /* pack every record, not only LU_RECORD_ONCE ones */
   lu_buf_t packbuf; /* a pack's data, reused */
   int64_t dup_ns; /* the duplicate window we want */
+  lu_assets_opts_t ao; /* replicas, ride-through window (assets.h) */
+  char who[64];        /* ao.who's copy */
   int published; /* ever published: nats.c's pending map exists (its
                   * js_PublishAsyncGetPendingList crashes before) */
   /* Shared by the appender and ack_handler on nats.c's thread. */
@@ -334,24 +347,16 @@ static int fail(js_store_t *st, const char *fmt, ...) {
   return LU_ESTORE;
 }
 
-/* Why a JetStream API call failed, in words. */
+/* Why a JetStream API call failed, in words (assets.c's words, with the
+ * wait this store uses). */
 static void js_reason(natsStatus s, jsErrCode jerr, char *buf, size_t cap) {
-  if (s == NATS_NO_RESPONDERS)
-    lu__fmt(buf, cap, "JetStream is not enabled on the server (start "
-                      "nats-server with -js)");
-  else if (s == NATS_TIMEOUT)
+  if (s == NATS_TIMEOUT)
     lu__fmt(buf, cap, "JetStream did not answer within %d ms",
             LU_JS_API_WAIT_MS);
   else if (s == NATS_CONNECTION_CLOSED)
     lu__fmt(buf, cap, "the NATS connection is closed");
-  else {
-    char r[400];
-    lu__nats_reason(s, r, sizeof r);
-    if (jerr)
-      lu__fmt(buf, cap, "%s (JetStream error %d)", r, (int)jerr);
-    else
-      lu__fmt(buf, cap, "%s", r);
-  }
+  else
+    lu__assets_reason(s, jerr, buf, cap);
 }
 
 /* ---- appends in flight (note 1) ------------------------------------- */
@@ -432,7 +437,7 @@ static void ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa,
       if (pae && pae->Err == NATS_NO_RESPONDERS)
         lu__fmt(b->refused, sizeof b->refused,
                 "no stream stores %s (stream " LU_STREAM_EVENTS
-                " deleted?)",
+                " without a leader during an election, or deleted)",
                 natsMsg_GetSubject(msg));
       else if (pae && pae->ErrCode)
         lu__fmt(b->refused, sizeof b->refused,
@@ -541,74 +546,39 @@ static void store_free(js_store_t *st) {
   free(st);
 }
 
-/* Does the stream's configuration serve as the event store? */
-static int check_config(const jsStreamConfig *c, char *why, size_t cap) {
-  static const char want[] = LU_SUBJ_EVENTS ".>";
-  for (int i = 0; i < c->SubjectsLen; i++)
-    if (c->Subjects[i] && strcmp(c->Subjects[i], want) == 0) return 0;
-  lu__fmt(why, cap,
-          "stream " LU_STREAM_EVENTS " exists but does not take subjects %s "
-          "(it was not created by lucent)",
-          want);
-  return -1;
-}
-
 /* Finds (or, when writable, creates) the stream and checks that it is
- * ours; widens its duplicate window if it is narrower than ours.  0, or
- * LU_ENOENT / LU_ESTORE with the reason in why. */
-static int ensure_stream(js_store_t *st, char *why, size_t cap) {
-  int64_t dup_ns = st->dup_ns;
-  int create = !st->readonly;
-  jsStreamInfo *si = NULL;
-  jsErrCode jerr = 0;
-  natsStatus s = js_GetStreamInfo(&si, st->js, LU_STREAM_EVENTS, NULL, &jerr);
-  if (s == NATS_NOT_FOUND && !create) {
-    lu__fmt(why, cap, "no lucent event store on this server (stream "
-                      LU_STREAM_EVENTS " not found)");
-    return LU_ENOENT;
+ * ours; widens its duplicate window if it is narrower than ours, and
+ * reconciles its replicas (assets.c).  `retry`: ride through an election
+ * (not from the append path: the writer retries the batch itself).  0,
+ * or LU_ENOENT / LU_ESTORE / LU_EINVAL with the reason in why. */
+static int ensure_stream(js_store_t *st, int retry, char *why, size_t cap) {
+  lu_assets_opts_t ao = st->ao;
+  if (!retry) {
+    /* From the append path: a stream without a leader (an election,
+     * note 9) looks the same as a deleted one, and this runs before every
+     * retry of the batch: ask briefly, do not hold the writer for the
+     * context's 5 s each time. */
+    ao.retry_ms = 0;
+    ao.wait_ms = 1000;
   }
-  if (s == NATS_NOT_FOUND) {
-    const char *subjects[] = {LU_SUBJ_EVENTS ".>"};
-    jsStreamConfig cfg;
-    jsStreamConfig_Init(&cfg);
-    cfg.Name = LU_STREAM_EVENTS;
-    cfg.Description = "lucent event store";
-    cfg.Subjects = subjects;
-    cfg.SubjectsLen = 1;
-    cfg.Storage = js_FileStorage;
-    cfg.Retention = js_LimitsPolicy;
-    cfg.Discard = js_DiscardOld;
-    cfg.Duplicates = dup_ns;
-    /* Ours, or another shard's created at the same moment: checked below
-     * like any stream found. */
-    s = lu__nats_create_stream(st->js, &cfg, &si, &jerr);
-  }
-  int rc = 0;
-  if (s != NATS_OK) {
-    js_reason(s, jerr, why, cap);
-    rc = LU_ESTORE;
-  } else if (check_config(si->Config, why, cap) != 0) {
-    rc = LU_ESTORE;
-  } else if (create && si->Config->Duplicates < dup_ns) {
-    /* Made by an older or differently configured lucent: widen the
-     * duplicate window, never narrow it (someone may rely on it). */
-    jsStreamConfig cfg = *si->Config;
-    jsStreamInfo *si2 = NULL;
-    cfg.Duplicates = dup_ns;
-    s = js_UpdateStream(&si2, st->js, &cfg, NULL, &jerr);
-    jsStreamInfo_Destroy(si2);
-    if (s != NATS_OK) {
-      js_reason(s, jerr, why, cap);
-      rc = LU_ESTORE;
-    }
-  }
-  jsStreamInfo_Destroy(si);
-  return rc;
+  return lu__assets_events(st->js, !st->readonly, st->dup_ns, &ao, NULL, why,
+                           cap);
 }
 
 int lu__store_jetstream_open(lu_store_t **out, natsConnection *nc,
                              int create, uint32_t dup_window_ms, char *err,
                              size_t errlen) {
+  lu_js_store_opts_t o = {.create = create,
+                          .dup_window_ms = dup_window_ms,
+                          .assets = {.retry_ms = LU_RETRY_DEFAULT_MS}};
+  return lu__store_jetstream_open_with(out, nc, &o, err, errlen);
+}
+
+int lu__store_jetstream_open_with(lu_store_t **out, natsConnection *nc,
+                                  const lu_js_store_opts_t *o, char *err,
+                                  size_t errlen) {
+  int create = o->create;
+  uint32_t dup_window_ms = o->dup_window_ms;
   char dummy[8], why[512];
   if (!err || !errlen) {
     err = dummy;
@@ -630,6 +600,11 @@ int lu__store_jetstream_open(lu_store_t **out, natsConnection *nc,
   st->base.ops = &jetstream_ops;
   st->nc = nc;
   st->readonly = !create;
+  st->ao = o->assets;
+  if (st->ao.who) {
+    lu__fmt(st->who, sizeof st->who, "%s", st->ao.who);
+    st->ao.who = st->who;
+  }
   pthread_mutex_init(&st->mu, NULL);
   lu__cond_init_mono(&st->idle);
   if (lu__ptrmap_init(&st->inflight, 4 * LU_JS_MAX_PENDING) != 0) {
@@ -657,7 +632,7 @@ int lu__store_jetstream_open(lu_store_t **out, natsConnection *nc,
   st->dup_ns = (int64_t)(dup_window_ms ? dup_window_ms
                                        : LU_JS_DUP_WINDOW_MS) *
                NS_PER_MS; /* nanoseconds (docs/nats-notes.md, trap 2) */
-  int rc = ensure_stream(st, why, sizeof why);
+  int rc = ensure_stream(st, 1, why, sizeof why);
   if (rc) {
     if (rc == LU_ENOENT)
       lu__fmt(err, errlen, "%s", why);
@@ -802,7 +777,7 @@ void lu__store_jetstream_set_pack(lu_store_t *base, size_t max_records,
 static int remake_lost_stream(js_store_t *st) {
   if (!atomic_exchange(&st->lost_stream, 0)) return 0;
   char why[300];
-  if (ensure_stream(st, why, sizeof why) == 0) return 1;
+  if (ensure_stream(st, 0, why, sizeof why) == 0) return 1;
   atomic_store(&st->lost_stream, 1); /* next time */
   return 0;
 }
@@ -1070,13 +1045,42 @@ typedef struct qcons_s {
   char name[96]; /* the ephemeral consumer's */
 } qcons_t;
 
+/* A reader's ride through a leader election (note 9): for the store's
+ * retry_ms, one log line per episode. */
+static lu_retry_t read_retry(const js_store_t *st, const char *what) {
+  return (lu_retry_t){.window_ms = st->ao.retry_ms, .what = what,
+                      .who = st->ao.who};
+}
+
+/* The stream's info, through an election (note 9). */
+static natsStatus info_retry(js_store_t *st, jsStreamInfo **si,
+                             jsErrCode *jerr) {
+  lu_retry_t r = read_retry(st, "reading stream " LU_STREAM_EVENTS);
+  for (;;) {
+    *jerr = 0;
+    natsStatus s = js_GetStreamInfo(si, st->js, LU_STREAM_EVENTS, NULL, jerr);
+    if (s == NATS_OK || s == NATS_NOT_FOUND ||
+        !lu__retry_again(&r, s, (int)*jerr, NULL)) {
+      if (s == NATS_OK) lu__retry_ok(&r);
+      return s;
+    }
+  }
+}
+
 /* Pending messages the consumer still has for us, or -1 when it cannot
- * be asked (gone, server unreachable). */
+ * be asked (gone, server unreachable past the retry window). */
 static int64_t consumer_pending(js_store_t *st, const qcons_t *qc) {
   jsConsumerInfo *ci = NULL;
-  if (js_GetConsumerInfo(&ci, st->js, LU_STREAM_EVENTS, qc->name, NULL,
-                         NULL) != NATS_OK)
-    return -1;
+  lu_retry_t r = read_retry(st, "reading the query's consumer");
+  for (;;) {
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetConsumerInfo(&ci, st->js, LU_STREAM_EVENTS,
+                                      qc->name, NULL, &jerr);
+    if (s == NATS_OK) break;
+    /* Gone (not found): the caller makes another one. */
+    if (!lu__retry_again(&r, s, (int)jerr, NULL)) return -1;
+  }
+  lu__retry_ok(&r);
   int64_t n = (int64_t)ci->NumPending;
   jsConsumerInfo_Destroy(ci);
   return n;
@@ -1114,8 +1118,14 @@ static int open_consumer(js_store_t *st, const char *filter, uint64_t from,
   if (!qc) return fail(st, "out of memory");
   jsConsumerInfo *ci = NULL;
   jsErrCode jerr = 0;
-  natsStatus s = js_AddConsumer(&ci, st->js, LU_STREAM_EVENTS, &cfg, NULL,
-                                &jerr);
+  natsStatus s;
+  lu_retry_t r = read_retry(st, "creating the query's consumer");
+  for (;;) {
+    jerr = 0;
+    s = js_AddConsumer(&ci, st->js, LU_STREAM_EVENTS, &cfg, NULL, &jerr);
+    if (s == NATS_OK || !lu__retry_again(&r, s, (int)jerr, NULL)) break;
+  }
+  if (s == NATS_OK) lu__retry_ok(&r);
   if (s == NATS_OK) {
     lu__fmt(qc->name, sizeof qc->name, "%s", ci->Name);
     jsConsumerInfo_Destroy(ci);
@@ -1172,6 +1182,39 @@ static natsStatus fetch_batch(qcons_t *qc, natsMsgList *list) {
   return list->Count ? NATS_OK : s;
 }
 
+/* A fetch of a query or count brought nothing (status s).  Fine if
+ * nothing is left (messages can vanish under limits or a purge); a
+ * consumer that has messages and sends none (its stream has no leader:
+ * an election, note 9) is asked again within fr's window; a lost one is
+ * replaced by one from `next`.  0: done; 1: fetch again (*qc may be new);
+ * LU_ESTORE: failed, the reason in st's errmsg prefixed by `what`. */
+static int fetch_none(js_store_t *st, qcons_t **qc, natsStatus s,
+                      lu_retry_t *fr, int *reopened, const char *filter,
+                      uint64_t next, int headers_only, const char *what) {
+  int64_t pending = consumer_pending(st, *qc);
+  if (pending == 0) return 0;
+  if (pending > 0 &&
+      lu__retry_again(fr, s == NATS_OK || s == NATS_NOT_FOUND ? NATS_TIMEOUT
+                                                              : s,
+                      0, NULL))
+    return 1;
+  if (pending < 0 && *reopened < LU_JS_QUERY_REOPEN &&
+      natsConnection_Status(st->nc) == NATS_CONN_STATUS_CONNECTED) {
+    close_consumer(st, *qc);
+    *qc = NULL;
+    (*reopened)++;
+    if (open_consumer(st, filter, next, headers_only, qc) != 0)
+      return LU_ESTORE;
+    return consumer_pending(st, *qc) == 0 ? 0 : 1;
+  }
+  if (s == NATS_TIMEOUT || s == NATS_NOT_FOUND || s == NATS_OK)
+    return fail(st, "%s: the server sent nothing within %d ms", what,
+                LU_JS_FETCH_WAIT_MS);
+  char why[400];
+  js_reason(s, 0, why, sizeof why);
+  return fail(st, "%s: %s", what, why);
+}
+
 static int js_query(lu_store_t *base, const lu_query_t *q, lu_store_row_cb cb,
                     void *ud) {
   js_store_t *st = (js_store_t *)base;
@@ -1184,7 +1227,7 @@ static int js_query(lu_store_t *base, const lu_query_t *q, lu_store_row_cb cb,
   jsStreamInfo *si = NULL;
   jsErrCode jerr = 0;
   char why[512];
-  natsStatus s = js_GetStreamInfo(&si, st->js, LU_STREAM_EVENTS, NULL, &jerr);
+  natsStatus s = info_retry(st, &si, &jerr);
   if (s != NATS_OK) {
     if (s == NATS_NOT_FOUND)
       lu__fmt(why, sizeof why, "stream not found");
@@ -1223,34 +1266,19 @@ static int js_query(lu_store_t *base, const lu_query_t *q, lu_store_row_cb cb,
       ret = fail(st, "query: cannot read the consumer's state");
     done = pending <= 0; /* 0: nothing matches at all */
   }
+  lu_retry_t fr = read_retry(st, "reading " LU_STREAM_EVENTS);
   while (!done) {
     natsMsgList list;
     s = fetch_batch(qc, &list);
     if (s != NATS_OK || list.Count == 0) {
       batch_free(&list);
-      /* Nothing came.  Fine if nothing is left (messages can vanish under
-       * limits or a purge); a lost consumer is replaced; else an error. */
-      int64_t pending = consumer_pending(st, qc);
-      if (pending == 0) break;
-      if (pending < 0 && reopened < LU_JS_QUERY_REOPEN &&
-          natsConnection_Status(st->nc) == NATS_CONN_STATUS_CONNECTED) {
-        close_consumer(st, qc);
-        qc = NULL;
-        reopened++;
-        ret = open_consumer(st, filter, next, 0, &qc);
-        if (ret) break;
-        if (consumer_pending(st, qc) == 0) break;
-        continue;
-      }
-      if (s == NATS_TIMEOUT || s == NATS_NOT_FOUND || s == NATS_OK)
-        ret = fail(st, "query: the server sent nothing within %d ms",
-                   LU_JS_FETCH_WAIT_MS);
-      else {
-        js_reason(s, 0, why, sizeof why);
-        ret = fail(st, "query: %s", why);
-      }
+      int more = fetch_none(st, &qc, s, &fr, &reopened, filter, next, 0,
+                            "query");
+      if (more == 1) continue;
+      if (more < 0) ret = more;
       break;
     }
+    lu__retry_ok(&fr);
     for (int i = 0; i < list.Count && !done; i++) {
       natsMsg *m = list.Msgs[i];
       jsMsgMetaData *md = NULL;
@@ -1300,7 +1328,7 @@ static int64_t js_count(lu_store_t *base) {
   st->base.errmsg[0] = 0;
   jsStreamInfo *si = NULL;
   jsErrCode jerr = 0;
-  natsStatus s = js_GetStreamInfo(&si, st->js, LU_STREAM_EVENTS, NULL, &jerr);
+  natsStatus s = info_retry(st, &si, &jerr);
   if (s != NATS_OK) {
     char why[512];
     if (s == NATS_NOT_FOUND)
@@ -1318,16 +1346,18 @@ static int64_t js_count(lu_store_t *base) {
   if (open_consumer(st, LU_SUBJ_EVENTS ".>", first, 1, &qc) != 0)
     return LU_ESTORE;
   uint64_t events = 0;
-  int rc = 0, done = consumer_pending(st, qc) == 0;
+  int rc = 0, done = consumer_pending(st, qc) == 0, reopened = 0;
+  uint64_t next = first;
+  lu_retry_t fr = read_retry(st, "counting " LU_STREAM_EVENTS);
   while (!done) {
     natsMsgList list;
     s = fetch_batch(qc, &list);
     if (s != NATS_OK || list.Count == 0) {
       batch_free(&list);
-      if (consumer_pending(st, qc) == 0) break;
-      char why[300];
-      js_reason(s == NATS_OK ? NATS_TIMEOUT : s, 0, why, sizeof why);
-      rc = fail(st, "count: %s", why);
+      int more = fetch_none(st, &qc, s, &fr, &reopened, LU_SUBJ_EVENTS ".>",
+                            next, 1, "count");
+      if (more == 1) continue;
+      if (more < 0) rc = more;
       break;
     }
     for (int i = 0; i < list.Count && !done; i++) {
@@ -1343,9 +1373,12 @@ static int64_t js_count(lu_store_t *base) {
         done = 1;
         break;
       }
+      if (seq < next) continue; /* seen before a consumer was replaced */
+      next = seq + 1;
       events += lu__nats_msg_events(list.Msgs[i]);
       if (seq >= last || left == 0) done = 1;
     }
+    lu__retry_ok(&fr);
     batch_free(&list);
   }
   close_consumer(st, qc);
