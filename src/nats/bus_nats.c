@@ -501,14 +501,19 @@ static void pull_backoff(void) {
 }
 
 /* A pull request ended with status st.  409 (refused: deleted, too many
- * waiting) and 503 (no responders: no such consumer - a crash lost it -
- * or its stream is electing a leader) wait a little, and have adopt()
- * check that the consumer exists, and make it if not. */
+ * waiting) waits a little and has adopt() check that the consumer exists
+ * (and make it if not).  503 (no responders: no such consumer - a crash
+ * lost it - or its stream lost its leader) has the partition taken over
+ * again once the stream answers (a resync, as after a reconnect): a new
+ * leader may hold acknowledged messages its copy missed the deletion of,
+ * or a pending message it never redelivers (docs/nats-notes.md e2). */
 static void pull_status(puller_t *p, const char *st) {
-  if (strcmp(st, "409") && strcmp(st, "503")) return;
+  int is503 = !strcmp(st, "503");
+  if (strcmp(st, "409") && !is503) return;
   pull_backoff();
   int none = ADOPT_NONE;
-  atomic_compare_exchange_strong(&p->adopt, &none, ADOPT_ENSURE);
+  atomic_compare_exchange_strong(&p->adopt, &none,
+                                 is503 ? ADOPT_RESYNC : ADOPT_ENSURE);
 }
 
 /* We stopped pulling this consumer, but our last requests stay open on the
