@@ -55,14 +55,21 @@ typedef struct lu_natsbus_cfg_s {
    *  default) = an intake event's first hop goes over core NATS and its
    *  intake message is acked when the owner confirms (fwd_core.c). */
   int durable_forward;
+  /** At-least-once: the partition count of a LUCENT_INTAKE created here;
+   *  0 = the stream's own, or LU_INTAKE_PARTITIONS_DEFAULT when this
+   *  creates it.  A stream with another count makes start fail with
+   *  LU_EINVAL and the reason (intake_layout.h). */
+  unsigned partitions;
 } lu_natsbus_cfg_t;
 
 typedef struct lu_natsbus_s lu_natsbus_t;
 
-/** Creates the streams and consumers lucent needs (if missing), installs
+/** Creates the streams and consumers lucent needs (if missing), writes
+ *  the registry's routes into the routes table (at-least-once), installs
  *  itself as the manager's bus, joins the view and starts pulling.  The
  *  connection and manager are borrowed.  Returns 0, or LU_EIO / LU_ESTORE
- *  with err. */
+ *  / LU_EINVAL (a partition count that differs from the stream's) with
+ *  err. */
 int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
                       lu_manager_t *m, const lu_natsbus_cfg_t *cfg, char *err,
                       size_t errlen);
@@ -95,10 +102,10 @@ void lu__natsbus_stop(lu_natsbus_t *b, uint32_t timeout_ms,
 int lu__nats_ensure_stream(jsCtx *js, const char *name, const char *subjects,
                            char *err, size_t errlen);
 
-/** The partition (0 .. LU_INTAKE_PARTITIONS-1) an event goes to at intake:
- *  by its subject (the stream id: events of one stream stay in order), or
- *  its id; ev NULL (a line that is not a valid event) hashes the bytes. */
-unsigned lu__intake_partition(const lu_event_t *ev, const char *json,
-                              size_t len);
+/** The same with a list of subjects (LUCENT_INTAKE: one per partition,
+ *  intake_layout.c). */
+int lu__nats_ensure_stream_subjects(jsCtx *js, const char *name,
+                                    const char *const *subjects, int n,
+                                    char *err, size_t errlen);
 
 #endif /* LUCENT_MEMBERSHIP_H */
