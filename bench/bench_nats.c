@@ -230,6 +230,7 @@ static unsigned event_partition(const events_t *e, size_t i) {
  * results are deduplicated against an earlier run's. */
 static void gen_events(events_t *e, size_t n, const char *type) {
   static unsigned calls;
+  memset(e, 0, sizeof *e);
   snprintf(e->nonce, sizeof e->nonce, "%05lx%03u",
            ((unsigned long)getpid() ^ (unsigned long)time(NULL)) & 0xfffff,
            ++calls % 1000);
@@ -1855,14 +1856,14 @@ static int cmd_partitions(void) {
       serves_stop();
       drop_lucent_streams(jsm);
       check_run("partitions", &rk);
+      char srv[32] = "-";
+      if (O.server_pid > 0)
+        snprintf(srv, sizeof srv, "%.1f%%",
+                 100.0 * (double)(c1.server - c0.server) / idle_ns);
       printf("| %zu | %u | %u | %.1f | %.1f%%, %s | %.0f | %.1f |\n",
              O.round0 + r, O.partitions, k, start_s,
-             100.0 * (double)(c1.serve - c0.serve) / idle_ns,
-             O.server_pid > 0 ? "" : "-",
+             100.0 * (double)(c1.serve - c0.serve) / idle_ns, srv,
              rk.rate, rk.cpu_serve);
-      if (O.server_pid > 0)
-        note("idle nats-server: %.1f%% of a core",
-             100.0 * (double)(c1.server - c0.server) / idle_ns);
       fflush(stdout);
       events_free(&key);
     }
