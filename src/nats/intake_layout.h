@@ -15,7 +15,11 @@
  *    type routes by one and the data has it, else its subject, else its
  *    id (a line that is not an event: its bytes); p = FNV-1a 64 mod P.
  *
- * Internal to the NATS layer, the CLI and the benchmarks.
+ * Internal to the NATS layer, the CLI and the benchmarks.  Calls that
+ * talk to the server take a borrowed connection or JetStream context and
+ * are safe from any thread (each uses its own JetStream context where it
+ * makes one); strings they return in err are NUL-terminated and
+ * truncated to errlen.
  */
 #ifndef LUCENT_INTAKE_LAYOUT_H
 #define LUCENT_INTAKE_LAYOUT_H
@@ -60,8 +64,10 @@ int lu__intake_stream_ensure(jsCtx *js, unsigned want, int create,
 /* ---- routes ----------------------------------------------------------- */
 
 /** The routes table: event type -> {"strategy": ..., "key": path (keyed
- *  strategies only), "function": name}.  Not thread safe while it is
- *  changed; lookups of a table nobody changes are. */
+ *  strategies only), "function": name}.  The caller owns a table it got
+ *  from _new, _parse or _fetch and frees it with lu__routes_free.  Not
+ *  thread safe while it is changed; lookups of a table nobody changes
+ *  are, and the strings they return live as long as the table. */
 typedef struct lu_routes_s lu_routes_t;
 
 /** An empty table (0 or LU_ENOMEM). */

@@ -26,12 +26,6 @@ KEYS=500
 $OC gen "$N" "$KEYS" 19 > "$T/in.jsonl"
 WANT=$($OC expect "$T/in.jsonl")
 
-SHARD_PIDS=()
-cleanup_shards() {
-  for p in "${SHARD_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${SHARD_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  SHARD_PIDS=()
-}
 trap 'cleanup_shards; nats_stop; [ -n "${LUCENT_TEST_KEEP:-}" ] && echo "kept $T" >&2 || rm -rf "$T"' EXIT
 
 serve() { # serve LOGDIR ID [args]: a shard of the order plugin
@@ -61,6 +55,12 @@ wait_pulled() { # until every intake partition and forward queue is pulled
     sleep 0.1
   done
   fail "only $got of $want consumers are pulled"
+}
+ran_past() { # ran_past LOGDIR N: until N inputs have executed (bounded)
+  for _ in $(seq 1 $((200 * SLOW))); do
+    [ "$($OC count "$1")" -ge "$2" ] && return 0
+    sleep 0.05
+  done
 }
 wait_runs() { # wait_runs LOGDIR SECONDS: until every input has executed
   local deadline=$((SECONDS + $2 * SLOW)) have=0
@@ -158,13 +158,9 @@ serve "$T/jl" a; serve "$T/jl" b
 wait_view a "a,b"; wait_view b "a,b"; wait_pulled 64 2
 "$LUCENT" publish --nats "$NATS_URL" --input "$T/in.jsonl" > /dev/null 2> "$T/pub.err" &
 PUB=$!
-for _ in $(seq 1 $((200 * SLOW))); do
-  [ "$($OC count "$T/jl")" -ge $((WANT / 4)) ] && break; sleep 0.05
-done
+ran_past "$T/jl" $((WANT / 4))
 serve "$T/jl" c
-for _ in $(seq 1 $((200 * SLOW))); do
-  [ "$($OC count "$T/jl")" -ge $((WANT / 2)) ] && break; sleep 0.05
-done
+ran_past "$T/jl" $((WANT / 2))
 kill -TERM "$PID_b"
 wait "$PUB" || fail "publish during join/leave: $(cat "$T/pub.err")"
 wait_runs "$T/jl" 120
@@ -184,9 +180,7 @@ for s in a b c; do wait_view $s "a,b,c"; done
 wait_pulled 64 3
 "$LUCENT" publish --nats "$NATS_URL" --input "$T/in.jsonl" > /dev/null 2> "$T/pub.err" &
 PUB=$!
-for _ in $(seq 1 $((200 * SLOW))); do
-  [ "$($OC count "$T/k9")" -ge $((WANT / 3)) ] && break; sleep 0.05
-done
+ran_past "$T/k9" $((WANT / 3))
 kill -9 "$PID_b"
 wait "$PID_b" 2>/dev/null || true
 wait "$PUB" || fail "publish during the kill: $(cat "$T/pub.err")"

@@ -17,12 +17,6 @@
 . "$(dirname "$0")/nats.sh"
 NATSREQ="python3 $(dirname "$0")/../faults/natsreq.py"
 SLOW=${LUCENT_TEST_SLOW:-1}
-SHARD_PIDS=()
-cleanup_shards() {
-  for p in "${SHARD_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${SHARD_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  SHARD_PIDS=()
-}
 trap 'cleanup_shards; nats_stop; [ -n "${LUCENT_TEST_KEEP:-}" ] && echo "kept $T" >&2 || rm -rf "$T"' EXIT
 serve() { # serve ID [args]
   local id=$1; shift
