@@ -449,8 +449,8 @@ int cmd_publish(int argc, char **argv) {
     return 1;
   }
   if (!amo && !by_subject) routes = server_routes(nc);
-  if (dry) {
-    int rc = dry_run(fd, routes, P);
+  if (dry) { /* (at-most-once has no partitions: the default's) */
+    int rc = dry_run(fd, routes, P ? P : LU_INTAKE_PARTITIONS_DEFAULT);
     lu__routes_free(routes);
     jsCtx_Destroy(js);
     natsConnection_Destroy(nc);

@@ -43,14 +43,16 @@ expect_fail 2 "--partitions must be an integer in 1..1024" "$LUCENT" serve --nat
 { ev d1 OrderValidated s-1 '{"items":[{"sku":"SKU-9"}]}'
   ev d2 OrderValidated s-2 '{"items":[{"sku":"SKU-9"}]}'
   ev d3 OrderValidated s-3 '{"items":[]}'
-  ev d4 OrderPlaced s-4 '{"items":[{"sku":"SKU-9"}]}'; } > "$T/dry-in.jsonl"
+  ev d4 OrderPlaced s-4 '{"items":[{"sku":"SKU-9"}]}'
+  ev d5 Nope s-5 '{"items":[{"sku":"SKU-9"}]}'; } > "$T/dry-in.jsonl"
 "$LUCENT" publish --dry-run --plugin "$LUCENT_PLUGIN" --partitions 8 --input "$T/dry-in.jsonl" > "$T/dry.jsonl"
 python3 - "$T/dry.jsonl" <<'PY' || fail "dry run with --plugin routes"
 import json, sys
 d = [json.loads(l) for l in open(sys.argv[1])]
-assert [x["key"] for x in d] == ["route", "route", "subject", "subject"], d
+assert [x["key"] for x in d] == ["route", "route", "subject", "subject", "subject"], d
 assert d[0]["partition"] == d[1]["partition"] and d[0]["value"] == "SKU-9", d
 assert d[2].get("key_missing") is True and "key_missing" not in d[3], d
+assert d[4]["value"] == "s-5" and "key_missing" not in d[4], d  # unknown type
 assert all(0 <= x["partition"] < 8 for x in d), d
 PY
 pass "usage errors; dry run partitions by the plugin's routing keys"
