@@ -29,9 +29,10 @@
 /** Protocol v1's fixed count, and what a stream on the old wildcard
  *  subject lucent.intake.> is read as. */
 #define LU_INTAKE_PARTITIONS_V1 16
-/** P of a stream created without --partitions: room for 64 pulling
- *  processes (bench/README.md has what more partitions cost). */
-#define LU_INTAKE_PARTITIONS_DEFAULT 64
+/** P of a stream created without --partitions: v1's 16.  More leaves
+ *  room for more pulling processes, at a cost measured in bench/README.md
+ *  ("Partitions"): choose it with --partitions when the stream is made. */
+#define LU_INTAKE_PARTITIONS_DEFAULT 16
 /** The largest P lucent creates or accepts. */
 #define LU_INTAKE_PARTITIONS_MAX 1024
 

@@ -127,7 +127,7 @@ distributed() { # distributed NAME K [publish args]: K serves, one publish
   # whose order is phases 4 and 5's.)
   for s in $(echo "$view" | tr , ' '); do serve "$dir" "$s" --shards "$view"; done
   for s in $(echo "$view" | tr , ' '); do wait_view "$s" "$view"; done
-  wait_pulled 64 "$k"
+  wait_pulled 16 "$k"
   "$LUCENT" publish --nats "$NATS_URL" --input "$T/in.jsonl" "$@" --json \
     > "$T/pub.json" 2> "$T/pub.err" || fail "publish: $(cat "$T/pub.err")"
   wait_runs "$dir" 120
@@ -155,7 +155,7 @@ mkdir -p "$T/jl"
 fresh_logs
 nats_start
 serve "$T/jl" a; serve "$T/jl" b
-wait_view a "a,b"; wait_view b "a,b"; wait_pulled 64 2
+wait_view a "a,b"; wait_view b "a,b"; wait_pulled 16 2
 "$LUCENT" publish --nats "$NATS_URL" --input "$T/in.jsonl" > /dev/null 2> "$T/pub.err" &
 PUB=$!
 ran_past "$T/jl" $((WANT / 4))
@@ -177,7 +177,7 @@ fresh_logs
 nats_start
 for s in a b c; do serve "$T/k9" $s --ack-wait-ms $((2000 * SLOW)); done
 for s in a b c; do wait_view $s "a,b,c"; done
-wait_pulled 64 3
+wait_pulled 16 3
 "$LUCENT" publish --nats "$NATS_URL" --input "$T/in.jsonl" > /dev/null 2> "$T/pub.err" &
 PUB=$!
 ran_past "$T/k9" $((WANT / 3))

@@ -2,7 +2,7 @@
 // the structured content mode of the CloudEvents NATS binding (the JSON
 // event as the payload), the second in binary mode (ce-* headers, the
 // order as the payload).  Each goes to lucent.intake.<p>, p = FNV-1a 64 of
-// its partition key mod the stream's partition count (64 by default), as
+// its partition key mod the stream's partition count (16 by default), as
 // docs/protocol.md says (OrderPlaced is round_robin: the key is the
 // subject; a hash_based type's would be its routing key), and is
 // acknowledged once
@@ -18,7 +18,7 @@
 //   build/lucent events --nats nats://127.0.0.1:4222 --correlation js-corr-1
 //
 // OUTPUT:
-//   structured js-order-1 -> lucent.intake.52 (LUCENT_INTAKE seq 1)
+//   structured js-order-1 -> lucent.intake.4 (LUCENT_INTAKE seq 1)
 //   binary     js-order-2 -> lucent.intake.13 (LUCENT_INTAKE seq 2)
 //
 // A second run prints "(duplicate)" after each line: JetStream dropped the
