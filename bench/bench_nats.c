@@ -82,6 +82,7 @@
 
 #include <nats/nats.h>
 
+#include "intake_layout.h" /* partitions, routes */
 #include "intake_pack.h" /* as `lucent publish` packs */
 #include "membership.h" /* LU_SUBJ_*, LU_STREAM_*, lu__intake_partition */
 #define BENCH_PROG "bench_nats"
@@ -168,6 +169,9 @@ typedef struct opts_s {
   const char *forward; /* at-least-once serves: --forward (NULL: default) */
   size_t intake_pack;  /* at-least-once publisher: events per message */
   size_t slices; /* suite exec: raw and lucent alternate in this many */
+  unsigned partitions; /* intake partitions of the serves' stream */
+  unsigned plist[8];   /* partitions: the counts compared */
+  size_t nplist;
 } opts_t;
 
 static opts_t O;
@@ -181,7 +185,44 @@ typedef struct events_s {
   char nonce[24];
   size_t n, bytes;
   size_t first; /* a slice: the generator's index of its event 0 */
+  unsigned *part; /* each event's intake partition (events_assign), or
+                   * NULL: by its bytes */
 } events_t;
+
+enum { BY_BYTES, BY_SUBJECT, BY_ROUTE };
+
+/* Each event's intake partition, computed before any clock starts: by
+ * its bytes (spread evenly: the default), by its subject (protocol v1),
+ * or by its routing key (v2: Keyed events route by data.key). */
+static void events_assign(events_t *e, int by) {
+  free(e->part);
+  e->part = NULL;
+  if (by == BY_BYTES) return;
+  static const char table[] =
+      "{\"version\":1,\"types\":{\"Keyed\":{\"strategy\":\"hash_based\","
+      "\"key\":\"key\",\"function\":\"NoopKeyed\"}}}";
+  lu_routes_t *routes = NULL;
+  char why[160];
+  if (by == BY_ROUTE &&
+      lu__routes_parse(&routes, table, sizeof table - 1, why, sizeof why))
+    die("routes");
+  e->part = xmalloc(e->n * sizeof *e->part);
+  for (size_t i = 0; i < e->n; i++) {
+    lu_event_t *ev = NULL;
+    const char *json = e->text + e->off[i];
+    if (lu_event_parse(&ev, json, e->len[i], NULL, 0)) die("event %zu", i);
+    e->part[i] = lu__intake_partition(routes, O.partitions, ev, json,
+                                      e->len[i]);
+    lu_event_free(ev);
+  }
+  lu__routes_free(routes);
+}
+
+static unsigned event_partition(const events_t *e, size_t i) {
+  if (e->part) return e->part[i];
+  return lu__intake_partition(NULL, O.partitions, NULL, e->text + e->off[i],
+                              e->len[i]);
+}
 
 
 /* bench_pipeline's ~300-byte CloudEvents, plus data.key (10,000 distinct
@@ -189,6 +230,7 @@ typedef struct events_s {
  * results are deduplicated against an earlier run's. */
 static void gen_events(events_t *e, size_t n, const char *type) {
   static unsigned calls;
+  memset(e, 0, sizeof *e);
   snprintf(e->nonce, sizeof e->nonce, "%05lx%03u",
            ((unsigned long)getpid() ^ (unsigned long)time(NULL)) & 0xfffff,
            ++calls % 1000);
@@ -227,6 +269,7 @@ static void gen_events(events_t *e, size_t n, const char *type) {
 }
 
 static void events_free(events_t *e) {
+  free(e->part);
   free(e->text);
   free(e->off);
   free(e->len);
@@ -242,6 +285,7 @@ static events_t events_slice(const events_t *e, size_t from, size_t n) {
   events_t v = *e;
   v.off = e->off + from;
   v.len = e->len + from;
+  v.part = e->part ? e->part + from : NULL;
   v.n = n;
   v.first = e->first + from;
   v.bytes = 0;
@@ -867,7 +911,9 @@ static void serves_start(natsConnection *ctl, jsCtx *jsm, unsigned k,
     posix_spawn_file_actions_addopen(&fa, 1, log,
                                      O_WRONLY | O_CREAT | O_APPEND, 0644);
     posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    char *argv[20] = {(char *)O.lucent, "serve", "--nats", (char *)O.url,
+    char parts[16];
+    snprintf(parts, sizeof parts, "%u", O.partitions);
+    char *argv[24] = {(char *)O.lucent, "serve", "--nats", (char *)O.url,
                       "--shard", ids[i], "--plugin", (char *)O.plugin,
                       "--delivery", amo ? "at-most-once" : "at-least-once",
                       "--log-level", "info", "--log-format", "text"};
@@ -875,6 +921,7 @@ static void serves_start(natsConnection *ctl, jsCtx *jsm, unsigned k,
     if (amo && O.pack) argv[na++] = "--pack", argv[na++] = (char *)O.pack;
     if (!amo && O.forward)
       argv[na++] = "--forward", argv[na++] = (char *)O.forward;
+    if (!amo) argv[na++] = "--partitions", argv[na++] = parts;
     pid_t pid;
     int rc = posix_spawn(&pid, O.lucent, &fa, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
@@ -907,16 +954,16 @@ static void serves_start(natsConnection *ctl, jsCtx *jsm, unsigned k,
   sleep_ms(600);
   if (!amo) {
     until = now_ns() + 15000000000ull;
-    unsigned pulled = 0, want = LU_INTAKE_PARTITIONS + k;
+    unsigned P = O.partitions, pulled = 0, want = P + k;
     while (now_ns() < until) {
       pulled = 0;
       for (unsigned p = 0; p < want; p++) {
         char name[96];
         const char *stream = LU_STREAM_INTAKE;
-        if (p < LU_INTAKE_PARTITIONS) {
+        if (p < P) {
           snprintf(name, sizeof name, "intake-%u", p);
         } else {
-          snprintf(name, sizeof name, "fwd-%s", ids[p - LU_INTAKE_PARTITIONS]);
+          snprintf(name, sizeof name, "fwd-%s", ids[p - P]);
           stream = LU_STREAM_FWD;
         }
         jsConsumerInfo *ci = NULL;
@@ -982,7 +1029,7 @@ static size_t publish_packed(jsCtx *js, lu_packer_t *packer,
     if (i < e->n) {
       event_id(e, i, id, sizeof id);
       const char *json = e->text + e->off[i];
-      lu__packer_add(packer, lu__intake_partition(NULL, json, e->len[i]),
+      lu__packer_add(packer, event_partition(e, i),
                      id, json, e->len[i], e->first + i + 1, &m, &failed);
       i++;
     } else {
@@ -1054,7 +1101,8 @@ static res_t lucent_slice(natsConnection *nc, const events_t *e, int amo,
   }
   uint64_t deadline = now_ns() + (uint64_t)(O.max_seconds * 1e9);
   lu_packer_t *packer = NULL;
-  if (!amo && O.intake_pack > 1 && lu__packer_new(&packer, O.intake_pack))
+  if (!amo && O.intake_pack > 1 &&
+      lu__packer_new(&packer, O.intake_pack, O.partitions))
     die("out of memory");
   uint64_t before = atomic_load(&w->stored);
   atomic_store(&w->t_want, 0);
@@ -1077,8 +1125,8 @@ static res_t lucent_slice(natsConnection *nc, const events_t *e, int amo,
     }
     natsMsg *m = NULL;
     event_id(e, i, id, sizeof id);
-    natsStatus s = lu__intake_msg(&m, lu__intake_partition(NULL, json, len),
-                                  id, json, len, e->first + i + 1); /* by bytes */
+    natsStatus s = lu__intake_msg(&m, event_partition(e, i), id, json, len,
+                                  e->first + i + 1);
     if (s == NATS_OK) s = pub_async(js, &m, deadline);
     if (s != NATS_OK) {
       natsMsg_Destroy(m);
@@ -1707,6 +1755,126 @@ static int cmd_events(void) {
   return 0;
 }
 
+/* Issue 19's cost of per-key order.  K serves (--shards, first value)
+ * with the Keyed type (hash_based by data.key, 10,000 keys, subjects
+ * unrelated to keys); per round, two event sets published in turn, in
+ * --slices slices against the same serves: intake partitioned by subject
+ * (protocol v1: a key's events reach its owner from many partitions) and
+ * by routing key (v2: from one).  Each one's rate is its results over its
+ * time; the ratio key/subject is paired within the round. */
+static int cmd_order(void) {
+  natsConnection *ctl = connect_to("bench-ctl"), *cli = connect_to(
+                                                     "bench-client");
+  jsCtx *jsm = js_of(ctl, NULL);
+  unsigned k = O.shards[0];
+  double ratios[64];
+  size_t nr = 0;
+  printf("| round | serves | partitions | by subject (v1) events/s | by key "
+         "(v2) events/s | v2 / v1 | serve CPU µs/event v1 / v2 |\n"
+         "|---:|---:|---:|---:|---:|---:|---:|\n");
+  for (size_t r = 0; r < O.rounds && r < 64; r++) {
+    events_t subj, key;
+    gen_events(&subj, O.n, "Keyed");
+    events_assign(&subj, BY_SUBJECT);
+    gen_events(&key, O.n, "Keyed");
+    events_assign(&key, BY_ROUTE);
+    drop_lucent_streams(jsm);
+    serves_start(ctl, jsm, k, 0, NULL);
+    size_t sl = O.slices ? O.slices : 1, per = O.n / sl ? O.n / sl : 1;
+    pool_t ps = {0}, pk = {0};
+    watch_t w;
+    watch_open(&w);
+    for (size_t i = 0; i < sl && (i + 1) * per <= O.n; i++) {
+      events_t a = events_slice(&subj, i * per, per);
+      events_t b = events_slice(&key, i * per, per);
+      res_t x, y;
+      if (i % 2) { /* alternate which goes first */
+        y = lucent_slice(cli, &b, 0, &w);
+        x = lucent_slice(cli, &a, 0, &w);
+      } else {
+        x = lucent_slice(cli, &a, 0, &w);
+        y = lucent_slice(cli, &b, 0, &w);
+      }
+      pool_add(&ps, &x, NULL);
+      pool_add(&pk, &y, NULL);
+    }
+    res_t rs = pool_end(&ps), rk = pool_end(&pk);
+    store_check(&w, rs.n + rk.n, "NoopKeyed", &rk);
+    watch_close(&w);
+    serves_stop();
+    drop_lucent_streams(jsm);
+    check_run("by subject", &rs);
+    check_run("by key", &rk);
+    double ratio = rs.rate > 0 ? rk.rate / rs.rate : 0;
+    ratios[nr++] = ratio;
+    printf("| %zu | %u | %u | %.0f | %.0f | %.3f | %.1f / %.1f |\n",
+           O.round0 + r, k, O.partitions, rs.rate, rk.rate, ratio,
+           rs.cpu_serve, rk.cpu_serve);
+    fflush(stdout);
+    events_free(&subj);
+    events_free(&key);
+  }
+  sum_t s = sum_of(ratios, nr);
+  printf("\npaired ratio v2 / v1: median %.3f (min %.3f, max %.3f) over %zu "
+         "rounds\n", s.med, s.min, s.max, nr);
+  jsCtx_Destroy(jsm);
+  natsConnection_Destroy(cli);
+  natsConnection_Destroy(ctl);
+  return 0;
+}
+
+/* What the partition count costs: for each count of --plist, K serves
+ * created with it, then (1) their CPU and nats-server's while idle for 5 s
+ * (each partition's owner keeps a pull request open, renewed every
+ * second), (2) the time from the serves' start until every consumer is
+ * pulled, (3) keyed events/s partitioned by key.  The counts alternate
+ * within each round. */
+static int cmd_partitions(void) {
+  natsConnection *ctl = connect_to("bench-ctl"), *cli = connect_to(
+                                                     "bench-client");
+  jsCtx *jsm = js_of(ctl, NULL);
+  unsigned k = O.shards[0];
+  printf("| round | partitions | serves | start until pulled, s | idle CPU: "
+         "serves, nats-server (%% of a core) | keyed events/s | serve CPU "
+         "µs/event |\n|---:|---:|---:|---:|---:|---:|---:|\n");
+  for (size_t r = 0; r < O.rounds; r++) {
+    for (size_t j = 0; j < O.nplist; j++) {
+      size_t at = (j + r) % O.nplist; /* rotate the order per round */
+      O.partitions = O.plist[at];
+      events_t key;
+      gen_events(&key, O.n, "Keyed");
+      events_assign(&key, BY_ROUTE);
+      drop_lucent_streams(jsm);
+      uint64_t t0 = now_ns();
+      serves_start(ctl, jsm, k, 0, NULL);
+      double start_s = (double)(now_ns() - t0) / 1e9;
+      cpu_snap_t c0 = cpu_snap();
+      uint64_t i0 = now_ns();
+      sleep_ms(5000);
+      cpu_snap_t c1 = cpu_snap();
+      double idle_ns = (double)(now_ns() - i0);
+      res_t rk = lucent_events(cli, &key, 0, "NoopKeyed");
+      serves_stop();
+      drop_lucent_streams(jsm);
+      check_run("partitions", &rk);
+      char srv[32] = "-";
+      if (O.server_pid > 0)
+        snprintf(srv, sizeof srv, "%.1f%%",
+                 100.0 * (double)(c1.server - c0.server) / idle_ns);
+      printf("| %zu | %u | %u | %.1f | %.1f%%, %s | %.0f | %.1f |\n",
+             O.round0 + r, O.partitions, k, start_s,
+             100.0 * (double)(c1.serve - c0.serve) / idle_ns, srv,
+             rk.rate, rk.cpu_serve);
+      fflush(stdout);
+      events_free(&key);
+    }
+  }
+  jsCtx_Destroy(jsm);
+  natsConnection_Destroy(cli);
+  natsConnection_Destroy(ctl);
+  return 0;
+}
+
 /* Key movement under lucent's own routing (route.c): the owner of a
  * hash_based key is lu__rendezvous(lu__key_hash(key), shard seeds).  The
  * share of --keys keys that change owner when the last of --workers joins
@@ -1749,7 +1917,8 @@ static int cmd_keymove(void) {
 
 static void usage(FILE *f) {
   fputs(
-      "usage: bench_nats [suite|rr|events|keymove] --nats URL [options]\n"
+      "usage: bench_nats [suite|rr|events|order|partitions|keymove] --nats URL\n"
+      "       [options]\n"
       "  --lucent PATH       the lucent command (for serve processes)\n"
       "  --plugin PATH       libbench_noop.so\n"
       "  --server-pid PID    nats-server's pid, for its CPU time\n"
@@ -1774,7 +1943,11 @@ static void usage(FILE *f) {
       "  --round N           rr, events: label of the first round (1)\n"
       "  rr:      --system raw|store|lucent [--cdf FILE]\n"
       "  events:  --type Tick|Keyed [--workers a,b]\n"
-      "  keymove: --keys N --workers a,b,c\n",
+      "  keymove: --keys N --workers a,b,c\n"
+      "  --partitions N      intake partitions of the serves (default 64)\n"
+      "  order:   keyed events/s, intake by subject (v1) and by key (v2)\n"
+      "           paired in slices on the same serves (--shards K)\n"
+      "  partitions: --plist 16,64,256  idle CPU, start, keyed events/s\n",
       f);
 }
 
@@ -1804,7 +1977,8 @@ int main(int argc, char **argv) {
                .exec_shards = {1, 3}, .nexec = 2, .deliveries = 3,
                .max_seconds = 60, .system = "lucent", .type = "Keyed",
                .round0 = 1, .intake_pack = LU_INTAKE_PACK_EVENTS,
-               .slices = 5};
+               .slices = 5, .partitions = LU_INTAKE_PARTITIONS_DEFAULT,
+               .plist = {16, 64, 256}, .nplist = 3};
   O.logdir = getenv("TMPDIR");
   if (!O.logdir || !*O.logdir) O.logdir = "/tmp";
   for (; i < argc; i++) {
@@ -1847,6 +2021,21 @@ int main(int argc, char **argv) {
     }
     else if (!strcmp(a, "--intake-pack")) O.intake_pack = parse_size(v, a);
     else if (!strcmp(a, "--slices")) O.slices = parse_size(v, a);
+    else if (!strcmp(a, "--partitions")) {
+      O.partitions = (unsigned)parse_size(v, a);
+      if (!O.partitions || O.partitions > LU_INTAKE_PARTITIONS_MAX)
+        die("--partitions: 1..%d", LU_INTAKE_PARTITIONS_MAX);
+    } else if (!strcmp(a, "--plist")) {
+      O.nplist = 0;
+      char buf[256];
+      snprintf(buf, sizeof buf, "%s", v);
+      for (char *sv, *t = strtok_r(buf, ",", &sv); t && O.nplist < 8;
+           t = strtok_r(NULL, ",", &sv)) {
+        size_t x = parse_size(t, a);
+        if (!x || x > LU_INTAKE_PARTITIONS_MAX) die("--plist: 1..1024 each");
+        O.plist[O.nplist++] = (unsigned)x;
+      }
+    }
     else if (!strcmp(a, "--max-seconds")) O.max_seconds = (double)parse_size(v, a);
     else if (!strcmp(a, "--shards")) O.nshards = parse_list(v, O.shards, 8, a);
     else if (!strcmp(a, "--exec-shards"))
@@ -1875,6 +2064,8 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "suite")) rc = suite();
   else if (!strcmp(cmd, "rr")) rc = cmd_rr();
   else if (!strcmp(cmd, "events")) rc = cmd_events();
+  else if (!strcmp(cmd, "order")) rc = cmd_order();
+  else if (!strcmp(cmd, "partitions")) rc = cmd_partitions();
   else {
     usage(stderr);
     die("unknown command %s", cmd);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/nats.sh - lucent's NATS mode against raw nats.c, in one run (issue 3).
 #
-#   bench/nats.sh [bench_nats options...]     e.g. -r 5, -n 100000
+#   bench/nats.sh [suite|order|partitions|events|rr] [bench_nats options...]
+#                                             e.g. -r 5, -n 100000
 #
 # Builds lucent in Release (build-bench/), starts its own nats-server with
 # JetStream on a free loopback port and a temporary store directory, runs
@@ -26,6 +27,8 @@ trap 'exit 130' INT TERM
 nats_start
 echo "nats.sh: nats-server $(nats-server --version | awk '{print $2}') pid $NATS_PID on 127.0.0.1:$NATS_PORT, store $NATS_DIR; commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src cli || echo ' + uncommitted changes in src/ cli/')" >&2
 
-"$BUILD/bench/bench_nats" suite --nats "$NATS_URL" \
+CMD=suite
+case "${1:-}" in suite|order|partitions|events|rr) CMD=$1; shift ;; esac
+"$BUILD/bench/bench_nats" "$CMD" --nats "$NATS_URL" \
   --lucent "$BUILD/lucent" --plugin "$BUILD/bench/libbench_noop.so" \
   --server-pid "$NATS_PID" --logdir "$TMP" --json "$OUT/nats-runs.jsonl" "$@"

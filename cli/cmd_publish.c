@@ -3,8 +3,12 @@
  * distributed lucent.
  *
  * At-least-once (default): events go to JetStream stream LUCENT_INTAKE on
- * subject lucent.intake.<p> (p from the event's subject, so one stream of
- * events stays in order).  Consecutive valid events of one partition
+ * subject lucent.intake.<p>: p from the event's routing key when its type
+ * routes by one (the routes table the serves write), else from its
+ * subject, so the events of one key, or of one subject, stay in order
+ * (intake_layout.c; docs/protocol.md, section 6).  The partition count
+ * is the stream's; --partitions N chooses it when this creates the
+ * stream, and is refused when the stream has another.  Consecutive valid events of one partition
  * travel as one message, a pack of up to --pack N (default 64;
  * intake_pack.c), with Nats-Msg-Id = a hash of the pack (publishing a
  * file twice makes the same packs, stored once) and the line numbers in a
@@ -44,6 +48,7 @@
 #include <xxhash.h>
 
 #include "cli.h"
+#include "intake_layout.h"
 #include "intake_pack.h"
 #include "membership.h"
 #include "nats_opts.h"
@@ -59,8 +64,17 @@ static void usage(FILE *f) {
           "                       one message per event)\n"
           "  --binary             CloudEvents binary content mode: ce-* headers,\n"
           "                       the data as payload; one event per message\n"
+          "  --partitions N       intake partitions when this creates the stream\n"
+          "                       (default %d); a stream with another count\n"
+          "                       is refused.  --dry-run without --nats: the\n"
+          "                       count to compute with\n"
+          "  --partition-by BY    route (default: the routing key of keyed\n"
+          "                       types, else the subject) or subject (v1)\n"
+          "  --plugin PATH        --dry-run without --nats: the routes of\n"
+          "                       these functions (repeatable)\n"
           "  --dry-run            publish nothing: print each line's partition\n"
-          "                       and subject as JSON Lines (no --nats needed)\n"
+          "                       and subject as JSON Lines (with --nats, the\n"
+          "                       server's partition count and routes)\n"
           "  --json               print the summary as JSON\n"
           "  --replicas N         copies of LUCENT_INTAKE if this creates it\n"
           "                       (1..5; 3 on a 3-node cluster survives the\n"
@@ -73,7 +87,8 @@ static void usage(FILE *f) {
           "                       node died, a reconnect) is sent again\n"
           "                       before it counts as rejected (default\n"
           "                       %u; 0 = never)\n"
-          "%s", LU_INTAKE_PACK_EVENTS, LU_RETRY_DEFAULT_MS, CLI_NATS_USAGE);
+          "%s", LU_INTAKE_PACK_EVENTS, LU_INTAKE_PARTITIONS_DEFAULT,
+          LU_RETRY_DEFAULT_MS, CLI_NATS_USAGE);
 }
 
 /* Riding through a leader election: a message JetStream did not take for
@@ -251,7 +266,7 @@ static natsStatus binary_msg(natsMsg **out, const char *subj, lu_event_t *ev,
 }
 
 /* --dry-run: where each line goes, one JSON object per line. */
-static int dry_run(int fd) {
+static int dry_run(int fd, const lu_routes_t *routes, unsigned P) {
   reader_t rd = {.fd = fd};
   char *line;
   size_t len;
@@ -266,9 +281,10 @@ static int dry_run(int fd) {
     lu_event_t *ev = NULL;
     char why[256];
     int valid = lu_event_parse(&ev, line, len, why, sizeof why) == 0;
-    unsigned p = lu__intake_partition(ev, line, len);
-    const char *subj = ev ? lu_event_attr(ev, "subject") : NULL;
-    const char *key = ev ? (subj ? subj : lu_event_id(ev)) : NULL;
+    lu_pkey_t k;
+    lu__intake_key(routes, ev, line, len, &k);
+    unsigned p = (unsigned)(lu__fnv1a64(k.text, k.len) % P);
+    static const char *const kinds[] = {"route", "subject", "id", "bytes"};
     o.len = 0;
     char head[96];
     lu__fmt(head, sizeof head,
@@ -276,10 +292,12 @@ static int dry_run(int fd) {
             lineno, p, LU_SUBJ_INTAKE, p);
     lu__buf_puts(&o, head);
     lu__buf_puts(&o, valid ? ",\"valid\":true" : ",\"valid\":false");
-    if (key) {
-      lu__buf_puts(&o, subj ? ",\"key\":\"subject\",\"value\":"
-                            : ",\"key\":\"id\",\"value\":");
-      lu__buf_json_str(&o, key, strlen(key));
+    if (ev) {
+      lu__buf_puts(&o, ",\"key\":\"");
+      lu__buf_puts(&o, kinds[k.kind]);
+      lu__buf_puts(&o, "\",\"value\":");
+      lu__buf_json_str(&o, k.text, k.len);
+      if (k.key_missing) lu__buf_puts(&o, ",\"key_missing\":true");
     } else {
       lu__buf_puts(&o, ",\"key\":\"bytes\",\"reason\":");
       lu__buf_json_str(&o, why, strlen(why));
@@ -406,9 +424,23 @@ static void flush_packs(void *ud) {
   }
 }
 
+/* The routes a publisher partitions by: the server's table; without one,
+ * none (every event by its subject) and a warning, once. */
+static lu_routes_t *server_routes(natsConnection *nc) {
+  lu_routes_t *r = NULL;
+  char err[512];
+  if (lu__routes_fetch(&r, nc, err, sizeof err)) {
+    cli_error("warning: %s; partitioning every event by its subject, so "
+              "events of one hash_based or sticky_session key published "
+              "now are not kept in order (docs/protocol.md, 6.4)", err);
+    return NULL;
+  }
+  return r;
+}
+
 int cmd_publish(int argc, char **argv) {
   enum { O_DELIVERY = 300, O_PACK, O_BINARY, O_DRY_RUN, O_REPLICAS,
-         O_RETRY };
+         O_RETRY, O_PARTS, O_BY };
   static const struct option opts[] = {
       {"input", required_argument, 0, 'i'},
       {"delivery", required_argument, 0, O_DELIVERY},
@@ -417,18 +449,24 @@ int cmd_publish(int argc, char **argv) {
       {"dry-run", no_argument, 0, O_DRY_RUN},
       {"replicas", required_argument, 0, O_REPLICAS},
       {"retry-ms", required_argument, 0, O_RETRY},
+      {"partitions", required_argument, 0, O_PARTS},
+      {"partition-by", required_argument, 0, O_BY},
+      {"plugin", required_argument, 0, 'p'},
       {"json", no_argument, 0, 'j'},
       {"help", no_argument, 0, 'h'},
       CLI_NATS_LONGOPTS,
       {0, 0, 0, 0}};
   lu_nats_opts_t no = {0};
   const char *input = NULL;
-  int amo = 0, json = 0, binary = 0, dry = 0, pack_set = 0, c;
+  int amo = 0, json = 0, binary = 0, dry = 0, pack_set = 0, by_subject = 0, c;
   unsigned long pack = LU_INTAKE_PACK_EVENTS, retry_ms = LU_RETRY_DEFAULT_MS;
+  unsigned long parts = 0;
   unsigned replicas = 0;
+  lu_registry_t *reg = NULL; /* --plugin: routes for a dry run */
+  lu_routes_t *routes = NULL;
   char *end;
   optind = 1;
-  while ((c = cli_getopt(argc, argv, "i:jh", opts)) != -1) {
+  while ((c = cli_getopt(argc, argv, "i:jhp:", opts)) != -1) {
     if (cli_nats_opt(c, optarg, &no)) continue;
     switch (c) {
       case 'i': input = optarg; break;
@@ -466,15 +504,45 @@ int cmd_publish(int argc, char **argv) {
           goto usage_err;
         }
         break;
+      case O_PARTS:
+        errno = 0;
+        parts = strtoul(optarg, &end, 10);
+        if (errno || end == optarg || *end || optarg[0] == '-' || !parts ||
+            parts > LU_INTAKE_PARTITIONS_MAX) {
+          cli_error("--partitions must be an integer in 1..%u",
+                    (unsigned)LU_INTAKE_PARTITIONS_MAX);
+          goto usage_err;
+        }
+        break;
+      case O_BY:
+        by_subject = !strcmp(optarg, "subject");
+        if (!by_subject && strcmp(optarg, "route")) {
+          cli_error("--partition-by wants route or subject");
+          goto usage_err;
+        }
+        break;
+      case 'p':
+        if ((!reg && lu_registry_new(&reg)) ||
+            lu_registry_load_plugin(reg, optarg)) {
+          cli_error("%s", reg ? lu_registry_errmsg(reg) : "out of memory");
+          lu_registry_free(reg);
+          return 1;
+        }
+        break;
       case O_BINARY: binary = 1; break;
       case O_DRY_RUN: dry = 1; break;
-      case 'h': usage(stdout); return 0;
+      case 'h': usage(stdout); lu_registry_free(reg); return 0;
       default: goto usage_err;
     }
   }
   cli_nats_env(&no);
   if (binary && pack_set && pack > 1) {
     cli_error("--binary sends one event per message: no --pack");
+    goto usage_err;
+  }
+  if (reg && (!dry || no.urls)) {
+    cli_error("--plugin gives the routes of a --dry-run without --nats "
+              "(otherwise they are the server's)");
     goto usage_err;
   }
   if (binary) pack = 1;
@@ -487,10 +555,22 @@ int cmd_publish(int argc, char **argv) {
   int fd = strcmp(input, "-") ? open(input, O_RDONLY | O_CLOEXEC) : 0;
   if (fd < 0) {
     cli_error("cannot open input %s: %s", input, strerror(errno));
+    lu_registry_free(reg);
     return 1;
   }
-  if (dry) {
-    int rc = dry_run(fd);
+  if (dry && !no.urls) { /* no server: the count and routes given */
+    int rc = 0;
+    if (reg && !by_subject &&
+        (lu__routes_new(&routes) ||
+         lu__routes_add_registry(routes, reg, NULL))) {
+      cli_error("out of memory");
+      rc = 1;
+    }
+    if (!rc)
+      rc = dry_run(fd, routes,
+                   parts ? (unsigned)parts : LU_INTAKE_PARTITIONS_DEFAULT);
+    lu__routes_free(routes);
+    lu_registry_free(reg);
     if (fd) close(fd);
     return rc;
   }
@@ -514,11 +594,12 @@ int cmd_publish(int argc, char **argv) {
   jo.PublishAsync.StallWait = 30000;
   jo.PublishAsync.AckHandler = on_ack;
   jo.PublishAsync.AckHandlerClosure = &st;
+  unsigned P = 0;
   natsStatus s = amo ? NATS_OK : natsConnection_JetStream(&js, nc, &jo);
-  const char *isubj[] = {LU_SUBJ_INTAKE ".>"};
   lu_assets_opts_t ao = {.replicas = replicas, .retry_ms = (uint32_t)retry_ms};
   if (s != NATS_OK ||
-      (!amo && lu__assets_intake(js, isubj, 1, &ao, err, sizeof err))) {
+      (!amo && lu__intake_stream_ensure(js, (unsigned)parts, !dry, &ao, &P,
+                                        err, sizeof err))) {
     if (s != NATS_OK) lu__nats_reason(s, err, sizeof err);
     cli_error("%s", err);
     jsCtx_Destroy(js);
@@ -527,11 +608,22 @@ int cmd_publish(int argc, char **argv) {
     if (fd) close(fd);
     return 1;
   }
+  if (!amo && !by_subject) routes = server_routes(nc);
+  if (dry) { /* (at-most-once has no partitions: the default's) */
+    int rc = dry_run(fd, routes, P ? P : LU_INTAKE_PARTITIONS_DEFAULT);
+    lu__routes_free(routes);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    pthread_mutex_destroy(&st.mu);
+    if (fd) close(fd);
+    return rc;
+  }
   pub_t pub = {.nc = nc, .js = js, .st = &st,
                .retry = {.window_ms = (uint32_t)retry_ms,
                          .what = "publishing to " LU_STREAM_INTAKE}};
-  if (!amo && pack > 1 && lu__packer_new(&pub.packer, pack)) {
+  if (!amo && pack > 1 && lu__packer_new(&pub.packer, pack, P)) {
     cli_error("out of memory");
+    lu__routes_free(routes);
     jsCtx_Destroy(js);
     natsConnection_Destroy(nc);
     if (fd) close(fd);
@@ -589,7 +681,7 @@ int cmd_publish(int argc, char **argv) {
       lu_event_free(ev);
       continue;
     }
-    unsigned part = lu__intake_partition(ev, line, len);
+    unsigned part = lu__intake_partition(routes, P, ev, line, len);
     natsMsg *msg = NULL;
     if (binary && ev) {
       char subj[64];
@@ -621,6 +713,7 @@ int cmd_publish(int argc, char **argv) {
   int read_err = more < 0 ? errno : 0;
   flush_packs(&pub);
   lu__packer_free(pub.packer);
+  lu__routes_free(routes);
   lu__buf_free(&dedup);
   free(rd.buf);
   if (fd) close(fd);
@@ -691,5 +784,6 @@ int cmd_publish(int argc, char **argv) {
   return refused ? 1 : 0;
 usage_err:
   usage(stderr);
+  lu_registry_free(reg);
   return 2;
 }

@@ -25,6 +25,7 @@
 #include "lucent/http.h"
 #include "lucent/log.h"
 #include "lucent/lucent.h"
+#include "intake_layout.h"
 #include "membership.h"
 #include "nats_opts.h"
 
@@ -75,12 +76,17 @@ static void usage(FILE *f) {
       "                       Existing ones with another count are changed\n"
       "                       (with a warning) or refused.  Default: 1 when\n"
       "                       created, existing ones kept as they are\n"
+      "  --partitions N       intake partitions when this creates stream\n"
+      "                       LUCENT_INTAKE (default %d: at most that many\n"
+      "                       processes pull intake); a stream with\n"
+      "                       another count is refused.  Without it, the\n"
+      "                       stream's count is used\n"
       "  --pack N             store up to N results of one type per\n"
       "                       JetStream message (default 256; 1 = one per\n"
       "                       event): every result with at-most-once, the\n"
       "                       results of exec requests with either mode\n"
       "%s",
-      CLI_NATS_USAGE);
+      LU_INTAKE_PARTITIONS_DEFAULT, CLI_NATS_USAGE);
 }
 
 /* ---- the view for /shards and /readyz --------------------------------- */
@@ -170,7 +176,7 @@ static void *stop_watchdog(void *arg) {
 int cmd_serve(int argc, char **argv) {
   enum { O_SHARD = 300, O_SHARDS, O_DELIVERY, O_HTTP, O_LOGL, O_LOGF,
          O_QUEUE, O_DEPTH, O_ACKW, O_HB, O_BATCH, O_PACK, O_FORWARD,
-         O_STOPT, O_MAXDEL, O_STRETRY, O_REPLICAS };
+         O_STOPT, O_MAXDEL, O_STRETRY, O_REPLICAS, O_PARTS };
   static const struct option opts[] = {
       {"shard", required_argument, 0, O_SHARD},
       {"plugin", required_argument, 0, 'p'},
@@ -190,6 +196,7 @@ int cmd_serve(int argc, char **argv) {
       {"max-deliveries", required_argument, 0, O_MAXDEL},
       {"store-retry-ms", required_argument, 0, O_STRETRY},
       {"replicas", required_argument, 0, O_REPLICAS},
+      {"partitions", required_argument, 0, O_PARTS},
       {"help", no_argument, 0, 'h'},
       CLI_NATS_LONGOPTS,
       {0, 0, 0, 0}};
@@ -269,6 +276,8 @@ int cmd_serve(int argc, char **argv) {
       case O_STOPT: U32(g_stop_ms, 100, 3600000, "--stop-timeout-ms")
       case O_MAXDEL: U32(cfg.max_deliveries, 2, 1000, "--max-deliveries")
       case O_STRETRY: U32(cfg.store_retry_ms, 0, 3600000, "--store-retry-ms")
+      case O_PARTS: U32(bc.partitions, 1, LU_INTAKE_PARTITIONS_MAX,
+                        "--partitions")
 #undef U32
       case O_REPLICAS:
         if (lu__assets_parse_replicas(optarg, &bc.replicas) || !bc.replicas) {

@@ -113,7 +113,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   /* Pack them again, as the publisher does, and read the packs back. */
   lu_packer_t *p = NULL;
-  if (lu__packer_new(&p, 4) == 0) {
+  if (lu__packer_new(&p, 4, 16) == 0) {
     size_t k = 0, dropped = 0;
     for (size_t i = 0; i < got.n; i++) {
       natsMsg *ready = NULL;

@@ -40,19 +40,6 @@ void lu__event_index(lu_event_t *ev);
  *  (not business context to carry over to results). */
 int lu__event_is_core_attr(const char *name);
 
-/* ---- route.c: keys ---------------------------------------------------- */
-
-/** Follows a dotted path ("customer.id", "items.0.sku": numeric segments
- *  index arrays) from root.  NULL when any segment is missing. */
-const cJSON *lu__json_path(const cJSON *root, const char *path);
-
-/** The routing key text of a JSON value: strings as-is, numbers as %.17g,
- *  true/false.  Writes to buf (cap bytes, >= 32) when it must format.
- *  Returns 0 and sets *key and *len, LU_EINVAL for null, objects and
- *  arrays, LU_E2BIG when buf is too small. */
-int lu__key_text(const cJSON *v, char *buf, size_t cap, const char **key,
-                 size_t *len);
-
 /* ---- sessions.c ------------------------------------------------------- */
 
 /** Sticky-session table (embedded flavour): thread safe, one mutex. */

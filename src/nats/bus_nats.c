@@ -7,8 +7,10 @@
  * At-least-once (the default):
  *
  *   lucent publish --> LUCENT_INTAKE, subject lucent.intake.<p>, p = FNV-1a
- *                      of the event's subject mod 16 (docs/protocol.md:
- *                      any client may publish there); one event or a
+ *                      of the event's routing key (its type's key path in
+ *                      the routes table), else its subject, mod P
+ *                      (intake_layout.c, docs/protocol.md: any client may
+ *                      publish there); one event or a
  *                      pack of consecutive ones per message (intake_pack.c:
  *                      split here, acked when all of them are finished)
  *   intake-<p>     --> pulled by the partition's owner: the shard that wins
@@ -42,9 +44,12 @@
  * its consumers then; results are idempotent (docs/architecture.md, decision
  * 3), so a
  * re-execution stores nothing twice.  Order: one puller per partition and
- * per forward queue keeps the events of one subject in order in steady
- * state; during a takeover (AckWait redeliveries, two pullers for a moment)
- * and for retried events, order is not kept.
+ * per forward queue keeps the events of one partition key (a routing key,
+ * else a subject) in order in steady state: they all take one path to
+ * their shard (README, "Order").  A takeover replays what the dead puller
+ * held first (adopt()), but what was running when it died runs again, after
+ * newer events of the same key may have run; retried events are not
+ * ordered either.
  *
  * At-most-once (--delivery at-most-once): core NATS only.  lucent publish
  * sends to lucent.amo.intake (queue group: any shard takes it), forwards go
@@ -77,12 +82,13 @@
 #include <xxhash.h>
 
 #include "fwd_core.h"
+#include "intake_layout.h"
 #include "intake_pack.h"
 #include "membership.h"
 #include "request.h"
 #include "retry.h"
 
-#define MAX_PULLERS (LU_INTAKE_PARTITIONS + 256)
+#define MAX_FWD_PULLERS 256 /* forward queues: ours and dead shards' */
 #define FETCH_BATCH 256
 /* How long an idle pull request waits on the server.  A message that
  * arrives meanwhile is delivered at once (puller_main), so this only
@@ -131,8 +137,9 @@ struct lu_natsbus_s {
   lu_kvsess_t *kv;
   pthread_mutex_t lock; /* pullers */
   pthread_cond_t cond;
-  puller_t *pullers[MAX_PULLERS];
-  unsigned npullers;
+  puller_t **pullers; /* partitions + MAX_FWD_PULLERS slots */
+  unsigned npullers, max_pullers;
+  unsigned partitions; /* of LUCENT_INTAKE (intake_layout.c) */
   pthread_t claimer;
   int claimer_started; /* a pthread_t has no "none" value */
   uint32_t claim_delay_ms;
@@ -180,21 +187,6 @@ static uint64_t header_u64_or(natsMsg *msg, const char *name, uint64_t dflt) {
 
 static uint64_t header_u64(natsMsg *msg, const char *name) {
   return header_u64_or(msg, name, 0);
-}
-
-unsigned lu__intake_partition(const lu_event_t *ev, const char *json,
-                              size_t len) {
-  /* Protocol v1 (docs/protocol.md, "Partitions"): FNV-1a 64 of the key,
-   * mod the partition count, so that any client computes it.  Events of
-   * one stream (subject) stay in one partition, hence in order; without a
-   * subject, the id; what cannot be parsed, its bytes. */
-  const char *key = NULL;
-  if (ev) {
-    key = lu_event_attr(ev, "subject");
-    if (!key) key = lu_event_id(ev);
-  }
-  uint64_t h = key ? lu__fnv1a64(key, strlen(key)) : lu__fnv1a64(json, len);
-  return (unsigned)(h % LU_INTAKE_PARTITIONS);
 }
 
 /* ---- the event a message carries: structured or binary mode ----------- */
@@ -786,9 +778,9 @@ static puller_t *puller_get(lu_natsbus_t *b, const char *stream,
     }
   pthread_mutex_unlock(&b->lock);
   char err[256];
-  if (b->npullers == MAX_PULLERS ||
+  if (b->npullers == b->max_pullers ||
       ensure_consumer(b, stream, consumer, filter, err, sizeof err)) {
-    if (b->npullers < MAX_PULLERS)
+    if (b->npullers < b->max_pullers)
       LU_LOG(LU_LOG_ERROR, b->self, NULL, LU_KVS(LU_KV_STR("error", err)),
              "cannot create a consumer");
     return NULL;
@@ -890,7 +882,7 @@ static void reclaim(lu_natsbus_t *b) {
       }
     b->have_prev = 1;
   }
-  for (unsigned p = 0; p < LU_INTAKE_PARTITIONS; p++) {
+  for (unsigned p = 0; p < b->partitions; p++) {
     char name[32], filter[64];
     lu__fmt(name, sizeof name, "intake-%u", p);
     lu__fmt(filter, sizeof filter, "%s.%u", LU_SUBJ_INTAKE, p);
@@ -1435,10 +1427,17 @@ int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
                          .retry_ms = LU_RETRY_DEFAULT_MS,
                          .who = b->self};
   if (!amo) {
-    char subj[64];
-    lu__fmt(subj, sizeof subj, "%s.>", LU_SUBJ_INTAKE);
-    const char *isubj[] = {subj};
-    rc = lu__assets_intake(b->jsm, isubj, 1, &ao, err, errlen);
+    /* The partition count: the stream's, or cfg's when it creates it
+     * (a different one is refused with the reason). */
+    rc = lu__intake_stream_ensure(b->jsm, cfg->partitions, 1, &ao,
+                                  &b->partitions, err, errlen);
+    b->max_pullers = b->partitions + MAX_FWD_PULLERS;
+    b->pullers = rc ? NULL : calloc(b->max_pullers, sizeof *b->pullers);
+    if (!rc && !b->pullers) rc = LU_ENOMEM;
+    /* What publishers partition by (docs/protocol.md, section 6). */
+    if (!rc)
+      rc = lu__routes_publish(nc, lu_manager_registry(m), cfg->replicas, err,
+                              errlen);
     if (!rc) rc = lu__assets_fwd(b->jsm, &ao, err, errlen);
     char name[96], filter[128];
     lu__fmt(name, sizeof name, "fwd-%s", b->self);
@@ -1567,6 +1566,7 @@ void lu__natsbus_stop(lu_natsbus_t *b, uint32_t timeout_ms,
     free(b->pullers[i]);
   }
   b->npullers = 0;
+  free(b->pullers);
   lu__cfwd_free(b->cfwd);
   lu__nats_msg_release_all(); /* nothing of ours is held past the stop */
   lu__kvsess_close(b->kv);

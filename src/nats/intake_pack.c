@@ -40,7 +40,7 @@
 #include <xxhash.h>
 
 #include "intake_pack.h"
-#include "membership.h" /* LU_INTAKE_PARTITIONS, subjects */
+#include "membership.h" /* subjects */
 
 typedef struct pack_s {
   lu_buf_t body;   /* JSON Lines, no final newline */
@@ -54,15 +54,18 @@ struct lu_packer_s {
   size_t max_events;
   unsigned next_flush;
   size_t pending;
-  pack_t packs[LU_INTAKE_PARTITIONS];
+  unsigned partitions;
+  pack_t packs[]; /* one per partition */
 };
 
-int lu__packer_new(lu_packer_t **out, size_t max_events) {
+int lu__packer_new(lu_packer_t **out, size_t max_events,
+                   unsigned partitions) {
   *out = NULL;
-  if (max_events < 2) return LU_EINVAL;
-  lu_packer_t *p = calloc(1, sizeof *p);
+  if (max_events < 2 || !partitions) return LU_EINVAL;
+  lu_packer_t *p = calloc(1, sizeof *p + partitions * sizeof(pack_t));
   if (!p) return LU_ENOMEM;
   p->max_events = max_events;
+  p->partitions = partitions;
   *out = p;
   return 0;
 }
@@ -78,7 +81,7 @@ static void pack_reset(pack_t *k) {
 
 void lu__packer_free(lu_packer_t *p) {
   if (!p) return;
-  for (unsigned i = 0; i < LU_INTAKE_PARTITIONS; i++) {
+  for (unsigned i = 0; i < p->partitions; i++) {
     pack_reset(&p->packs[i]);
     lu__buf_free(&p->packs[i].body);
     lu__buf_free(&p->packs[i].lines);
@@ -162,7 +165,7 @@ int lu__packer_add(lu_packer_t *p, unsigned partition, const char *id,
                    const char *json, size_t len, uint64_t line,
                    natsMsg **ready, size_t *dropped) {
   *ready = NULL;
-  unsigned i = partition % LU_INTAKE_PARTITIONS;
+  unsigned i = partition % p->partitions;
   pack_t *k = &p->packs[i];
   int rc = 0;
   /* Does not fit next to what the pack holds: that goes first. */
@@ -185,10 +188,10 @@ int lu__packer_add(lu_packer_t *p, unsigned partition, const char *id,
 
 int lu__packer_flush(lu_packer_t *p, natsMsg **ready, size_t *dropped) {
   *ready = NULL;
-  for (unsigned t = 0; t < LU_INTAKE_PARTITIONS; t++) {
-    unsigned i = (p->next_flush + t) % LU_INTAKE_PARTITIONS;
+  for (unsigned t = 0; t < p->partitions; t++) {
+    unsigned i = (p->next_flush + t) % p->partitions;
     if (p->packs[i].n) {
-      p->next_flush = (i + 1) % LU_INTAKE_PARTITIONS;
+      p->next_flush = (i + 1) % p->partitions;
       return take(p, i, ready, dropped);
     }
   }

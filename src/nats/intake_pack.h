@@ -21,10 +21,12 @@
 
 typedef struct lu_packer_s lu_packer_t;
 
-/** A packer of up to max_events (2 or more) events per message.  Returns
- *  0, LU_EINVAL (max_events < 2) or LU_ENOMEM.  Not thread safe: one
- *  publisher thread owns it. */
-int lu__packer_new(lu_packer_t **out, size_t max_events);
+/** A packer of up to max_events (2 or more) events per message, for an
+ *  intake of `partitions` partitions (intake_layout.h).  Returns 0,
+ *  LU_EINVAL (max_events < 2, no partitions) or LU_ENOMEM.  Not thread
+ *  safe: one publisher thread owns it. */
+int lu__packer_new(lu_packer_t **out, size_t max_events,
+                   unsigned partitions);
 /** Frees it and what it still holds (unsent events are dropped: flush
  *  first).  NULL is a no-op. */
 void lu__packer_free(lu_packer_t *p);

@@ -58,16 +58,23 @@ typedef struct lu_natsbus_cfg_s {
   /** Replicas of the streams and bucket it creates or finds (assets.h):
    *  0 = not asked (1 when created, existing ones kept). */
   unsigned replicas;
+  /** At-least-once: the partition count of a LUCENT_INTAKE created here;
+   *  0 = the stream's own, or LU_INTAKE_PARTITIONS_DEFAULT when this
+   *  creates it.  A stream with another count makes start fail with
+   *  LU_EINVAL and the reason (intake_layout.h). */
+  unsigned partitions;
 } lu_natsbus_cfg_t;
 
 typedef struct lu_natsbus_s lu_natsbus_t;
 
 /** Creates the streams and consumers lucent needs (if missing; assets.c:
- *  cfg->replicas, riding through an election for LU_RETRY_DEFAULT_MS),
- *  installs itself as the manager's bus, joins the view and starts
- *  pulling.  The connection and manager are borrowed.  Returns 0, or
- *  LU_EIO / LU_ESTORE with err; LU_EINVAL for a replica count the server
- *  cannot give. */
+ *  cfg->replicas, riding through an election for LU_RETRY_DEFAULT_MS;
+ *  LUCENT_INTAKE with cfg->partitions, intake_layout.c), writes the
+ *  registry's routes into the routes table (at-least-once), installs
+ *  itself as the manager's bus, joins the view and starts pulling.  The
+ *  connection and manager are borrowed.  Returns 0, or LU_EIO / LU_ESTORE
+ *  with err; LU_EINVAL for a replica count the server cannot give, or a
+ *  partition count that differs from the stream's. */
 int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
                       lu_manager_t *m, const lu_natsbus_cfg_t *cfg, char *err,
                       size_t errlen);
@@ -95,11 +102,5 @@ size_t lu__natsbus_metrics(lu_natsbus_t *b, lu_metric_t *out, size_t cap);
 void lu__natsbus_stop(lu_natsbus_t *b, uint32_t timeout_ms,
                       lu_natsbus_stats_t *final);
 
-
-/** The partition (0 .. LU_INTAKE_PARTITIONS-1) an event goes to at intake:
- *  by its subject (the stream id: events of one stream stay in order), or
- *  its id; ev NULL (a line that is not a valid event) hashes the bytes. */
-unsigned lu__intake_partition(const lu_event_t *ev, const char *json,
-                              size_t len);
 
 #endif /* LUCENT_MEMBERSHIP_H */

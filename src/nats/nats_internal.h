@@ -5,9 +5,9 @@
  *
  *   name                       kind                    what for
  *   -------------------------  ----------------------  ----------------------------
- *   LUCENT_INTAKE              stream lucent.intake.>  durable intake, partitioned
- *                                                      by the event's subject:
- *                                                      lucent.intake.<p>; one
+ *   LUCENT_INTAKE              stream lucent.intake.0  durable intake, P partitions
+ *                              .. lucent.intake.<P-1>  by routing key or subject
+ *                                                      (intake_layout.c); one
  *                                                      event or a pack of them
  *                                                      per message (intake_pack.c)
  *   intake-<p>                 durable pull consumer   one per partition, pulled by
@@ -21,6 +21,8 @@
  *                                                      h = hash of the id, one
  *                                                      message per subject
  *   lucent_sessions            KV bucket               sticky-session bindings
+ *   lucent_routes              KV bucket, key routes   event type -> strategy and
+ *                                                      key path, for publishers
  *   lucent.hb.<shard>          core subject            heartbeats (load report)
  *   lucent.exec                core, queue lucent-exec request/reply intake
  *   lucent.exec.<shard>        core subject            exec forwarded to the owner
@@ -57,7 +59,6 @@
 #define LU_SUBJ_AMO_INTAKE "lucent.amo.intake"
 #define LU_SUBJ_AMO_FWD "lucent.amo.fwd"   /* + ".<shard>" */
 #define LU_SUBJ_CFWD "lucent.cfwd"       /* + ".<shard>" */
-#define LU_INTAKE_PARTITIONS 16
 
 /* ---- nats_conn.c ------------------------------------------------------ */
 

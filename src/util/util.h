@@ -120,6 +120,22 @@ void *lu__ptrmap_take(lu_ptrmap_t *pm, const void *key);
 /** Removes every entry whose value is val; returns how many. */
 size_t lu__ptrmap_drop_value(lu_ptrmap_t *pm, const void *val);
 
+/* ---- keypath.c: routing keys ------------------------------------------ */
+
+/** Follows a dotted path ("customer.id", "items.0.sku": numeric segments
+ *  index arrays) from root.  NULL when any segment is missing. */
+const cJSON *lu__json_path(const cJSON *root, const char *path);
+
+/** The routing key text of a JSON value: strings as-is; numbers that are
+ *  integral and within int64 as plain decimal integers ("42", "-0" as
+ *  "0"), other numbers as C's %.17g; true/false.  Writes to buf (cap
+ *  bytes, >= 32) when it must format.  Returns 0 and sets *key and *len,
+ *  LU_EINVAL for null, objects and arrays, LU_E2BIG when buf is too
+ *  small.  The same rule is the partition key of protocol v2
+ *  (docs/protocol.md, section 6). */
+int lu__key_text(const cJSON *v, char *buf, size_t cap, const char **key,
+                 size_t *len);
+
 /* ---- placement.c (docs/architecture.md, decisions 5-6) ---------------- */
 
 /** XXH3-64 of a key. */

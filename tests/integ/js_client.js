@@ -2,7 +2,11 @@
 // for test_js_client.sh; every answer is JSON Lines on stdout.
 //
 //   node js_client.js partitions FILE     per line of FILE (JSON events):
-//                                         {"line","partition","subject"}
+//                                         {"line","partition","subject"}, by
+//                                         subject, 16 partitions (no server)
+//   node js_client.js partitions-live FILE
+//                                         the same with the server's
+//                                         partition count and routes table
 //   node js_client.js publish FILE        publishes every event of FILE, odd
 //                                         lines structured, even lines binary:
 //                                         {"line","id","mode","subject","seq"}
@@ -43,13 +47,18 @@ async function main() {
   const [cmd, file] = process.argv.slice(2);
   if (cmd === "partitions") {
     for (const [line, ev] of events(file)) {
-      out({ line, partition: client.partition(client.partitionKey(ev)), subject: client.intakeSubject(ev) });
+      out({ line, partition: client.partition(client.partitionKey(ev), 16), subject: client.intakeSubject(ev, 16) });
     }
     return;
   }
   const lc = await client.Lucent.connect({ servers: process.env.LUCENT_NATS_URL });
   try {
-    if (cmd === "publish") {
+    if (cmd === "partitions-live") {
+      for (const [line, ev] of events(file)) {
+        const subject = client.intakeSubject(ev, lc.partitions, lc.routes);
+        out({ line, partition: Number(subject.split(".").pop()), subject, key: client.partitionKey(ev, lc.routes) });
+      }
+    } else if (cmd === "publish") {
       for (const [line, ev] of events(file)) {
         const mode = line % 2 ? "structured" : "binary";
         const r = mode === "binary" ? await lc.publishBinary(ev) : await lc.publishStructured(ev);
@@ -68,7 +77,7 @@ async function main() {
       }
     } else if (cmd === "pretty") {
       const ev = { specversion: "1.0", id: "js-pretty-1", type: "NobodyHandles", source: "/tests/js", subject: "js-pretty", data: { note: "two\nlines", n: [1, 2] } };
-      const ack = await lc.js.publish("lucent.intake." + client.partition("js-pretty"), Buffer.from(JSON.stringify(ev, null, 2) + "\n"), { msgID: ev.id });
+      const ack = await lc.js.publish("lucent.intake." + client.partition("js-pretty", lc.partitions), Buffer.from(JSON.stringify(ev, null, 2) + "\n"), { msgID: ev.id });
       out({ what: "intake", ack: { stream: ack.stream, seq: ack.seq } });
       const m = await lc.nc.request("lucent.exec", Buffer.from(JSON.stringify({ ...ev, id: "js-pretty-2" }, null, 2)), { timeout: 10000 });
       out({ what: "exec", reply: JSON.parse(Buffer.from(m.data).toString("utf8")) });

@@ -107,6 +107,13 @@ _nats_prev_trap=$(trap -p EXIT | sed -e "s/^trap -- '\(.*\)' EXIT\$/\1/")
 trap "nats_stop; $_nats_prev_trap" EXIT
 
 # Helpers of the tests that run `lucent serve` shards.
+SHARD_PIDS=() # the shards a test started: add each one's PID
+cleanup_shards() { # stops them (SIGTERM, by PID) and waits for them
+  local p
+  for p in "${SHARD_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${SHARD_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  SHARD_PIDS=()
+}
 wait_view() { # wait_view ID "a,b,c": until shard ID logs that view (JSON logs in $T/ID.log)
   for _ in $(seq 1 $((100 * ${SLOW:-1}))); do
     grep -q "\"view\":\"$2\"" "$T/$1.log" 2>/dev/null && return 0

@@ -40,9 +40,14 @@ with open(sys.argv[1], "w", encoding="utf-8") as f:
                             "source": "/v"}, ensure_ascii=False) + "\n")
 PY
 "$LUCENT_GEN" -n "$N" --seed 21 --customers 30 > "$T/in.jsonl" 2>/dev/null
-same_partitions() { # FILE: lucent publish --dry-run and the client agree
-  "$LUCENT" publish --dry-run --input "$1" > "$T/dry.jsonl"
-  $DRIVER partitions "$1" > "$T/jsp.jsonl"
+same_partitions() { # FILE [live]: lucent publish --dry-run and the client agree
+  if [ "${2:-}" = live ]; then # the server's partition count and routes
+    "$LUCENT" publish --dry-run --nats "$NATS_URL" --input "$1" > "$T/dry.jsonl"
+    $DRIVER partitions-live "$1" > "$T/jsp.jsonl"
+  else
+    "$LUCENT" publish --dry-run --partitions 16 --input "$1" > "$T/dry.jsonl"
+    $DRIVER partitions "$1" > "$T/jsp.jsonl"
+  fi
   python3 - "$T/dry.jsonl" "$T/jsp.jsonl" <<'PY'
 import json, sys
 c = [json.loads(l) for l in open(sys.argv[1])]
@@ -86,6 +91,46 @@ wait_outcomes() { # wait_outcomes INPUT SECONDS: until none is missing
 serve a; serve b
 wait_view a "a,b"; wait_view b "a,b"
 pass "two shards in one view"
+
+# 1c. Protocol v2 against a server: the partition count from the stream's
+#     subjects and the routes table the serves wrote.  Keyed types
+#     (hash_based, sticky_session) go by their key's text, whatever their
+#     subject: strings, numbers, booleans; a missing key and other types by
+#     subject, else id.
+python3 - "$T/keyed.jsonl" <<'PY'
+import json, sys
+rows = []
+for i, (t, d) in enumerate([
+        ("OrderValidated", {"items": [{"sku": "SKU-1"}]}),
+        ("OrderValidated", {"items": [{"sku": 42}]}),
+        ("OrderValidated", {"items": [{"sku": 0.1}]}),
+        ("OrderValidated", {"items": [{"sku": 1e21}]}),
+        ("OrderValidated", {"items": [{"sku": True}]}),
+        ("OrderValidated", {"items": []}),
+        ("FraudScored", {"customer": {"id": "cust-0042"}}),
+        ("CustomerUpdated", {"customer": {"id": "cust-0042"}}),
+        ("OrderPlaced", {"customer": {"id": "cust-0042"}}),
+        ("InventoryReserved", {"customer": {"id": "cust-0042"}}),
+        ("NobodyHandles", {"customer": {"id": "cust-0042"}})]):
+    for subj in ("s-%d" % i, None):
+        e = {"specversion": "1.0", "id": "kv-%d-%s" % (i, subj), "type": t, "source": "/v"}
+        if subj: e["subject"] = subj
+        e["data"] = d
+        rows.append(e)
+with open(sys.argv[1], "w") as f:
+    for e in rows: f.write(json.dumps(e) + "\n")
+PY
+same_partitions "$T/keyed.jsonl" live || fail "v2 partitions of keyed events differ"
+python3 - "$T/dry.jsonl" <<'PY' || fail "v2: keyed events do not go by their key"
+import json, sys
+d = [json.loads(l) for l in open(sys.argv[1])]
+keyed = [x for x in d if x["key"] == "route"]
+assert [x["value"] for x in keyed[:10]] == ["SKU-1", "SKU-1", "42", "42", "0.10000000000000001", "0.10000000000000001", "1e+21", "1e+21", "true", "true"], keyed
+assert len(keyed) == 14, len(keyed) # + FraudScored, CustomerUpdated twice each
+assert all(x["subject"].startswith("lucent.intake.") and int(x["partition"]) < 16 for x in d)
+PY
+"$LUCENT" publish --dry-run --nats "$NATS_URL" --input "$T/in.jsonl" > "$T/dry.jsonl"
+pass "v2 partitions: lucent publish --dry-run --nats == JS client (server's count and routes)"
 
 # 2. Publish: odd lines structured, even lines binary.
 $DRIVER publish "$T/in.jsonl" > "$T/pub.jsonl" || fail "JS publish"

@@ -34,7 +34,7 @@ static void add(lu_packer_t *p, unsigned part, const char *id,
 static void test_full_pack(void **state) {
   (void)state;
   lu_packer_t *p = NULL;
-  assert_int_equal(lu__packer_new(&p, 3), 0);
+  assert_int_equal(lu__packer_new(&p, 3, 16), 0);
   natsMsg *m = NULL;
   add(p, 5, "a", "{\"id\":\"a\"}", 3, &m);
   assert_null(m);
@@ -70,7 +70,7 @@ static void test_pack_id_is_its_content(void **state) {
   const char *second[] = {"{\"id\":\"y\"}", "{\"id\":\"y\"}", "{\"id\":\"z\"}"};
   for (int r = 0; r < 3; r++) {
     lu_packer_t *p = NULL;
-    assert_int_equal(lu__packer_new(&p, 2), 0);
+    assert_int_equal(lu__packer_new(&p, 2, 16), 0);
     natsMsg *m = NULL;
     add(p, 1, "x", "{\"id\":\"x\"}", 1, &m);
     add(p, 1, "y", second[r], 2, &m);
@@ -86,7 +86,7 @@ static void test_pack_id_is_its_content(void **state) {
 static void test_partitions_and_flush(void **state) {
   (void)state;
   lu_packer_t *p = NULL;
-  assert_int_equal(lu__packer_new(&p, 64), 0);
+  assert_int_equal(lu__packer_new(&p, 64, 16), 0);
   natsMsg *m = NULL;
   add(p, 2, "a", "A", 1, &m);
   add(p, 9, "b", "B", 2, &m);
@@ -125,7 +125,7 @@ static void test_partitions_and_flush(void **state) {
 static void test_size_cap(void **state) {
   (void)state;
   lu_packer_t *p = NULL;
-  assert_int_equal(lu__packer_new(&p, 64), 0);
+  assert_int_equal(lu__packer_new(&p, 64, 16), 0);
   size_t big = LU_INTAKE_PACK_BYTES / 2 - 10;
   char *ev = malloc(big + 1);
   memset(ev, 'x', big);
@@ -161,7 +161,7 @@ static void test_size_cap(void **state) {
 static void test_bad_arguments(void **state) {
   (void)state;
   lu_packer_t *p = (lu_packer_t *)1;
-  assert_int_equal(lu__packer_new(&p, 1), LU_EINVAL);
+  assert_int_equal(lu__packer_new(&p, 1, 16), LU_EINVAL);
   assert_null(p);
   lu__packer_free(NULL);
   /* A message without line headers has no lines. */

@@ -1,7 +1,9 @@
 // lucent.js - a small lucent client for Node.js, written from
-// docs/protocol.md (lucent wire protocol v1) and nothing else: publish
+// docs/protocol.md (lucent wire protocol v2) and nothing else: publish
 // CloudEvents to a distributed lucent in either content mode of the
-// CloudEvents NATS binding, and call exec (request/reply).
+// CloudEvents NATS binding, partitioned as the protocol says (the routing
+// key of a keyed type, else the subject, mod the stream's partition
+// count), and call exec (request/reply).
 //
 //   const { Lucent, partition } = require("./lucent");
 //   const lc = await Lucent.connect({ servers: "nats://127.0.0.1:4222" });
@@ -18,9 +20,12 @@
 const { connect, headers: natsHeaders } = require("nats");
 const { CloudEvent } = require("cloudevents");
 
-/** Intake partitions of protocol v1 (docs/protocol.md, "Partitions"). */
-const PARTITIONS = 16;
+/** Intake partitions of protocol v1, and of a v1 stream (lucent.intake.>). */
+const PARTITIONS_V1 = 16;
 const INTAKE = "lucent.intake"; // + ".<p>", stream LUCENT_INTAKE
+const INTAKE_STREAM = "LUCENT_INTAKE";
+const ROUTES_BUCKET = "lucent_routes"; // KV bucket, key "routes"
+const ROUTES_KEY = "routes";
 const EXEC = "lucent.exec";
 
 const FNV_BASIS = 0xcbf29ce484222325n;
@@ -39,18 +44,88 @@ function fnv1a64(key) {
 }
 
 /** The intake partition of a key: FNV-1a 64 of its UTF-8 bytes mod P. */
-function partition(key, P = PARTITIONS) {
+function partition(key, P) {
+  if (!Number.isInteger(P) || P < 1) throw new RangeError("partition: P must be a positive integer");
   return Number(fnv1a64(key) % BigInt(P));
 }
 
-/** The key of an event: its subject if it has one, else its id. */
-function partitionKey(event) {
+/** The partition count a stream's subjects record (protocol 2.2): exactly
+ *  lucent.intake.0 .. lucent.intake.<P-1>, or the v1 wildcard
+ *  lucent.intake.> (16).  Throws on anything else. */
+function partitionsOf(subjects) {
+  if (subjects.length === 1 && subjects[0] === `${INTAKE}.>`) return PARTITIONS_V1;
+  const seen = new Set();
+  for (const s of subjects) {
+    const m = /^lucent\.intake\.(0|[1-9][0-9]{0,3})$/.exec(s);
+    if (!m || Number(m[1]) >= subjects.length || seen.has(m[1])) {
+      throw new Error(`stream ${INTAKE_STREAM} is not lucent's intake (subject ${JSON.stringify(s)})`);
+    }
+    seen.add(m[1]);
+  }
+  if (!subjects.length) throw new Error(`stream ${INTAKE_STREAM} has no subjects`);
+  return subjects.length;
+}
+
+/** Follows a dotted key path ("customer.id", "items.0.sku") in data:
+ *  objects by member name, arrays by decimal index (digits only). */
+function jsonPath(data, path) {
+  if (!path) return undefined;
+  let cur = data;
+  for (const seg of path.split(".")) {
+    if (seg === "") return undefined;
+    if (Array.isArray(cur)) {
+      if (!/^[0-9]{1,18}$/.test(seg)) return undefined;
+      cur = cur[Number(seg)];
+    } else if (cur !== null && typeof cur === "object") {
+      cur = Object.prototype.hasOwnProperty.call(cur, seg) ? cur[seg] : undefined;
+    } else {
+      return undefined;
+    }
+    if (cur === undefined) return undefined;
+  }
+  return cur;
+}
+
+/** C's printf("%.17g", x) for a finite double. */
+function g17(x) {
+  const [mant, exp] = x.toExponential(16).split("e");
+  const e = Number(exp);
+  if (e < -4 || e >= 17) {
+    const m = mant.includes(".") ? mant.replace(/\.?0+$/, "") : mant;
+    return `${m}e${e < 0 ? "-" : "+"}${String(Math.abs(e)).padStart(2, "0")}`;
+  }
+  const f = x.toFixed(16 - e);
+  return f.includes(".") ? f.replace(/\.?0+$/, "") : f;
+}
+
+/** The text of a routing key's value (protocol 6.1): a string as it is,
+ *  true/false, an integral number within int64 in plain decimal, any
+ *  other number as C's %.17g; undefined for null, objects, arrays. */
+function keyText(v) {
+  if (typeof v === "string") return v;
+  if (typeof v === "boolean") return v ? "true" : "false";
+  if (typeof v === "number" && Number.isFinite(v)) {
+    if (Number.isInteger(v) && v >= -9223372036854775808 && v < 9223372036854775808) return BigInt(v).toString();
+    return g17(v);
+  }
+  return undefined;
+}
+
+/** The partition key of an event (protocol 6.1, v2): the text of its
+ *  routing key when its type routes by one (routes.types[type].key) and
+ *  the data has it, else its subject, else its id. */
+function partitionKey(event, routes = null) {
+  const path = routes && routes.types && routes.types[event.type] && routes.types[event.type].key;
+  if (path) {
+    const k = keyText(jsonPath(event.data, path));
+    if (k !== undefined) return k;
+  }
   return event.subject != null && event.subject !== "" ? event.subject : event.id;
 }
 
 /** The subject an event is published to: lucent.intake.<p>. */
-function intakeSubject(event, P = PARTITIONS) {
-  return `${INTAKE}.${partition(partitionKey(event), P)}`;
+function intakeSubject(event, P, routes = null) {
+  return `${INTAKE}.${partition(partitionKey(event, routes), P)}`;
 }
 
 /** A CloudEvent from a plain object (strict validation: throws on an
@@ -134,19 +209,54 @@ class LucentError extends Error {
 }
 
 class Lucent {
-  constructor(nc, opts = {}) {
+  constructor(nc) {
     this.nc = nc;
     this.js = nc.jetstream();
-    this.partitions = opts.partitions || PARTITIONS;
+    this.partitions = 0; // of the server's LUCENT_INTAKE (refresh())
+    this.routes = null; // the server's routes table, or null
   }
 
-  /** Connects to NATS (options as nats.js's connect()). */
+  /** Connects to NATS (options as nats.js's connect()) and reads the
+   *  intake layout: the partition count and the routes table. */
   static async connect(opts) {
-    return new Lucent(await connect(opts), opts);
+    const lc = new Lucent(await connect(opts));
+    try {
+      await lc.refresh();
+    } catch (err) {
+      await lc.nc.close();
+      throw err;
+    }
+    return lc;
+  }
+
+  /** Reads the partition count from LUCENT_INTAKE's subjects and the
+   *  routes table from KV lucent_routes (protocol 2.2 and 6).  Without a
+   *  stream: an error (no shard has run).  Without a table: routes null,
+   *  every event by its subject. */
+  async refresh() {
+    const jsm = await this.nc.jetstreamManager();
+    let si;
+    try {
+      si = await jsm.streams.info(INTAKE_STREAM);
+    } catch (err) {
+      throw new LucentError("NO_INTAKE", `no lucent intake on this server (stream ${INTAKE_STREAM}: ${err.message})`);
+    }
+    this.partitions = partitionsOf(si.config.subjects);
+    this.routes = null;
+    try {
+      const kv = await this.js.views.kv(ROUTES_BUCKET, { bindOnly: true });
+      const e = await kv.get(ROUTES_KEY);
+      if (e && e.operation === "PUT") {
+        const t = JSON.parse(Buffer.from(e.value).toString("utf8"));
+        if (t.version === 1 && t.types && typeof t.types === "object") this.routes = t;
+      }
+    } catch (err) {
+      this.routes = null; // no bucket yet: no serve has started
+    }
   }
 
   async #publish(enc) {
-    const subject = intakeSubject(enc.event, this.partitions);
+    const subject = intakeSubject(enc.event, this.partitions, this.routes);
     const opts = { msgID: dedupId(enc.event) }; // deduplicated by (source, id)
     if (enc.headers) opts.headers = enc.headers;
     const ack = await this.js.publish(subject, enc.payload, opts);
@@ -195,10 +305,13 @@ class Lucent {
 }
 
 module.exports = {
-  PARTITIONS,
+  PARTITIONS_V1,
   dedupId,
   fnv1a64,
   partition,
+  partitionsOf,
+  jsonPath,
+  keyText,
   partitionKey,
   intakeSubject,
   percentEncode,

@@ -2,7 +2,10 @@
 // the structured content mode of the CloudEvents NATS binding (the JSON
 // event as the payload), the second in binary mode (ce-* headers, the
 // order as the payload).  Each goes to lucent.intake.<p>, p = FNV-1a 64 of
-// its subject mod 16, as docs/protocol.md says, and is acknowledged once
+// its partition key mod the stream's partition count (16 by default), as
+// docs/protocol.md says (OrderPlaced is round_robin: the key is the
+// subject; a hash_based type's would be its routing key), and is
+// acknowledged once
 // JetStream has stored it (not yet processed: the outcomes land in the
 // event store, stream LUCENT_EVENTS, shortly after).
 //

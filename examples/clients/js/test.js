@@ -1,7 +1,9 @@
 // test.js - the client's protocol pieces against docs/protocol.md, with no
-// server: the partition test vectors (the same ones lucent's C unit test
-// asserts: tests/unit/test_partition.c), the binding's percent-encoding
-// example, and the binary-mode mapping.
+// server: the partition test vectors of v1 (subjects) and v2 (routing
+// keys), the same ones lucent's C unit test asserts
+// (tests/unit/test_partition.c), the partition count read from stream
+// subjects, the binding's percent-encoding example, and the binary-mode
+// mapping.
 //
 // RUN:
 //   npm install && npm test          (or: node --test test.js)
@@ -9,7 +11,7 @@
 
 const test = require("node:test");
 const assert = require("node:assert/strict");
-const { fnv1a64, partition, partitionKey, intakeSubject, percentEncode, encodeBinary, encodeStructured } = require("./lucent");
+const { fnv1a64, partition, partitionKey, partitionsOf, keyText, intakeSubject, percentEncode, encodeBinary, encodeStructured } = require("./lucent");
 
 // docs/protocol.md, "Partitions": key, FNV-1a 64 (hex), partition of 16.
 const VECTORS = [
@@ -29,16 +31,70 @@ const VECTORS = [
 test("FNV-1a 64 and the partition: the test vectors", () => {
   for (const [key, hex, p] of VECTORS) {
     assert.equal(fnv1a64(key).toString(16).padStart(16, "0"), hex, `hash of ${JSON.stringify(key.slice(0, 20))}`);
-    assert.equal(partition(key), p, `partition of ${JSON.stringify(key.slice(0, 20))}`);
-    assert.equal(partition(Buffer.from(key, "utf8")), p); // bytes, not UTF-16 units
+    assert.equal(partition(key, 16), p, `partition of ${JSON.stringify(key.slice(0, 20))}`);
+    assert.equal(partition(Buffer.from(key, "utf8"), 16), p); // bytes, not UTF-16 units
   }
 });
 
-test("the key is the subject, else the id", () => {
+test("without routes the key is the subject, else the id", () => {
   assert.equal(partitionKey({ id: "i", subject: "order-1" }), "order-1");
   assert.equal(partitionKey({ id: "order-42" }), "order-42");
-  assert.equal(intakeSubject({ id: "i", subject: "order-1" }), "lucent.intake.13");
-  assert.equal(intakeSubject({ id: "order-42" }), "lucent.intake.4");
+  assert.equal(intakeSubject({ id: "i", subject: "order-1" }, 16), "lucent.intake.13");
+  assert.equal(intakeSubject({ id: "order-42" }, 16), "lucent.intake.4");
+  assert.equal(intakeSubject({ id: "i", subject: "order-1" }, 64), "lucent.intake.45");
+  assert.throws(() => partition("a", 0), RangeError);
+});
+
+// docs/protocol.md 6.2, v2: a routes table, events, key, p (P = 16, 64).
+const ROUTES = {
+  version: 1,
+  types: {
+    OrderValidated: { strategy: "hash_based", key: "items.0.sku", function: "ReserveInventory" },
+    Payment: { strategy: "sticky_session", key: "customer.id", function: "Pay" },
+    OrderPlaced: { strategy: "round_robin", function: "V" },
+  },
+};
+const V2 = [
+  [{ id: "e-1", type: "OrderValidated", subject: "order-1", data: { items: [{ sku: "SKU-1" }] } }, "SKU-1", 12, 44],
+  [{ id: "e-2", type: "Payment", subject: "order-1", data: { customer: { id: "c-0042" } } }, "c-0042", 3, 51],
+  [{ id: "e-3", type: "Payment", data: { customer: { id: 42 } } }, "42", 3, 35],
+  [{ id: "e-5", type: "Payment", data: { customer: { id: 2.5 } } }, "2.5", 12, 28],
+  [{ id: "e-6", type: "Payment", data: { customer: { id: 1e21 } } }, "1e+21", 5, 21],
+  [{ id: "e-7", type: "Payment", data: { customer: { id: 0.1 } } }, "0.10000000000000001", 9, 25],
+  [{ id: "e-8", type: "Payment", data: { customer: { id: -0 } } }, "0", 15, 47],
+  [{ id: "e-9", type: "Payment", data: { customer: { id: true } } }, "true", 5, 37],
+  [{ id: "e-10", type: "Payment", data: { customer: { id: -7 } } }, "-7", 13, 29],
+  [{ id: "e-11", type: "Payment", subject: "order-1", data: { customer: {} } }, "order-1", 13, 45],
+  [{ id: "e-9", type: "Payment", data: { customer: { id: null } } }, "e-9", 10, 10],
+  [{ id: "e-13", type: "OrderPlaced", subject: "order-1", data: { customer: { id: "c" } } }, "order-1", 13, 45],
+  [{ id: "e-9", type: "Nope", data: { items: [{ sku: "SKU-1" }] } }, "e-9", 10, 10],
+];
+
+test("v2: the routing key of a keyed type, else the subject, else the id", () => {
+  for (const [ev, key, p16, p64] of V2) {
+    assert.equal(partitionKey(ev, ROUTES), key, ev.id);
+    assert.equal(intakeSubject(ev, 16, ROUTES), `lucent.intake.${p16}`, ev.id);
+    assert.equal(intakeSubject(ev, 64, ROUTES), `lucent.intake.${p64}`, ev.id);
+  }
+});
+
+test("key text: numbers as lucent prints them", () => {
+  assert.equal(keyText(1e18), "1000000000000000000");
+  assert.equal(keyText(9.3e18), "9.3e+18"); // beyond int64: %.17g
+  assert.equal(keyText(1.5e-5), "1.5e-05");
+  assert.equal(keyText(1e-5), "1.0000000000000001e-05");
+  assert.equal(keyText(123456789.123), "123456789.123");
+  assert.equal(keyText(null), undefined);
+  assert.equal(keyText({}), undefined);
+});
+
+test("the partition count comes from the stream's subjects", () => {
+  assert.equal(partitionsOf(["lucent.intake.1", "lucent.intake.0"]), 2);
+  assert.equal(partitionsOf(["lucent.intake.>"]), 16);
+  assert.equal(partitionsOf(Array.from({ length: 64 }, (_, i) => `lucent.intake.${i}`)), 64);
+  assert.throws(() => partitionsOf(["lucent.intake.0", "lucent.intake.2"]), /not lucent's intake/);
+  assert.throws(() => partitionsOf(["lucent.intake.01"]), /not lucent's intake/);
+  assert.throws(() => partitionsOf(["orders.>"]), /not lucent's intake/);
 });
 
 test("header values are percent-encoded as the NATS binding 3.1.3.2 says", () => {
