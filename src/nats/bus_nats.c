@@ -281,6 +281,10 @@ static void js_reply(natsConnection *nc, natsMsg *m, const char *verb) {
   if (r && *r) natsConnection_Publish(nc, r, verb, (int)strlen(verb));
 }
 
+/* A message handed back to whoever pulls its queue next (not a failure):
+ * redelivered after 1 s, not at once (docs/nats-notes.md c4). */
+#define NAK_HANDBACK "-NAK {\"delay\": 1000000000}"
+
 /* A message pulled from an intake or forward queue: acked once every event
  * in it is finished here (one, or the lines of an intake pack,
  * intake_pack.c), NAKed if any failed: it then comes back whole. */
@@ -463,7 +467,12 @@ static void handle_pulled(puller_t *p, pulled_t *j) {
                                (lu_done_t){pulled_done, j});
     if (rc == LU_EBUSY) {
       held_remove(j);
-      js_reply(b->nc, msg, "-NAK"); /* its shard is back: let it have it */
+      /* Its shard is back: let it have it.  Later, not at once: a NAK
+       * counts as a delivery (docs/nats-notes.md c2), and until the view
+       * change moves this queue to its shard, an immediate NAK comes
+       * straight back here - dozens of deliveries in a second, and the
+       * event dead-lettered as over budget when it reaches its shard. */
+      js_reply(b->nc, msg, NAK_HANDBACK);
       natsMsg_Destroy(msg);
       free(j);
     } else if (rc) {
@@ -521,7 +530,7 @@ static void pull_release(puller_t *p, uint64_t until) {
       if (lu__now_ns() >= until) return;
       continue;
     }
-    if (!lu__nats_pull_status(m)) js_reply(p->b->nc, m, "-NAK");
+    if (!lu__nats_pull_status(m)) js_reply(p->b->nc, m, NAK_HANDBACK);
     natsMsg_Destroy(m);
   }
 }
@@ -1468,6 +1477,12 @@ int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
     lu__natsbus_stop(b, 0, NULL);
     return rc;
   }
+  /* How long before what this shard holds may be someone else's too: its
+   * takers take over once it misses 6 heartbeats (a freeze, a stall), or
+   * JetStream redelivers after AckWait, whichever comes first. */
+  uint32_t view_ms = 6 * (cfg->hb_interval_ms ? cfg->hb_interval_ms : 250);
+  uint32_t handed_on = b->cfg.ack_wait_ms < view_ms ? b->cfg.ack_wait_ms
+                                                    : view_ms;
   lu_bus_t bus = {.forward = bus_forward,
                   .sticky = b->kv ? bus_sticky : NULL,
                   .ud = b,
@@ -1477,9 +1492,7 @@ int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
                    * before their parent's ack. */
                   .flags = LU_BUS_SPREAD_INTAKE |
                            (amo ? 0u : LU_BUS_DURABLE_EMIT),
-                  /* Past AckWait, a frozen shard's message is its
-                   * taker's too (the keeper could not hold it). */
-                  .handed_on_after_ms = amo ? 0 : b->cfg.ack_wait_ms};
+                  .handed_on_after_ms = amo ? 0 : handed_on};
   lu_manager_set_bus(m, &bus);
   rc = lu__membership_start(&b->ms, nc, m, b->self, cfg->static_view,
                             cfg->hb_interval_ms, on_view_change, b, err,
