@@ -574,6 +574,7 @@ int lu_manager_new(lu_manager_t **out, const lu_config_t *cfg_in,
   if (lu__writer_run(m)) goto fail;
   m->started = 1;
   if (lu__pool_start(m->pool, m, threads)) goto fail;
+  m->nthreads = threads;
   *out = m;
   return 0;
 fail:

@@ -286,6 +286,7 @@ struct lu_manager_s {
   const lu_registry_t *reg;
   lu_weights_t w;
   unsigned n;            /* local shards */
+  unsigned nthreads;     /* the pool's workers as started */
   lu_shard_t *shards;
   struct lu_pool_s *pool;
   lu_view_t view;
