@@ -6,7 +6,8 @@
  *
  * Sends a CloudEvent as a NATS request to lucent.exec; whichever shard gets
  * it runs it, or passes it to the shard that owns it, and that shard replies
- * once the outcome is stored.  Prints the reply (success, result, function,
+ * once the outcome is stored (or, with --reply executed, once the function
+ * has returned: the outcome is stored after).  Prints the reply (success, result, function,
  * shard) and exits 0 on success; exits 1 with a clear message on a failed
  * or rejected execution, no function for the type, no shard serving, or no
  * reply within --timeout; 2 on a usage error.
@@ -30,11 +31,16 @@ static void usage(FILE *f) {
           "  --correlation ID     correlation id (default: the event id)\n"
           "  --id ID              event id (default: a new UUID)\n"
           "  --timeout MS         wait at most this long (default 5000)\n"
+          "  --reply WHEN         stored (the reply means the outcome is\n"
+          "                       stored) or executed (the function has\n"
+          "                       returned; its outcome is stored after, and\n"
+          "                       a crash in between loses it); default: the\n"
+          "                       serve's --exec-reply\n"
           "%s", CLI_NATS_USAGE);
 }
 
 int cmd_exec(int argc, char **argv) {
-  enum { O_SUBJECT = 300, O_CORR, O_ID, O_TIMEOUT };
+  enum { O_SUBJECT = 300, O_CORR, O_ID, O_TIMEOUT, O_REPLY };
   static const struct option opts[] = {
       {"type", required_argument, 0, 't'},
       {"data", required_argument, 0, 'd'},
@@ -42,12 +48,13 @@ int cmd_exec(int argc, char **argv) {
       {"correlation", required_argument, 0, O_CORR},
       {"id", required_argument, 0, O_ID},
       {"timeout", required_argument, 0, O_TIMEOUT},
+      {"reply", required_argument, 0, O_REPLY},
       {"help", no_argument, 0, 'h'},
       CLI_NATS_LONGOPTS,
       {0, 0, 0, 0}};
   lu_nats_opts_t no = {0};
   const char *type = NULL, *data = "{}", *subject = NULL, *corr = NULL,
-             *id = NULL;
+             *id = NULL, *when = NULL;
   long timeout = 5000;
   int c;
   optind = 1;
@@ -59,6 +66,13 @@ int cmd_exec(int argc, char **argv) {
       case O_SUBJECT: subject = optarg; break;
       case O_CORR: corr = optarg; break;
       case O_ID: id = optarg; break;
+      case O_REPLY:
+        when = optarg;
+        if (strcmp(when, "stored") && strcmp(when, "executed")) {
+          cli_error("--reply wants stored or executed");
+          goto usage_err;
+        }
+        break;
       case O_TIMEOUT: {
         char *end;
         errno = 0;
@@ -103,9 +117,11 @@ int cmd_exec(int argc, char **argv) {
     lu_event_free(ev);
     return 1;
   }
-  natsMsg *reply = NULL;
-  natsStatus s =
-      natsConnection_Request(&reply, nc, LU_SUBJ_EXEC, json, (int)len, timeout);
+  natsMsg *reply = NULL, *req = NULL;
+  natsStatus s = natsMsg_Create(&req, LU_SUBJ_EXEC, NULL, json, (int)len);
+  if (s == NATS_OK && when) s = natsMsgHeader_Set(req, LU_HDR_EXEC_REPLY, when);
+  if (s == NATS_OK) s = natsConnection_RequestMsg(&reply, nc, req, timeout);
+  natsMsg_Destroy(req);
   int rc = 1;
   if (s == NATS_NO_RESPONDERS) {
     cli_error("no shard is serving %s on %s (is `lucent serve` running?)",

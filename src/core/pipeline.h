@@ -37,6 +37,7 @@ typedef struct lu_item_s {
   uint64_t line, t_submit, due_ns;
   int derived;          /* emitted by a function, or forwarded here */
   int once;             /* never redelivered: records get LU_RECORD_ONCE */
+  int executed;         /* LU_RUN_EXECUTED: done when decided, not stored */
   int unrouted;         /* an emitted event dispatch could not take yet */
   unsigned delivery;    /* > 1: a redelivery, run isolated (sandbox.c) */
   unsigned attempts, hops;

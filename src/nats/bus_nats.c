@@ -1126,8 +1126,11 @@ typedef struct reply_s {
   char subject[];
 } reply_t;
 
+/* stored: the outcome is in the store ("stored":true), or it was decided
+ * and is on its way there (LU_RUN_EXECUTED: "stored":false). */
 static void reply_json(lu_natsbus_t *b, const char *subject,
-                       const lu_outcome_t *o, const char *error) {
+                       const lu_outcome_t *o, const char *error,
+                       int stored) {
   lu_buf_t r = {0};
   int ok = o && o->kind == LU_OUTCOME_COMPLETED;
   lu__buf_puts(&r, ok ? "{\"success\":true" : "{\"success\":false");
@@ -1158,8 +1161,9 @@ static void reply_json(lu_natsbus_t *b, const char *subject,
     lu__buf_json_str(&r, o->event_id, strlen(o->event_id));
   }
   if (o) {
-    char a[32];
-    lu__fmt(a, sizeof a, ",\"attempts\":%u", o->attempts);
+    char a[48];
+    lu__fmt(a, sizeof a, ",\"attempts\":%u,\"stored\":%s", o->attempts,
+            stored ? "true" : "false");
     lu__buf_puts(&r, a);
   }
   lu__buf_puts(&r, "}");
@@ -1171,14 +1175,37 @@ static void reply_done(void *ctx, const lu_outcome_t *o, int stored) {
   reply_t *rp = ctx;
   reply_json(rp->b, rp->subject, o,
              !o ? "forwarded, but not executed here" :
-             !stored ? "outcome could not be stored" : NULL);
+             !stored ? "outcome could not be stored" : NULL, stored);
   free(rp);
+}
+
+/* LU_RUN_EXECUTED: the outcome as decided, not stored yet. */
+static void reply_executed(void *ctx, const lu_outcome_t *o, int stored) {
+  (void)stored;
+  reply_t *rp = ctx;
+  reply_json(rp->b, rp->subject, o,
+             o ? NULL : "forwarded, but not executed here", 0);
+  free(rp);
+}
+
+/* When a request is answered: its Lucent-Exec-Reply header (executed or
+ * stored), else the serve's --exec-reply.  -1: a header with another
+ * value (the reply says so). */
+static int exec_mode(lu_natsbus_t *b, natsMsg *msg, const char **hdr) {
+  *hdr = NULL;
+  if (natsMsgHeader_Get(msg, LU_HDR_EXEC_REPLY, hdr) != NATS_OK || !*hdr) {
+    *hdr = NULL;
+    return b->cfg.exec_reply_executed;
+  }
+  if (!strcmp(*hdr, "executed")) return 1;
+  if (!strcmp(*hdr, "stored")) return 0;
+  return -1;
 }
 
 /* A request the manager could not take (LU_ENOMEM: its done will not
  * run): the requester hears so now rather than time out. */
 static void exec_oom(reply_t *rp) {
-  reply_json(rp->b, rp->subject, NULL, "out of memory; try again");
+  reply_json(rp->b, rp->subject, NULL, "out of memory; try again", 0);
   free(rp);
 }
 
@@ -1205,7 +1232,16 @@ static int exec_request(lu_natsbus_t *b, natsSubscription *sub,
   }
   rp->b = b;
   strcpy(rp->subject, reply);
-  lu_done_t done = {reply_done, rp};
+  const char *hdr;
+  int executed = exec_mode(b, msg, &hdr);
+  if (executed < 0) {
+    reply_json(b, reply, NULL,
+               "header " LU_HDR_EXEC_REPLY " wants executed or stored", 0);
+    free(rp);
+    lu__nats_msg_release(msg);
+    return 0;
+  }
+  lu_done_t done = {executed ? reply_executed : reply_done, rp};
   lu_event_t *ev = NULL;
   char why[320];
   /* Structured or binary mode: data is the structured event either way
@@ -1233,7 +1269,8 @@ static int exec_request(lu_natsbus_t *b, natsSubscription *sub,
    * burst and ~15% more serve CPU per request on 3 serves than this.) */
   int queued = 0;
   natsSubscription_GetPending(sub, &queued, NULL);
-  unsigned inl = LU_RUN_ONCE | LU_RUN_INLINE | (queued > 0 ? LU_RUN_MORE : 0);
+  unsigned inl = LU_RUN_ONCE | LU_RUN_INLINE | (queued > 0 ? LU_RUN_MORE : 0) |
+                 (executed ? LU_RUN_EXECUTED : 0);
   if (sub == b->exec_self_sub) { /* forwarded to us: pinned */
     if (lu_manager_run(b->m, ev, b->self, inl, done)) exec_oom(rp);
     lu__buf_free(&own);
@@ -1261,9 +1298,16 @@ static int exec_request(lu_natsbus_t *b, natsSubscription *sub,
     char subj[128];
     lu__fmt(subj, sizeof subj, "%s.%s", LU_SUBJ_EXEC, target);
     atomic_fetch_add(&b->exec_forwarded, 1);
-    if (natsConnection_PublishRequest(b->nc, subj, reply, data, (int)len) !=
-        NATS_OK)
-      reply_json(b, reply, NULL, "cannot forward the request");
+    /* The owner answers as the request asked (its header goes along),
+     * else as the owner's serve does. */
+    natsMsg *fw = NULL;
+    natsStatus st = natsMsg_Create(&fw, subj, reply, data, (int)len);
+    if (st == NATS_OK && hdr)
+      st = natsMsgHeader_Set(fw, LU_HDR_EXEC_REPLY, hdr);
+    if (st == NATS_OK) st = natsConnection_PublishMsg(b->nc, fw);
+    natsMsg_Destroy(fw);
+    if (st != NATS_OK)
+      reply_json(b, reply, NULL, "cannot forward the request", 0);
   }
   lu__buf_free(&own);
   lu__nats_msg_release(msg);

@@ -55,6 +55,11 @@ typedef struct lu_natsbus_cfg_s {
    *  default) = an intake event's first hop goes over core NATS and its
    *  intake message is acked when the owner confirms (fwd_core.c). */
   int durable_forward;
+  /** exec's reply by default: 0 = once the outcome is stored; 1 = once the
+   *  function returned (LU_RUN_EXECUTED: the outcome is stored after the
+   *  reply, and a crash in between loses it).  A request's
+   *  Lucent-Exec-Reply header (stored or executed) overrides it. */
+  int exec_reply_executed;
 } lu_natsbus_cfg_t;
 
 typedef struct lu_natsbus_s lu_natsbus_t;

@@ -133,6 +133,11 @@ void lu__nats_unsubscribe(natsSubscription **sub);
  *  forward of a suspect input: it runs isolated where it lands). */
 #define LU_HDR_DELIVERY "Lucent-Delivery"
 
+/** An exec request's choice of reply (docs/protocol.md): "stored" (the
+ *  reply means the outcome is stored) or "executed" (the function has
+ *  returned; the outcome is stored after). */
+#define LU_HDR_EXEC_REPLY "Lucent-Exec-Reply"
+
 /** How many events a message holds: its Lucent-Count, else 1 (also for a
  *  bad count: it is then read as one event). */
 size_t lu__nats_msg_events(natsMsg *m);
