@@ -1179,12 +1179,12 @@ static void reply_done(void *ctx, const lu_outcome_t *o, int stored) {
   free(rp);
 }
 
-/* LU_RUN_EXECUTED: the outcome as decided, not stored yet. */
+/* LU_RUN_EXECUTED: the outcome as decided, not stored yet (stored = 0);
+ * an outcome the watchdog decided comes through the store as usual. */
 static void reply_executed(void *ctx, const lu_outcome_t *o, int stored) {
-  (void)stored;
   reply_t *rp = ctx;
   reply_json(rp->b, rp->subject, o,
-             o ? NULL : "forwarded, but not executed here", 0);
+             o ? NULL : "forwarded, but not executed here", stored);
   free(rp);
 }
 
@@ -1252,7 +1252,9 @@ static int exec_request(lu_natsbus_t *b, natsSubscription *sub,
   int bad = msg_event(msg, &data, &len, &own, why, sizeof why) != 0;
   lu_input_t in = {.json = data, .len = len, .origin = LU_SUBJ_EXEC};
   if (bad || lu_event_parse(&ev, data, len, why, sizeof why) != 0) {
-    /* Recorded as lucent.Rejected like any bad input; the reply says why. */
+    /* Recorded as lucent.Rejected like any bad input; the reply says why,
+     * once it is stored (nothing ran: nothing to answer early). */
+    done.fn = reply_done;
     if (bad ? lu_manager_reject(b->m, &in, why, done)
             : lu_manager_take(b->m, &in, done))
       exec_oom(rp);
@@ -1283,6 +1285,7 @@ static int exec_request(lu_natsbus_t *b, natsSubscription *sub,
                              sizeof why), ran = 0;
   if (rc != LU_ROUTE_OK) {
     lu_event_free(ev);
+    done.fn = reply_done; /* answered once recorded, in both modes */
     if (lu_manager_take(b->m, &in, done)) /* records it */
       exec_oom(rp);
   } else if (local || !needs_owner(b, ev)) {

@@ -124,6 +124,21 @@ for i in 1 2 3; do
   [ "$(exec_one ex-$i executed)" = False ] || fail "executed mode: $(cat "$T/ex-$i.json")"
   stored_has ex-$i
 done
+# Nothing runs for a request whose hash key is missing: its rejection is
+# answered once recorded, in executed mode too; a bad header is refused.
+expect_fail 1 "hash key" "$LUCENT" exec --nats "$NATS_URL" --type OrderValidated --data '{}' --reply executed --timeout 10000
+json "$T/out" "j['outcome'] == 'rejected' and j['stored']" | grep -qx True || fail "executed-mode rejection: $(cat "$T/out")"
+python3 - "$(dirname "$0")/../faults" "$NATS_URL" <<'PY' || fail "a bad Lucent-Exec-Reply header"
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from natsreq import Conn
+c = Conn([sys.argv[2]], timeout=10)
+ev = b'{"specversion":"1.0","id":"bad-h","type":"CustomerUpdated","source":"t","data":{"customer":{"id":"c1"}}}'
+_, _, _, body = c.request("lucent.exec", ev, timeout=10,
+                          headers={"Lucent-Exec-Reply": "whenever"})
+r = json.loads(body)
+assert not r["success"] and "Lucent-Exec-Reply" in r["error"], r
+PY
 pass "exec: both reply modes answer, and store the outcome"
 
 # The serve's --exec-reply is its default: p2 alone answers executed.
