@@ -136,6 +136,7 @@ typedef struct result_s {
   double cpu_us;             /* process CPU time per event, µs */
   uint64_t p50, p99, max;    /* submit -> stored, ns */
   uint64_t fn_p50;           /* inside the function, ns (histogram) */
+  uint64_t batches;          /* store transactions the run took */
 } result_t;
 
 static result_t run_baseline(const events_t *e) {
@@ -255,6 +256,8 @@ static result_t run_pipeline(const events_t *e, const lu_registry_t *reg,
   if (fs.executions != e->n)
     die("Noop ran %" PRIu64 " times for %zu events", fs.executions, e->n);
   r.fn_p50 = fs.p50_ns;
+  uint64_t recs, errs;
+  lu__manager_store_stats(m, &r.batches, &recs, &errs);
   lu_manager_free(m);
   if (file) rm_store(store);
 
@@ -627,10 +630,10 @@ int main(int argc, char **argv) {
       fprintf(stderr,
               "  round %zu  %-22s %7.0f ev/s %6.2f CPU µs/ev  (baseline "
               "%7.0f ev/s %5.2f CPU µs/ev: %5.1f%%)  p50 %7.2f ms  p99 "
-              "%7.2f ms\n",
+              "%7.2f ms  %" PRIu64 " store batches\n",
               r + 1, c->name, c->runs[r].eps, c->runs[r].cpu_us, b.eps,
               b.cpu_us, 100 * c->runs[r].ratio, (double)c->runs[r].p50 / 1e6,
-              (double)c->runs[r].p99 / 1e6);
+              (double)c->runs[r].p99 / 1e6, c->runs[r].batches);
     }
   }
   for (size_t i = 0; i < nc; i++) summarize(&cs[i]);

@@ -199,7 +199,8 @@ def main():
               "BullMQ runs on its own redis-server (AOF, fsync every "
               "second). \"raw NATS\" is nats.c request/reply against a "
               "responder that does nothing, for reference. The targets are "
-              "issue 5's, against Moleculer.\n")
+              "issue 5's (issue 18's for the executed rows), against "
+              "Moleculer.\n")
     md.append("| scenario | lucent | Moleculer | BullMQ | raw NATS | "
               "lucent / Moleculer | lucent / BullMQ | target | |")
     md.append("|---|---:|---:|---:|---:|---:|---:|---|---|")
