@@ -44,29 +44,6 @@ wait_views() { # wait_views NAME "a,b,c" VIEW
   done
 }
 
-wait_quiet() {
-  local last=-1 now
-  for _ in $(seq 1 240); do
-    now=$(count)
-    [ "$now" = "$last" ] && return 0
-    last=$now
-    sleep 0.5
-  done
-  fail "the event store never stopped growing"
-}
-
-wait_outcomes() { # wait_outcomes INPUT SECONDS
-  local deadline=$((SECONDS + $2 * SLOW)) missing=
-  while [ $SECONDS -lt $deadline ]; do
-    wait_quiet
-    "$LUCENT" events --nats "$NATS_URL" > "$T/stored.jsonl"
-    missing=$($CHECK "$1" "$T/stored.jsonl" --wait-only)
-    [ "$missing" = 0 ] && return 0
-    sleep 1
-  done
-  fail "$missing inputs of $1 have no outcome after $2 s"
-}
-
 # 1. Usage errors.
 for bad in "a,,b" ",a" "a," "a,a" "a,b.c"; do
   expect_fail 2 "^lucent: --shard" "$LUCENT" serve --nats "$NATS_URL" --shard "$bad" --plugin "$LUCENT_PLUGIN"
@@ -85,7 +62,7 @@ pass "two processes, six shards, one view"
 "$LUCENT_GEN" -n 3000 --bad 10 --seed 21 --customers 40 > "$T/in1.jsonl" 2>/dev/null
 "$LUCENT" publish --nats "$NATS_URL" --input "$T/in1.jsonl" --json > "$T/pub1.json"
 [ "$(json "$T/pub1.json" "j['accepted']")" = 3000 ] || fail "publish: $(cat "$T/pub1.json")"
-wait_outcomes "$T/in1.jsonl" 90
+store_outcomes "$T/in1.jsonl" 90
 $CHECK "$T/in1.jsonl" "$T/stored.jsonl" --routing || fail "books or routing"
 python3 - "$T/stored.jsonl" <<'PY' || fail "work did not reach every shard"
 import json, sys
