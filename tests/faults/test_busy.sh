@@ -14,7 +14,7 @@ run() {
 }
 run idle
 HOGS=()
-trap 'for p in "${HOGS[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$T"' EXIT
+trap 'for p in "${HOGS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$T"' EXIT
 for _ in 1 2 3; do
   timeout 300 sh -c 'while :; do :; done' &
   HOGS+=($!)

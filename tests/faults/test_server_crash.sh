@@ -17,7 +17,9 @@ N=${LUCENT_TEST_FAULT_EVENTS:-20000}
 
 nats_start
 PIDS=()
-trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; wait; nats_stop; [ -n "${LUCENT_TEST_KEEP:-}" ] && echo "kept $T" >&2 || rm -rf "$T"' EXIT
+# Wait for the serves only: a bare `wait` would wait for nats-server too,
+# a child of this shell, and hang until CTest's timeout.
+trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done; nats_stop; [ -n "${LUCENT_TEST_KEEP:-}" ] && echo "kept $T" >&2 || rm -rf "$T"' EXIT
 for s in a b c; do
   "$LUCENT" serve --nats "$NATS_URL" --shard "$s" --plugin "$LUCENT_PLUGIN" \
     --ack-wait-ms $((2000 * SLOW)) --log-format json >> "$T/$s.out" 2>> "$T/$s.log" &
