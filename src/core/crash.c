@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -168,14 +169,21 @@ void lu__crash_altstack(void) {
   if (!atomic_load(&installed)) return;
   static _Thread_local void *alt;
   if (alt) return;
+  /* A mapping of its own, not malloc: AddressSanitizer unmaps a thread's
+   * alternate stack when the thread ends (UnsetAlternateSignalStack), and
+   * munmap of heap memory failed its CHECK (every pool worker's exit
+   * aborted under ASan).  Not unmapped here: the thread may still take a
+   * signal on it until it is gone. */
   size_t sz = 64 * 1024;
-  alt = malloc(sz);
-  if (!alt) return; /* a stack overflow then dies unreported */
-  stack_t ss = {.ss_sp = alt, .ss_size = sz, .ss_flags = 0};
+  void *p = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                 -1, 0);
+  if (p == MAP_FAILED) return; /* a stack overflow then dies unreported */
+  stack_t ss = {.ss_sp = p, .ss_size = sz, .ss_flags = 0};
   if (sigaltstack(&ss, NULL)) {
-    free(alt);
-    alt = NULL;
+    munmap(p, sz);
+    return;
   }
+  alt = p;
 }
 
 int lu_crash_marker_read(const char *path, lu_crash_t *c) {
