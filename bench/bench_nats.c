@@ -167,6 +167,7 @@ typedef struct opts_s {
   size_t round0; /* label of the first round */
   const char *pack; /* at-most-once serves: --pack N (NULL: their default) */
   const char *forward; /* at-least-once serves: --forward (NULL: default) */
+  int executed;        /* rr: serves answer exec once executed (issue 18) */
   size_t intake_pack;  /* at-least-once publisher: events per message */
   size_t slices; /* suite exec: raw and lucent alternate in this many */
   unsigned partitions; /* intake partitions of the serves' stream */
@@ -922,6 +923,7 @@ static void serves_start(natsConnection *ctl, jsCtx *jsm, unsigned k,
     if (!amo && O.forward)
       argv[na++] = "--forward", argv[na++] = (char *)O.forward;
     if (!amo) argv[na++] = "--partitions", argv[na++] = parts;
+    if (O.executed) argv[na++] = "--exec-reply", argv[na++] = "executed";
     pid_t pid;
     int rc = posix_spawn(&pid, O.lucent, &fa, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
@@ -1677,23 +1679,28 @@ static int cmd_rr(void) {
                                 : "bench.rr";
   size_t nreq = O.n1 > O.n64 ? O.n1 : O.n64;
   char cfg[64];
-  snprintf(cfg, sizeof cfg, "%u serve", lucent ? O.shards[0] : 0);
+  snprintf(cfg, sizeof cfg, "%u serve%s", lucent ? O.shards[0] : 0,
+           lucent && O.executed ? ", --exec-reply executed" : "");
+  /* Executed replies are their own rows and curves. */
+  const char *sys = lucent && O.executed ? "lucent-executed" : O.system;
+  const char *sc1 = lucent && O.executed ? "rr1-executed" : "rr1";
+  const char *sc64 = lucent && O.executed ? "rr64-executed" : "rr64";
   for (size_t r = 0; r < O.rounds; r++) {
     events_t ev;
     gen_events(&ev, nreq, "Tick");
     (void)rr_run(cli, subject, &ev, 1000, 1, 1, NULL); /* warm-up */
     uint64_t *lat = NULL;
     res_t r1 = rr_run(cli, subject, &ev, O.n1, 1, 1, &lat);
-    write_cdf(O.system, 1, O.round0 + r, lat, r1.done);
+    write_cdf(sys, 1, O.round0 + r, lat, r1.done);
     free(lat);
     lat = NULL;
     res_t r64 = rr_run(cli, subject, &ev, O.n64, 64, 1, &lat);
-    write_cdf(O.system, 64, O.round0 + r, lat, r64.done);
+    write_cdf(sys, 64, O.round0 + r, lat, r64.done);
     free(lat);
     check_run("1 in flight", &r1);
     check_run("64 in flight", &r64);
-    print_line("rr1", O.system, cfg, O.round0 + r, &r1);
-    print_line("rr64", O.system, cfg, O.round0 + r, &r64);
+    print_line(sc1, O.system, cfg, O.round0 + r, &r1);
+    print_line(sc64, O.system, cfg, O.round0 + r, &r64);
     events_free(&ev);
   }
   if (lucent) {
@@ -1934,6 +1941,8 @@ static void usage(FILE *f) {
       "                      the serves of exec runs (and rr --system lucent)\n"
       "  --pack N            at-most-once serves: results per message\n"
       "  --forward VIA       at-least-once serves: core or jetstream\n"
+      "  --exec-reply WHEN   rr: the serves answer exec once stored (default)\n"
+      "                      or once executed (rows rr1-executed, rr64-executed)\n"
       "  --intake-pack N     at-least-once publisher: events per message\n"
       "                      (default 64, as lucent publish; 1 = none)\n"
       "  --slices S          suite: each raw baseline and its lucent\n"
@@ -2013,6 +2022,11 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--pack")) {
       parse_size(v, a); /* validated here, passed on as text */
       O.pack = v;
+    }
+    else if (!strcmp(a, "--exec-reply")) {
+      if (strcmp(v, "stored") && strcmp(v, "executed"))
+        die("--exec-reply: stored or executed");
+      O.executed = !strcmp(v, "executed");
     }
     else if (!strcmp(a, "--forward")) {
       if (strcmp(v, "core") && strcmp(v, "jetstream"))

@@ -136,6 +136,7 @@ typedef struct result_s {
   double cpu_us;             /* process CPU time per event, µs */
   uint64_t p50, p99, max;    /* submit -> stored, ns */
   uint64_t fn_p50;           /* inside the function, ns (histogram) */
+  uint64_t batches;          /* store transactions the run took */
 } result_t;
 
 static result_t run_baseline(const events_t *e) {
@@ -255,6 +256,8 @@ static result_t run_pipeline(const events_t *e, const lu_registry_t *reg,
   if (fs.executions != e->n)
     die("Noop ran %" PRIu64 " times for %zu events", fs.executions, e->n);
   r.fn_p50 = fs.p50_ns;
+  uint64_t recs, errs;
+  lu__manager_store_stats(m, &r.batches, &recs, &errs);
   lu_manager_free(m);
   if (file) rm_store(store);
 
@@ -277,6 +280,10 @@ typedef struct cfgres_s {
   double eps_med, eps_min, eps_max, cpu_us;
   double ratio_med, ratio_min, ratio_max; /* paired ratios */
   uint64_t p50, p99, fn_p50;
+  /* Shards beyond cores (issue 18), paired within each round against the
+   * configurations of the same store: the rate over the best shard
+   * count's, and the CPU per event over the fewest shards'. */
+  double best_med, best_min, best_max, cpu1_med, cpu1_min, cpu1_max;
 } cfgres_t;
 
 static double med_dbl(double *v, size_t n) {
@@ -327,7 +334,49 @@ static const char *fmt_k(char *buf, size_t cap, double eps) {
   return buf;
 }
 
-static double target_of(const cfgres_t *c) { return c->file ? 0.25 : 0.40; }
+/* Issue 18: one shard at 60% of the floor with either store; more shards
+ * are held to the shards-beyond-cores table instead (and to the older
+ * 40% / 25% here). */
+static double target_of(const cfgres_t *c) {
+  return c->shards == 1 ? 0.60 : c->file ? 0.25 : 0.40;
+}
+
+/* For each pipeline configuration, per round: its paired ratio over the
+ * best paired ratio of any shard count with the same store in that round,
+ * and its CPU per event over that of the fewest shards with the same
+ * store in that round; min and max over the rounds.  The rate's central
+ * figure is its median paired ratio over the best median of the same
+ * store (the best of a round is biased high by noise: it is a maximum);
+ * the CPU's is the median of the rounds.  After summarize. */
+static void summarize_shards(cfgres_t *cs, size_t nc, size_t R) {
+  for (size_t i = 1; i < nc; i++) {
+    cfgres_t *c = &cs[i];
+    double best[R], cpu1[R];
+    for (size_t r = 0; r < R; r++) {
+      double top = 0, few_cpu = 0;
+      unsigned few = UINT32_MAX;
+      for (size_t k = 1; k < nc; k++) {
+        if (cs[k].file != c->file) continue;
+        if (cs[k].runs[r].ratio > top) top = cs[k].runs[r].ratio;
+        if (cs[k].shards < few) few = cs[k].shards,
+                                few_cpu = cs[k].runs[r].cpu_us;
+      }
+      best[r] = top > 0 ? c->runs[r].ratio / top : 0;
+      cpu1[r] = few_cpu > 0 ? c->runs[r].cpu_us / few_cpu : 0;
+    }
+    (void)med_dbl(best, R); /* sorts */
+    double top = 0;
+    for (size_t k = 1; k < nc; k++)
+      if (cs[k].file == c->file && cs[k].ratio_med > top)
+        top = cs[k].ratio_med;
+    c->best_med = top > 0 ? c->ratio_med / top : 0;
+    c->best_min = best[0];
+    c->best_max = best[R - 1];
+    c->cpu1_med = med_dbl(cpu1, R);
+    c->cpu1_min = cpu1[0];
+    c->cpu1_max = cpu1[R - 1];
+  }
+}
 
 /* The store_batch a run used: --batch, or lucent's default. */
 static size_t batch_of(size_t batch) {
@@ -366,6 +415,20 @@ static void print_markdown(const cfgres_t *cs, size_t nc, size_t N, size_t R,
     printf(" %s | %s | %s |\n", fmt_ns(f, sizeof f, c->p50),
            fmt_ns(g, sizeof g, c->p99), fmt_ns(h, sizeof h, c->fn_p50));
   }
+  if (nc < 4) return; /* one shard count per store: nothing to compare */
+  printf("\nShards beyond cores (paired within each round, same store):\n\n"
+         "| config | rate / best shard count's: of medians (per round min..max) | "
+         "target "
+         "| CPU/event / fewest shards': median (min..max) | target |\n"
+         "|---|---:|---|---:|---|\n");
+  for (size_t i = 1; i < nc; i++) {
+    const cfgres_t *c = &cs[i];
+    printf("| %s | %.1f%% (%.1f..%.1f) | >= 90%%: %s | %.2fx (%.2f..%.2f) "
+           "| <= 1.15x: %s |\n",
+           c->name, 100 * c->best_med, 100 * c->best_min, 100 * c->best_max,
+           c->best_med >= 0.9 ? "met" : "**missed**", c->cpu1_med,
+           c->cpu1_min, c->cpu1_max, c->cpu1_med <= 1.15 ? "met" : "**missed**");
+  }
 }
 
 static void print_json(const cfgres_t *cs, size_t nc, size_t N, size_t R,
@@ -395,6 +458,11 @@ static void print_json(const cfgres_t *cs, size_t nc, size_t N, size_t R,
              c->eps_med / base->eps_med, target_of(c),
              c->ratio_med >= target_of(c) ? "true" : "false", c->p50, c->p99,
              c->fn_p50);
+    if (c->file >= 0)
+      printf(",\"rate_of_best\":[%.4f,%.4f,%.4f],"
+             "\"cpu_of_fewest\":[%.4f,%.4f,%.4f]",
+             c->best_med, c->best_min, c->best_max, c->cpu1_med, c->cpu1_min,
+             c->cpu1_max);
     printf(",\"runs\":[");
     for (size_t r = 0; r < c->nruns; r++) {
       const result_t *x = &c->runs[r];
@@ -562,13 +630,14 @@ int main(int argc, char **argv) {
       fprintf(stderr,
               "  round %zu  %-22s %7.0f ev/s %6.2f CPU µs/ev  (baseline "
               "%7.0f ev/s %5.2f CPU µs/ev: %5.1f%%)  p50 %7.2f ms  p99 "
-              "%7.2f ms\n",
+              "%7.2f ms  %" PRIu64 " store batches\n",
               r + 1, c->name, c->runs[r].eps, c->runs[r].cpu_us, b.eps,
               b.cpu_us, 100 * c->runs[r].ratio, (double)c->runs[r].p50 / 1e6,
-              (double)c->runs[r].p99 / 1e6);
+              (double)c->runs[r].p99 / 1e6, c->runs[r].batches);
     }
   }
   for (size_t i = 0; i < nc; i++) summarize(&cs[i]);
+  summarize_shards(cs, nc, R);
 
   if (json) print_json(cs, nc, N, R, &ev, batch);
   else print_markdown(cs, nc, N, R, &ev, batch);

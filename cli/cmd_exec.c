@@ -6,7 +6,8 @@
  *
  * Sends a CloudEvent as a NATS request to lucent.exec; whichever shard gets
  * it runs it, or passes it to the shard that owns it, and that shard replies
- * once the outcome is stored.  Prints the reply (success, result, function,
+ * once the outcome is stored (or, with --reply executed, once the function
+ * has returned: the outcome is stored after).  Prints the reply (success, result, function,
  * shard) and exits 0 on success; exits 1 with a clear message on a failed
  * or rejected execution, no function for the type, no shard serving, or no
  * reply in time; 2 on a usage error.
@@ -52,6 +53,11 @@ static void usage(FILE *f) {
           "                       no reply within --timeout, send it again\n"
           "                       (same id) for up to MS (default %u; 0 =\n"
           "                       send once)\n"
+          "  --reply WHEN         stored (the reply means the outcome is\n"
+          "                       stored) or executed (the function has\n"
+          "                       returned; its outcome is stored after, and\n"
+          "                       a crash in between loses it); default: the\n"
+          "                       serve's --exec-reply\n"
           "%s", LU_RETRY_DEFAULT_MS, CLI_NATS_USAGE);
 }
 
@@ -59,7 +65,8 @@ static void usage(FILE *f) {
  * *reply, NATS_NO_RESPONDERS (no shard took it, even after retry_ms),
  * NATS_TIMEOUT (no reply, even after retry_ms), or another failure. */
 static natsStatus request(natsConnection *nc, const char *json, size_t len,
-                          long timeout, uint32_t retry_ms, natsMsg **reply) {
+                          long timeout, uint32_t retry_ms, const char *when,
+                          natsMsg **reply) {
   *reply = NULL;
   natsInbox *inbox = NULL;
   natsSubscription *sub = NULL;
@@ -74,6 +81,7 @@ static natsStatus request(natsConnection *nc, const char *json, size_t len,
     s = natsMsg_Create(&req, LU_SUBJ_EXEC, inbox, json, (int)len);
     if (s == NATS_OK && attempt > 1)
       s = natsMsgHeader_Set(req, LU_HDR_ATTEMPT, abuf);
+    if (s == NATS_OK && when) s = natsMsgHeader_Set(req, LU_HDR_EXEC_REPLY, when);
     if (s == NATS_OK) s = natsConnection_PublishMsg(nc, req);
     natsMsg_Destroy(req);
     /* A reply to this attempt or an earlier one; a 503 status (no
@@ -102,7 +110,7 @@ static natsStatus request(natsConnection *nc, const char *json, size_t len,
 }
 
 int cmd_exec(int argc, char **argv) {
-  enum { O_SUBJECT = 300, O_CORR, O_ID, O_TIMEOUT, O_RETRY };
+  enum { O_SUBJECT = 300, O_CORR, O_ID, O_TIMEOUT, O_RETRY, O_REPLY };
   static const struct option opts[] = {
       {"type", required_argument, 0, 't'},
       {"data", required_argument, 0, 'd'},
@@ -111,12 +119,13 @@ int cmd_exec(int argc, char **argv) {
       {"id", required_argument, 0, O_ID},
       {"timeout", required_argument, 0, O_TIMEOUT},
       {"retry-ms", required_argument, 0, O_RETRY},
+      {"reply", required_argument, 0, O_REPLY},
       {"help", no_argument, 0, 'h'},
       CLI_NATS_LONGOPTS,
       {0, 0, 0, 0}};
   lu_nats_opts_t no = {0};
   const char *type = NULL, *data = "{}", *subject = NULL, *corr = NULL,
-             *id = NULL;
+             *id = NULL, *when = NULL;
   long timeout = 5000, retry_ms = LU_RETRY_DEFAULT_MS;
   int c;
   optind = 1;
@@ -128,6 +137,13 @@ int cmd_exec(int argc, char **argv) {
       case O_SUBJECT: subject = optarg; break;
       case O_CORR: corr = optarg; break;
       case O_ID: id = optarg; break;
+      case O_REPLY:
+        when = optarg;
+        if (strcmp(when, "stored") && strcmp(when, "executed")) {
+          cli_error("--reply wants stored or executed");
+          goto usage_err;
+        }
+        break;
       case O_TIMEOUT: {
         char *end;
         errno = 0;
@@ -184,7 +200,8 @@ int cmd_exec(int argc, char **argv) {
     return 1;
   }
   natsMsg *reply = NULL;
-  natsStatus s = request(nc, json, len, timeout, (uint32_t)retry_ms, &reply);
+  natsStatus s =
+      request(nc, json, len, timeout, (uint32_t)retry_ms, when, &reply);
   int rc = 1;
   if (s == NATS_NO_RESPONDERS) {
     cli_error("no shard is serving %s on %s (is `lucent serve` running?)",

@@ -35,7 +35,10 @@ static void usage(FILE *f) {
       "usage: lucent run --plugin PATH --input FILE|- [options]\n"
       "  --plugin PATH        plugin with the functions (repeatable)\n"
       "  --input FILE|-       JSON Lines CloudEvents; - for stdin\n"
-      "  --shards N           shard threads (default 1)\n"
+      "  --shards N           shards: units of ownership and order\n"
+      "                       (default 1)\n"
+      "  --threads N          worker threads that run the shards\n"
+      "                       (default: one per CPU, at most one per shard)\n"
       "  --store FILE.db      SQLite event store, or :memory: (default)\n"
       "  --json               print the summary as JSON\n"
       "  --explain            print each selection decision to stderr\n"
@@ -212,7 +215,8 @@ static void summary_json(lu_manager_t *m, const lu_registry_t *reg,
   lu_count_t c;
   lu_manager_counts(m, &c, NULL);
   printf("{\"events_in\":%" PRIu64 ",\"seconds\":%.6f,\"balanced\":%s,"
-         "\"outcomes\":", in, secs, balanced ? "true" : "false");
+         "\"threads\":%u,\"outcomes\":", in, secs,
+         balanced ? "true" : "false", lu_manager_threads(m));
   print_counts_json(stdout, c.outcomes);
   printf(",\"emitted\":");
   print_counts_json(stdout, c.derived);
@@ -316,12 +320,14 @@ static void summary_text(lu_manager_t *m, const lu_registry_t *reg,
 
 int cmd_run(int argc, char **argv) {
   enum { O_MAXB = 256, O_QUEUE, O_DEPTH, O_CPU, O_MEM, O_BRK, O_BRKC, O_BATCH,
-         O_SEED, O_NOPROG, O_WEIGHTS, O_HTTP, O_HOLD, O_LOGL, O_LOGF };
+         O_SEED, O_NOPROG, O_WEIGHTS, O_HTTP, O_HOLD, O_LOGL, O_LOGF,
+         O_THREADS };
   static const struct option opts[] = {
       {"plugin", required_argument, 0, 'p'},
       {"input", required_argument, 0, 'i'},
       {"shards", required_argument, 0, 'n'},
       {"store", required_argument, 0, 's'},
+      {"threads", required_argument, 0, O_THREADS},
       {"json", no_argument, 0, 'j'},
       {"explain", no_argument, 0, 'x'},
       {"weights", required_argument, 0, O_WEIGHTS},
@@ -370,6 +376,7 @@ int cmd_run(int argc, char **argv) {
       case 'p': plugins[nplug++] = optarg; break;
       case 'i': input = optarg; break;
       case 'n': NUM(1, 256, cfg.shards, "--shards"); break;
+      case O_THREADS: NUM(1, 1024, cfg.threads, "--threads"); break;
       case 's': cfg.store = optarg; break;
       case 'j': json = 1; break;
       case 'x': explain = 1; break;
@@ -528,6 +535,7 @@ int cmd_run(int argc, char **argv) {
   }
   LU_LOG(LU_LOG_INFO, NULL, NULL,
          LU_KVS(LU_KV_STR("input", input), LU_KV_UINT("shards", cfg.shards),
+                LU_KV_UINT("threads", lu_manager_threads(m)),
                 LU_KV_STR("store", cfg.store),
                 LU_KV_UINT("functions", lu_registry_count(reg)),
                 LU_KV_STR("version", LU_VERSION)),

@@ -9,6 +9,14 @@
  * its forward queue, serves `lucent exec` requests, and runs until SIGINT
  * or SIGTERM.  Then it leaves the view, finishes and acknowledges what it
  * took, and prints a one-line summary.
+ *
+ * `--shard a,b,c` owns several shards in one process: each is what a
+ * serve of its own would be (its manager, store writer and bus: heartbeats,
+ * partitions, forward queue, exec subject) on one shared NATS connection,
+ * so a fleet can be over-partitioned and rebalanced by moving shards.  A
+ * shard runs one function at a time, so each manager has one worker.
+ * Events between two shards of the process travel over NATS as between
+ * processes: the same paths, the same guarantees.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -35,11 +43,17 @@
  * redelivered may lose per-event deduplication).  bench/README.md has the
  * measurements. */
 #define SERVE_PACK 256
+/* Shards one process may own (--shard a,b,c). */
+#define SERVE_MAX_SHARDS 64
 
 static void usage(FILE *f) {
   fprintf(f,
       "usage: lucent serve --nats URLS --shard ID --plugin PATH [options]\n"
-      "  --shard ID           this shard's id (unique in the cluster)\n"
+      "  --shard ID[,ID...]   this process's shard ids (unique in the\n"
+      "                       cluster); several: one process owns them\n"
+      "                       all, each joining the view and pulling its\n"
+      "                       partitions as its own serve would (--http\n"
+      "                       then reports the first one's counters)\n"
       "  --plugin PATH        plugin with the functions (repeatable)\n"
       "  --shards A,B,C       static shard view (default: heartbeats)\n"
       "  --delivery MODE      at-least-once (default, JetStream) or\n"
@@ -85,17 +99,35 @@ static void usage(FILE *f) {
       "                       JetStream message (default 256; 1 = one per\n"
       "                       event): every result with at-most-once, the\n"
       "                       results of exec requests with either mode\n"
+      "  --exec-reply WHEN    when an exec request is answered: stored\n"
+      "                       (default: its outcome is in the store) or\n"
+      "                       executed (the function returned; the outcome\n"
+      "                       is stored after the reply, and a crash in\n"
+      "                       between loses it); a request's\n"
+      "                       Lucent-Exec-Reply header overrides it\n"
       "%s",
       LU_INTAKE_PARTITIONS_DEFAULT, CLI_NATS_USAGE);
 }
 
 /* ---- the view for /shards and /readyz --------------------------------- */
 
+/* One shard this process owns. */
+typedef struct serve_shard_s {
+  const char *id;
+  lu_store_t *store;
+  lu_manager_t *m;
+  lu_natsbus_t *bus;
+  lu_natsbus_stats_t stats; /* at the stop */
+  pthread_t stopper;
+} serve_shard_t;
+
 typedef struct serve_obs_s {
   lu_manager_t *m;
   lu_natsbus_t *bus;
   const char *self;
   natsConnection *nc;
+  serve_shard_t *sh; /* every shard owned, for the view and /readyz */
+  size_t nsh;
 } serve_obs_t;
 
 static size_t obs_view(void *ud, lu_shard_report_t *out, size_t cap) {
@@ -106,8 +138,11 @@ static size_t obs_view(void *ud, lu_shard_report_t *out, size_t cap) {
   for (size_t i = 0; i < n && i < cap; i++) {
     memset(&out[i], 0, sizeof out[i]);
     lu__fmt(out[i].id, sizeof out[i].id, "%s", v[i]);
-    out[i].local = !strcmp(v[i], o->self);
-    if (out[i].local) out[i].in_flight = lu_manager_load(o->m);
+    for (size_t k = 0; k < o->nsh; k++)
+      if (!strcmp(v[i], o->sh[k].id)) {
+        out[i].local = 1;
+        out[i].in_flight = lu_manager_load(o->sh[k].m);
+      }
   }
   free(v);
   return n;
@@ -123,9 +158,14 @@ static int obs_bus(void *ud, char *detail, size_t cap) {
 
 static int obs_shard(void *ud, char *detail, size_t cap) {
   serve_obs_t *o = ud;
-  int ok = lu_manager_in_view(o->m, o->self);
-  lu__fmt(detail, cap, "shard %s %s the view", o->self, ok ? "in" : "not in");
-  return ok;
+  for (size_t k = 0; k < o->nsh; k++)
+    if (!lu_manager_in_view(o->m, o->sh[k].id)) {
+      lu__fmt(detail, cap, "shard %s not in the view", o->sh[k].id);
+      return 0;
+    }
+  lu__fmt(detail, cap, o->nsh > 1 ? "shards %s.. in the view"
+                                  : "shard %s in the view", o->self);
+  return 1;
 }
 
 static uint64_t obs_bus_errors(void *ud) {
@@ -157,7 +197,7 @@ static int parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *v) {
  * back to the other shards after AckWait); at-most-once loses what it
  * held, as documented. */
 static uint32_t g_stop_ms = 30000;
-static const char *g_stop_shard;
+static char g_stop_shard[64]; /* a copy: the watchdog may outlive ids */
 
 static void *stop_watchdog(void *arg) {
   (void)arg;
@@ -173,10 +213,18 @@ static void *stop_watchdog(void *arg) {
   return NULL;
 }
 
+/* Stops one shard's bus (a thread per shard at the stop). */
+static void *serve_stop_one(void *arg) {
+  serve_shard_t *x = arg;
+  lu__natsbus_stop(x->bus, 5000, &x->stats);
+  x->bus = NULL;
+  return NULL;
+}
+
 int cmd_serve(int argc, char **argv) {
   enum { O_SHARD = 300, O_SHARDS, O_DELIVERY, O_HTTP, O_LOGL, O_LOGF,
          O_QUEUE, O_DEPTH, O_ACKW, O_HB, O_BATCH, O_PACK, O_FORWARD,
-         O_STOPT, O_MAXDEL, O_STRETRY, O_REPLICAS, O_PARTS };
+         O_STOPT, O_MAXDEL, O_STRETRY, O_REPLICAS, O_PARTS, O_EXECREPLY };
   static const struct option opts[] = {
       {"shard", required_argument, 0, O_SHARD},
       {"plugin", required_argument, 0, 'p'},
@@ -197,6 +245,7 @@ int cmd_serve(int argc, char **argv) {
       {"store-retry-ms", required_argument, 0, O_STRETRY},
       {"replicas", required_argument, 0, O_REPLICAS},
       {"partitions", required_argument, 0, O_PARTS},
+      {"exec-reply", required_argument, 0, O_EXECREPLY},
       {"help", no_argument, 0, 'h'},
       CLI_NATS_LONGOPTS,
       {0, 0, 0, 0}};
@@ -243,6 +292,13 @@ int cmd_serve(int argc, char **argv) {
         bc.durable_forward = !strcmp(optarg, "jetstream");
         if (!bc.durable_forward && strcmp(optarg, "core")) {
           cli_error("--forward wants core or jetstream");
+          goto usage_err;
+        }
+        break;
+      case O_EXECREPLY: /* issue 18: exec's two modes */
+        bc.exec_reply_executed = !strcmp(optarg, "executed");
+        if (!bc.exec_reply_executed && strcmp(optarg, "stored")) {
+          cli_error("--exec-reply wants stored or executed");
           goto usage_err;
         }
         break;
@@ -298,11 +354,39 @@ int cmd_serve(int argc, char **argv) {
     else cli_error("unexpected argument '%s'", argv[optind]);
     goto usage_err;
   }
-  if (strlen(shard) >= 64 || strpbrk(shard, " .*>,\t")) {
-    cli_error("--shard '%s': use letters, digits, - and _ (at most 63)",
-              shard);
+  /* --shard a,b,c: the ids, checked; each once. */
+  char *idbuf = strdup(shard);
+  serve_shard_t *sh = calloc(SERVE_MAX_SHARDS, sizeof *sh);
+  size_t nsh = 0;
+  if (!idbuf || !sh) {
+    free(idbuf);
+    free(sh);
+    lu_registry_free(reg);
+    return 1;
+  }
+  for (char *save = NULL, *id = strtok_r(idbuf, ",", &save); id;
+       id = strtok_r(NULL, ",", &save)) {
+    int dup = 0;
+    for (size_t k = 0; k < nsh; k++) dup |= !strcmp(sh[k].id, id);
+    if (!*id || strlen(id) >= 64 || strpbrk(id, " .*>\t") || dup ||
+        nsh == SERVE_MAX_SHARDS) {
+      cli_error(dup ? "--shard '%s': named twice"
+                : nsh == SERVE_MAX_SHARDS ? "--shard: at most 64 shards"
+                : "--shard '%s': use letters, digits, - and _ (at most 63)",
+                id);
+      nsh = 0;
+      break;
+    }
+    sh[nsh++].id = id;
+  }
+  if (!nsh || shard[0] == ',' || shard[strlen(shard) - 1] == ',' ||
+      strstr(shard, ",,")) {
+    if (nsh) cli_error("--shard '%s': an empty id", shard);
+    free(idbuf);
+    free(sh);
     goto usage_err;
   }
+  shard = sh[0].id;
   lu_log_set_format(log_format);
   lu_log_set_level(log_level);
   /* A crash names its function and event on stderr.  No marker: the
@@ -326,53 +410,68 @@ int cmd_serve(int argc, char **argv) {
   int rc = lu__nats_connect(&nc, &no, err, sizeof err);
   if (rc) {
     cli_error("shard %s: %s", shard, err);
+    free(idbuf);
+    free(sh);
     lu_registry_free(reg);
     return 1;
   }
-  lu_store_t *store = NULL;
-  /* The store rides through an election for as long as the writer
-   * retries a batch (--store-retry-ms): one setting for both. */
-  lu_js_store_opts_t so_ = {.create = 1,
-                            .assets = {.replicas = bc.replicas,
-                                       .retry_ms = cfg.store_retry_ms,
-                                       .who = shard}};
-  rc = lu__store_jetstream_open_with(&store, nc, &so_, err, sizeof err);
-  if (rc) {
-    cli_error("shard %s: %s", shard, err);
-    natsConnection_Destroy(nc);
-    lu_registry_free(reg);
-    return 1;
-  }
-  lu__store_jetstream_set_pack(store, pack,
-                               bc.delivery == LU_DELIVERY_AT_MOST_ONCE);
-  const char *ids[] = {shard};
-  cfg.shards = 1;
-  cfg.shard_ids = ids;
-  cfg.store_handle = store;
-  cfg.store = "jetstream";
   /* A record the server cannot take ends as <Fn>Failed, not as a batch
    * refused for ever (headers and a pack line need some room). */
   int64_t maxp = natsConnection_GetMaxPayload(nc);
   cfg.max_record_bytes = maxp > 8192 ? (size_t)maxp - 4096 : 4096;
-  lu_manager_t *m = NULL;
-  rc = lu_manager_new(&m, &cfg, reg, err, sizeof err);
-  if (rc) {
-    cli_error("shard %s: cannot start: %s", shard, err);
+  /* One manager per shard: a shard runs one function at a time, so one
+   * worker each (the default for one shard). */
+  size_t up = 0;
+  for (; up < nsh; up++) {
+    serve_shard_t *x = &sh[up];
+    /* The store rides through an election for as long as the writer
+     * retries a batch (--store-retry-ms): one setting for both. */
+    lu_js_store_opts_t so_ = {.create = 1,
+                              .assets = {.replicas = bc.replicas,
+                                         .retry_ms = cfg.store_retry_ms,
+                                         .who = x->id}};
+    rc = lu__store_jetstream_open_with(&x->store, nc, &so_, err, sizeof err);
+    if (rc) {
+      cli_error("shard %s: %s", x->id, err);
+      break;
+    }
+    lu__store_jetstream_set_pack(x->store, pack,
+                                 bc.delivery == LU_DELIVERY_AT_MOST_ONCE);
+    const char *ids[] = {x->id};
+    cfg.shards = 1;
+    cfg.shard_ids = ids;
+    cfg.store_handle = x->store;
+    cfg.store = "jetstream";
+    rc = lu_manager_new(&x->m, &cfg, reg, err, sizeof err);
+    x->store = NULL; /* the manager's now, even on error */
+    if (rc) {
+      cli_error("shard %s: cannot start: %s", x->id, err);
+      x->m = NULL;
+      break;
+    }
+    lu_natsbus_cfg_t xbc = bc;
+    xbc.shard = x->id;
+    rc = lu__natsbus_start(&x->bus, nc, x->m, &xbc, err, sizeof err);
+    if (rc) {
+      cli_error("shard %s: %s", x->id, err);
+      break;
+    }
+  }
+  if (up < nsh) { /* a shard did not start: stop those that did */
+    for (size_t k = 0; k <= up && k < nsh; k++) {
+      lu__natsbus_stop(sh[k].bus, 5000, NULL);
+      lu_manager_free(sh[k].m);
+      if (sh[k].store) lu_store_close(sh[k].store);
+    }
     natsConnection_Destroy(nc);
+    free(idbuf);
+    free(sh);
     lu_registry_free(reg);
     return 1;
   }
-  bc.shard = shard;
-  lu_natsbus_t *bus = NULL;
-  rc = lu__natsbus_start(&bus, nc, m, &bc, err, sizeof err);
-  if (rc) {
-    cli_error("shard %s: %s", shard, err);
-    lu_manager_free(m);
-    natsConnection_Destroy(nc);
-    lu_registry_free(reg);
-    return 1;
-  }
-  serve_obs_t so = {.m = m, .bus = bus, .self = shard, .nc = nc};
+  lu_manager_t *m = sh[0].m;
+  serve_obs_t so = {.m = m, .bus = sh[0].bus, .self = shard, .nc = nc,
+                    .sh = sh, .nsh = nsh};
   lu_http_t *http = NULL;
   if (http_addr) {
     lu_obs_source_t src = {.manager = m, .bus = "nats", .ud = &so,
@@ -387,45 +486,62 @@ int cmd_serve(int argc, char **argv) {
              LU_KVS(LU_KV_STR("addr", lu_http_addr(http))), "http listening");
     }
   }
-  LU_LOG(LU_LOG_INFO, shard, NULL,
-         LU_KVS(LU_KV_STR("nats", no.urls),
-                LU_KV_STR("delivery", bc.delivery == LU_DELIVERY_AT_MOST_ONCE
-                                          ? "at-most-once" : "at-least-once"),
-                LU_KV_UINT("functions", lu_registry_count(reg))),
-         "serving");
+  for (size_t k = 0; k < nsh; k++)
+    LU_LOG(LU_LOG_INFO, sh[k].id, NULL,
+           LU_KVS(LU_KV_STR("nats", no.urls),
+                  LU_KV_STR("delivery",
+                            bc.delivery == LU_DELIVERY_AT_MOST_ONCE
+                                ? "at-most-once" : "at-least-once"),
+                  LU_KV_UINT("functions", lu_registry_count(reg)),
+                  LU_KV_UINT("shards_in_process", nsh)),
+           "serving");
   int sig = 0;
   sigwait(&set, &sig);
   LU_LOG(LU_LOG_INFO, shard, NULL, LU_KVS(LU_KV_STR("signal",
          sig == SIGINT ? "SIGINT" : "SIGTERM")), "stopping");
-  g_stop_shard = shard;
+  lu__fmt(g_stop_shard, sizeof g_stop_shard, "%s", shard);
   pthread_t watchdog;
   if (pthread_create(&watchdog, NULL, stop_watchdog, NULL) == 0)
     pthread_detach(watchdog);
   lu_http_stop(http);
-  lu_natsbus_stats_t bs;
-  lu__natsbus_stop(bus, 5000, &bs);
-  lu_count_t cnt;
-  uint64_t in;
-  lu_manager_counts(m, &cnt, &in);
-  LU_LOG(LU_LOG_INFO, shard, NULL,
-         LU_KVS(LU_KV_UINT("events_in", in),
-                LU_KV_UINT("completed", cnt.outcomes[LU_OUTCOME_COMPLETED] +
-                                            cnt.derived[LU_OUTCOME_COMPLETED]),
-                LU_KV_UINT("failed", cnt.outcomes[LU_OUTCOME_FAILED] +
-                                         cnt.derived[LU_OUTCOME_FAILED]),
-                LU_KV_UINT("rejected", cnt.outcomes[LU_OUTCOME_REJECTED] +
-                                           cnt.derived[LU_OUTCOME_REJECTED]),
-                LU_KV_UINT("dead_lettered",
-                           cnt.outcomes[LU_OUTCOME_DEAD_LETTERED] +
-                               cnt.derived[LU_OUTCOME_DEAD_LETTERED]),
-                LU_KV_UINT("forwarded", bs.forwarded),
-                LU_KV_UINT("forwards_confirmed", bs.forward_confirmed),
-                LU_KV_UINT("forwards_durable_fallback",
-                           bs.forward_fallbacks)),
-         "stopped");
-  uint64_t store_errors = lu_manager_store_errors(m);
-  lu_manager_free(m);
+  /* The shards stop together: one leaving first would hand its
+   * partitions to its neighbours, which are about to leave too. */
+  for (size_t k = 1; k < nsh; k++)
+    if (pthread_create(&sh[k].stopper, NULL, serve_stop_one, &sh[k]))
+      sh[k].stopper = 0, serve_stop_one(&sh[k]);
+  serve_stop_one(&sh[0]);
+  for (size_t k = 1; k < nsh; k++)
+    if (sh[k].stopper) pthread_join(sh[k].stopper, NULL);
+  uint64_t store_errors = 0;
+  for (size_t k = 0; k < nsh; k++) {
+    lu_count_t cnt;
+    uint64_t in;
+    lu_natsbus_stats_t *bs = &sh[k].stats;
+    lu_manager_counts(sh[k].m, &cnt, &in);
+    LU_LOG(LU_LOG_INFO, sh[k].id, NULL,
+           LU_KVS(LU_KV_UINT("events_in", in),
+                  LU_KV_UINT("completed",
+                             cnt.outcomes[LU_OUTCOME_COMPLETED] +
+                                 cnt.derived[LU_OUTCOME_COMPLETED]),
+                  LU_KV_UINT("failed", cnt.outcomes[LU_OUTCOME_FAILED] +
+                                           cnt.derived[LU_OUTCOME_FAILED]),
+                  LU_KV_UINT("rejected",
+                             cnt.outcomes[LU_OUTCOME_REJECTED] +
+                                 cnt.derived[LU_OUTCOME_REJECTED]),
+                  LU_KV_UINT("dead_lettered",
+                             cnt.outcomes[LU_OUTCOME_DEAD_LETTERED] +
+                                 cnt.derived[LU_OUTCOME_DEAD_LETTERED]),
+                  LU_KV_UINT("forwarded", bs->forwarded),
+                  LU_KV_UINT("forwards_confirmed", bs->forward_confirmed),
+                  LU_KV_UINT("forwards_durable_fallback",
+                             bs->forward_fallbacks)),
+           "stopped");
+    store_errors += lu_manager_store_errors(sh[k].m);
+    lu_manager_free(sh[k].m);
+  }
   natsConnection_Destroy(nc);
+  free(idbuf);
+  free(sh);
   lu_registry_free(reg);
   return store_errors ? 1 : 0;
 usage_err:

@@ -160,7 +160,8 @@ async function lucent() {
 	for (const id of IDS) fs.rmSync(path.join(TMP, `kill-lucent-serve-${id}.log`), { force: true });
 	IDS.forEach(serve);
 	/* both in one view, every intake partition and forward queue pulled */
-	const view = `view is now [${IDS.join(",")}]`;
+	/* the text log's "shard view changed ... view=worker-1,worker-2" */
+	const view = `view=${IDS.join(",")}`;
 	if (!(await waitFor(() => IDS.every(id => serveLog(id).includes(view)), Date.now() + 30000, 50)))
 		throw new Error(`serves never saw ${view}: ${IDS.map(serveLog).join(" | ").slice(-400)}`);
 	const consumers = Array.from({ length: 16 }, (_, p) => ["LUCENT_INTAKE", `intake-${p}`]).concat(IDS.map(id => ["LUCENT_FWD", `fwd-${id}`]));

@@ -142,6 +142,17 @@ def main():
     row("1. request/response, 1 in flight: p999", "p999_us", us, rr)
     row("2. request/response, 64 in flight: req/s", "rate", rate, rr64,
         "lucent >= 1.5x Moleculer", "high", 1.5)
+    # lucent's opt-in executed replies (issue 18): the function has
+    # returned, the result is stored after the reply.
+    if by[("lucent", "rr1-executed")]:
+        rx = dict(rr, lucent="rr1-executed")
+        rx64 = dict(rr64, lucent="rr64-executed")
+        row("1x. the same, lucent --exec-reply executed: p50", "p50_us", us,
+            rx, "lucent <= 1x Moleculer", "low", 1.0)
+        row("1x. the same, lucent --exec-reply executed: p99", "p99_us", us,
+            rx, "lucent <= 0.5x Moleculer", "low", 0.5)
+        row("2x. the same, lucent --exec-reply executed: req/s", "rate",
+            rate, rx64, "lucent >= 1.2x Moleculer", "high", 1.2)
     row("3. keyed events to 2 workers: lucent at-most-once vs emit, "
         "events/s", "rate", rate,
         {"lucent": "events-amo", "moleculer": "events"},
@@ -188,7 +199,8 @@ def main():
               "BullMQ runs on its own redis-server (AOF, fsync every "
               "second). \"raw NATS\" is nats.c request/reply against a "
               "responder that does nothing, for reference. The targets are "
-              "issue 5's, against Moleculer.\n")
+              "issue 5's (issue 18's for the executed rows), against "
+              "Moleculer.\n")
     md.append("| scenario | lucent | Moleculer | BullMQ | raw NATS | "
               "lucent / Moleculer | lucent / BullMQ | target | |")
     md.append("|---|---:|---:|---:|---:|---:|---:|---|---|")
@@ -266,12 +278,15 @@ def main():
         p = l.strip().split(",")
         if len(p) == 5:
             cdf[(p[0], int(p[1]), float(p[3]))].append(float(p[4]))
-    names = {"lucent": "lucent exec", "moleculer": "Moleculer call",
+    names = {"lucent": "lucent exec",
+             "lucent-executed": "lucent exec, reply once executed",
+             "moleculer": "Moleculer call",
              "bullmq": "BullMQ add + waitUntilFinished",
              "raw": "raw NATS request/reply"}
     for inflight in (1, 64):
         dat = os.path.join(a.out, f"latency_{inflight}.dat")
-        systems = [s for s in ("lucent", "moleculer", "bullmq", "raw")
+        systems = [s for s in ("lucent", "lucent-executed", "moleculer",
+                               "bullmq", "raw")
                    if any(k[0] == s and k[1] == inflight for k in cdf)]
         with open(dat, "w") as f:
             for system in systems:
@@ -297,6 +312,8 @@ plot for [i=0:{len(systems) - 1}] "{dat}" index i using 1:2 with linespoints tit
         os.remove(dat)
 
     bars = [("lucent exec\\n64 in flight", "lucent", "rr64", 1),
+            ("lucent exec\\nexecuted\\n64 in flight", "lucent",
+             "rr64-executed", 1),
             ("Moleculer\\ncall\\n64 in flight", "moleculer", "rr64", 2),
             ("BullMQ add +\\nwaitUntilFinished\\n64 in flight", "bullmq",
              "rr64", 4),

@@ -139,6 +139,8 @@ for r in $(seq "$ROUNDS"); do
   echo "run.sh: round $r: request/response" >&2
   "$BN" rr "${COMMON[@]}" "${LUCENT[@]}" --logdir "$TMP" --system lucent --shards 1 \
     -r 1 --round "$r" --n1 "$N1" --n64 "$N64" --cdf "$CDF" >>"$RUNS"
+  "$BN" rr "${COMMON[@]}" "${LUCENT[@]}" --logdir "$TMP" --system lucent --shards 1 \
+    --exec-reply executed -r 1 --round "$r" --n1 "$N1" --n64 "$N64" --cdf "$CDF" >>"$RUNS"
   if has_peer moleculer; then
     node "$PEER/moleculer_bench.js" rr "${COMMON[@]}" --round "$r" --n1 "$N1" --n64 "$N64" --cdf "$CDF" >>"$RUNS"
   fi

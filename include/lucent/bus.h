@@ -191,6 +191,16 @@ LU_EXTERN lu_route_t lu_manager_route(lu_manager_t *m, const lu_event_t *ev,
                               worker takes the turn over within the
                               writer's hold time, ~1 ms, and nothing is
                               lost) */
+#define LU_RUN_EXECUTED 8u /**< call done as soon as the outcome is
+                              decided (the function returned for the
+                              last time, or nothing can run it), before
+                              it is stored, with stored = 0: the outcome
+                              is then stored asynchronously, and a crash
+                              or a store that keeps refusing it may lose
+                              it after done has reported it.  done runs
+                              on the thread that ran the function, with
+                              no lucent lock held; the outcome's strings
+                              live until done returns */
 
 /** Runs ev (takes ownership, even on error) on this process's shard
  *  `target` (pinned; NULL or unknown: the first shard); done gets the

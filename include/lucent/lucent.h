@@ -413,6 +413,9 @@ typedef struct lu_fn_stats_s {
 LU_EXTERN void lu_manager_counts(const lu_manager_t *m, lu_count_t *total,
                                  uint64_t *events_in);
 LU_EXTERN unsigned lu_manager_shard_count(const lu_manager_t *m);
+/** The worker threads running m's shards (lu_config_t.threads, or the
+ *  default it chose).  Thread safe. */
+LU_EXTERN unsigned lu_manager_threads(const lu_manager_t *m);
 LU_EXTERN void lu_manager_shard_stats(const lu_manager_t *m, unsigned i,
                                       lu_shard_stats_t *out);
 /** Function i in registry order (i < lu_registry_count()). */

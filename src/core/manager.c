@@ -419,6 +419,7 @@ int lu_manager_run(lu_manager_t *m, lu_event_t *ev, const char *target,
   it->t_submit = lu__now_ns();
   it->done = done;
   it->once = (flags & LU_RUN_ONCE) != 0;
+  it->executed = (flags & LU_RUN_EXECUTED) != 0;
   lu__shard_claim_check(m, t->idx);
   if (!(flags & LU_RUN_INLINE) ||
       !lu__shard_run_inline(t, it, (flags & LU_RUN_MORE) != 0))
@@ -577,6 +578,7 @@ int lu_manager_new(lu_manager_t **out, const lu_config_t *cfg_in,
   if (lu__writer_run(m)) goto fail;
   m->started = 1;
   if (lu__pool_start(m->pool, m, threads)) goto fail;
+  m->nthreads = threads;
   *out = m;
   return 0;
 fail:

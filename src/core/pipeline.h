@@ -37,6 +37,7 @@ typedef struct lu_item_s {
   uint64_t line, t_submit, due_ns;
   int derived;          /* emitted by a function, or forwarded here */
   int once;             /* never redelivered: records get LU_RECORD_ONCE */
+  int executed;         /* LU_RUN_EXECUTED: done when decided, not stored */
   int unrouted;         /* an emitted event dispatch could not take yet */
   unsigned delivery;    /* > 1: a redelivery, run isolated (sandbox.c) */
   unsigned replayed;    /* may have run before: choose() asks the store */
@@ -291,6 +292,7 @@ struct lu_manager_s {
   const lu_registry_t *reg;
   lu_weights_t w;
   unsigned n;            /* local shards */
+  unsigned nthreads;     /* the pool's workers as started */
   lu_shard_t *shards;
   struct lu_pool_s *pool;
   lu_view_t view;

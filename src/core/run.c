@@ -61,8 +61,20 @@ static lu_where_t where(const lu_shard_t *s) {
   return (lu_where_t){(int)s->idx, s->id};
 }
 
+/* LU_RUN_EXECUTED: the item's done hears its outcome now, before the
+ * store has it (the unit then reports to nobody). */
+static void done_executed(lu_shard_t *s, lu_item_t *it, const lu_unit_t *u) {
+  if (!it->executed || !it->done.fn) return;
+  lu_outcome_t o;
+  lu__unit_outcome(u, s->id, lu__now_ns(), &o);
+  lu_done_t d = it->done;
+  it->done.fn = NULL;
+  d.fn(d.ctx, &o, 0);
+}
+
 /* An outcome unit of this turn, with the item's done moved onto it. */
 static void out(lu_shard_t *s, lu_item_t *it, lu_unit_t *u) {
+  done_executed(s, it, u);
   u->done = it->done;
   it->done.fn = NULL;
   lu__writer_out(s->m, &s->hold, u);
@@ -193,6 +205,9 @@ static void complete(lu_shard_t *s, lu_item_t *it, uint64_t exec_ns) {
     if (!ok)
       while (i--) free(kids[i]);
   }
+  /* LU_RUN_EXECUTED: answered once nothing below can fail (an answer
+   * cannot be taken back); no join then, done is gone. */
+  if (ok && it->executed) done_executed(s, it, u);
   int joined = nk && it->done.fn && m->has_bus &&
                (m->bus.flags & LU_BUS_DURABLE_EMIT);
   if (ok && joined && !(j = calloc(1, sizeof *j))) ok = 0;

@@ -86,6 +86,7 @@ void lu_manager_counts(const lu_manager_t *cm, lu_count_t *total,
 }
 
 unsigned lu_manager_shard_count(const lu_manager_t *m) { return m->n; }
+unsigned lu_manager_threads(const lu_manager_t *m) { return m->nthreads; }
 
 void lu_manager_shard_stats(const lu_manager_t *cm, unsigned i,
                             lu_shard_stats_t *out) {

@@ -1168,8 +1168,11 @@ typedef struct reply_s {
   char subject[];
 } reply_t;
 
+/* stored: the outcome is in the store ("stored":true), or it was decided
+ * and is on its way there (LU_RUN_EXECUTED: "stored":false). */
 static void reply_json(lu_natsbus_t *b, const char *subject,
-                       const lu_outcome_t *o, const char *error) {
+                       const lu_outcome_t *o, const char *error,
+                       int stored) {
   lu_buf_t r = {0};
   int ok = o && o->kind == LU_OUTCOME_COMPLETED;
   lu__buf_puts(&r, ok ? "{\"success\":true" : "{\"success\":false");
@@ -1200,8 +1203,9 @@ static void reply_json(lu_natsbus_t *b, const char *subject,
     lu__buf_json_str(&r, o->event_id, strlen(o->event_id));
   }
   if (o) {
-    char a[32];
-    lu__fmt(a, sizeof a, ",\"attempts\":%u", o->attempts);
+    char a[48];
+    lu__fmt(a, sizeof a, ",\"attempts\":%u,\"stored\":%s", o->attempts,
+            stored ? "true" : "false");
     lu__buf_puts(&r, a);
   }
   lu__buf_puts(&r, "}");
@@ -1213,14 +1217,37 @@ static void reply_done(void *ctx, const lu_outcome_t *o, int stored) {
   reply_t *rp = ctx;
   reply_json(rp->b, rp->subject, o,
              !o ? "forwarded, but not executed here" :
-             !stored ? "outcome could not be stored" : NULL);
+             !stored ? "outcome could not be stored" : NULL, stored);
   free(rp);
+}
+
+/* LU_RUN_EXECUTED: the outcome as decided, not stored yet (stored = 0);
+ * an outcome the watchdog decided comes through the store as usual. */
+static void reply_executed(void *ctx, const lu_outcome_t *o, int stored) {
+  reply_t *rp = ctx;
+  reply_json(rp->b, rp->subject, o,
+             o ? NULL : "forwarded, but not executed here", stored);
+  free(rp);
+}
+
+/* When a request is answered: its Lucent-Exec-Reply header (executed or
+ * stored), else the serve's --exec-reply.  -1: a header with another
+ * value (the reply says so). */
+static int exec_mode(lu_natsbus_t *b, natsMsg *msg, const char **hdr) {
+  *hdr = NULL;
+  if (natsMsgHeader_Get(msg, LU_HDR_EXEC_REPLY, hdr) != NATS_OK || !*hdr) {
+    *hdr = NULL;
+    return b->cfg.exec_reply_executed;
+  }
+  if (!strcmp(*hdr, "executed")) return 1;
+  if (!strcmp(*hdr, "stored")) return 0;
+  return -1;
 }
 
 /* A request the manager could not take (LU_ENOMEM: its done will not
  * run): the requester hears so now rather than time out. */
 static void exec_oom(reply_t *rp) {
-  reply_json(rp->b, rp->subject, NULL, "out of memory; try again");
+  reply_json(rp->b, rp->subject, NULL, "out of memory; try again", 0);
   free(rp);
 }
 
@@ -1247,7 +1274,16 @@ static int exec_request(lu_natsbus_t *b, natsSubscription *sub,
   }
   rp->b = b;
   strcpy(rp->subject, reply);
-  lu_done_t done = {reply_done, rp};
+  const char *hdr;
+  int executed = exec_mode(b, msg, &hdr);
+  if (executed < 0) {
+    reply_json(b, reply, NULL,
+               "header " LU_HDR_EXEC_REPLY " wants executed or stored", 0);
+    free(rp);
+    lu__nats_msg_release(msg);
+    return 0;
+  }
+  lu_done_t done = {executed ? reply_executed : reply_done, rp};
   lu_event_t *ev = NULL;
   char why[320];
   /* Structured or binary mode: data is the structured event either way
@@ -1258,7 +1294,9 @@ static int exec_request(lu_natsbus_t *b, natsSubscription *sub,
   int bad = msg_event(msg, &data, &len, &own, why, sizeof why) != 0;
   lu_input_t in = {.json = data, .len = len, .origin = LU_SUBJ_EXEC};
   if (bad || lu_event_parse(&ev, data, len, why, sizeof why) != 0) {
-    /* Recorded as lucent.Rejected like any bad input; the reply says why. */
+    /* Recorded as lucent.Rejected like any bad input; the reply says why,
+     * once it is stored (nothing ran: nothing to answer early). */
+    done.fn = reply_done;
     if (bad ? lu_manager_reject(b->m, &in, why, done)
             : lu_manager_take(b->m, &in, done))
       exec_oom(rp);
@@ -1280,7 +1318,8 @@ static int exec_request(lu_natsbus_t *b, natsSubscription *sub,
    * per message and deduplicated by id, never packed. */
   unsigned attempt = (unsigned)header_u64_or(msg, LU_HDR_ATTEMPT, 1);
   unsigned inl = (attempt > 1 ? 0u : LU_RUN_ONCE) | LU_RUN_INLINE |
-                 (queued > 0 ? LU_RUN_MORE : 0);
+                 (queued > 0 ? LU_RUN_MORE : 0) |
+                 (executed ? LU_RUN_EXECUTED : 0);
   if (sub == b->exec_self_sub) { /* forwarded to us: pinned */
     if (lu_manager_run(b->m, ev, b->self, inl, done)) exec_oom(rp);
     lu__buf_free(&own);
@@ -1293,6 +1332,7 @@ static int exec_request(lu_natsbus_t *b, natsSubscription *sub,
                              sizeof why), ran = 0;
   if (rc != LU_ROUTE_OK) {
     lu_event_free(ev);
+    done.fn = reply_done; /* answered once recorded, in both modes */
     if (lu_manager_take(b->m, &in, done)) /* records it */
       exec_oom(rp);
   } else if (local || !needs_owner(b, ev)) {
@@ -1308,20 +1348,21 @@ static int exec_request(lu_natsbus_t *b, natsSubscription *sub,
     char subj[128];
     lu__fmt(subj, sizeof subj, "%s.%s", LU_SUBJ_EXEC, target);
     atomic_fetch_add(&b->exec_forwarded, 1);
-    natsStatus fs;
-    if (attempt > 1) { /* the owner must know it too */
-      natsMsg *fm = NULL;
+    /* The owner answers as the request asked (its header goes along),
+     * else as the owner's serve does; a request sent again says so. */
+    natsMsg *fw = NULL;
+    natsStatus st = natsMsg_Create(&fw, subj, reply, data, (int)len);
+    if (st == NATS_OK && hdr)
+      st = natsMsgHeader_Set(fw, LU_HDR_EXEC_REPLY, hdr);
+    if (st == NATS_OK && attempt > 1) {
       char abuf[16];
       lu__fmt(abuf, sizeof abuf, "%u", attempt);
-      fs = natsMsg_Create(&fm, subj, reply, data, (int)len);
-      if (fs == NATS_OK) fs = natsMsgHeader_Set(fm, LU_HDR_ATTEMPT, abuf);
-      if (fs == NATS_OK) fs = natsConnection_PublishMsg(b->nc, fm);
-      natsMsg_Destroy(fm);
-    } else {
-      fs = natsConnection_PublishRequest(b->nc, subj, reply, data, (int)len);
+      st = natsMsgHeader_Set(fw, LU_HDR_ATTEMPT, abuf);
     }
-    if (fs != NATS_OK)
-      reply_json(b, reply, NULL, "cannot forward the request");
+    if (st == NATS_OK) st = natsConnection_PublishMsg(b->nc, fw);
+    natsMsg_Destroy(fw);
+    if (st != NATS_OK)
+      reply_json(b, reply, NULL, "cannot forward the request", 0);
   }
   lu__buf_free(&own);
   lu__nats_msg_release(msg);

@@ -63,6 +63,11 @@ typedef struct lu_natsbus_cfg_s {
    *  creates it.  A stream with another count makes start fail with
    *  LU_EINVAL and the reason (intake_layout.h). */
   unsigned partitions;
+  /** exec's reply by default: 0 = once the outcome is stored; 1 = once the
+   *  function returned (LU_RUN_EXECUTED: the outcome is stored after the
+   *  reply, and a crash in between loses it).  A request's
+   *  Lucent-Exec-Reply header (stored or executed) overrides it. */
+  int exec_reply_executed;
 } lu_natsbus_cfg_t;
 
 typedef struct lu_natsbus_s lu_natsbus_t;

@@ -154,6 +154,11 @@ void lu__delivery_hdr_read(natsMsg *m, unsigned *delivery,
  *  stored one record per message, deduplicated by id. */
 #define LU_HDR_ATTEMPT "Lucent-Attempt"
 
+/** An exec request's choice of reply (docs/protocol.md): "stored" (the
+ *  reply means the outcome is stored) or "executed" (the function has
+ *  returned; the outcome is stored after). */
+#define LU_HDR_EXEC_REPLY "Lucent-Exec-Reply"
+
 /** How many events a message holds: its Lucent-Count, else 1 (also for a
  *  bad count: it is then read as one event). */
 size_t lu__nats_msg_events(natsMsg *m);

@@ -123,3 +123,31 @@ wait_view() { # wait_view ID "a,b,c": until shard ID logs that view (JSON logs i
 }
 
 count() { "$LUCENT" events --nats "$NATS_URL" --count; }
+
+# Until the event store stops growing (chains of emitted events ended).
+store_quiet() {
+  local last=-1 now
+  for _ in $(seq 1 240); do
+    now=$(count)
+    [ "$now" = "$last" ] && return 0
+    last=$now
+    sleep 0.5
+  done
+  fail "the event store never stopped growing"
+}
+
+# store_outcomes INPUT SECONDS [AFTER_SEQ]: until every input of INPUT has
+# an outcome in the store (check_outcomes.py --wait-only); the store's
+# events after AFTER_SEQ are left in $T/stored.jsonl.
+store_outcomes() {
+  local deadline=$((SECONDS + $2 * ${SLOW:-1})) missing=
+  local check="python3 $(dirname "${BASH_SOURCE[0]}")/check_outcomes.py"
+  while [ $SECONDS -lt $deadline ]; do
+    store_quiet
+    "$LUCENT" events --nats "$NATS_URL" --after "${3:-0}" > "$T/stored.jsonl"
+    missing=$($check "$1" "$T/stored.jsonl" --wait-only)
+    [ "$missing" = 0 ] && return 0
+    sleep 1
+  done
+  fail "$missing inputs of $1 have no outcome after $2 s"
+}

@@ -32,6 +32,10 @@ dl=$(json "$T/sum.json" "j['outcomes']['dead_lettered']")
 [ "$(json "$T/sum.json" "[f for f in j['functions'] if f['name']=='ValidateOrder'][0]['completed'] > 0")" = True ] || fail "chain: no ValidateOrder completed"
 [ "$(json "$T/sum.json" "sum(j['emitted'].values()) >= [f for f in j['functions'] if f['name']=='ValidateOrder'][0]['completed'] and j['emitted']['completed'] > 0")" = True ] || fail "chain"
 [ "$(json "$T/sum.json" "all(s['routed'] > 0 for s in j['shards'])")" = True ] || fail "spread"
+# Threads follow the machine, shards the data: 3 shards, one per CPU at
+# most (never more than the shards) unless --threads says otherwise.
+cpus=$(nproc)
+[ "$(json "$T/sum.json" "j['threads']")" = "$((cpus < 3 ? cpus : 3))" ] || fail "default threads"
 # Both fraud scorers ran: selection picks each where the score favours it
 # (examples/orders/orders.c; section 10 checks where).  How often depends
 # on measured latencies too (the load sub-score), so only that both ran.
@@ -125,6 +129,7 @@ fi
 expect_fail 2 "--plugin is required" "$LUCENT" run --input "$T/in.jsonl"
 expect_fail 2 "--input is required" "$LUCENT" run --plugin "$LUCENT_PLUGIN"
 expect_fail 2 "--shards must be" "$LUCENT" run --plugin "$LUCENT_PLUGIN" --input - --shards 0
+expect_fail 2 "--threads must be" "$LUCENT" run --plugin "$LUCENT_PLUGIN" --input - --threads 0
 expect_fail 2 "--weights" "$LUCENT" run --plugin "$LUCENT_PLUGIN" --input - --weights 1,2
 # Non-finite weights would make every total NaN or infinite.
 for w in nan,inf,1,1 1,1,1,inf 1,1,nan,1 1e999,1,1,1 -1,1,1,1 0,0,0,0 1,1,1,1,1; do
@@ -136,6 +141,14 @@ expect_fail 1 "/proc/nope/x.db" "$LUCENT" run --plugin "$LUCENT_PLUGIN" --input 
 expect_fail 1 "missing.db" "$LUCENT" events --store "$T/missing.db"
 expect_fail 2 "unknown command" "$LUCENT" frobnicate
 pass "failure paths"
+
+# 7b. --threads: 16 shards on 2 worker threads, the books balance.
+"$LUCENT" run --plugin "$LUCENT_PLUGIN" --shards 16 --threads 2 \
+  --input "$T/in.jsonl" --json > "$T/sum16.json"
+[ "$(json "$T/sum16.json" "j['threads']")" = 2 ] || fail "--threads 2"
+[ "$(json "$T/sum16.json" "len(j['shards'])")" = 16 ] || fail "16 shards"
+[ "$(json "$T/sum16.json" "j['balanced'] and sum(j['outcomes'].values())")" = "$lines" ] || fail "16 shards on 2 threads: books"
+pass "--threads: 16 shards on 2 worker threads"
 
 # 8. Oversized events are rejected, with the size limit in the reason.
 python3 -c "print('{\"specversion\":\"1.0\",\"id\":\"big\",\"type\":\"OrderPlaced\",\"source\":\"t\",\"data\":\"' + 'x'*5000 + '\"}')" > "$T/big.jsonl"
@@ -202,4 +215,4 @@ print("fraud scorers on 4 shards:", n)
 PY
 [ "$(json "$T/sum4.json" "[f for f in j['functions'] if f['name']=='ScoreFraudModel'][0]['executions'] > 0")" = True ] || fail "model never ran on 4 shards"
 pass "orders: each fraud scorer wins where the score favours it"
-echo "10 passed, 0 failed"
+echo "11 passed, 0 failed"

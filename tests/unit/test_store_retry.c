@@ -6,7 +6,11 @@
  *    once and reports every outcome as stored (done's stored = 1), with no
  *    store error counted;
  *  - a batch that keeps failing is counted in lu_manager_store_errors and
- *    its outcomes are reported unstored (stored = 0), each exactly once.
+ *    its outcomes are reported unstored (stored = 0), each exactly once;
+ *  - lu_manager_run with LU_RUN_EXECUTED reports the outcome as soon as
+ *    the function returned, while the store still refuses it, and stores
+ *    it once the store takes it; without the flag, nothing is reported
+ *    before the store has it.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -42,12 +46,13 @@ static void done(void *ctx, const lu_outcome_t *o, int stored) {
 
 static lu_registry_t *reg;
 
-static lu_manager_t *manager(lu_store_t **st) {
+static lu_manager_t *manager_retrying(lu_store_t **st, uint32_t retry_ms) {
   *st = sd_open(malloc, free);
   assert_non_null(*st);
   lu_config_t cfg;
   lu_config_init(&cfg);
   cfg.shards = 2;
+  cfg.store_retry_ms = retry_ms;
   cfg.store_handle = *st;
   lu_manager_t *m = NULL;
   char err[256];
@@ -57,6 +62,10 @@ static lu_manager_t *manager(lu_store_t **st) {
   atomic_store(&stored_ok, 0);
   atomic_store(&stored_bad, 0);
   return m;
+}
+
+static lu_manager_t *manager(lu_store_t **st) {
+  return manager_retrying(st, 0);
 }
 
 static void take_n(lu_manager_t *m, const char *tag) {
@@ -120,6 +129,63 @@ static void test_keeps_failing(void **state) {
   lu_manager_free(m);
 }
 
+/* What done heard in executed mode (copied: the strings are borrowed). */
+static lu_outcome_kind_t seen_kind;
+static char seen_result[64];
+
+static void done_copy(void *ctx, const lu_outcome_t *o, int stored) {
+  done(ctx, o, stored);
+  seen_kind = o->kind;
+  snprintf(seen_result, sizeof seen_result, "%s",
+           o->result_json ? o->result_json : "");
+}
+
+static lu_event_t *echo(const char *id, int v) {
+  char json[160];
+  int len = snprintf(json, sizeof json,
+                     "{\"specversion\":\"1.0\",\"id\":\"%s\",\"type\":"
+                     "\"Echo\",\"source\":\"t\",\"data\":%d}", id, v);
+  lu_event_t *ev = NULL;
+  char why[128];
+  assert_int_equal(lu_event_parse(&ev, json, (size_t)len, why, sizeof why), 0);
+  return ev;
+}
+
+static void test_run_executed(void **state) {
+  (void)state;
+  lu_store_t *st;
+  /* The store refuses everything, and the writer keeps trying for ten
+   * minutes: nothing is stored, or reported as stored, meanwhile. */
+  lu_manager_t *m = manager_retrying(&st, 600000);
+  sd_store_t *sd = sd_of(st);
+  atomic_store(&sd->fail_always, 1);
+  lu_done_t d = {done_copy, NULL};
+  /* Inline on this thread (the shard is idle): when the call returns, the
+   * function has run, and executed mode has answered. */
+  assert_int_equal(lu_manager_run(m, echo("x-1", 7), NULL,
+                                  LU_RUN_ONCE | LU_RUN_INLINE |
+                                      LU_RUN_EXECUTED, d), 0);
+  assert_int_equal(atomic_load(&dones), 1);
+  assert_int_equal(atomic_load(&stored_bad), 1); /* stored = 0: not yet */
+  assert_int_equal(seen_kind, LU_OUTCOME_COMPLETED);
+  assert_string_equal(seen_result, "7");
+  assert_int_equal(sd_count(st), 0);
+  /* The default mode answers only once the outcome is stored. */
+  assert_int_equal(lu_manager_run(m, echo("x-2", 8), NULL,
+                                  LU_RUN_ONCE | LU_RUN_INLINE, d), 0);
+  assert_int_equal(atomic_load(&dones), 1);
+  /* The store comes back: both outcomes are stored, each reported once
+   * (the executed one is not reported again). */
+  atomic_store(&sd->fail_always, 0);
+  lu_manager_drain(m);
+  assert_int_equal(atomic_load(&dones), 2);
+  assert_int_equal(atomic_load(&stored_ok), 1);
+  assert_string_equal(seen_result, "8");
+  assert_int_equal(sd_count(st), 2);
+  assert_int_equal(lu_manager_store_errors(m), 0);
+  lu_manager_free(m);
+}
+
 int main(void) {
   const lu_fn_t *const *fns;
   size_t n = lu_fns_here(&fns);
@@ -128,6 +194,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_fails_then_succeeds),
       cmocka_unit_test(test_keeps_failing),
+      cmocka_unit_test(test_run_executed),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   lu_registry_free(reg);
