@@ -18,25 +18,30 @@
  * it: an execution whose seq is below one already executed for its key. */
 #include <lucent/fn.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
-static int log_fd(void) {
-  static int fd = -2; /* -2: not opened yet; a race opens it twice: harmless */
-  if (fd == -2) {
-    const char *dir = getenv("LUCENT_ORDER_LOG");
-    int f = -1;
-    if (dir && *dir) {
-      char path[4096];
-      snprintf(path, sizeof path, "%s/%ld.log", dir, (long)getpid());
-      f = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    }
-    fd = f;
+static int log_fd_value = -1;
+
+static void log_open(void) {
+  const char *dir = getenv("LUCENT_ORDER_LOG");
+  if (dir && *dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%ld.log", dir, (long)getpid());
+    log_fd_value = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   }
-  return fd;
+}
+
+/* Opened once, whichever shard's worker runs first (pthread_once: shards
+ * run on several threads). */
+static int log_fd(void) {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, log_open);
+  return log_fd_value;
 }
 
 static double num(const cJSON *data, const char *name) {
