@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "intake_layout.h"
+#include "retry.h"
 #include "lucent/log.h"
 #include "membership.h"
 
@@ -88,7 +89,21 @@ int lu__intake_stream_ensure(jsCtx *js, unsigned want, int create,
   }
   jsStreamInfo *si = NULL;
   jsErrCode jerr = 0;
-  natsStatus s = js_GetStreamInfo(&si, js, LU_STREAM_INTAKE, NULL, &jerr);
+  natsStatus s;
+  /* A cluster busy electing leaders (or starting) answers late: ride
+   * through it for ao->retry_ms, as the assets module does. */
+  lu_retry_t rt = {.window_ms = ao->retry_ms,
+                   .what = "reading stream " LU_STREAM_INTAKE,
+                   .who = ao->who};
+  for (;;) {
+    jerr = 0;
+    s = js_GetStreamInfo(&si, js, LU_STREAM_INTAKE, NULL, &jerr);
+    if (s == NATS_OK || jerr == JSStreamNotFoundErr) {
+      lu__retry_ok(&rt);
+      break;
+    }
+    if (!lu__retry_again(&rt, s, (int)jerr, NULL)) break;
+  }
   if (s != NATS_OK && jerr != JSStreamNotFoundErr) {
     char r[256];
     lu__nats_reason(s, r, sizeof r);
