@@ -26,9 +26,14 @@ not an error.  It happens when an input runs on two processes at once
 (a replay after a crash or a freeze while the first run's outcome was
 still on its way to the store): neither run could see the other's outcome
 (README, "Failure model").  Two outcomes of one function, or any id
-stored twice, stay errors.
+stored twice, stay errors.  Under a sanitizer (LUCENT_TEST_SANITIZER set,
+5-20x slower), --competing-ok also counts an event with a dead letter
+beside its one completion: a replayed copy judged over its hard limit or
+its delivery budget while the other copy completed (README, "Failure
+model").  The plain pass keeps that an error.
 """
 import json
+import os
 import sys
 
 
@@ -108,7 +113,11 @@ def main():
         print(n_missing)
         return 0
     errors = []
+    slow = bool(os.environ.get("LUCENT_TEST_SANITIZER"))
+
     def competing(o):  # one outcome per function, several functions
+        if slow and len(o) == 2 and o.count("lucent.DeadLettered") == 1:
+            return True
         fns = [t[:-len("Completed")] if t.endswith("Completed") else
                t[:-len("Failed")] if t.endswith("Failed") else None for t in o]
         return None not in fns and len(set(fns)) == len(fns)
