@@ -61,17 +61,6 @@ serve() { # serve ID BINARY [env...]: a shard with JSON logs in $T/ID.log
   SHARD_PIDS+=($!)
 }
 
-wait_outcomes() { # wait_outcomes INPUT SECONDS: until none is missing
-  local deadline=$((SECONDS + $2 * SLOW)) missing=
-  while [ $SECONDS -lt $deadline ]; do
-    "$LUCENT" events --nats "$NATS_URL" > "$T/stored.jsonl"
-    missing=$($CHECK "$1" "$T/stored.jsonl" --wait-only) || true
-    [ "$missing" = 0 ] && return 0
-    sleep 0.5
-  done
-  fail "$missing inputs of $1 have no outcome after $2 s"
-}
-
 views() { grep -h '"msg":"shard view changed"' "$T/a.log" "$T/b.log" | wc -l; }
 
 STEP_AT=$((10 * SLOW))
@@ -90,7 +79,7 @@ wait_view a "a,b"
 wait_view b "a,b"
 "$LUCENT_GEN" -n 300 --seed 21 > "$T/in1.jsonl" 2>/dev/null
 "$LUCENT" publish --nats "$NATS_URL" --input "$T/in1.jsonl" > /dev/null
-wait_outcomes "$T/in1.jsonl" 60
+store_outcomes "$T/in1.jsonl" 60
 $CHECK "$T/in1.jsonl" "$T/stored.jsonl" > /dev/null || fail "books before the step"
 pass "two shards, one under libfaketime, in one view"
 
@@ -101,7 +90,7 @@ while [ $SECONDS -lt $((b_started + STEP_AT + 1)) ]; do sleep 0.2; done
 "$LUCENT_GEN" -n 300 --seed 22 > "$T/in2.jsonl" 2>/dev/null
 sed -i 's/"id":"/"id":"s2-/' "$T/in2.jsonl"
 "$LUCENT" publish --nats "$NATS_URL" --input "$T/in2.jsonl" > /dev/null
-wait_outcomes "$T/in2.jsonl" 60
+store_outcomes "$T/in2.jsonl" 60
 $CHECK "$T/in2.jsonl" "$T/stored.jsonl" > /dev/null || fail "books after the step"
 # b's clock did move: what b stored after the step is an hour behind a's.
 python3 - "$T/stored.jsonl" <<'PY' || fail "b's wall clock did not step back"

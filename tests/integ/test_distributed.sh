@@ -36,28 +36,7 @@ serve() { # serve ID [extra args]: starts a shard, records its pid
   eval "PID_$id=$!"
 }
 
-wait_quiet() { # until the store stops growing (chains finished)
-  local last=-1 now
-  for _ in $(seq 1 240); do
-    now=$(count)
-    [ "$now" = "$last" ] && return 0
-    last=$now
-    sleep 0.5
-  done
-  fail "the event store never stopped growing"
-}
 
-wait_outcomes() { # wait_outcomes INPUT SECONDS [AFTER_SEQ]: until none is missing
-  local deadline=$((SECONDS + $2 * SLOW)) missing=
-  while [ $SECONDS -lt $deadline ]; do
-    wait_quiet
-    "$LUCENT" events --nats "$NATS_URL" --after "${3:-0}" > "$T/stored.jsonl"
-    missing=$($CHECK "$1" "$T/stored.jsonl" --wait-only)
-    [ "$missing" = 0 ] && return 0
-    sleep 1
-  done
-  fail "$missing inputs of $1 have no outcome after $2 s"
-}
 
 # 1. Bad URL and bad credentials: clear message, non-zero exit.
 expect_fail 1 "cannot connect" "$LUCENT" serve --nats nats://127.0.0.1:1 --shard x --plugin "$LUCENT_PLUGIN"
@@ -77,7 +56,7 @@ pass "three shards in one view"
 "$LUCENT" publish --nats "$NATS_URL" --input "$T/in1.jsonl" --json > "$T/pub1.json"
 [ "$(json "$T/pub1.json" "j['accepted']")" = 3000 ] || fail "publish: $(cat "$T/pub1.json")"
 [ "$(json "$T/pub1.json" "j['invalid']")" -ge 4 ] || fail "publish invalid count"
-wait_outcomes "$T/in1.jsonl" 60
+store_outcomes "$T/in1.jsonl" 60
 $CHECK "$T/in1.jsonl" "$T/stored.jsonl" --routing || { grep -h "shard view changed" "$T"/*.log; fail "books or routing (steady state)"; }
 grep -q '"type":"lucent.Rejected"' "$T/stored.jsonl" || fail "no rejection recorded"
 python3 - "$T/stored.jsonl" <<'PY' || fail "work did not spread over the shards"
@@ -101,7 +80,7 @@ intake_empty() {
 }
 for _ in $(seq 1 $((100 * SLOW))); do intake_empty && break; sleep 0.1; done
 intake_empty || fail "the intake stream never emptied after the republish"
-wait_quiet
+store_quiet
 [ "$(count)" = "$before" ] || fail "republish stored duplicates ($before -> $(count))"
 pass "steady state: one outcome per input, hash and session routing agree"
 
@@ -112,7 +91,7 @@ for i in 1 2 3 4 5; do
 done > "$T/in6.jsonl"
 "$LUCENT" publish --nats "$NATS_URL" --input "$T/in6.jsonl" --json > "$T/pub6.json"
 [ "$(json "$T/pub6.json" "j['accepted']")" = 5 ] || fail "publish pack: $(cat "$T/pub6.json")"
-wait_outcomes "$T/in6.jsonl" 30
+store_outcomes "$T/in6.jsonl" 30
 python3 - "$T/stored.jsonl" <<'PY' || fail "lines of a packed event's rejection"
 import json, sys
 lines = {}
@@ -130,7 +109,7 @@ mkfifo "$T/fifo"
 PUB7=$!
 exec 7> "$T/fifo"
 cat "$T/in7.jsonl" >&7
-wait_outcomes "$T/in7.jsonl" 30     # while the publisher still waits
+store_outcomes "$T/in7.jsonl" 30     # while the publisher still waits
 kill -0 "$PUB7" || fail "the publisher ended before its input did"
 exec 7>&-
 wait "$PUB7" || fail "publish from a pipe: $(cat "$T/pub7.json")"
@@ -194,7 +173,7 @@ for _ in $(seq 1 $((200 * SLOW))); do   # kill when the run is well under way
 done
 kill -9 "$PID_b"
 wait_view a "a,c"
-wait_outcomes "$T/in2.jsonl" 120 "$base"
+store_outcomes "$T/in2.jsonl" 120 "$base"
 $CHECK "$T/in2.jsonl" "$T/stored.jsonl" --competing-ok || fail "books after kill -9"
 pass "kill -9: every input has exactly one outcome, no duplicates"
 
@@ -213,7 +192,7 @@ for s in a b c; do wait_view $s "a,b,c"; done
 "$LUCENT_GEN" -n 2000 --seed 13 > "$T/in3.jsonl" 2>/dev/null
 base=$(count)
 "$LUCENT" publish --nats "$NATS_URL" --input "$T/in3.jsonl" > /dev/null
-wait_outcomes "$T/in3.jsonl" 60 "$base"
+store_outcomes "$T/in3.jsonl" 60 "$base"
 $CHECK "$T/in3.jsonl" "$T/stored.jsonl" --competing-ok || fail "books after the return (mixed --forward)"
 python3 - "$T/stored.jsonl" "$T/in3.jsonl" <<'PY' || fail "returning shard took no share"
 import json, sys
@@ -232,7 +211,7 @@ for _ in $(seq 1 50); do
   "$LUCENT" publish --nats "$NATS_URL" --input "$T/in4.jsonl" > /dev/null 2>&1 && break
   sleep 0.2
 done
-wait_outcomes "$T/in4.jsonl" 60 "$base"
+store_outcomes "$T/in4.jsonl" 60 "$base"
 pass "server restart survived"
 
 # 8. No shard left: exec fails fast and clearly.  The stopped shards' last
@@ -262,7 +241,7 @@ wait_view d "d,e"; wait_view e "d,e"
 "$LUCENT_GEN" -n 2000 --seed 15 > "$T/in5.jsonl" 2>/dev/null
 base=$(count)
 "$LUCENT" publish --nats "$NATS_URL" --delivery at-most-once --input "$T/in5.jsonl" > /dev/null
-wait_outcomes "$T/in5.jsonl" 60 "$base"
+store_outcomes "$T/in5.jsonl" 60 "$base"
 $CHECK "$T/in5.jsonl" "$T/stored.jsonl" || fail "books (at-most-once, no failure)"
 pass "at-most-once delivery"
 

@@ -78,16 +78,6 @@ serve() { # serve ID: a shard of the orders example
     >> "$T/$1.out" 2>> "$T/$1.log" &
   SHARD_PIDS+=($!)
 }
-wait_outcomes() { # wait_outcomes INPUT SECONDS: until none is missing
-  local deadline=$((SECONDS + $2 * SLOW)) missing=
-  while [ $SECONDS -lt $deadline ]; do
-    "$LUCENT" events --nats "$NATS_URL" > "$T/stored.jsonl"
-    missing=$($CHECK "$1" "$T/stored.jsonl" --wait-only)
-    [ "$missing" = 0 ] && return 0
-    sleep 1
-  done
-  fail "$missing inputs of $1 have no outcome after $2 s"
-}
 serve a; serve b
 wait_view a "a,b"; wait_view b "a,b"
 pass "two shards in one view"
@@ -146,7 +136,7 @@ for p in pub:
     modes[p["mode"]] += 1
 assert modes["structured"] > 0 and modes["binary"] > 0, modes
 PY
-wait_outcomes "$T/in.jsonl" 90
+store_outcomes "$T/in.jsonl" 90
 $CHECK "$T/in.jsonl" "$T/stored.jsonl" || fail "books of the JS-published input"
 python3 - "$T/in.jsonl" "$T/stored.jsonl" <<'PY' || fail "attributes of binary-mode inputs"
 import json, sys
@@ -206,7 +196,7 @@ pass "JS exec: success:true with results in both modes; routing agrees"
 expect_fail 2 "no --pack" "$LUCENT" publish --nats "$NATS_URL" --input "$T/in2.jsonl" --binary --pack 8
 "$LUCENT" publish --nats "$NATS_URL" --input "$T/in2.jsonl" --binary --json > "$T/pub2.json" || fail "publish --binary: $(cat "$T/pub2.json")"
 [ "$(json "$T/pub2.json" "j['accepted']")" = 60 ] || fail "publish --binary: $(cat "$T/pub2.json")"
-wait_outcomes "$T/in2.jsonl" 60
+store_outcomes "$T/in2.jsonl" 60
 $CHECK "$T/in2.jsonl" "$T/stored.jsonl" || fail "books of lucent publish --binary"
 pass "lucent publish --binary: one outcome per input line"
 
@@ -220,7 +210,7 @@ grep -qx 'structured UpdateCustomerProfile on [ab]: {"customerId":"cust-0042","u
   grep -qx 'binary     UpdateCustomerProfile on [ab]: {"customerId":"cust-0042","updated":\["email"\]}' "$T/ex-exec.txt" &&
   grep -qx "binary     Nope: DEAD_LETTERED: no function handles event type 'Nope'" "$T/ex-exec.txt" ||
   fail "exec.js printed: $(cat "$T/ex-exec.txt")"
-wait_outcomes "$T/in.jsonl" 30  # and the examples' orders stored nothing twice
+store_outcomes "$T/in.jsonl" 30  # and the examples' orders stored nothing twice
 $CHECK "$T/in.jsonl" "$T/stored.jsonl" || fail "books after the examples"
 pass "examples publish.js and exec.js print their OUTPUT"
 # 5b. A pretty-printed structured event (published and exec'd) that is
