@@ -96,6 +96,7 @@
  * pullers of three serves cost exec's p99 17% (bench/README.md). */
 #define FETCH_WAIT_MS 1000
 #define FWD_MAP_SIZE 65536 /* power of two */
+#define FWD_ACK_WAIT_MS 5000 /* a durable forward's answer, at most */
 #define MAX_VIEW 256       /* shards in a view (the manager keeps as many) */
 
 typedef struct puller_s {
@@ -111,6 +112,8 @@ typedef struct puller_s {
                           * takeover or resync) */
   uint64_t replay_until; /* messages up to this stream sequence come
                           * again after a takeover: suspect */
+  int maybe_deleted;      /* adopt() failed after asking for the delete */
+  uint64_t lost_suspects; /* the replay_until that takeover would have set */
   pthread_t thread;
   _Atomic int want;
   _Atomic int adopt; /* how to take it when pulling starts (adopt()) */
@@ -164,6 +167,7 @@ struct lu_natsbus_s {
   lu_cfwd_t *cfwd; /* confirmed core forwarding (at-least-once) */
   _Atomic uint64_t pulled, forwarded, forward_errors, exec_requests,
       exec_forwarded, forwards_js, forwards_amo;
+  _Atomic int js_published; /* nats.c's async pending list exists */
 };
 
 /* ---- small helpers ---------------------------------------------------- */
@@ -517,6 +521,18 @@ static void pull_status(puller_t *p, const char *st) {
                                  is503 ? ADOPT_RESYNC : ADOPT_ENSURE);
 }
 
+/* A pull request expired with no answer at all: no message, and not the
+ * 408 a consumer sends when a request expires empty.  Nobody holds the
+ * request: the consumer is gone (deleted by hand, or by a takeover that
+ * could not create it again), and a pull of a missing consumer gets no
+ * reply - not even 503, since JetStream's API answers that subject
+ * (docs/nats-notes.md, c5).  adopt() checks, and makes it again if so;
+ * a late 408 on a busy machine only costs that check. */
+static void pull_unanswered(puller_t *p) {
+  int none = ADOPT_NONE;
+  atomic_compare_exchange_strong(&p->adopt, &none, ADOPT_ENSURE);
+}
+
 /* We stopped pulling this consumer, but our last requests stay open on the
  * server until `until` and may still deliver into the inbox, where nobody
  * would read them until AckWait.  Hand back (NAK) what comes until then. */
@@ -568,9 +584,13 @@ static int puller_cancelled(puller_t *p) {
  * Deleting the consumer is safe because nobody else pulls it: a puller
  * stopped by a view change NAKs what still comes (pull_release), and a
  * late ack of the old puller is still honoured by the new consumer of
- * the same name.  Errors leave the consumer as it was (a restarted
- * server, a lost connection): it is pulled anyway, as before, and
- * adopt() returns -1 (the puller tries a resync again). */
+ * the same name.  Errors (a restarted server, a lost connection, a
+ * timeout during an election) return -1: the puller pulls nothing and
+ * tries the same again until it works - a failure may come after the
+ * delete, and then only this brings the consumer back.  A consumer that
+ * does not exist yet (a new partition or shard) is created here, not by
+ * the claimer, so that a slow server never holds the claimer on a view
+ * that has changed meanwhile. */
 static int adopt(puller_t *p, int mode) {
   lu_natsbus_t *b = p->b;
   jsConsumerInfo *ci = NULL;
@@ -592,22 +612,38 @@ static int adopt(puller_t *p, int mode) {
     natsStatus cs =
         js_GetConsumerInfo(&ci, b->jsm, p->stream, p->consumer, NULL, &jerr);
     if (cs == NATS_NOT_FOUND || jerr == 10014) {
-      /* No such consumer: a server that crashed soon after it was made
-       * may not have kept it (its stream kept the messages).  Made again
-       * with DeliverAll, it delivers them all. */
+      /* No such consumer: new, or lost - a server that crashed soon
+       * after it was made may not have kept it (its stream kept the
+       * messages), an operator or a failed takeover deleted it.  Made
+       * (again) with DeliverAll, it delivers them all. */
       char err[256];
       if (ensure_consumer(b, p->stream, p->consumer, p->filter, err,
-                          sizeof err))
+                          sizeof err)) {
+        LU_LOG(LU_LOG_DEBUG, b->self, NULL,
+               LU_KVS(LU_KV_STR("consumer", p->consumer),
+                      LU_KV_STR("error", err)),
+               "cannot create consumer %s (trying again): %s", p->consumer,
+               err);
         return -1;
-      LU_LOG(LU_LOG_WARN, b->self, NULL,
-             LU_KVS(LU_KV_STR("consumer", p->consumer)),
-             "consumer %s was missing on the server; created it again",
-             p->consumer);
-      jsStreamInfo *si = NULL; /* what it holds may have run */
-      if (js_GetStreamInfo(&si, b->jsm, p->stream, NULL, NULL) == NATS_OK) {
-        p->rerun_until = si->State.LastSeq;
-        jsStreamInfo_Destroy(si);
       }
+      /* A consumer that existed (ours, or one we deleted and could not
+       * make again): what its stream holds may have run.  A new one's
+       * messages have not. */
+      if (mode == ADOPT_RESYNC || mode == ADOPT_ENSURE || p->maybe_deleted) {
+        LU_LOG(LU_LOG_WARN, b->self, NULL,
+               LU_KVS(LU_KV_STR("consumer", p->consumer)),
+               "consumer %s was missing on the server; created it again",
+               p->consumer);
+        jsStreamInfo *si = NULL;
+        if (js_GetStreamInfo(&si, b->jsm, p->stream, NULL, NULL) ==
+            NATS_OK) {
+          p->rerun_until = si->State.LastSeq;
+          jsStreamInfo_Destroy(si);
+        }
+        p->replay_until = p->lost_suspects;
+      }
+      p->maybe_deleted = 0;
+      p->lost_suspects = 0;
       return 0;
     }
     if (cs != NATS_OK) return -1;
@@ -642,6 +678,11 @@ static int adopt(puller_t *p, int mode) {
     if (si) jsStreamInfo_Destroy(si);
     if (clean) return 0;
   }
+  /* Not ours any more (a view change while we waited): someone else
+   * takes it now, and deleting it under them would drop their acks. */
+  if (puller_cancelled(p)) return 0;
+  p->maybe_deleted = 1; /* until it is made again: a timeout may lie */
+  p->lost_suspects = pending > 0 && mode != ADOPT_RESYNC ? given : 0;
   if (js_DeleteConsumer(b->jsm, p->stream, p->consumer, NULL, NULL) !=
       NATS_OK)
     return -1;
@@ -660,6 +701,8 @@ static int adopt(puller_t *p, int mode) {
            "cannot create consumer %s again: %s", p->consumer, err);
     return -1;
   }
+  p->maybe_deleted = 0;
+  p->lost_suspects = 0;
   p->replay_until = pending > 0 && mode != ADOPT_RESYNC ? given : 0;
   p->rerun_until = given; /* what was given out may have run (resync) */
   LU_LOG(LU_LOG_INFO, b->self, NULL,
@@ -681,6 +724,7 @@ static void *puller_main(void *arg) {
   /* The first request asks for few messages: they may be intake packs of
    * 64 events each (the next requests adapt to what came). */
   int batch = FETCH_BATCH / 16, pulling = 0;
+  int heard = 0;           /* a message or status since the last request */
   long left = 0;           /* messages asked for that have not come */
   uint64_t open_until = 0; /* when the last request has surely expired */
   size_t msgs = 0, events = 0; /* since the batch was last sized */
@@ -698,12 +742,18 @@ static void *puller_main(void *arg) {
     if (stop) break;
     int mode = atomic_exchange(&p->adopt, ADOPT_NONE);
     if (mode != ADOPT_NONE) { /* before the first pull, or a resync */
-      if (adopt(p, mode) && (mode == ADOPT_RESYNC || mode == ADOPT_ENSURE)) {
-        pull_backoff(); /* the server may still be loading its streams */
-        atomic_store(&p->adopt, mode);
-      }
       left = 0; /* a recreated consumer has no open request */
       open_until = 0;
+      if (adopt(p, mode)) {
+        /* Tried again until it works, whatever the mode: a takeover that
+         * failed between deleting the consumer and creating it again
+         * (a timeout during an election) left no consumer at all, and
+         * pulls from a missing consumer are never answered. */
+        pull_backoff(); /* the server may still be loading its streams */
+        int none = ADOPT_NONE;
+        atomic_compare_exchange_strong(&p->adopt, &none, mode);
+        continue;
+      }
       if (puller_cancelled(p)) continue;
     }
     pulling = 1;
@@ -726,16 +776,19 @@ static void *puller_main(void *arg) {
         continue;
       }
       left += batch;
+      heard = 0;
       open_until = now + (uint64_t)(FETCH_WAIT_MS + 200) * NS_PER_MS;
     }
     natsMsg *m = NULL;
     int64_t ms = (int64_t)((open_until - now) / NS_PER_MS);
     natsStatus s = natsSubscription_NextMsg(&m, p->pull.sub, ms > 0 ? ms : 1);
     if (s != NATS_OK) { /* timeout: our requests are over */
+      if (s == NATS_TIMEOUT && left > 0 && !heard) pull_unanswered(p);
       left = 0;
       if (s != NATS_TIMEOUT) pull_backoff();
       continue;
     }
+    heard = 1;
     const char *st = lu__nats_pull_status(m);
     if (st) {
       if (strcmp(st, "100") != 0) left = 0; /* a request is over */
@@ -787,13 +840,8 @@ static puller_t *puller_get(lu_natsbus_t *b, const char *stream,
     }
   pthread_mutex_unlock(&b->lock);
   char err[256];
-  if (b->npullers == b->max_pullers ||
-      ensure_consumer(b, stream, consumer, filter, err, sizeof err)) {
-    if (b->npullers < b->max_pullers)
-      LU_LOG(LU_LOG_ERROR, b->self, NULL, LU_KVS(LU_KV_STR("error", err)),
-             "cannot create a consumer");
-    return NULL;
-  }
+  /* The consumer itself is made by the puller (adopt()), not here. */
+  if (b->npullers == b->max_pullers) return NULL;
   puller_t *p = calloc(1, sizeof *p);
   if (!p) return NULL;
   p->b = b;
@@ -1081,8 +1129,16 @@ static void js_forward(void *ud, const lu_fwd_t *fw, lu_done_t done) {
   }
   if (s == NATS_OK && fw_put(b, msg, done) != 0) s = NATS_INSUFFICIENT_BUFFER;
   if (s == NATS_OK) {
+    /* Its own timeout: without one, a forward whose answer is lost (its
+     * stream's leader died with it in flight) would wait for ever, and
+     * so would its cause, held unacknowledged.  Failed, the cause comes
+     * back and forwards it again (the same id: stored once). */
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MaxWait = FWD_ACK_WAIT_MS;
     natsMsg *keep = msg;
-    s = js_PublishMsgAsync(b->js, &msg, NULL);
+    s = js_PublishMsgAsync(b->js, &msg, &po);
+    if (s == NATS_OK) atomic_store(&b->js_published, 1);
     if (s != NATS_OK) {
       fw_take(b, keep); /* not sent: we still own it */
       msg = keep;
@@ -1603,6 +1659,18 @@ void lu__natsbus_stop(lu_natsbus_t *b, uint32_t timeout_ms,
     jsPubOptions_Init(&po);
     po.MaxWait = timeout_ms ? timeout_ms : 1;
     js_PublishAsyncComplete(b->js, &po);
+    /* Forwards still unanswered are taken back from nats.c (their
+     * handlers will not run) and failed: what caused them is NAKed and
+     * let go, not held (and leaked) past the stop. */
+    natsMsgList pend = {0};
+    if (atomic_load(&b->js_published) &&
+        js_PublishAsyncGetPendingList(&pend, b->js) == NATS_OK) {
+      for (int i = 0; i < pend.Count; i++) {
+        lu_done_t d = fw_take(b, pend.Msgs[i]);
+        if (d.fn) d.fn(d.ctx, NULL, 0);
+      }
+      natsMsgList_Destroy(&pend);
+    }
   }
   lu__nats_unsubscribe(&b->exec_self_sub);
   lu__nats_unsubscribe(&b->amo_fwd_sub);
