@@ -308,6 +308,22 @@ int lu__assets_events(jsCtx *js, int create, int64_t dup_ns,
   return rc;
 }
 
+/* Binds to the bucket, retried through an election or a slow server
+ * (js_KeyValue reads the stream's info).  NATS_NOT_FOUND when it does
+ * not exist. */
+static natsStatus kv_bind(jsCtx *js, const lu_assets_opts_t *o,
+                          kvStore **kv) {
+  lu_retry_t r = retry_of(o, "opening KV bucket " LU_KV_SESSIONS);
+  for (;;) {
+    natsStatus s = js_KeyValue(kv, js, LU_KV_SESSIONS);
+    if (s == NATS_OK || s == NATS_NOT_FOUND) {
+      lu__retry_ok(&r);
+      return s;
+    }
+    if (!api_again(&r, s, 0)) return s;
+  }
+}
+
 int lu__assets_sessions(jsCtx *js, int64_t ttl_ns, const lu_assets_opts_t *o,
                         kvStore **kv, char *err, size_t errlen) {
   *kv = NULL;
@@ -321,7 +337,7 @@ int lu__assets_sessions(jsCtx *js, int64_t ttl_ns, const lu_assets_opts_t *o,
     rc = reconcile(js, &si, o, err, errlen);
     jsStreamInfo_Destroy(si);
     if (rc) return rc == LU_EINVAL ? LU_EINVAL : LU_EIO;
-    s = js_KeyValue(kv, js, LU_KV_SESSIONS);
+    s = kv_bind(js, o, kv);
   } else if (s == NATS_NOT_FOUND) {
     kvConfig cfg;
     kvConfig_Init(&cfg);
@@ -331,38 +347,51 @@ int lu__assets_sessions(jsCtx *js, int64_t ttl_ns, const lu_assets_opts_t *o,
     cfg.TTL = ttl_ns; /* nanoseconds (trap 2) */
     cfg.StorageType = js_FileStorage;
     cfg.Replicas = o && o->replicas ? (int)o->replicas : 1;
-    s = js_CreateKeyValue(kv, js, &cfg);
     char created[300] = "";
-    if (s != NATS_OK) lu__fmt(created, sizeof created, "%s",
-                              nats_GetLastError(NULL));
-    /* It exists now with another configuration (another process made it
-     * a moment ago, another TTL): use it, and check its replicas. */
-    if (s == NATS_ERR) {
-      s = js_KeyValue(kv, js, LU_KV_SESSIONS);
-      if (s == NATS_OK &&
-          js_GetStreamInfo(&si, js, "KV_" LU_KV_SESSIONS, NULL, NULL) ==
+    lu_retry_t r = retry_of(o, "creating KV bucket " LU_KV_SESSIONS);
+    for (;;) {
+      s = js_CreateKeyValue(kv, js, &cfg);
+      if (s == NATS_OK) {
+        lu__retry_ok(&r);
+        break;
+      }
+      lu__fmt(created, sizeof created, "%s", nats_GetLastError(NULL));
+      if (strstr(created, "non-clustered")) {
+        lu__fmt(err, errlen,
+                "cannot create KV bucket %s with %d replicas: the NATS "
+                "server is a single server, not a cluster, and keeps one "
+                "copy; use %s 1, or a cluster of at least %d nodes",
+                LU_KV_SESSIONS, cfg.Replicas, flag_of(o), cfg.Replicas);
+        return LU_EINVAL;
+      }
+      /* It exists now with another configuration (another process made
+       * it a moment ago, another TTL), or a timeout may have made it:
+       * use it, and check its replicas.  (Serves starting together on a
+       * busy cluster met both.) */
+      natsStatus cs = s;
+      if (cs == NATS_ERR || cs == NATS_TIMEOUT) {
+        jerr = 0;
+        s = kv_bind(js, o, kv);
+        if (s == NATS_OK) {
+          lu__retry_ok(&r);
+          if (js_GetStreamInfo(&si, js, "KV_" LU_KV_SESSIONS, NULL, NULL) ==
               NATS_OK) {
-        rc = reconcile(js, &si, o, err, errlen);
-        jsStreamInfo_Destroy(si);
-        if (rc) {
-          kvStore_Destroy(*kv);
-          *kv = NULL;
-          return rc == LU_EINVAL ? LU_EINVAL : LU_EIO;
+            rc = reconcile(js, &si, o, err, errlen);
+            jsStreamInfo_Destroy(si);
+            if (rc) {
+              kvStore_Destroy(*kv);
+              *kv = NULL;
+              return rc == LU_EINVAL ? LU_EINVAL : LU_EIO;
+            }
+          }
+          break;
         }
       }
-    }
-    if (s != NATS_OK && strstr(created, "non-clustered")) {
-      lu__fmt(err, errlen,
-              "cannot create KV bucket %s with %d replicas: the NATS server "
-              "is a single server, not a cluster, and keeps one copy; use "
-              "%s 1, or a cluster of at least %d nodes",
-              LU_KV_SESSIONS, cfg.Replicas, flag_of(o), cfg.Replicas);
-      return LU_EINVAL;
-    }
-    if (s != NATS_OK && created[0]) {
-      lu__fmt(err, errlen, "cannot create KV bucket %s: %s", LU_KV_SESSIONS,
-              created);
-      return s == NATS_NO_MEMORY ? LU_ENOMEM : LU_EIO;
+      if (!api_again(&r, cs, 0)) {
+        lu__fmt(err, errlen, "cannot create KV bucket %s: %s",
+                LU_KV_SESSIONS, created);
+        return cs == NATS_NO_MEMORY ? LU_ENOMEM : LU_EIO;
+      }
     }
   }
   if (s == NATS_OK) return 0;
