@@ -97,6 +97,10 @@
 #define FETCH_WAIT_MS 1000
 #define FWD_MAP_SIZE 65536 /* power of two */
 #define FWD_ACK_WAIT_MS 5000 /* a durable forward's answer, at most */
+/* How long a durable forward is tried again after failures an election
+ * or a reconnect explains (docs/nats-notes.md a2: elections of 4 to 20 s
+ * here): the forward alone, not its cause (fwd_retry). */
+#define FWD_RETRY_MS 60000
 #define MAX_VIEW 256       /* shards in a view (the manager keeps as many) */
 
 typedef struct puller_s {
@@ -149,7 +153,9 @@ struct lu_natsbus_s {
   uint64_t reconnects_seen; /* the claimer's: resync_after_reconnect */
   int stopping;
   pthread_mutex_t fwlock;
-  lu_ptrmap_t fwmap; /* in-flight JetStream forwards */
+  lu_ptrmap_t fwmap; /* in-flight JetStream forwards -> their fwbox_t */
+  struct fwbox_s *fwretry; /* failed forwards to send again, under
+                            * keeplock; the keeper sends them */
   natsSubscription *exec_sub, *exec_self_sub, *amo_sub, *amo_fwd_sub;
   pthread_mutex_t heldlock; /* held: messages pulled and not acked yet */
   struct pulled_s *held;
@@ -1041,7 +1047,173 @@ static void *claimer_main(void *arg) {
   return NULL;
 }
 
-/* The keeper: +WPI for every held message older than AckWait / 4. */
+static void on_view_change(void *ud) {
+  lu_natsbus_t *b = ud;
+  pthread_mutex_lock(&b->lock);
+  pthread_cond_broadcast(&b->cond); /* wake the claimer now */
+  pthread_mutex_unlock(&b->lock);
+}
+
+/* ---- forwarding ------------------------------------------------------- */
+
+/* In-flight durable forwards: message -> who to tell (a boxed lu_done_t). */
+/* A durable forward in flight (fwmap) or waiting to be sent again
+ * (b->fwretry). */
+typedef struct fwbox_s {
+  lu_done_t done;
+  uint64_t first_ns; /* first failure (0: none yet) */
+  uint64_t due_ns;   /* when to send it again */
+  unsigned tries;
+  natsMsg *msg;      /* on the retry list: the copy to send */
+  struct fwbox_s *next;
+} fwbox_t;
+
+static int fw_put(lu_natsbus_t *b, natsMsg *msg, fwbox_t *box) {
+  pthread_mutex_lock(&b->fwlock);
+  int rc = lu__ptrmap_put(&b->fwmap, msg, box);
+  pthread_mutex_unlock(&b->fwlock);
+  return rc;
+}
+
+static fwbox_t *fw_take(lu_natsbus_t *b, natsMsg *msg) {
+  pthread_mutex_lock(&b->fwlock);
+  fwbox_t *box = lu__ptrmap_take(&b->fwmap, msg);
+  pthread_mutex_unlock(&b->fwlock);
+  return box;
+}
+
+static void fw_finish(fwbox_t *box, int stored) {
+  lu_done_t d = box->done;
+  if (box->msg) natsMsg_Destroy(box->msg);
+  free(box);
+  if (d.fn) d.fn(d.ctx, NULL, stored);
+}
+
+/* A copy of a forward's message (subject, headers, data), to send again:
+ * the one nats.c hands back is released in its ack handler. */
+static natsMsg *fw_copy(natsMsg *m) {
+  natsMsg *c = NULL;
+  if (natsMsg_Create(&c, natsMsg_GetSubject(m), NULL, natsMsg_GetData(m),
+                     natsMsg_GetDataLength(m)) != NATS_OK)
+    return NULL;
+  const char **keys = NULL;
+  int n = 0;
+  natsStatus s = natsMsgHeader_Keys(m, &keys, &n);
+  if (s == NATS_NOT_FOUND) s = NATS_OK; /* no headers */
+  for (int i = 0; s == NATS_OK && i < n; i++) {
+    const char *v = NULL;
+    s = natsMsgHeader_Get(m, keys[i], &v);
+    if (s == NATS_OK) s = natsMsgHeader_Set(c, keys[i], v ? v : "");
+  }
+  free((void *)keys);
+  if (s != NATS_OK) {
+    natsMsg_Destroy(c);
+    return NULL;
+  }
+  return c;
+}
+
+/* Publishes a forward's message with box as its answer's handle (the
+ * message becomes nats.c's).  NATS_OK, or the message is destroyed and
+ * box is left to the caller. */
+static natsStatus fw_publish(lu_natsbus_t *b, natsMsg *msg, fwbox_t *box) {
+  /* Its own timeout: without one, a forward whose answer is lost (its
+   * stream's leader died with it in flight) would wait for ever, and so
+   * would its cause, held unacknowledged. */
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  po.MaxWait = FWD_ACK_WAIT_MS;
+  natsStatus s = fw_put(b, msg, box) == 0 ? NATS_OK : NATS_INSUFFICIENT_BUFFER;
+  if (s == NATS_OK) {
+    natsMsg *keep = msg;
+    s = js_PublishMsgAsync(b->js, &msg, &po);
+    if (s == NATS_OK) atomic_store(&b->js_published, 1);
+    else {
+      fw_take(b, keep); /* not sent: we still own it */
+      msg = keep;
+    }
+  }
+  if (s != NATS_OK) natsMsg_Destroy(msg);
+  return s;
+}
+
+/* A failed forward, to be sent again by the keeper (1 if queued).  Only
+ * the forward is retried, not its cause: once another delivery of the
+ * cause has run and acknowledged it (two processes ran it at once
+ * around an election), a NAK brings nothing back, and the event the
+ * forward carries - already stored as emitted - would never run. */
+static int fw_retry(lu_natsbus_t *b, fwbox_t *box, natsMsg *failed,
+                    const jsPubAckErr *pae) {
+  uint64_t now = lu__now_ns();
+  if (!box->first_ns) box->first_ns = now;
+  if (!pae || !lu__retryable(pae->Err, (int)pae->ErrCode) ||
+      now - box->first_ns >= (uint64_t)FWD_RETRY_MS * NS_PER_MS)
+    return 0;
+  natsMsg *copy = fw_copy(failed);
+  if (!copy) return 0;
+  box->msg = copy;
+  box->tries++;
+  uint64_t wait_ms = box->tries < 5 ? 100u << box->tries : 2000; /* 0.2-2 s */
+  box->due_ns = now + wait_ms * NS_PER_MS;
+  pthread_mutex_lock(&b->keeplock);
+  int queued = !b->keeper_stop;
+  if (queued) {
+    box->next = b->fwretry;
+    b->fwretry = box;
+    pthread_cond_signal(&b->keepcond);
+  }
+  pthread_mutex_unlock(&b->keeplock);
+  if (!queued) {
+    natsMsg_Destroy(copy);
+    box->msg = NULL;
+  }
+  return queued;
+}
+
+/* The keeper's part: sends again the forwards that are due; returns the
+ * next due time (0: none). */
+static uint64_t fw_resend(lu_natsbus_t *b, uint64_t now) {
+  pthread_mutex_lock(&b->keeplock);
+  fwbox_t *due = NULL, **pp = &b->fwretry;
+  uint64_t next = 0;
+  while (*pp) {
+    fwbox_t *x = *pp;
+    if (x->due_ns <= now) {
+      *pp = x->next;
+      x->next = due;
+      due = x;
+    } else {
+      if (!next || x->due_ns < next) next = x->due_ns;
+      pp = &x->next;
+    }
+  }
+  pthread_mutex_unlock(&b->keeplock);
+  while (due) {
+    fwbox_t *x = due;
+    due = x->next;
+    natsMsg *m = x->msg;
+    x->msg = NULL;
+    if (fw_publish(b, m, x) != NATS_OK) {
+      atomic_fetch_add(&b->forward_errors, 1);
+      fw_finish(x, 0);
+    }
+  }
+  return next;
+}
+
+static void on_fwd_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa,
+                       jsPubAckErr *pae, void *closure) {
+  (void)js;
+  lu_natsbus_t *b = closure;
+  fwbox_t *box = fw_take(b, msg);
+  if (box && !pa && fw_retry(b, box, msg, pae)) box = NULL;
+  if (!pa) atomic_fetch_add(&b->forward_errors, 1);
+  if (box) fw_finish(box, pa != NULL);
+  lu__nats_msg_release(msg);
+}
+
+/* The keeper: +WPI for every held message older than AckWait / 4, and
+ * sends again the forwards that are due (fw_retry). */
 static void *keeper_main(void *arg) {
   lu_natsbus_t *b = arg;
   uint64_t every = (uint64_t)b->cfg.ack_wait_ms * NS_PER_MS / 4;
@@ -1056,52 +1228,15 @@ static void *keeper_main(void *arg) {
         j->touched_ns = now;
       }
     pthread_mutex_unlock(&b->heldlock);
+    uint64_t due = fw_resend(b, now);
+    uint64_t until = now + every / 2;
+    if (due && due < until) until = due;
     pthread_mutex_lock(&b->keeplock);
-    if (!b->keeper_stop)
-      lu__cond_wait_until(&b->keepcond, &b->keeplock, now + every / 2);
+    if (!b->keeper_stop && !(b->fwretry && b->fwretry->due_ns <= until))
+      lu__cond_wait_until(&b->keepcond, &b->keeplock, until);
   }
   pthread_mutex_unlock(&b->keeplock);
   return NULL;
-}
-
-static void on_view_change(void *ud) {
-  lu_natsbus_t *b = ud;
-  pthread_mutex_lock(&b->lock);
-  pthread_cond_broadcast(&b->cond); /* wake the claimer now */
-  pthread_mutex_unlock(&b->lock);
-}
-
-/* ---- forwarding ------------------------------------------------------- */
-
-/* In-flight durable forwards: message -> who to tell (a boxed lu_done_t). */
-static int fw_put(lu_natsbus_t *b, natsMsg *msg, lu_done_t done) {
-  lu_done_t *box = malloc(sizeof *box);
-  if (!box) return -1;
-  *box = done;
-  pthread_mutex_lock(&b->fwlock);
-  int rc = lu__ptrmap_put(&b->fwmap, msg, box);
-  pthread_mutex_unlock(&b->fwlock);
-  if (rc) free(box);
-  return rc;
-}
-
-static lu_done_t fw_take(lu_natsbus_t *b, natsMsg *msg) {
-  pthread_mutex_lock(&b->fwlock);
-  lu_done_t *box = lu__ptrmap_take(&b->fwmap, msg);
-  pthread_mutex_unlock(&b->fwlock);
-  lu_done_t d = box ? *box : (lu_done_t){NULL, NULL};
-  free(box);
-  return d;
-}
-
-static void on_fwd_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa,
-                       jsPubAckErr *pae, void *closure) {
-  (void)js, (void)pae;
-  lu_natsbus_t *b = closure;
-  lu_done_t d = fw_take(b, msg);
-  if (!pa) atomic_fetch_add(&b->forward_errors, 1);
-  if (d.fn) d.fn(d.ctx, NULL, pa != NULL);
-  lu__nats_msg_release(msg);
 }
 
 /* The durable forward: a LUCENT_FWD message, done when it is stored. */
@@ -1127,26 +1262,17 @@ static void js_forward(void *ud, const lu_fwd_t *fw, lu_done_t done) {
             (unsigned long long)h.low64, fw->hops);
     s = natsMsgHeader_Set(msg, "Nats-Msg-Id", id);
   }
-  if (s == NATS_OK && fw_put(b, msg, done) != 0) s = NATS_INSUFFICIENT_BUFFER;
+  fwbox_t *box = s == NATS_OK ? calloc(1, sizeof *box) : NULL;
+  if (s == NATS_OK && !box) s = NATS_NO_MEMORY;
   if (s == NATS_OK) {
-    /* Its own timeout: without one, a forward whose answer is lost (its
-     * stream's leader died with it in flight) would wait for ever, and
-     * so would its cause, held unacknowledged.  Failed, the cause comes
-     * back and forwards it again (the same id: stored once). */
-    jsPubOptions po;
-    jsPubOptions_Init(&po);
-    po.MaxWait = FWD_ACK_WAIT_MS;
-    natsMsg *keep = msg;
-    s = js_PublishMsgAsync(b->js, &msg, &po);
-    if (s == NATS_OK) atomic_store(&b->js_published, 1);
-    if (s != NATS_OK) {
-      fw_take(b, keep); /* not sent: we still own it */
-      msg = keep;
-    }
+    box->done = done;
+    s = fw_publish(b, msg, box); /* msg is nats.c's or destroyed */
+    msg = NULL;
   }
   if (s != NATS_OK) {
     atomic_fetch_add(&b->forward_errors, 1);
     natsMsg_Destroy(msg);
+    free(box);
     if (done.fn) done.fn(done.ctx, NULL, 0);
   }
 }
@@ -1659,18 +1785,6 @@ void lu__natsbus_stop(lu_natsbus_t *b, uint32_t timeout_ms,
     jsPubOptions_Init(&po);
     po.MaxWait = timeout_ms ? timeout_ms : 1;
     js_PublishAsyncComplete(b->js, &po);
-    /* Forwards still unanswered are taken back from nats.c (their
-     * handlers will not run) and failed: what caused them is NAKed and
-     * let go, not held (and leaked) past the stop. */
-    natsMsgList pend = {0};
-    if (atomic_load(&b->js_published) &&
-        js_PublishAsyncGetPendingList(&pend, b->js) == NATS_OK) {
-      for (int i = 0; i < pend.Count; i++) {
-        lu_done_t d = fw_take(b, pend.Msgs[i]);
-        if (d.fn) d.fn(d.ctx, NULL, 0);
-      }
-      natsMsgList_Destroy(&pend);
-    }
   }
   lu__nats_unsubscribe(&b->exec_self_sub);
   lu__nats_unsubscribe(&b->amo_fwd_sub);
@@ -1680,6 +1794,28 @@ void lu__natsbus_stop(lu_natsbus_t *b, uint32_t timeout_ms,
     pthread_cond_signal(&b->keepcond);
     pthread_mutex_unlock(&b->keeplock);
     pthread_join(b->keeper, NULL);
+  }
+  /* Forwards still waiting to be sent again (the keeper queues no more
+   * now), then those still unanswered, taken back from nats.c (their
+   * handlers will not run), fail: what caused them is NAKed and let go,
+   * not held (and leaked) past the stop. */
+  while (b->fwretry) {
+    fwbox_t *x = b->fwretry;
+    b->fwretry = x->next;
+    fw_finish(x, 0);
+  }
+  natsMsgList pend = {0};
+  if (b->js && atomic_load(&b->js_published) &&
+      js_PublishAsyncGetPendingList(&pend, b->js) == NATS_OK) {
+    for (int i = 0; i < pend.Count; i++) {
+      fwbox_t *box = fw_take(b, pend.Msgs[i]);
+      if (box) fw_finish(box, 0);
+    }
+    natsMsgList_Destroy(&pend);
+    jsPubOptions po; /* handlers already running finish first */
+    jsPubOptions_Init(&po);
+    po.MaxWait = 1000;
+    js_PublishAsyncComplete(b->js, &po);
   }
   if (b->nc) natsConnection_Flush(b->nc);
   if (final) lu__natsbus_stats(b, final); /* reads the pullers: first */
