@@ -141,7 +141,8 @@ typedef struct lu_nats_opts_s {
 
 /** Fills o with the defaults and records the size of the lu_nats_opts_t
  *  this program was compiled with.  (A macro, as lu_config_init().) */
-#define lu_nats_opts_init(o) lu_nats_opts_init_sized((o), sizeof(lu_nats_opts_t))
+#define lu_nats_opts_init(o) \
+  lu_nats_opts_init_sized((o), sizeof(lu_nats_opts_t))
 /** lu_nats_opts_init() with the size of the caller's struct.  0, or
  *  LU_EINVAL when lu_nats_connect() will refuse that size. */
 LU_EXTERN int lu_nats_opts_init_sized(lu_nats_opts_t *o, size_t size);
@@ -150,8 +151,7 @@ LU_EXTERN int lu_nats_opts_init_sized(lu_nats_opts_t *o, size_t size);
  *  credentials fail at once, with the reason.  Once connected, a lost
  *  connection is retried (o->max_reconnect) with backoff and jitter, and
  *  what is published meanwhile waits in a buffer; each loss and return
- *  is logged (lucent/log.h).  o's strings are copied where needed.
- *  Messages never show passwords.
+ *  is logged (lucent/log.h).  Messages never show passwords.
  *
  *  Errors (*out is NULL): LU_EINVAL (out or o NULL, o not initialised or
  *  from newer headers, no URL, a bad URL, an unreadable file,

@@ -41,8 +41,8 @@ struct lu_nats_s {
 
 struct lu_nats_serve_s {
   pthread_mutex_t mu;
-  lu_natsbus_t *bus;        /* NULL once a stop began */
-  lu_natsbus_stats_t last;  /* the counters once bus is NULL */
+  lu_natsbus_t *bus; /* NULL once a stop began */
+  lu_natsbus_stats_t last; /* the counters once bus is NULL */
   char shard[LU_SHARD_ID_MAX];
 };
 
@@ -52,19 +52,25 @@ struct lu_nats_serve_s {
  * appended to its list, and the assertion beside it catches a forgotten
  * one. */
 #define END(T, f) LU_ABI_END(T, f)
-#define LAST_FIELD(T, f, what)                                         \
-  _Static_assert(sizeof(T) - END(T, f) < _Alignof(T),                  \
+#define LAST_FIELD(T, f, what)                                                 \
+  _Static_assert(sizeof(T) - END(T, f) < _Alignof(T),                          \
                  "a field appended to " what ": add it to its list")
 
 static const size_t conn_ends[] = {
-    END(lu_nats_opts_t, struct_size), END(lu_nats_opts_t, urls),
-    END(lu_nats_opts_t, user), END(lu_nats_opts_t, password),
-    END(lu_nats_opts_t, token), END(lu_nats_opts_t, creds),
-    END(lu_nats_opts_t, tls_ca), END(lu_nats_opts_t, tls_cert),
-    END(lu_nats_opts_t, tls_key), END(lu_nats_opts_t, name),
+    END(lu_nats_opts_t, struct_size),
+    END(lu_nats_opts_t, urls),
+    END(lu_nats_opts_t, user),
+    END(lu_nats_opts_t, password),
+    END(lu_nats_opts_t, token),
+    END(lu_nats_opts_t, creds),
+    END(lu_nats_opts_t, tls_ca),
+    END(lu_nats_opts_t, tls_cert),
+    END(lu_nats_opts_t, tls_key),
+    END(lu_nats_opts_t, name),
     END(lu_nats_opts_t, max_reconnect),
     END(lu_nats_opts_t, reconnect_wait_ms),
-    END(lu_nats_opts_t, connect_timeout_ms), END(lu_nats_opts_t, bulk),
+    END(lu_nats_opts_t, connect_timeout_ms),
+    END(lu_nats_opts_t, bulk),
 };
 LAST_FIELD(lu_nats_opts_t, bulk, "lu_nats_opts_t");
 
@@ -73,8 +79,10 @@ static const size_t store_ends[] = {
     END(lu_nats_store_opts_t, read_only),
     END(lu_nats_store_opts_t, replicas),
     END(lu_nats_store_opts_t, dup_window_ms),
-    END(lu_nats_store_opts_t, retry_ms), END(lu_nats_store_opts_t, pack),
-    END(lu_nats_store_opts_t, pack_every), END(lu_nats_store_opts_t, who),
+    END(lu_nats_store_opts_t, retry_ms),
+    END(lu_nats_store_opts_t, pack),
+    END(lu_nats_store_opts_t, pack_every),
+    END(lu_nats_store_opts_t, who),
 };
 LAST_FIELD(lu_nats_store_opts_t, who, "lu_nats_store_opts_t");
 
@@ -91,12 +99,13 @@ static const size_t serve_ends[] = {
 };
 LAST_FIELD(lu_nats_serve_opts_t, exec_reply_executed, "lu_nats_serve_opts_t");
 
-#define ABI(T, init_name, list)                                       \
-  {.type = #T, .init = init_name, .size = sizeof(T),                  \
-   .min = sizeof(size_t), .ends = list,                               \
-   .n = sizeof list / sizeof list[0]}
-static const lu_abi_t conn_abi = ABI(lu_nats_opts_t, "lu_nats_opts_init",
-                                     conn_ends);
+#define ABI(T, init_name, list)                                                \
+  {                                                                            \
+    .type = #T, .init = init_name, .size = sizeof(T), .min = sizeof(size_t),   \
+    .ends = list, .n = sizeof list / sizeof list[0]                            \
+  }
+static const lu_abi_t conn_abi =
+    ABI(lu_nats_opts_t, "lu_nats_opts_init", conn_ends);
 static const lu_abi_t store_abi =
     ABI(lu_nats_store_opts_t, "lu_nats_store_opts_init", store_ends);
 static const lu_abi_t serve_abi =
@@ -138,12 +147,12 @@ int lu_nats_serve_opts_init_sized(lu_nats_serve_opts_t *o, size_t size) {
 }
 
 /* err as every call here takes it: NULL or 0 bytes write nowhere. */
-#define ERRBUF(err, errlen)  \
-  char dummy_[8];            \
-  if (!(err) || !(errlen)) { \
-    (err) = dummy_;          \
-    (errlen) = sizeof dummy_; \
-  }                          \
+#define ERRBUF(err, errlen)                                                    \
+  char dummy_[8];                                                              \
+  if (!(err) || !(errlen)) {                                                   \
+    (err) = dummy_;                                                            \
+    (errlen) = sizeof dummy_;                                                  \
+  }                                                                            \
   (err)[0] = 0
 
 /* ---- the connection ---------------------------------------------------- */
@@ -219,11 +228,11 @@ int lu_nats_store_open(lu_store_t **out, lu_nats_t *n,
             LU_NATS_MAX_REPLICAS, so.replicas);
     return LU_EINVAL;
   }
-  lu_js_store_opts_t jo = {.create = !so.read_only,
-                           .dup_window_ms = so.dup_window_ms,
-                           .assets = {.replicas = so.replicas,
-                                      .retry_ms = so.retry_ms,
-                                      .who = so.who}};
+  lu_js_store_opts_t jo = {
+      .create = !so.read_only,
+      .dup_window_ms = so.dup_window_ms,
+      .assets = {
+          .replicas = so.replicas, .retry_ms = so.retry_ms, .who = so.who}};
   rc = lu__store_jetstream_open_with(out, n->nc, &jo, err, errlen);
   if (rc) return rc;
   /* Not shared yet: no append can run beside this. */
@@ -239,7 +248,9 @@ int lu_nats_serve_start(lu_nats_serve_t **out, lu_nats_t *n, lu_manager_t *m,
   ERRBUF(err, errlen);
   if (!out || !n || !m) {
     lu__fmt(err, errlen, "lu_nats_serve_start: %s is NULL",
-            !out ? "out" : !n ? "the connection" : "the manager");
+            !out ? "out"
+            : !n ? "the connection"
+                 : "the manager");
     if (out) *out = NULL;
     return LU_EINVAL;
   }
@@ -268,13 +279,16 @@ int lu_nats_serve_start(lu_nats_serve_t **out, lu_nats_t *n, lu_manager_t *m,
     return LU_EINVAL;
   }
   if (so.partitions > LU_NATS_PARTITIONS_MAX) {
-    lu__fmt(err, errlen, "partitions must be 0 (the stream's) or 1..%d, "
-            "not %u", LU_NATS_PARTITIONS_MAX, so.partitions);
+    lu__fmt(err, errlen,
+            "partitions must be 0 (the stream's) or 1..%d, "
+            "not %u",
+            LU_NATS_PARTITIONS_MAX, so.partitions);
     return LU_EINVAL;
   }
   if (n->bulk) {
-    lu__fmt(err, errlen, "a bulk connection (lu_nats_opts_t.bulk) delays "
-                         "every forward and reply: serve on one without");
+    lu__fmt(err, errlen,
+            "a bulk connection (lu_nats_opts_t.bulk) delays "
+            "every forward and reply: serve on one without");
     return LU_EINVAL;
   }
   lu_nats_serve_t *s = calloc(1, sizeof *s);

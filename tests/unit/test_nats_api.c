@@ -196,7 +196,8 @@ static char *exec_request(const char *url, int n) {
   natsStatus s = natsConnection_RequestString(&reply, nc, "lucent.exec", ev,
                                               20000);
   if (s != NATS_OK) fail_msg("exec: %s", natsStatus_GetText(s));
-  char *r = strndup(natsMsg_GetData(reply), (size_t)natsMsg_GetDataLength(reply));
+  char *r =
+      strndup(natsMsg_GetData(reply), (size_t)natsMsg_GetDataLength(reply));
   natsMsg_Destroy(reply);
   natsConnection_Destroy(nc);
   return r;
