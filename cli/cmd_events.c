@@ -19,8 +19,8 @@
 
 #include "cli.h"
 #include "lucent/lucent.h"
+#include "lucent/nats.h"
 #include "nats_opts.h"
-#include "retry.h"
 
 static void usage(FILE *f) {
   fprintf(f,
@@ -97,12 +97,14 @@ int cmd_events(int argc, char **argv) {
   setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
 
   const char *store = NULL;
-  lu_nats_opts_t nats = {.name = "lucent events"};
+  lu_nats_opts_t nats;
+  lu_nats_opts_init(&nats);
+  nats.name = "lucent events";
   int nats_conn_opts = 0; /* a connection option other than --nats */
   lu_query_t q = {0};
   uint64_t v;
   int c, count = 0;
-  uint64_t retry_ms = LU_RETRY_DEFAULT_MS;
+  uint64_t retry_ms = LU_NATS_RETRY_MS;
   optind = 1;
   while ((c = cli_getopt(argc, argv, "h", opts)) != -1) {
     if (cli_nats_opt(c, optarg, &nats)) {
@@ -170,7 +172,7 @@ int cmd_events(int argc, char **argv) {
   }
 
   lu_store_t *st = NULL;
-  natsConnection *nc = NULL;
+  lu_nats_t *nc = NULL;
   char err[1024];
   if (store) {
     if (lu_store_open_readonly(&st, store, err, sizeof err) != 0) {
@@ -178,16 +180,17 @@ int cmd_events(int argc, char **argv) {
       return 1;
     }
   } else {
-    int rc = lu__nats_connect(&nc, &nats, err, sizeof err);
+    int rc = lu_nats_connect(&nc, &nats, err, sizeof err);
     if (rc == 0) {
-      lu_js_store_opts_t so = {.create = 0,
-                               .assets = {.retry_ms = (uint32_t)retry_ms}};
-      rc = lu__store_jetstream_open_with(&st, nc, &so, err, sizeof err);
+      lu_nats_store_opts_t so;
+      lu_nats_store_opts_init(&so);
+      so.read_only = 1;
+      so.retry_ms = (uint32_t)retry_ms;
+      rc = lu_nats_store_open(&st, nc, &so, err, sizeof err);
     }
     if (rc != 0) {
       cli_error("%s", err); /* "cannot connect to URL: reason", ... */
-      natsConnection_Destroy(nc);
-      nats_Close();
+      lu_nats_close(nc);
       return rc == LU_EINVAL ? 2 : 1;
     }
   }
@@ -214,10 +217,7 @@ int cmd_events(int argc, char **argv) {
     ret = 1;
   }
   lu_store_close(st);
-  if (nc) {
-    natsConnection_Destroy(nc);
-    nats_Close();
-  }
+  lu_nats_close(nc);
   if (fflush(stdout) == EOF && !o.werr) o.werr = errno ? errno : EIO;
   if (o.werr) {
     cli_error("cannot write to stdout: %s", strerror(o.werr));

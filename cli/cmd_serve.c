@@ -17,6 +17,11 @@
  * shard runs one function at a time, so each manager has one worker.
  * Events between two shards of the process travel over NATS as between
  * processes: the same paths, the same guarantees.
+ *
+ * It uses lucent's public API only (lucent/nats.h: connect, the store,
+ * a serve per shard; CMakeLists.txt compiles it without the internal
+ * headers), so a program of your own can do all that it does
+ * (examples/serve_nats.c).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -30,11 +35,11 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "lucent/bus.h"
 #include "lucent/http.h"
 #include "lucent/log.h"
 #include "lucent/lucent.h"
-#include "intake_layout.h"
-#include "membership.h"
+#include "lucent/nats.h"
 #include "nats_opts.h"
 
 /* Results per JetStream message at most (store_jetstream.c note 7): all of
@@ -106,7 +111,7 @@ static void usage(FILE *f) {
       "                       between loses it); a request's\n"
       "                       Lucent-Exec-Reply header overrides it\n"
       "%s",
-      LU_INTAKE_PARTITIONS_DEFAULT, CLI_NATS_USAGE);
+      LU_NATS_PARTITIONS_DEFAULT, CLI_NATS_USAGE);
 }
 
 /* ---- the view for /shards and /readyz --------------------------------- */
@@ -116,16 +121,15 @@ typedef struct serve_shard_s {
   const char *id;
   lu_store_t *store;
   lu_manager_t *m;
-  lu_natsbus_t *bus;
-  lu_natsbus_stats_t stats; /* at the stop */
+  lu_nats_serve_t *serve;
   pthread_t stopper;
 } serve_shard_t;
 
 typedef struct serve_obs_s {
   lu_manager_t *m;
-  lu_natsbus_t *bus;
+  lu_nats_serve_t *serve;
   const char *self;
-  natsConnection *nc;
+  lu_nats_t *nats;
   serve_shard_t *sh; /* every shard owned, for the view and /readyz */
   size_t nsh;
 } serve_obs_t;
@@ -137,7 +141,7 @@ static size_t obs_view(void *ud, lu_shard_report_t *out, size_t cap) {
   size_t n = lu_manager_view(o->m, v, cap);
   for (size_t i = 0; i < n && i < cap; i++) {
     memset(&out[i], 0, sizeof out[i]);
-    lu__fmt(out[i].id, sizeof out[i].id, "%s", v[i]);
+    snprintf(out[i].id, sizeof out[i].id, "%s", v[i]);
     for (size_t k = 0; k < o->nsh; k++)
       if (!strcmp(v[i], o->sh[k].id)) {
         out[i].local = 1;
@@ -150,9 +154,8 @@ static size_t obs_view(void *ud, lu_shard_report_t *out, size_t cap) {
 
 static int obs_bus(void *ud, char *detail, size_t cap) {
   serve_obs_t *o = ud;
-  natsConnStatus st = natsConnection_Status(o->nc);
-  int ok = st == NATS_CONN_STATUS_CONNECTED;
-  lu__fmt(detail, cap, "nats %s", ok ? "connected" : "not connected");
+  int ok = lu_nats_connected(o->nats);
+  snprintf(detail, cap, "nats %s", ok ? "connected" : "not connected");
   return ok;
 }
 
@@ -160,24 +163,24 @@ static int obs_shard(void *ud, char *detail, size_t cap) {
   serve_obs_t *o = ud;
   for (size_t k = 0; k < o->nsh; k++)
     if (!lu_manager_in_view(o->m, o->sh[k].id)) {
-      lu__fmt(detail, cap, "shard %s not in the view", o->sh[k].id);
+      snprintf(detail, cap, "shard %s not in the view", o->sh[k].id);
       return 0;
     }
-  lu__fmt(detail, cap, o->nsh > 1 ? "shards %s.. in the view"
-                                  : "shard %s in the view", o->self);
+  snprintf(detail, cap, o->nsh > 1 ? "shards %s.. in the view"
+                                    : "shard %s in the view", o->self);
   return 1;
 }
 
 static uint64_t obs_bus_errors(void *ud) {
   serve_obs_t *o = ud;
-  lu_natsbus_stats_t st;
-  lu__natsbus_stats(o->bus, &st);
+  lu_nats_serve_stats_t st;
+  if (lu_nats_serve_stats(o->serve, &st)) return 0;
   return st.forward_errors + st.dropped;
 }
 
 static size_t obs_metrics(void *ud, lu_metric_t *out, size_t cap) {
   serve_obs_t *o = ud;
-  return lu__natsbus_metrics(o->bus, out, cap);
+  return lu_nats_serve_metrics(o->serve, out, cap);
 }
 
 static int parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *v) {
@@ -213,11 +216,10 @@ static void *stop_watchdog(void *arg) {
   return NULL;
 }
 
-/* Stops one shard's bus (a thread per shard at the stop). */
+/* Stops one shard's serve (a thread per shard at the stop). */
 static void *serve_stop_one(void *arg) {
   serve_shard_t *x = arg;
-  lu__natsbus_stop(x->bus, 5000, &x->stats);
-  x->bus = NULL;
+  lu_nats_serve_stop(x->serve, 5000);
   return NULL;
 }
 
@@ -249,14 +251,16 @@ int cmd_serve(int argc, char **argv) {
       {"help", no_argument, 0, 'h'},
       CLI_NATS_LONGOPTS,
       {0, 0, 0, 0}};
-  lu_nats_opts_t no = {0};
-  lu_natsbus_cfg_t bc = {0};
+  lu_nats_opts_t no;
+  lu_nats_opts_init(&no);
+  lu_nats_serve_opts_t bc;
+  lu_nats_serve_opts_init(&bc);
   lu_config_t cfg;
   lu_config_init(&cfg);
   /* What is not stored is handed back and comes round again: ride out a
    * store outage (a JetStream leader election takes ~5 s, docs/nats-notes.md
    * a2) rather than send everything held round the cluster. */
-  cfg.store_retry_ms = 60000;
+  cfg.store_retry_ms = LU_NATS_STORE_RETRY_MS;
   lu_registry_t *reg = NULL;
   const char *http_addr = NULL, *shard = NULL;
   lu_log_level_t log_level = LU_LOG_INFO;
@@ -280,9 +284,9 @@ int cmd_serve(int argc, char **argv) {
       case O_SHARDS: bc.static_view = optarg; break;
       case O_DELIVERY:
         if (!strcmp(optarg, "at-least-once")) {
-          bc.delivery = LU_DELIVERY_AT_LEAST_ONCE;
+          bc.delivery = LU_NATS_AT_LEAST_ONCE;
         } else if (!strcmp(optarg, "at-most-once")) {
-          bc.delivery = LU_DELIVERY_AT_MOST_ONCE;
+          bc.delivery = LU_NATS_AT_MOST_ONCE;
         } else {
           cli_error("--delivery wants at-least-once or at-most-once");
           goto usage_err;
@@ -326,22 +330,16 @@ int cmd_serve(int argc, char **argv) {
       case O_QUEUE: U32(cfg.queue_capacity, 1, 1u << 24, "--queue")
       case O_DEPTH: U32(cfg.max_depth, 1, 1000, "--max-depth")
       case O_ACKW: U32(bc.ack_wait_ms, 100, 3600000, "--ack-wait-ms")
-      case O_HB: U32(bc.hb_interval_ms, 10, 60000, "--heartbeat-ms")
+      case O_HB: U32(bc.heartbeat_ms, 10, 60000, "--heartbeat-ms")
       case O_BATCH: U32(cfg.store_batch, 1, 1u << 20, "--batch")
       case O_PACK: U32(pack, 1, 4096, "--pack")
       case O_STOPT: U32(g_stop_ms, 100, 3600000, "--stop-timeout-ms")
       case O_MAXDEL: U32(cfg.max_deliveries, 2, 1000, "--max-deliveries")
       case O_STRETRY: U32(cfg.store_retry_ms, 0, 3600000, "--store-retry-ms")
-      case O_PARTS: U32(bc.partitions, 1, LU_INTAKE_PARTITIONS_MAX,
+      case O_PARTS: U32(bc.partitions, 1, LU_NATS_PARTITIONS_MAX,
                         "--partitions")
+      case O_REPLICAS: U32(bc.replicas, 1, LU_NATS_MAX_REPLICAS, "--replicas")
 #undef U32
-      case O_REPLICAS:
-        if (lu__assets_parse_replicas(optarg, &bc.replicas) || !bc.replicas) {
-          cli_error("--replicas must be an integer in 1..%d",
-                    LU_ASSETS_MAX_REPLICAS);
-          goto usage_err;
-        }
-        break;
       case 'h': usage(stdout); lu_registry_free(reg); return 0;
       default: goto usage_err;
     }
@@ -368,8 +366,7 @@ int cmd_serve(int argc, char **argv) {
        id = strtok_r(NULL, ",", &save)) {
     int dup = 0;
     for (size_t k = 0; k < nsh; k++) dup |= !strcmp(sh[k].id, id);
-    if (!*id || strlen(id) >= 64 || strpbrk(id, " .*>\t") || dup ||
-        nsh == SERVE_MAX_SHARDS) {
+    if (!lu_shard_id_valid(id) || dup || nsh == SERVE_MAX_SHARDS) {
       cli_error(dup ? "--shard '%s': named twice"
                 : nsh == SERVE_MAX_SHARDS ? "--shard: at most 64 shards"
                 : "--shard '%s': use letters, digits, - and _ (at most 63)",
@@ -404,10 +401,10 @@ int cmd_serve(int argc, char **argv) {
 
   char err[512];
   char name[96];
-  lu__fmt(name, sizeof name, "lucent-%s", shard);
+  snprintf(name, sizeof name, "lucent-%s", shard);
   no.name = name;
-  natsConnection *nc = NULL;
-  int rc = lu__nats_connect(&nc, &no, err, sizeof err);
+  lu_nats_t *nats = NULL;
+  int rc = lu_nats_connect(&nats, &no, err, sizeof err);
   if (rc) {
     cli_error("shard %s: %s", shard, err);
     free(idbuf);
@@ -416,9 +413,8 @@ int cmd_serve(int argc, char **argv) {
     return 1;
   }
   /* A record the server cannot take ends as <Fn>Failed, not as a batch
-   * refused for ever (headers and a pack line need some room). */
-  int64_t maxp = natsConnection_GetMaxPayload(nc);
-  cfg.max_record_bytes = maxp > 8192 ? (size_t)maxp - 4096 : 4096;
+   * refused for ever. */
+  cfg.max_record_bytes = lu_nats_max_record_bytes(nats);
   /* One manager per shard: a shard runs one function at a time, so one
    * worker each (the default for one shard). */
   size_t up = 0;
@@ -426,17 +422,18 @@ int cmd_serve(int argc, char **argv) {
     serve_shard_t *x = &sh[up];
     /* The store rides through an election for as long as the writer
      * retries a batch (--store-retry-ms): one setting for both. */
-    lu_js_store_opts_t so_ = {.create = 1,
-                              .assets = {.replicas = bc.replicas,
-                                         .retry_ms = cfg.store_retry_ms,
-                                         .who = x->id}};
-    rc = lu__store_jetstream_open_with(&x->store, nc, &so_, err, sizeof err);
+    lu_nats_store_opts_t so_;
+    lu_nats_store_opts_init(&so_);
+    so_.replicas = bc.replicas;
+    so_.retry_ms = cfg.store_retry_ms;
+    so_.who = x->id;
+    so_.pack = pack;
+    so_.pack_every = bc.delivery == LU_NATS_AT_MOST_ONCE;
+    rc = lu_nats_store_open(&x->store, nats, &so_, err, sizeof err);
     if (rc) {
       cli_error("shard %s: %s", x->id, err);
       break;
     }
-    lu__store_jetstream_set_pack(x->store, pack,
-                                 bc.delivery == LU_DELIVERY_AT_MOST_ONCE);
     const char *ids[] = {x->id};
     cfg.shards = 1;
     cfg.shard_ids = ids;
@@ -449,9 +446,7 @@ int cmd_serve(int argc, char **argv) {
       x->m = NULL;
       break;
     }
-    lu_natsbus_cfg_t xbc = bc;
-    xbc.shard = x->id;
-    rc = lu__natsbus_start(&x->bus, nc, x->m, &xbc, err, sizeof err);
+    rc = lu_nats_serve_start(&x->serve, nats, x->m, &bc, err, sizeof err);
     if (rc) {
       cli_error("shard %s: %s", x->id, err);
       break;
@@ -459,19 +454,19 @@ int cmd_serve(int argc, char **argv) {
   }
   if (up < nsh) { /* a shard did not start: stop those that did */
     for (size_t k = 0; k <= up && k < nsh; k++) {
-      lu__natsbus_stop(sh[k].bus, 5000, NULL);
+      lu_nats_serve_free(sh[k].serve);
       lu_manager_free(sh[k].m);
       if (sh[k].store) lu_store_close(sh[k].store);
     }
-    natsConnection_Destroy(nc);
+    lu_nats_close(nats);
     free(idbuf);
     free(sh);
     lu_registry_free(reg);
     return 1;
   }
   lu_manager_t *m = sh[0].m;
-  serve_obs_t so = {.m = m, .bus = sh[0].bus, .self = shard, .nc = nc,
-                    .sh = sh, .nsh = nsh};
+  serve_obs_t so = {.m = m, .serve = sh[0].serve, .self = shard,
+                    .nats = nats, .sh = sh, .nsh = nsh};
   lu_http_t *http = NULL;
   if (http_addr) {
     lu_obs_source_t src = {.manager = m, .bus = "nats", .ud = &so,
@@ -490,7 +485,7 @@ int cmd_serve(int argc, char **argv) {
     LU_LOG(LU_LOG_INFO, sh[k].id, NULL,
            LU_KVS(LU_KV_STR("nats", no.urls),
                   LU_KV_STR("delivery",
-                            bc.delivery == LU_DELIVERY_AT_MOST_ONCE
+                            bc.delivery == LU_NATS_AT_MOST_ONCE
                                 ? "at-most-once" : "at-least-once"),
                   LU_KV_UINT("functions", lu_registry_count(reg)),
                   LU_KV_UINT("shards_in_process", nsh)),
@@ -499,7 +494,7 @@ int cmd_serve(int argc, char **argv) {
   sigwait(&set, &sig);
   LU_LOG(LU_LOG_INFO, shard, NULL, LU_KVS(LU_KV_STR("signal",
          sig == SIGINT ? "SIGINT" : "SIGTERM")), "stopping");
-  lu__fmt(g_stop_shard, sizeof g_stop_shard, "%s", shard);
+  snprintf(g_stop_shard, sizeof g_stop_shard, "%s", shard);
   pthread_t watchdog;
   if (pthread_create(&watchdog, NULL, stop_watchdog, NULL) == 0)
     pthread_detach(watchdog);
@@ -516,7 +511,8 @@ int cmd_serve(int argc, char **argv) {
   for (size_t k = 0; k < nsh; k++) {
     lu_count_t cnt;
     uint64_t in;
-    lu_natsbus_stats_t *bs = &sh[k].stats;
+    lu_nats_serve_stats_t st = {0}, *bs = &st;
+    lu_nats_serve_stats(sh[k].serve, bs); /* the final counters */
     lu_manager_counts(sh[k].m, &cnt, &in);
     LU_LOG(LU_LOG_INFO, sh[k].id, NULL,
            LU_KVS(LU_KV_UINT("events_in", in),
@@ -532,14 +528,15 @@ int cmd_serve(int argc, char **argv) {
                              cnt.outcomes[LU_OUTCOME_DEAD_LETTERED] +
                                  cnt.derived[LU_OUTCOME_DEAD_LETTERED]),
                   LU_KV_UINT("forwarded", bs->forwarded),
-                  LU_KV_UINT("forwards_confirmed", bs->forward_confirmed),
+                  LU_KV_UINT("forwards_confirmed", bs->forwards_confirmed),
                   LU_KV_UINT("forwards_durable_fallback",
                              bs->forward_fallbacks)),
            "stopped");
     store_errors += lu_manager_store_errors(sh[k].m);
+    lu_nats_serve_free(sh[k].serve);
     lu_manager_free(sh[k].m);
   }
-  natsConnection_Destroy(nc);
+  lu_nats_close(nats);
   free(idbuf);
   free(sh);
   lu_registry_free(reg);

@@ -9,7 +9,8 @@
  *       {"type", required_argument, 0, 't'},
  *       CLI_NATS_LONGOPTS,
  *       {0, 0, 0, 0}};
- *   lu_nats_opts_t nats = {0};
+ *   lu_nats_opts_t nats;
+ *   lu_nats_opts_init(&nats);  // lucent/nats.h
  *   while ((c = cli_getopt(argc, argv, "h", opts)) != -1) {
  *     if (cli_nats_opt(c, optarg, &nats)) continue;
  *     switch (c) { ... }
@@ -24,7 +25,7 @@
 
 #include <getopt.h>
 
-#include "nats_internal.h"
+#include "lucent/nats.h"
 
 enum {
   CLI_NATS_OPT_BASE = 0x4e00,

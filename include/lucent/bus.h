@@ -5,9 +5,9 @@
  * bus is installed.  A bus connects managers in several processes: it
  * moves events to shards of other processes, tells the manager which
  * shards are alive (the view) and how loaded they are, and feeds it the
- * events that arrive.  lucent's own bus is NATS (liblucent-nats, whose C
- * API is not public yet: `lucent serve` runs it); the
- * unit tests plug in an in-process double the same way.
+ * events that arrive.  lucent's own bus is NATS (liblucent-nats:
+ * lu_nats_serve_start() in lucent/nats.h installs it, as `lucent serve`
+ * does); the unit tests plug in an in-process double the same way.
  *
  *   lu_bus_t bus = {.forward = my_forward, .ud = me};
  *   lu_manager_set_bus(m, &bus);             // before any event

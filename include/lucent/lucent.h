@@ -476,9 +476,10 @@ LU_EXTERN int lu_crash_marker_read(const char *path, lu_crash_t *out);
 #endif
 
 /* The umbrella: structured logs and observability (both use the
- * declarations above).  The HTTP server (lucent/http.h), the transport
- * interface (lucent/bus.h) are included on their own: they come with
- * their own library or are for transports. */
+ * declarations above).  The HTTP server (lucent/http.h), a shard on NATS
+ * (lucent/nats.h) and the transport interface (lucent/bus.h) are
+ * included on their own: they come with their own library or are for
+ * transports. */
 #include "log.h"
 #include "obs.h"
 

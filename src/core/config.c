@@ -14,9 +14,10 @@
 
 /* Where each field of lu_config_t ends, in order.  A caller's struct of
  * struct_size bytes holds the fields that end within it (an older
- * lu_config_t is a prefix of this one).  A field appended to lu_config_t
- * is appended here too: the assertion below catches a forgotten one. */
-#define END(f) (offsetof(lu_config_t, f) + sizeof(((lu_config_t *)0)->f))
+ * lu_config_t is a prefix of this one; src/util/abi.c reads it).  A field
+ * appended to lu_config_t is appended here too: the assertion below
+ * catches a forgotten one. */
+#define END(f) LU_ABI_END(lu_config_t, f)
 static const size_t field_ends[] = {
     END(struct_size), END(shards), END(shard_ids), END(store),
     END(store_handle), END(max_event_bytes), END(queue_capacity),
@@ -26,22 +27,18 @@ static const size_t field_ends[] = {
     END(seed), END(on_outcome), END(on_outcome_ud), END(threads),
     END(on_explain), END(on_explain_ud),
 };
-#define NFIELDS (sizeof field_ends / sizeof field_ends[0])
 _Static_assert(sizeof(lu_config_t) - END(on_explain_ud) <
                    _Alignof(lu_config_t),
                "a field appended to lu_config_t: add it to field_ends and "
                "name it here");
-/* The smallest lu_config_t accepted: struct_size and shards. */
-#define MIN_SIZE END(shards)
-
-/* How many bytes of a caller's struct of `size` bytes to read: up to the
- * end of the last field wholly within it. */
-static size_t known_prefix(size_t size) {
-  size_t n = 0;
-  for (size_t i = 0; i < NFIELDS && field_ends[i] <= size; i++)
-    n = field_ends[i];
-  return n;
-}
+static const lu_abi_t config_abi = {
+    .type = "lu_config_t",
+    .init = "lu_config_init",
+    .size = sizeof(lu_config_t),
+    .min = END(shards), /* the smallest accepted: struct_size and shards */
+    .ends = field_ends,
+    .n = sizeof field_ends / sizeof field_ends[0],
+};
 
 static void defaults(lu_config_t *c) {
   memset(c, 0, sizeof *c);
@@ -61,41 +58,16 @@ static void defaults(lu_config_t *c) {
 }
 
 int lu_config_init_sized(lu_config_t *cfg, size_t size) {
-  if (!cfg || size < sizeof cfg->struct_size) return LU_EINVAL;
   lu_config_t d;
   defaults(&d);
-  memset(cfg, 0, size);
-  memcpy(cfg, &d, size < sizeof d ? known_prefix(size) : sizeof d);
-  cfg->struct_size = size;
-  return size >= MIN_SIZE && size <= sizeof d ? 0 : LU_EINVAL;
+  return lu__abi_init(&config_abi, cfg, size, &d);
 }
 
 int lu__config_import(lu_config_t *cfg, const lu_config_t *in, char *errbuf,
                       size_t errlen) {
   defaults(cfg);
   if (!in) return 0;
-  size_t size = in->struct_size;
-  if (size < MIN_SIZE || size > sizeof *cfg) {
-    if (errbuf && !size)
-      lu__fmt(errbuf, errlen,
-              "lu_config_t has struct_size 0: fill it with lu_config_init() "
-              "before setting fields");
-    else if (errbuf && size > sizeof *cfg)
-      lu__fmt(errbuf, errlen,
-              "lu_config_t of %zu bytes is from newer headers than this "
-              "library (lucent %s, %zu bytes): run with the lucent the "
-              "program was built against",
-              size, LU_VERSION, sizeof *cfg);
-    else if (errbuf)
-      lu__fmt(errbuf, errlen,
-              "lu_config_t of %zu bytes is too small (at least %zu): fill "
-              "it with lu_config_init()",
-              size, (size_t)MIN_SIZE);
-    return LU_EINVAL;
-  }
-  memcpy(cfg, in, known_prefix(size));
-  cfg->struct_size = sizeof *cfg;
-  return 0;
+  return lu__abi_import(&config_abi, cfg, in, errbuf, errlen);
 }
 
 const char *lu_outcome_name(lu_outcome_kind_t k) {

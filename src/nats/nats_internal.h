@@ -44,6 +44,7 @@
 
 #include "lucent/bus.h"
 #include "lucent/lucent.h"
+#include "lucent/nats.h"
 #include "util.h"
 #include "assets.h"
 
@@ -62,24 +63,10 @@
 
 /* ---- nats_conn.c ------------------------------------------------------ */
 
-/** Connection options a production user needs.  Strings are borrowed. */
-typedef struct lu_nats_opts_s {
-  const char *urls;      /**< one or more, comma-separated; required */
-  const char *user, *password; /**< user/password, or NULL */
-  const char *token;     /**< token auth, or NULL */
-  const char *creds;     /**< credentials file (JWT + nkey), or NULL */
-  const char *tls_ca;    /**< CA file: enables TLS (server verified) */
-  const char *tls_cert, *tls_key; /**< client certificate, or NULL */
-  const char *name;      /**< connection name shown by the server */
-  int max_reconnect;     /**< -1 = forever (default when 0) */
-  uint32_t reconnect_wait_ms;  /**< 0 = 250, doubled up to 4 s, jittered */
-  uint32_t connect_timeout_ms; /**< 0 = 2000 */
-  int bulk;              /**< 1 = throughput over latency: no SendAsap, so
-                          *  publishes are batched in the library's buffer.
-                          *  For a connection that only appends to the
-                          *  event store (measured: ~1.4x the appends/s);
-                          *  never for one that forwards or replies. */
-} lu_nats_opts_t;
+/* Connection options: lu_nats_opts_t, the public struct (lucent/nats.h).
+ * lucent's own callers fill it by name without lu_nats_opts_init();
+ * lu__nats_connect never reads struct_size (nats_api.c checks it for
+ * the public lu_nats_connect). */
 
 /** Connects with SendAsap on (docs/nats-notes.md, trap 1: without it every hop
  *  waits ~1 ms for the library's flush), reconnect with backoff and

@@ -46,6 +46,35 @@ struct timespec lu__mono_deadline(uint64_t at_ns);
 int lu__cond_wait_until(pthread_cond_t *c, pthread_mutex_t *mu,
                         uint64_t at_ns);
 
+/* ---- abi.c: option structs that grow (lucent.h, above lu_config_t) --- */
+
+/** What the library knows of one such struct: its name and its init
+ *  macro (for messages), its size here, the smallest size it accepts, and
+ *  where each field ends, in order (END(field) in the caller). */
+typedef struct lu_abi_s {
+  const char *type; /**< "lu_config_t" */
+  const char *init; /**< "lu_config_init" */
+  size_t size;      /**< sizeof the struct in this library */
+  size_t min;       /**< the smallest struct_size accepted */
+  const size_t *ends;
+  size_t n;
+} lu_abi_t;
+/** The end of field f of struct type T, for lu_abi_t.ends. */
+#define LU_ABI_END(T, f) (offsetof(T, f) + sizeof(((T *)0)->f))
+
+/** The _init_sized() of such a struct: zeroes `size` bytes of s, copies
+ *  into them the defaults of the fields they hold, sets struct_size to
+ *  size.  0, or LU_EINVAL when a struct of that size will be refused
+ *  (it is still filled as far as it can be). */
+int lu__abi_init(const lu_abi_t *a, void *s, size_t size,
+                 const void *defaults);
+/** Reads a caller's struct `in` into dst, which holds the defaults: the
+ *  fields within in's struct_size are copied, and dst's struct_size
+ *  becomes the library's.  0, or LU_EINVAL with the reason in err (may
+ *  be NULL) for a struct_size of 0, too small, or too large. */
+int lu__abi_import(const lu_abi_t *a, void *dst, const void *in, char *err,
+                   size_t errlen);
+
 /* ---- ids.c ------------------------------------------------------------ */
 
 /** splitmix64 step: a fast, good-enough PRNG for jitter and two choices. */

@@ -6,9 +6,11 @@
 #   3. with pkg-config: the orders plugin built with --cflags alone and
 #      with --cflags --libs (it links liblucent) both load into the
 #      installed command, and so does the README's function; embed.c and
-#      the example in lucent.h build and run as programs;
+#      the example in lucent.h build and run as programs; serve_nats.c
+#      (lucent/nats.h) builds with lucent-nats, links liblucent-nats.so.0
+#      and runs (to a clear error: no server here);
 #   4. with CMake: examples/cmake/ (find_package(lucent)) builds the same
-#      plugin and program from the installed examples; the version file
+#      plugin and programs from the installed examples; the version file
 #      refuses another minor version.
 # Out-of-tree code is built with this build's compiler and sanitizer,
 # and -Wall -Wextra -Werror.
@@ -28,8 +30,9 @@ lib=$(dirname "$(find "$P" -name liblucent.so.0 | head -1)")
 [ -d "$lib" ] || fail "no liblucent.so.0 under $P: $(find "$P" | head -30)"
 for f in bin/lucent include/lucent/lucent.h include/lucent/fn.h \
          include/lucent/version.h include/lucent/store.h \
-         include/lucent/http.h share/man/man1/lucent.1 \
+         include/lucent/http.h include/lucent/nats.h share/man/man1/lucent.1 \
          share/doc/lucent/examples/embed.c \
+         share/doc/lucent/examples/serve_nats.c \
          share/doc/lucent/examples/orders/orders.c \
          share/doc/lucent/examples/cmake/CMakeLists.txt; do
   [ -f "$P/$f" ] || fail "not installed: $f"
@@ -102,6 +105,31 @@ $CHECK "$P/include/lucent/lucent.h" --code double.c --cwd hdr \
   fail "the example in lucent.h"
 pass "embed.c and the example in lucent.h build with pkg-config and run"
 
+# serve_nats.c: a shard on NATS, from lucent/nats.h and liblucent-nats
+# alone.  No server here: a port nobody listens on says that it links,
+# loads and runs as far as the connect (test_serve_nats.sh runs it on a
+# server).
+nats_runs() { # nats_runs PROGRAM: runs it to its clear error
+  local out
+  out=$(LD_LIBRARY_PATH=$lib "$1" nats://127.0.0.1:1 s1 2>&1) &&
+    fail "$1 ran without a server: $out"
+  case $out in
+    *"shard s1: cannot connect to nats://127.0.0.1:1"*"(LU_EIO)"*) ;;
+    *) fail "$1: $out" ;;
+  esac
+  LD_LIBRARY_PATH=$lib LD_TRACE_LOADED_OBJECTS=1 "$1" > "$T/ldd-nats.txt" 2>&1 || true
+  got=$(sed -n 's/^[[:space:]]*liblucent-nats.so.0 => \(\/[^ ]*\) .*/\1/p' "$T/ldd-nats.txt")
+  [ -n "$got" ] && [ "$(realpath "$got")" = "$(realpath "$lib/liblucent-nats.so.0")" ] ||
+    fail "$1 does not load $lib/liblucent-nats.so.0: $(cat "$T/ldd-nats.txt")"
+}
+# shellcheck disable=SC2046
+$CC $CFLAGS -o serve_nats "$ex/serve_nats.c" \
+  $(pkg-config --cflags --libs lucent-nats) || fail "serve_nats.c with pkg-config"
+readelf -d serve_nats | grep -q "NEEDED.*\[liblucent-nats.so.0\]" ||
+  fail "serve_nats does not link liblucent-nats"
+nats_runs ./serve_nats
+pass "serve_nats.c (lucent/nats.h) builds with pkg-config lucent-nats and runs"
+
 # 4. CMake: find_package(lucent), from the installed examples.
 cmake_cfg() { # dir: configure an out-of-tree project against $P
   "$CMAKE" -S "$1" -B "$1.build" -DCMAKE_PREFIX_PATH="$P" \
@@ -118,6 +146,7 @@ grep -q "^3 events in: 1 completed" embed2.out || fail "CMake embed: $(cat embed
 "$P/bin/lucent" run --plugin cmex/cmake.build/liborders.so --input "$sample" \
   --json > run2.json 2> run2.err || fail "CMake plugin: $(cat run2.err)"
 [ "$(json run2.json "j['balanced'] and j['events_in']")" = 20 ] || fail "CMake plugin run"
+nats_runs cmex/cmake.build/serve_nats
 # The version file: this minor version is found, another is not.
 mkdir vok vbad
 IFS=. read -r maj min _ <<< "$ver"
@@ -128,5 +157,5 @@ done
 cmake_cfg vok > v.log 2>&1 || fail "find_package(lucent $maj.$min): $(tail v.log)"
 cmake_cfg vbad > v.log 2>&1 && fail "find_package(lucent $maj.$((min + 1))) found $ver"
 grep -q "version: $ver" v.log || fail "version refusal: $(tail v.log)"
-pass "find_package(lucent): the plugin and embed.c build and run; version checked"
-echo "4 passed, 0 failed"
+pass "find_package(lucent): the plugin, embed.c and serve_nats.c build and run; version checked"
+echo "5 passed, 0 failed"
