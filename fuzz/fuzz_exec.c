@@ -1,5 +1,5 @@
 /*
- * fuzz_exec.c - the exec request path: what bus_nats.c does with a
+ * fuzz_exec.c - the exec request path: what exec_nats.c does with a
  * request before it runs or forwards it (exec_request): the event from
  * headers and payload (lu__msg_event: structured or binary mode), parsed
  * (lu_event_parse), then routed (lu_manager_route) on a manager whose view

@@ -1,7 +1,7 @@
 /*
  * fuzz_intake_pack.c - intake packs (src/nats/intake_pack.c), both ways.
  *
- * Reading: what a shard does with a pulled intake message (bus_nats.c,
+ * Reading: what a shard does with a pulled intake message (puller.c,
  * submit_pack): Lucent-Count, the events one per line (lu__pack_next),
  * each one's line from Lucent-Lines (lu__pack_line), each parsed.  Input:
  * the Lucent-Count value, a newline, the Lucent-Lines value, a newline,

@@ -1,7 +1,7 @@
 /*
  * membership.h - the shard view over NATS heartbeats (membership.c) and
- * the NATS bus (bus_nats.c): the two pieces `lucent serve` runs on top of
- * the manager.  Internal.
+ * the NATS bus (bus_nats.c, with puller.c and exec_nats.c: bus_internal.h):
+ * the two pieces `lucent serve` runs on top of the manager.  Internal.
  */
 #ifndef LUCENT_MEMBERSHIP_H
 #define LUCENT_MEMBERSHIP_H

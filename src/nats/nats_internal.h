@@ -154,7 +154,7 @@ size_t lu__nats_msg_events(natsMsg *m);
  *  $JS.API.CONSUMER.MSG.NEXT subject, answered on an inbox of our own (a
  *  synchronous subscription on <inbox>.*), read with
  *  natsSubscription_NextMsg.  Not nats.c's Fetch: 3.4.1's writes past
- *  its array when leftovers of an earlier request come back (bus_nats.c).
+ *  its array when leftovers of an earlier request come back (puller.c).
  *  Messages are acked, if at all, by the reader (their reply subject). */
 typedef struct lu_pull_s {
   natsConnection *nc;

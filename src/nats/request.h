@@ -1,8 +1,9 @@
 /*
  * request.h - the CloudEvent a message carries, from its headers and
- * payload (request.c): what bus_nats.c does with an intake message or an
- * exec request before it routes it.  Apart from the NATS message so that
- * a fuzzer reaches it (fuzz/fuzz_exec.c).  Internal.
+ * payload (request.c): what the bus (bus_nats.c, lu__natsbus_msg_event)
+ * does with an intake message or an exec request before it routes it.
+ * Apart from the NATS message so that a fuzzer reaches it
+ * (fuzz/fuzz_exec.c).  Internal.
  */
 #ifndef LUCENT_REQUEST_H
 #define LUCENT_REQUEST_H
