@@ -2,7 +2,8 @@
  * store_jetstream.c - the event store on NATS JetStream: stream
  * LUCENT_EVENTS holds every event lucent appends, one message each, in
  * append order; shard processes on many machines append to it and
- * `lucent events --nats` reads it back.
+ * `lucent events --nats` reads it back.  This file has the stream, its
+ * messages, opening and appends; store_jetstream_read.c reads it.
  *
  *   stream LUCENT_EVENTS   subjects lucent.events.>, file storage, limits
  *                          retention (kept forever), duplicate window
@@ -78,20 +79,6 @@
  *     empty value as \e; queries escape their value the same way, so the
  *     comparison stays exact.
  *
- *  5. Queries read the stream with an ephemeral pull consumer (AckNone,
- *     memory storage, filtered on lucent.events.<type>.* when the query has
- *     a type, starting at after_seq + 1), in batches of LU_JS_FETCH
- *     pulled by hand (lu_pull_t, no_wait requests: not nats.c's Fetch,
- *     whose heap overflow bus_nats.c describes).  A query must terminate
- *     even while appends go on: it stops at the stream's last sequence as
- *     read when it started, or when a message says nothing more is
- *     pending for the filter (NumPending 0), or when the consumer had
- *     nothing to deliver at all.  Filters on
- *     subject and correlation id compare headers.  The consumer is
- *     deleted at the end (and expires on the server if we die); one lost
- *     midway (a reader paused past LU_JS_QUERY_IDLE_MS, a server restart)
- *     is replaced by one starting after the last event seen.
- *
  *  6. A stream deleted under a running store (by hand, to start afresh)
  *     makes appends fail with "no responders"; a writable store then
  *     creates it again, so the caller's retry stores the batch - as the
@@ -109,12 +96,12 @@
  *     deduplicated, but a redelivered input is not: that is why only
  *     records that are never redelivered are packed - all of them with
  *     at-most-once delivery, exec results (LU_RECORD_ONCE) with
- *     either), per-event
- *     stream sequences (the events of a pack share its sequence; --after
- *     skips whole packs), the subject and correlation headers (queries
- *     parse each packed event to filter on them), and the cheap count
- *     (js_count reads every message's headers instead of the stream's
- *     message count).  Readers other than lucent see Lucent-Count.
+ *     either), per-event stream sequences (the events of a pack share its
+ *     sequence; --after skips whole packs), the subject and correlation
+ *     headers (queries parse each packed event to filter on them), and
+ *     the cheap count (lu__jsstore_count reads every message's headers
+ *     instead of the stream's message count).  Readers other than lucent
+ *     see Lucent-Count.
  *
  *  8. Stored once, however late (docs/architecture.md, decision 3).  A
  *     record's subject ends in a token of its id, and it is published with
@@ -132,19 +119,14 @@
  *     lookup.  Packs are not deduplicated this way (note 7: their records
  *     are never redelivered) and share one subject per type.
  *
- *  9. Leader elections.  When the node leading LUCENT_EVENTS dies, the
- *     other replicas elect a new leader in ~5 s (docs/nats-notes.md a2);
- *     meanwhile stream info, consumer creation and pulls time out or get
- *     503.  Opening, queries and counts ride through that for the
- *     store's retry_ms (lu_js_store_opts_t; retry.h: one log line when an
- *     episode starts, one when it ends), resuming after the last event
- *     seen.  Appends do not retry here: a failed batch is the writer's
- *     to retry (lu_config_t.store_retry_ms), the whole batch at once.
+ * Notes 5 (queries) and 9 (leader elections) are with the reader, in
+ * store_jetstream_read.c.
  *
  * Errors leave their message in the store (lu_store_errmsg); opening
- * writes it to the caller's buffer.  natsStatus codes never leave this
- * file.  Not thread safe (store.h): one caller at a time, as with SQLite;
- * the callbacks of batches begun run on nats.c's thread.
+ * writes it to the caller's buffer.  natsStatus codes never leave the
+ * store (this file and store_jetstream_read.c).  Not thread safe
+ * (store.h): one caller at a time, as with SQLite; the callbacks of
+ * batches begun run on nats.c's thread.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -157,58 +139,16 @@
 
 #include <xxhash.h>
 
-#include "assets.h"
-#include "nats_internal.h"
 #include "retry.h"
+#include "store_jetstream_internal.h"
 
 #define LU_JS_DUP_WINDOW_MS 120000u /* default duplicate window: 2 min */
 #define LU_JS_MAX_PENDING 4096      /* async publishes in flight */
 #define LU_JS_APPEND_TIMEOUT_MS 5000
 #define LU_JS_BATCHES_IN_FLIGHT 4   /* js_batches_in_flight */
 #define LU_JS_API_WAIT_MS 5000      /* stream info, consumer create, ... */
-#define LU_JS_FETCH 1024            /* messages per query fetch */
-#define LU_JS_FETCH_WAIT_MS 5000
-/* A query's consumer outlives this much reader inactivity (a paused
- * `lucent events | less`); past it, or after a server restart, the query
- * resumes with a new consumer, at most LU_JS_QUERY_REOPEN times. */
-#define LU_JS_QUERY_IDLE_MS 600000
-#define LU_JS_QUERY_REOPEN 3
 #define LU_JS_MAX_TOKEN 200         /* longer types are hashed (note 3) */
-
-#define HDR_ID "Nats-Msg-Id"
-#define HDR_EXPECT_NONE "Nats-Expected-Last-Subject-Sequence"
-#define HDR_SUBJECT "Lucent-Subject"
-#define HDR_CORR "Lucent-Correlation"
-#define HDR_TYPE "Lucent-Type"
-#define HDR_COUNT LU_HDR_COUNT
 #define LU_JS_PACK_BYTES (512 * 1024) /* below the default 1 MiB payload */
-
-typedef struct js_store_s {
-  lu_store_t base; /* first: a lu_store_t * is a js_store_t * */
-  natsConnection *nc; /* borrowed */
-  jsCtx *js;
-  int readonly;
-  int busy; /* inside a query callback */
-  size_t pack; /* records per message at most (note 7); 0, 1 = no packs */
-  int pack_all; /* pack every record, not only LU_RECORD_ONCE ones */
-  lu_buf_t packbuf; /* a pack's data, reused */
-  int64_t dup_ns; /* the duplicate window we want */
-  lu_assets_opts_t ao; /* replicas, ride-through window (assets.h) */
-  char who[64];        /* ao.who's copy */
-  int published; /* ever published: nats.c's pending map exists (its
-                  * js_PublishAsyncGetPendingList crashes before) */
-  /* Shared by the appender and ack_handler on nats.c's thread. */
-  pthread_mutex_t mu;
-  pthread_cond_t idle; /* nbatches fell to 0 */
-  lu_ptrmap_t inflight; /* natsMsg * -> its js_batch_t (note 1) */
-  size_t nbatches;      /* begun and not finished */
-  _Atomic int lost_stream; /* an ack said no stream took it (note 6) */
-  /* Reused buffers. */
-  char *subj;
-  size_t subjcap;
-  char *esc;
-  size_t esccap;
-} js_store_t;
 
 /* ---- subjects and header values (notes 3, 4) -------------------------- */
 
@@ -220,8 +160,8 @@ static int subj_bad(unsigned char c) {
  * (grown): tail is a record's id token, "pack", or "*" for a query's
  * filter (note 3).  Sets *exact to whether the token is the type itself.
  * 0 or LU_ENOMEM. */
-static int type_subject(char **buf, size_t *cap, const char *type,
-                        const char *tail, int *exact) {
+int lu__jsstore_type_subject(char **buf, size_t *cap, const char *type,
+                             const char *tail, int *exact) {
   size_t tl = strlen(type);
   size_t need = sizeof LU_SUBJ_EVENTS + 2 * tl + 48 + strlen(tail);
   if (need > *cap) {
@@ -273,7 +213,7 @@ static int type_subject(char **buf, size_t *cap, const char *type,
 
 /* A record's id as a subject token: XXH3-128 in hex (an id may hold any
  * character, and be long; note 8). */
-static void id_token(char out[33], const char *id) {
+void lu__jsstore_id_token(char out[33], const char *id) {
   XXH128_hash_t h = XXH3_128bits(id, strlen(id));
   lu__fmt(out, 33, "%016llx%016llx", (unsigned long long)h.high64,
           (unsigned long long)h.low64);
@@ -285,7 +225,7 @@ static int hv_special(unsigned char c) {
 
 /* The header form of v: v itself when NATS carries it unchanged, else the
  * escaped form written into *buf (grown).  NULL only on ENOMEM. */
-static const char *hv_escape(char **buf, size_t *cap, const char *v) {
+const char *lu__jsstore_hv_escape(char **buf, size_t *cap, const char *v) {
   size_t n = strlen(v);
   int esc = n == 0 || v[0] == ' ' || v[n - 1] == ' ';
   for (size_t i = 0; !esc && i < n; i++)
@@ -337,9 +277,7 @@ static void say(char *buf, size_t cap, const char *fmt, ...) {
   va_end(ap);
 }
 
-static int fail(js_store_t *st, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static int fail(js_store_t *st, const char *fmt, ...) {
+int lu__jsstore_fail(js_store_t *st, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   vsay(st->base.errmsg, sizeof st->base.errmsg, fmt, ap);
@@ -349,7 +287,7 @@ static int fail(js_store_t *st, const char *fmt, ...) {
 
 /* Why a JetStream API call failed, in words (assets.c's words, with the
  * wait this store uses). */
-static void js_reason(natsStatus s, jsErrCode jerr, char *buf, size_t cap) {
+void lu__jsstore_reason(natsStatus s, jsErrCode jerr, char *buf, size_t cap) {
   if (s == NATS_TIMEOUT)
     lu__fmt(buf, cap, "JetStream did not answer within %d ms",
             LU_JS_API_WAIT_MS);
@@ -456,33 +394,6 @@ static void ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa,
   lu__nats_msg_release(msg); /* ours in an AckHandler; batched (nats_conn.c) */
 }
 
-/* ---- lookup by id ----------------------------------------------------- */
-
-/* Is a record of this type and id stored?  Its subject holds at most one
- * message (note 8), so one "last by subject" lookup tells.  Called from
- * shard threads while appends run: it uses its own buffer, and the
- * connection, which is thread safe.  Records stored in packs are not
- * found (only exec and at-most-once results are packed: neither comes
- * back to be run again). */
-static int js_has(lu_store_t *base, const char *type, const char *id) {
-  js_store_t *st = (js_store_t *)base;
-  char tok[33], *subj = NULL;
-  size_t cap = 0;
-  int exact;
-  id_token(tok, id);
-  if (type_subject(&subj, &cap, type, tok, &exact)) return LU_ENOMEM;
-  natsMsg *msg = NULL;
-  jsErrCode jerr = 0;
-  natsStatus s = js_GetLastMsg(&msg, st->js, LU_STREAM_EVENTS, subj, NULL,
-                               &jerr);
-  free(subj);
-  if (s == NATS_OK) {
-    natsMsg_Destroy(msg);
-    return 1;
-  }
-  return s == NATS_NOT_FOUND || jerr == 10037 ? 0 : LU_ESTORE;
-}
-
 /* ---- open ------------------------------------------------------------- */
 
 static int js_append(lu_store_t *base, const lu_record_t *recs, size_t n,
@@ -490,19 +401,15 @@ static int js_append(lu_store_t *base, const lu_record_t *recs, size_t n,
 static int js_append_begin(lu_store_t *base, const lu_record_t *recs,
                            size_t n, lu_store_done_fn done, void *ctx);
 static size_t js_batches_in_flight(const lu_store_t *base);
-static int js_query(lu_store_t *base, const lu_query_t *q, lu_store_row_cb cb,
-                    void *ud);
-static int64_t js_count(lu_store_t *base);
-static int js_has(lu_store_t *base, const char *type, const char *id);
 static void js_close(lu_store_t *base);
 static const lu_store_ops_t jetstream_ops = {.name = "jetstream",
                                              .append = js_append,
                                              .append_begin = js_append_begin,
                                              .batches_in_flight =
                                                  js_batches_in_flight,
-                                             .query = js_query,
-                                             .count = js_count,
-                                             .has = js_has,
+                                             .query = lu__jsstore_query,
+                                             .count = lu__jsstore_count,
+                                             .has = lu__jsstore_has,
                                              .close = js_close};
 
 /* Waits (bounded) for every append begun to finish: each message has
@@ -546,6 +453,8 @@ static void store_free(js_store_t *st) {
   free(st);
 }
 
+static void js_close(lu_store_t *base) { store_free((js_store_t *)base); }
+
 /* Finds (or, when writable, creates) the stream and checks that it is
  * ours; widens its duplicate window if it is narrower than ours, and
  * reconciles its replicas (assets.c).  `retry`: ride through an election
@@ -555,9 +464,9 @@ static int ensure_stream(js_store_t *st, int retry, char *why, size_t cap) {
   lu_assets_opts_t ao = st->ao;
   if (!retry) {
     /* From the append path: a stream without a leader (an election,
-     * note 9) looks the same as a deleted one, and this runs before every
-     * retry of the batch: ask briefly, do not hold the writer for the
-     * context's 5 s each time. */
+     * store_jetstream_read.c note 9) looks the same as a deleted one, and
+     * this runs before every retry of the batch: ask briefly, do not hold
+     * the writer for the context's 5 s each time. */
     ao.retry_ms = 0;
     ao.wait_ms = 1000;
   }
@@ -648,8 +557,8 @@ int lu__store_jetstream_open_with(lu_store_t **out, natsConnection *nc,
 
 /* ---- append (notes 1, 2) ---------------------------------------------- */
 
-static int reentered(js_store_t *st) {
-  fail(st, "called from inside a query callback");
+int lu__jsstore_reentered(js_store_t *st) {
+  lu__jsstore_fail(st, "called from inside a query callback");
   return LU_ESTATE;
 }
 
@@ -658,34 +567,35 @@ static int build_msg(js_store_t *st, const lu_record_t *r, size_t i,
                      natsMsg **out) {
   int exact;
   char tok[33];
-  id_token(tok, r->id);
-  if (type_subject(&st->subj, &st->subjcap, r->type, tok, &exact) != 0)
-    return fail(st, "out of memory");
+  lu__jsstore_id_token(tok, r->id);
+  if (lu__jsstore_type_subject(&st->subj, &st->subjcap, r->type, tok,
+                               &exact) != 0)
+    return lu__jsstore_fail(st, "out of memory");
   if (r->len > INT32_MAX)
-    return fail(st, "record %zu of the batch is too large (%zu bytes)", i,
-                r->len);
+    return lu__jsstore_fail(
+        st, "record %zu of the batch is too large (%zu bytes)", i, r->len);
   natsMsg *m = NULL;
   natsStatus s = natsMsg_Create(&m, st->subj, NULL, r->json, (int)r->len);
   const char *v;
   /* Stored once, however late it comes again (note 8). */
   if (s == NATS_OK) s = natsMsgHeader_Set(m, HDR_EXPECT_NONE, "0");
   if (s == NATS_OK && r->subject) {
-    v = hv_escape(&st->esc, &st->esccap, r->subject);
+    v = lu__jsstore_hv_escape(&st->esc, &st->esccap, r->subject);
     s = v ? natsMsgHeader_Set(m, HDR_SUBJECT, v) : NATS_NO_MEMORY;
   }
   if (s == NATS_OK && r->correlationid) {
-    v = hv_escape(&st->esc, &st->esccap, r->correlationid);
+    v = lu__jsstore_hv_escape(&st->esc, &st->esccap, r->correlationid);
     s = v ? natsMsgHeader_Set(m, HDR_CORR, v) : NATS_NO_MEMORY;
   }
   if (s == NATS_OK && !exact) {
-    v = hv_escape(&st->esc, &st->esccap, r->type);
+    v = lu__jsstore_hv_escape(&st->esc, &st->esccap, r->type);
     s = v ? natsMsgHeader_Set(m, HDR_TYPE, v) : NATS_NO_MEMORY;
   }
   if (s != NATS_OK) {
     natsMsg_Destroy(m);
     char why[256];
     lu__nats_reason(s, why, sizeof why);
-    return fail(st, "record %zu of the batch: %s", i, why);
+    return lu__jsstore_fail(st, "record %zu of the batch: %s", i, why);
   }
   *out = m;
   return 0;
@@ -717,9 +627,9 @@ static size_t pack_run(const js_store_t *st, const lu_record_t *recs,
 static int build_pack(js_store_t *st, const lu_record_t *recs, size_t k,
                       size_t i, natsMsg **out) {
   int exact;
-  if (type_subject(&st->subj, &st->subjcap, recs[0].type, "pack", &exact) !=
-      0)
-    return fail(st, "out of memory");
+  if (lu__jsstore_type_subject(&st->subj, &st->subjcap, recs[0].type, "pack",
+                               &exact) != 0)
+    return lu__jsstore_fail(st, "out of memory");
   lu_buf_t *b = &st->packbuf;
   b->len = 0;
   for (size_t j = 0; j < k; j++) {
@@ -728,7 +638,7 @@ static int build_pack(js_store_t *st, const lu_record_t *recs, size_t k,
   }
   if (b->oom) {
     lu__buf_free(b);
-    return fail(st, "out of memory");
+    return lu__jsstore_fail(st, "out of memory");
   }
   char count[24];
   lu__fmt(count, sizeof count, "%zu", k);
@@ -744,20 +654,22 @@ static int build_pack(js_store_t *st, const lu_record_t *recs, size_t k,
       memcpy(id, recs[0].id, idlen);
       id[idlen] = '+';
       memcpy(id + idlen + 1, count, strlen(count) + 1);
-      v = hv_escape(&st->esc, &st->esccap, id); /* may be id itself */
+      /* may be id itself */
+      v = lu__jsstore_hv_escape(&st->esc, &st->esccap, id);
     }
     s = v ? natsMsgHeader_Set(m, HDR_ID, v) : NATS_NO_MEMORY;
     free(id);
   }
   if (s == NATS_OK && !exact) {
-    const char *v = hv_escape(&st->esc, &st->esccap, recs[0].type);
+    const char *v = lu__jsstore_hv_escape(&st->esc, &st->esccap, recs[0].type);
     s = v ? natsMsgHeader_Set(m, HDR_TYPE, v) : NATS_NO_MEMORY;
   }
   if (s != NATS_OK) {
     natsMsg_Destroy(m);
     char why[256];
     lu__nats_reason(s, why, sizeof why);
-    return fail(st, "records %zu..%zu of the batch: %s", i, i + k - 1, why);
+    return lu__jsstore_fail(st, "records %zu..%zu of the batch: %s", i,
+                            i + k - 1, why);
   }
   *out = m;
   return 0;
@@ -790,23 +702,25 @@ static int js_begin(js_store_t *st, const lu_record_t *recs, size_t n,
                     lu_store_done_fn done, void *ctx, js_batch_t **out) {
   if (out) *out = NULL;
   if (!st || (n && !recs) || !done) return LU_EINVAL;
-  if (st->busy) return reentered(st);
-  if (st->readonly) return fail(st, "opened read-only, cannot append");
+  if (st->busy) return lu__jsstore_reentered(st);
+  if (st->readonly)
+    return lu__jsstore_fail(st, "opened read-only, cannot append");
   st->base.errmsg[0] = 0;
 
   /* Check the whole batch before publishing any of it. */
   for (size_t i = 0; i < n; i++) {
     const lu_record_t *r = &recs[i];
     if (!r->id || !r->type || !r->json)
-      return fail(st, "record %zu of the batch has no %s; batch not stored",
-                  i, !r->id ? "id" : !r->type ? "type" : "JSON body");
+      return lu__jsstore_fail(
+          st, "record %zu of the batch has no %s; batch not stored", i,
+          !r->id ? "id" : !r->type ? "type" : "JSON body");
     if (!r->id[0])
-      return fail(st, "record %zu of the batch has an empty id; batch not "
-                      "stored", i);
+      return lu__jsstore_fail(st, "record %zu of the batch has an empty "
+                                  "id; batch not stored", i);
   }
   remake_lost_stream(st); /* so that this (retried) batch is stored */
   js_batch_t *b = calloc(1, sizeof *b);
-  if (!b) return fail(st, "out of memory");
+  if (!b) return lu__jsstore_fail(st, "out of memory");
   b->n = n;
   b->done = done;
   b->ctx = ctx;
@@ -852,7 +766,7 @@ static int js_begin(js_store_t *st, const lu_record_t *recs, size_t n,
     else if (!mapped)
       lu__fmt(r, sizeof r, "too many events in flight");
     else
-      js_reason(s, 0, r, sizeof r);
+      lu__jsstore_reason(s, 0, r, sizeof r);
     say(why, sizeof why, "publishing record %zu of %zu: %s; batch not stored",
         i, n, r);
     break;
@@ -907,7 +821,7 @@ static int js_append(lu_store_t *base, const lu_record_t *recs, size_t n,
   js_store_t *st = (js_store_t *)base;
   if (inserted) *inserted = 0;
   if (!st || (n && !recs)) return LU_EINVAL;
-  if (st->busy) return reentered(st);
+  if (st->busy) return lu__jsstore_reentered(st);
   if (!n && !st->readonly) {
     st->base.errmsg[0] = 0;
     return 0;
@@ -939,8 +853,9 @@ static int js_append(lu_store_t *base, const lu_record_t *recs, size_t n,
     }
     if (dropped) {
       batch_forget(st, b);
-      rc = fail(st, "no acks for %zu events within %d ms; batch not stored "
-                    "(retry it)", n, LU_JS_APPEND_TIMEOUT_MS);
+      rc = lu__jsstore_fail(st, "no acks for %zu events within %d ms; "
+                                "batch not stored (retry it)",
+                            n, LU_JS_APPEND_TIMEOUT_MS);
     } else {
       pthread_mutex_lock(&w.mu);
       while (!w.finished) pthread_cond_wait(&w.cond, &w.mu);
@@ -961,429 +876,3 @@ static int js_append(lu_store_t *base, const lu_record_t *recs, size_t n,
   return rc;
 }
 
-/* ---- query (note 5) --------------------------------------------------- */
-
-/* Does header h of m equal want (escaped as at append)? */
-static int hdr_is(js_store_t *st, natsMsg *m, const char *h,
-                  const char *want) {
-  const char *v = NULL;
-  if (natsMsgHeader_Get(m, h, &v) != NATS_OK || !v) return 0;
-  const char *w = hv_escape(&st->esc, &st->esccap, want);
-  return w && strcmp(v, w) == 0;
-}
-
-/* Is m (a single event or a pack) of the query's type? */
-static int type_matches(js_store_t *st, natsMsg *m, const lu_query_t *q,
-                        int type_exact) {
-  if (q->type) {
-    const char *v = NULL;
-    if (natsMsgHeader_Get(m, HDR_TYPE, &v) == NATS_OK && v) {
-      if (!hdr_is(st, m, HDR_TYPE, q->type)) return 0;
-    } else if (!type_exact) {
-      return 0; /* the subject matched, but is another type's */
-    }
-  }
-  return 1;
-}
-
-static int matches(js_store_t *st, natsMsg *m, const lu_query_t *q,
-                   int type_exact) {
-  if (!type_matches(st, m, q, type_exact)) return 0;
-  if (q->subject && !hdr_is(st, m, HDR_SUBJECT, q->subject)) return 0;
-  if (q->correlationid && !hdr_is(st, m, HDR_CORR, q->correlationid))
-    return 0;
-  return 1;
-}
-
-/* Does a packed event's attribute `name` equal want? */
-static int attr_is(const cJSON *ev, const char *name, const char *want) {
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(ev, name);
-  return cJSON_IsString(v) && strcmp(v->valuestring, want) == 0;
-}
-
-/* Calls the query's callback for each event of a pack that matches the
- * query's subject and correlation id (parsed from its JSON: a pack has no
- * such headers), as emit() for one event.  Returns the callback's value,
- * and sets *done when the limit is reached. */
-static int emit_pack(js_store_t *st, natsMsg *m, uint64_t seq,
-                     const lu_query_t *q, lu_store_row_cb cb, void *ud,
-                     size_t *emitted, int *done) {
-  const char *d = natsMsg_GetData(m);
-  size_t len = (size_t)natsMsg_GetDataLength(m);
-  int ret = 0;
-  size_t at = 0, ll;
-  for (const char *line;
-       !*done && (line = lu__pack_next(d, len, &at, &ll));) {
-    if (q->subject || q->correlationid) {
-      cJSON *ev = cJSON_ParseWithLength(line, ll);
-      int ok = ev && (!q->subject || attr_is(ev, "subject", q->subject)) &&
-               (!q->correlationid ||
-                attr_is(ev, "correlationid", q->correlationid));
-      cJSON_Delete(ev);
-      if (!ok) continue;
-    }
-    lu_buf_t *b = &st->packbuf; /* the callback wants a NUL at len */
-    b->len = 0;
-    lu__buf_put(b, line, ll);
-    if (b->oom) {
-      lu__buf_free(b);
-      *done = 1;
-      return fail(st, "query: out of memory");
-    }
-    st->busy = 1;
-    ret = cb(ud, seq, b->p, ll);
-    st->busy = 0;
-    if (ret) *done = 1;
-    if (q->limit && ++*emitted >= q->limit) *done = 1;
-  }
-  return ret;
-}
-
-/* A query's consumer (note 5), pulled by hand (lu_pull_t). */
-typedef struct qcons_s {
-  lu_pull_t pull;
-  char name[96]; /* the ephemeral consumer's */
-} qcons_t;
-
-/* A reader's ride through a leader election (note 9): for the store's
- * retry_ms, one log line per episode. */
-static lu_retry_t read_retry(const js_store_t *st, const char *what) {
-  return (lu_retry_t){.window_ms = st->ao.retry_ms, .what = what,
-                      .who = st->ao.who};
-}
-
-/* The stream's info, through an election (note 9). */
-static natsStatus info_retry(js_store_t *st, jsStreamInfo **si,
-                             jsErrCode *jerr) {
-  lu_retry_t r = read_retry(st, "reading stream " LU_STREAM_EVENTS);
-  for (;;) {
-    *jerr = 0;
-    natsStatus s = js_GetStreamInfo(si, st->js, LU_STREAM_EVENTS, NULL, jerr);
-    if (s == NATS_OK || s == NATS_NOT_FOUND ||
-        !lu__retry_again(&r, s, (int)*jerr, NULL)) {
-      if (s == NATS_OK) lu__retry_ok(&r);
-      return s;
-    }
-  }
-}
-
-/* Pending messages the consumer still has for us, or -1 when it cannot
- * be asked (gone, server unreachable past the retry window). */
-static int64_t consumer_pending(js_store_t *st, const qcons_t *qc) {
-  jsConsumerInfo *ci = NULL;
-  lu_retry_t r = read_retry(st, "reading the query's consumer");
-  for (;;) {
-    jsErrCode jerr = 0;
-    natsStatus s = js_GetConsumerInfo(&ci, st->js, LU_STREAM_EVENTS,
-                                      qc->name, NULL, &jerr);
-    if (s == NATS_OK) break;
-    /* Gone (not found): the caller makes another one. */
-    if (!lu__retry_again(&r, s, (int)jerr, NULL)) return -1;
-  }
-  lu__retry_ok(&r);
-  int64_t n = (int64_t)ci->NumPending;
-  jsConsumerInfo_Destroy(ci);
-  return n;
-}
-
-static void close_consumer(js_store_t *st, qcons_t *qc) {
-  if (!qc) return;
-  lu__nats_pull_close(&qc->pull);
-  /* Deletes the ephemeral consumer; failure is harmless (it expires). */
-  if (qc->name[0])
-    js_DeleteConsumer(st->js, LU_STREAM_EVENTS, qc->name, NULL, NULL);
-  free(qc);
-}
-
-/* An ephemeral AckNone consumer on filter from stream sequence `from`
- * (note 5).  0, or an error in st->errmsg. */
-static int open_consumer(js_store_t *st, const char *filter, uint64_t from,
-                         int headers_only, qcons_t **out) {
-  *out = NULL;
-  jsConsumerConfig cfg;
-  jsConsumerConfig_Init(&cfg);
-  cfg.AckPolicy = js_AckNone;
-  cfg.FilterSubject = filter;
-  cfg.MemoryStorage = true;
-  cfg.InactiveThreshold = LU_JS_QUERY_IDLE_MS * NS_PER_MS;
-  cfg.Description = "lucent events query";
-  cfg.HeadersOnly = headers_only != 0;
-  if (from > 1) {
-    cfg.DeliverPolicy = js_DeliverByStartSequence;
-    cfg.OptStartSeq = from;
-  } else {
-    cfg.DeliverPolicy = js_DeliverAll;
-  }
-  qcons_t *qc = calloc(1, sizeof *qc);
-  if (!qc) return fail(st, "out of memory");
-  jsConsumerInfo *ci = NULL;
-  jsErrCode jerr = 0;
-  natsStatus s;
-  lu_retry_t r = read_retry(st, "creating the query's consumer");
-  for (;;) {
-    jerr = 0;
-    s = js_AddConsumer(&ci, st->js, LU_STREAM_EVENTS, &cfg, NULL, &jerr);
-    if (s == NATS_OK || !lu__retry_again(&r, s, (int)jerr, NULL)) break;
-  }
-  if (s == NATS_OK) lu__retry_ok(&r);
-  if (s == NATS_OK) {
-    lu__fmt(qc->name, sizeof qc->name, "%s", ci->Name);
-    jsConsumerInfo_Destroy(ci);
-    s = lu__nats_pull_open(&qc->pull, st->nc, LU_STREAM_EVENTS, qc->name);
-  }
-  if (s == NATS_OK) {
-    *out = qc;
-    return 0;
-  }
-  close_consumer(st, qc);
-  char why[400];
-  js_reason(s, jerr, why, sizeof why);
-  return fail(st, "query: cannot create a consumer: %s", why);
-}
-
-static void batch_free(natsMsgList *list) {
-  for (int i = 0; i < list->Count; i++) natsMsg_Destroy(list->Msgs[i]);
-  free(list->Msgs);
-  memset(list, 0, sizeof *list);
-}
-
-/* The next batch of a query's or count's consumer: what is there now, up
- * to LU_JS_FETCH messages (note 5), into list (free it with batch_free).
- * NATS_OK with at least one message; NATS_NOT_FOUND when the consumer
- * said it has nothing now; NATS_TIMEOUT when it said nothing at all. */
-static natsStatus fetch_batch(qcons_t *qc, natsMsgList *list) {
-  memset(list, 0, sizeof *list);
-  list->Msgs = calloc(LU_JS_FETCH, sizeof *list->Msgs);
-  if (!list->Msgs) return NATS_NO_MEMORY;
-  /* Request k is answered on <inbox>.<k>: a late status of an earlier
-   * request does not end this one. */
-  char reply[sizeof qc->pull.inbox + 24];
-  natsStatus s = lu__nats_pull_request(&qc->pull, LU_JS_FETCH, 0, reply,
-                                       sizeof reply);
-  uint64_t until = lu__now_ns() + (uint64_t)LU_JS_FETCH_WAIT_MS * NS_PER_MS;
-  while (s == NATS_OK && list->Count < LU_JS_FETCH) {
-    uint64_t now = lu__now_ns();
-    if (now >= until) {
-      s = NATS_TIMEOUT;
-      break;
-    }
-    natsMsg *m = NULL;
-    s = natsSubscription_NextMsg(&m, qc->pull.sub,
-                                 (int64_t)((until - now) / NS_PER_MS) + 1);
-    if (s != NATS_OK) break;
-    if (lu__nats_pull_status(m)) { /* 404, 408: a request is over */
-      int ours = strcmp(natsMsg_GetSubject(m), reply) == 0;
-      natsMsg_Destroy(m);
-      if (ours) s = NATS_NOT_FOUND;
-      continue;
-    }
-    list->Msgs[list->Count++] = m; /* an earlier request's too: in order */
-  }
-  return list->Count ? NATS_OK : s;
-}
-
-/* A fetch of a query or count brought nothing (status s).  Fine if
- * nothing is left (messages can vanish under limits or a purge); a
- * consumer that has messages and sends none (its stream has no leader:
- * an election, note 9) is asked again within fr's window; a lost one is
- * replaced by one from `next`.  0: done; 1: fetch again (*qc may be new);
- * LU_ESTORE: failed, the reason in st's errmsg prefixed by `what`. */
-static int fetch_none(js_store_t *st, qcons_t **qc, natsStatus s,
-                      lu_retry_t *fr, int *reopened, const char *filter,
-                      uint64_t next, int headers_only, const char *what) {
-  int64_t pending = consumer_pending(st, *qc);
-  if (pending == 0) return 0;
-  if (pending > 0 &&
-      lu__retry_again(fr, s == NATS_OK || s == NATS_NOT_FOUND ? NATS_TIMEOUT
-                                                              : s,
-                      0, NULL))
-    return 1;
-  if (pending < 0 && *reopened < LU_JS_QUERY_REOPEN &&
-      natsConnection_Status(st->nc) == NATS_CONN_STATUS_CONNECTED) {
-    close_consumer(st, *qc);
-    *qc = NULL;
-    (*reopened)++;
-    if (open_consumer(st, filter, next, headers_only, qc) != 0)
-      return LU_ESTORE;
-    return consumer_pending(st, *qc) == 0 ? 0 : 1;
-  }
-  if (s == NATS_TIMEOUT || s == NATS_NOT_FOUND || s == NATS_OK)
-    return fail(st, "%s: the server sent nothing within %d ms", what,
-                LU_JS_FETCH_WAIT_MS);
-  char why[400];
-  js_reason(s, 0, why, sizeof why);
-  return fail(st, "%s: %s", what, why);
-}
-
-static int js_query(lu_store_t *base, const lu_query_t *q, lu_store_row_cb cb,
-                    void *ud) {
-  js_store_t *st = (js_store_t *)base;
-  static const lu_query_t all = {0};
-  if (!st || !cb) return LU_EINVAL;
-  if (st->busy) return reentered(st);
-  if (!q) q = &all;
-  st->base.errmsg[0] = 0;
-
-  jsStreamInfo *si = NULL;
-  jsErrCode jerr = 0;
-  char why[512];
-  natsStatus s = info_retry(st, &si, &jerr);
-  if (s != NATS_OK) {
-    if (s == NATS_NOT_FOUND)
-      lu__fmt(why, sizeof why, "stream not found");
-    else
-      js_reason(s, jerr, why, sizeof why);
-    return fail(st, "query: %s", why);
-  }
-  uint64_t last = si->State.LastSeq;
-  jsStreamInfo_Destroy(si);
-  if (last == 0 || q->after_seq >= last) return 0;
-
-  int type_exact = 1;
-  char *filter;
-  if (q->type) {
-    if (type_subject(&st->subj, &st->subjcap, q->type, "*", &type_exact) !=
-        0)
-      return fail(st, "out of memory");
-    filter = strdup(st->subj);
-  } else {
-    filter = strdup(LU_SUBJ_EVENTS ".>");
-  }
-  if (!filter) return fail(st, "out of memory");
-
-  /* next: the first stream sequence not yet looked at.  If the consumer
-   * is lost midway (idle longer than LU_JS_QUERY_IDLE_MS behind a slow
-   * reader, or a server restart: it lives in memory), a new one resumes
-   * there, at most LU_JS_QUERY_REOPEN times. */
-  uint64_t next = q->after_seq + 1;
-  qcons_t *qc = NULL;
-  int ret = open_consumer(st, filter, next, 0, &qc);
-  int done = ret != 0, reopened = 0;
-  size_t emitted = 0;
-  if (!done) {
-    int64_t pending = consumer_pending(st, qc);
-    if (pending < 0)
-      ret = fail(st, "query: cannot read the consumer's state");
-    done = pending <= 0; /* 0: nothing matches at all */
-  }
-  lu_retry_t fr = read_retry(st, "reading " LU_STREAM_EVENTS);
-  while (!done) {
-    natsMsgList list;
-    s = fetch_batch(qc, &list);
-    if (s != NATS_OK || list.Count == 0) {
-      batch_free(&list);
-      int more = fetch_none(st, &qc, s, &fr, &reopened, filter, next, 0,
-                            "query");
-      if (more == 1) continue;
-      if (more < 0) ret = more;
-      break;
-    }
-    lu__retry_ok(&fr);
-    for (int i = 0; i < list.Count && !done; i++) {
-      natsMsg *m = list.Msgs[i];
-      jsMsgMetaData *md = NULL;
-      if (natsMsg_GetMetaData(&md, m) != NATS_OK) {
-        ret = fail(st, "query: a message without JetStream metadata");
-        done = 1;
-        break;
-      }
-      uint64_t seq = md->Sequence.Stream;
-      uint64_t left = md->NumPending;
-      jsMsgMetaData_Destroy(md);
-      if (seq > last) { /* appended after the query started */
-        done = 1;
-        break;
-      }
-      if (seq < next) continue; /* seen before a consumer was replaced */
-      next = seq + 1;
-      if (lu__nats_msg_events(m) > 1) { /* a pack, as counted */
-        if (type_matches(st, m, q, type_exact))
-          ret = emit_pack(st, m, seq, q, cb, ud, &emitted, &done);
-      } else if (matches(st, m, q, type_exact)) {
-        st->busy = 1;
-        /* natsMsg data is NUL-terminated at its length. */
-        ret = cb(ud, seq, natsMsg_GetData(m),
-                 (size_t)natsMsg_GetDataLength(m));
-        st->busy = 0;
-        if (ret) done = 1;
-        if (q->limit && ++emitted >= q->limit) done = 1;
-      }
-      if (seq >= last || left == 0) done = 1;
-    }
-    batch_free(&list);
-  }
-  close_consumer(st, qc);
-  free(filter);
-  return ret;
-}
-
-/* ---- count, close ----------------------------------------------------- */
-
-/* The number of events: the stream's message count, corrected for packs
- * (note 7), which only reading every message's headers can tell. */
-static int64_t js_count(lu_store_t *base) {
-  js_store_t *st = (js_store_t *)base;
-  if (!st) return LU_EINVAL;
-  if (st->busy) return reentered(st);
-  st->base.errmsg[0] = 0;
-  jsStreamInfo *si = NULL;
-  jsErrCode jerr = 0;
-  natsStatus s = info_retry(st, &si, &jerr);
-  if (s != NATS_OK) {
-    char why[512];
-    if (s == NATS_NOT_FOUND)
-      lu__fmt(why, sizeof why, "stream not found");
-    else
-      js_reason(s, jerr, why, sizeof why);
-    return fail(st, "count: %s", why);
-  }
-  uint64_t msgs = si->State.Msgs, first = si->State.FirstSeq,
-           last = si->State.LastSeq;
-  jsStreamInfo_Destroy(si);
-  if (msgs == 0) return 0;
-
-  qcons_t *qc = NULL;
-  if (open_consumer(st, LU_SUBJ_EVENTS ".>", first, 1, &qc) != 0)
-    return LU_ESTORE;
-  uint64_t events = 0;
-  int rc = 0, done = consumer_pending(st, qc) == 0, reopened = 0;
-  uint64_t next = first;
-  lu_retry_t fr = read_retry(st, "counting " LU_STREAM_EVENTS);
-  while (!done) {
-    natsMsgList list;
-    s = fetch_batch(qc, &list);
-    if (s != NATS_OK || list.Count == 0) {
-      batch_free(&list);
-      int more = fetch_none(st, &qc, s, &fr, &reopened, LU_SUBJ_EVENTS ".>",
-                            next, 1, "count");
-      if (more == 1) continue;
-      if (more < 0) rc = more;
-      break;
-    }
-    for (int i = 0; i < list.Count && !done; i++) {
-      jsMsgMetaData *md = NULL;
-      if (natsMsg_GetMetaData(&md, list.Msgs[i]) != NATS_OK) {
-        rc = fail(st, "count: a message without JetStream metadata");
-        done = 1;
-        break;
-      }
-      uint64_t seq = md->Sequence.Stream, left = md->NumPending;
-      jsMsgMetaData_Destroy(md);
-      if (seq > last) { /* appended after the count started */
-        done = 1;
-        break;
-      }
-      if (seq < next) continue; /* seen before a consumer was replaced */
-      next = seq + 1;
-      events += lu__nats_msg_events(list.Msgs[i]);
-      if (seq >= last || left == 0) done = 1;
-    }
-    lu__retry_ok(&fr);
-    batch_free(&list);
-  }
-  close_consumer(st, qc);
-  if (rc) return rc;
-  return events > INT64_MAX ? INT64_MAX : (int64_t)events;
-}
-
-static void js_close(lu_store_t *base) { store_free((js_store_t *)base); }
