@@ -27,7 +27,7 @@
  * summary says how many there were.
  *
  * --binary sends each valid event in the CloudEvents NATS binding's binary
- * content mode (ce-* headers, the data as payload; ce_binary.c), one
+ * content mode (ce-* headers, the data as payload; src/util/ce.c), one
  * event per message, as a client in another language may
  * (docs/protocol.md).  --dry-run connects to nothing: it prints, per
  * line, the partition and subject the line would be published to (what a
