@@ -123,11 +123,12 @@ uint64_t lu__natsbus_fw_resend(lu_natsbus_t *b, uint64_t now);
 /* ---- puller.c --------------------------------------------------------- */
 
 /** Finds or creates the durable pull consumer `name` on stream (filter,
- *  the bus's AckWait); 0, or LU_EIO with err.  Start, claimer or puller
- *  thread. */
+ *  the bus's AckWait), riding through an election or a slow server for
+ *  up to retry_ms (0: one try; retry.h); 0, or LU_EIO with err.  Start
+ *  or puller thread. */
 int lu__natsbus_ensure_consumer(lu_natsbus_t *b, const char *stream,
                                 const char *name, const char *filter,
-                                char *err, size_t errlen);
+                                uint32_t retry_ms, char *err, size_t errlen);
 
 /** Is d the acknowledgement of a pulled intake or forward message?
  *  Any thread. */

@@ -488,8 +488,8 @@ int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
     lu__fmt(name, sizeof name, "fwd-%s", b->self);
     lu__fmt(filter, sizeof filter, "%s.%s", LU_SUBJ_FWD, b->self);
     if (!rc)
-      rc = lu__natsbus_ensure_consumer(b, LU_STREAM_FWD, name, filter, err,
-                                       errlen);
+      rc = lu__natsbus_ensure_consumer(b, LU_STREAM_FWD, name, filter,
+                                       ao.retry_ms, err, errlen);
   }
   uint32_t ttl = sticky_ttl_ms(lu_manager_registry(m));
   if (!rc && ttl) {

@@ -36,6 +36,7 @@
 
 #include "bus_internal.h"
 #include "intake_pack.h"
+#include "retry.h"
 
 #define FETCH_BATCH 256
 /* How long an idle pull request waits on the server.  A message that
@@ -48,12 +49,7 @@
 
 int lu__natsbus_ensure_consumer(lu_natsbus_t *b, const char *stream,
                                 const char *name, const char *filter,
-                                char *err, size_t errlen) {
-  jsConsumerInfo *ci = NULL;
-  if (js_GetConsumerInfo(&ci, b->jsm, stream, name, NULL, NULL) == NATS_OK) {
-    jsConsumerInfo_Destroy(ci);
-    return 0;
-  }
+                                uint32_t retry_ms, char *err, size_t errlen) {
   jsConsumerConfig cc;
   jsConsumerConfig_Init(&cc);
   cc.Durable = name;
@@ -62,18 +58,38 @@ int lu__natsbus_ensure_consumer(lu_natsbus_t *b, const char *stream,
   cc.FilterSubject = filter;
   cc.MaxAckPending = 8192;
   cc.DeliverPolicy = js_DeliverAll;
-  jsErrCode jerr = 0;
-  natsStatus s = js_AddConsumer(&ci, b->jsm, stream, &cc, NULL, &jerr);
-  if (s == NATS_OK ||
-      js_GetConsumerInfo(&ci, b->jsm, stream, name, NULL, NULL) == NATS_OK) {
-    jsConsumerInfo_Destroy(ci);
-    return 0;
-  }
   char what[160];
-  lu__fmt(what, sizeof what, "cannot create consumer %s on %s", name,
-          stream);
-  lu__natsbus_err(err, errlen, what, s, jerr);
-  return LU_EIO;
+  lu__fmt(what, sizeof what, "creating consumer %s on %s", name, stream);
+  lu_retry_t r = {.window_ms = retry_ms, .what = what, .who = b->self};
+  for (;;) {
+    jsConsumerInfo *ci = NULL;
+    if (js_GetConsumerInfo(&ci, b->jsm, stream, name, NULL, NULL) ==
+        NATS_OK) {
+      jsConsumerInfo_Destroy(ci);
+      lu__retry_ok(&r);
+      return 0;
+    }
+    jsErrCode jerr = 0;
+    natsStatus s = js_AddConsumer(&ci, b->jsm, stream, &cc, NULL, &jerr);
+    if (s == NATS_OK) {
+      jsConsumerInfo_Destroy(ci);
+      lu__retry_ok(&r);
+      return 0;
+    }
+    /* A timeout may have made it; a slow or electing cluster answers
+     * later (serves starting together on a busy cluster met both). */
+    if (!lu__retry_again(&r, s, (int)jerr, NULL)) {
+      if (js_GetConsumerInfo(&ci, b->jsm, stream, name, NULL, NULL) ==
+          NATS_OK) {
+        jsConsumerInfo_Destroy(ci);
+        return 0;
+      }
+      lu__fmt(what, sizeof what, "cannot create consumer %s on %s", name,
+              stream);
+      lu__natsbus_err(err, errlen, what, s, jerr);
+      return LU_EIO;
+    }
+  }
 }
 
 /* ---- acknowledging what we pulled ------------------------------------ */
@@ -431,7 +447,7 @@ static int adopt(puller_t *p, int mode) {
        * (again) with DeliverAll, it delivers them all. */
       char err[256];
       if (lu__natsbus_ensure_consumer(b, p->stream, p->consumer, p->filter,
-                                      err, sizeof err)) {
+                                      0, err, sizeof err)) {
         LU_LOG(LU_LOG_DEBUG, b->self, NULL,
                LU_KVS(LU_KV_STR("consumer", p->consumer),
                       LU_KV_STR("error", err)),
@@ -507,7 +523,7 @@ static int adopt(puller_t *p, int mode) {
     js_PurgeStream(b->jsm, p->stream, &o, NULL);
   }
   char err[256];
-  if (lu__natsbus_ensure_consumer(b, p->stream, p->consumer, p->filter, err,
+  if (lu__natsbus_ensure_consumer(b, p->stream, p->consumer, p->filter, 0, err,
                                   sizeof err)) {
     LU_LOG(LU_LOG_ERROR, b->self, NULL,
            LU_KVS(LU_KV_STR("consumer", p->consumer), LU_KV_STR("error", err)),
