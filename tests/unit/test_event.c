@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -123,6 +124,64 @@ static void test_derived_ids(void **state) {
   assert_int_equal(a[14], '8'); /* version nibble */
 }
 
+/* JSON string escaping as lucent defines it, one byte at a time: the
+ * writer's fast paths must give exactly this. */
+static void reference_json_str(lu_buf_t *b, const unsigned char *s,
+                               size_t n) {
+  char t[8];
+  lu__buf_put(b, "\"", 1);
+  for (size_t i = 0; i < n;) {
+    unsigned c = s[i];
+    if (c == '"' || c == '\\') {
+      t[0] = '\\', t[1] = (char)c;
+      lu__buf_put(b, t, 2), i++;
+    } else if (c == '\n' || c == '\r' || c == '\t') {
+      t[0] = '\\', t[1] = c == '\n' ? 'n' : c == '\r' ? 'r' : 't';
+      lu__buf_put(b, t, 2), i++;
+    } else if (c < 0x20) {
+      snprintf(t, sizeof t, "\\u%04x", c);
+      lu__buf_put(b, t, 6), i++;
+    } else if (c < 0x80) {
+      lu__buf_put(b, (const char *)s + i, 1), i++;
+    } else {
+      size_t bad;
+      size_t len = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
+      if (c >= 0xc2 && c <= 0xf4 && i + len <= n &&
+          lu__utf8_valid((const char *)s + i, len, &bad)) {
+        lu__buf_put(b, (const char *)s + i, len), i += len;
+      } else {
+        lu__buf_put(b, "\xef\xbf\xbd", 3), i++;
+      }
+    }
+  }
+  lu__buf_put(b, "\"", 1);
+}
+
+static void test_json_string_writer_paths(void **state) {
+  (void)state;
+  /* Strings of every length up to 40 made of plain bytes, with one byte
+   * of each kind that needs more than a copy at every position. */
+  static const unsigned char odd[] = {'"', '\\', '\n', 0x01, 0x1f, 0x7f,
+                                      0x80, 0xc3, 0xe2, 0xff};
+  unsigned char s[48];
+  for (size_t n = 0; n <= 40; n++)
+    for (size_t at = 0; at <= n; at++)
+      for (size_t k = 0; k < sizeof odd; k++) {
+        for (size_t i = 0; i < n; i++) s[i] = (unsigned char)('a' + i % 26);
+        if (at < n) s[at] = odd[k];
+        if (at + 2 < n && odd[k] == 0xc3) s[at + 1] = 0xa9; /* valid é */
+        lu_buf_t got = {0}, want = {0};
+        lu__buf_json_str(&got, (const char *)s, n);
+        reference_json_str(&want, s, n);
+        assert_false(got.oom);
+        assert_int_equal(got.len, want.len);
+        assert_memory_equal(got.p, want.p, want.len);
+        lu__buf_free(&got);
+        lu__buf_free(&want);
+        if (at == n) break; /* nothing odd: once */
+      }
+}
+
 static void test_json_string_writer(void **state) {
   (void)state;
   lu_buf_t b = {0};
@@ -187,6 +246,7 @@ int main(void) {
       cmocka_unit_test(test_build_and_set),
       cmocka_unit_test(test_derived_ids),
       cmocka_unit_test(test_json_string_writer),
+      cmocka_unit_test(test_json_string_writer_paths),
       cmocka_unit_test(test_json_value_writer),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
