@@ -43,6 +43,29 @@ typedef struct evhead_s {
   const cJSON *context; /* copy business context from this root */
 } evhead_t;
 
+/* A string literal, its length folded. */
+#define PUT_LIT(b, lit) lu__buf_put((b), (lit), sizeof(lit) - 1)
+
+/* v in decimal at d (no NUL); its length. */
+static size_t put_uint(char d[24], uint64_t v) {
+  char t[24], *e = t + sizeof t, *q = e;
+  do *--q = (char)('0' + v % 10); while ((v /= 10));
+  size_t n = (size_t)(e - q);
+  memcpy(d, q, n);
+  return n;
+}
+
+/* a then b into buf (cap bytes), cut at cap - 1 bytes and NUL-terminated:
+ * what lu__fmt(buf, cap, "%s%s", a, b) gives, without its cost. */
+static void cat2(char *buf, size_t cap, const char *a, const char *b) {
+  size_t na = strlen(a), nb = strlen(b);
+  if (na > cap - 1) na = cap - 1;
+  memcpy(buf, a, na);
+  if (nb > cap - 1 - na) nb = cap - 1 - na;
+  memcpy(buf + na, b, nb);
+  buf[na + nb] = 0;
+}
+
 static size_t put_z(lu_buf_t *b, const char *s) {
   if (!s) return LU_NOFF;
   size_t off = b->len;
@@ -99,18 +122,22 @@ static lu_unit_t *unit_check(lu_unit_t *u) {
 static void put_business_context(lu_buf_t *b, const cJSON *root) {
   for (const cJSON *it = root ? root->child : NULL; it; it = it->next) {
     if (!it->string || lu__event_is_core_attr(it->string)) continue;
-    lu__buf_puts(b, ",");
+    PUT_LIT(b, ",");
     lu__buf_json_str(b, it->string, strlen(it->string));
-    lu__buf_puts(b, ":");
+    PUT_LIT(b, ":");
     lu__buf_json_value(b, it);
   }
 }
 
-static void put_attr(lu_buf_t *b, const char *name, const char *v) {
-  if (!v || !*v) return; /* CloudEvents: present means not empty */
-  lu__buf_puts(b, ",\"");
-  lu__buf_puts(b, name);
-  lu__buf_puts(b, "\":");
+/* `,"name":"v"`: name is a literal (its `,"name":` is folded by the
+ * compiler); nothing when v is absent or empty (CloudEvents: present
+ * means not empty). */
+#define PUT_ATTR(b, name, v) put_attr((b), ",\"" name "\":", \
+                                      sizeof ",\"" name "\":" - 1, (v))
+static void put_attr(lu_buf_t *b, const char *head, size_t hlen,
+                     const char *v) {
+  if (!v || !*v) return;
+  lu__buf_put(b, head, hlen);
   lu__buf_json_str(b, v, strlen(v));
 }
 
@@ -136,28 +163,28 @@ static void add_record(lu_unit_t *u, const evhead_t *h, const char *data_json,
   char tbuf[32];
   lu__rfc3339(lu__wall_ms(), tbuf);
   r->json = b->len;
-  lu__buf_puts(b, "{\"specversion\":\"1.0\"");
-  put_attr(b, "id", h->id);
-  put_attr(b, "source", h->source);
-  put_attr(b, "type", h->type);
-  put_attr(b, "subject", h->subject);
-  put_attr(b, "time", tbuf);
-  lu__buf_puts(b, ",\"datacontenttype\":\"application/json\"");
-  put_attr(b, "correlationid", h->corr);
-  put_attr(b, "causationid", h->caus);
+  PUT_LIT(b, "{\"specversion\":\"1.0\"");
+  PUT_ATTR(b, "id", h->id);
+  PUT_ATTR(b, "source", h->source);
+  PUT_ATTR(b, "type", h->type);
+  PUT_ATTR(b, "subject", h->subject);
+  PUT_ATTR(b, "time", tbuf);
+  PUT_LIT(b, ",\"datacontenttype\":\"application/json\"");
+  PUT_ATTR(b, "correlationid", h->corr);
+  PUT_ATTR(b, "causationid", h->caus);
   put_business_context(b, h->context);
-  put_attr(b, "shardid", h->shard);
-  put_attr(b, "function", h->fn);
+  PUT_ATTR(b, "shardid", h->shard);
+  PUT_ATTR(b, "function", h->fn);
   if (h->depth) {
-    char d[32];
-    lu__fmt(d, sizeof d, ",\"causationdepth\":%u", h->depth);
-    lu__buf_puts(b, d);
+    char d[24];
+    PUT_LIT(b, ",\"causationdepth\":");
+    lu__buf_put(b, d, put_uint(d, h->depth));
   }
   if (data_json) {
-    lu__buf_puts(b, ",\"data\":");
+    PUT_LIT(b, ",\"data\":");
     lu__buf_put(b, data_json, data_len);
   }
-  lu__buf_puts(b, "}");
+  PUT_LIT(b, "}");
   r->json_len = b->len - r->json;
   lu__buf_put(b, "", 1); /* NUL after the JSON */
   r->id = put_z(b, h->id);
@@ -275,7 +302,7 @@ void lu__outcome_id(const lu_event_t *ev, const char *fn, int failed,
                     char id[37], char *type, size_t tcap) {
   const char *parts[] = {ev->source, ev->id, fn, "Failed"};
   lu__derive_id(id, parts, failed ? 4 : 3);
-  lu__fmt(type, tcap, "%s%s", fn, failed ? "Failed" : "Completed");
+  cat2(type, tcap, fn, failed ? "Failed" : "Completed");
 }
 
 lu_unit_t *lu__outcome_failed(lu_where_t w, const lu_item_t *it,
@@ -286,11 +313,11 @@ lu_unit_t *lu__outcome_failed(lu_where_t w, const lu_item_t *it,
                           it->t_submit);
   if (!u) return NULL;
   u->once = it->once;
-  char id[37], type[256], subject[320], src[80], abuf[16];
+  char id[37], type[256], subject[320], src[80], abuf[24];
   lu__outcome_id(ev, name, 1, id, type, sizeof type);
-  lu__fmt(subject, sizeof subject, "function-result-%s", corr_of(ev));
-  lu__fmt(src, sizeof src, "lucent://fn/%s", name);
-  lu__fmt(abuf, sizeof abuf, "%u", it->attempts);
+  cat2(subject, sizeof subject, "function-result-", corr_of(ev));
+  cat2(src, sizeof src, "lucent://fn/", name);
+  abuf[put_uint(abuf, it->attempts)] = 0;
   lu_buf_t d = {0};
   lu__buf_puts(&d, "{\"reason\":");
   lu__buf_json_str(&d, reason, strlen(reason));
@@ -342,8 +369,8 @@ lu_unit_t *lu__outcome_completed(lu_where_t w, const lu_item_t *it,
   u->once = it->once;
   char id[37], type[256], subject[320], src[80];
   lu__outcome_id(ev, name, 0, id, type, sizeof type);
-  lu__fmt(subject, sizeof subject, "function-result-%s", corr_of(ev));
-  lu__fmt(src, sizeof src, "lucent://fn/%s", name);
+  cat2(subject, sizeof subject, "function-result-", corr_of(ev));
+  cat2(src, sizeof src, "lucent://fn/", name);
   size_t dlen;
   const char *dj = print_json(print, out->result, &dlen);
   if (!dj) {
@@ -363,8 +390,8 @@ lu_unit_t *lu__outcome_completed(lu_where_t w, const lu_item_t *it,
    * the pipeline (they must be exactly what is stored). */
   for (size_t i = 0; i < out->nemit && !u->text.oom; i++) {
     const lu_emit_t *e = &out->emit[i];
-    char eid[37], ibuf[16];
-    lu__fmt(ibuf, sizeof ibuf, "%zu", i);
+    char eid[37], ibuf[24];
+    ibuf[put_uint(ibuf, i)] = 0;
     const char *ep[] = {ev->source, ev->id, name, ibuf};
     lu__derive_id(eid, ep, 4);
     const char *ej = print_json(print, e->data, &dlen);
