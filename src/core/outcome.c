@@ -81,20 +81,48 @@ static const char *corr_of(const lu_event_t *ev) {
   return ev->correlationid ? ev->correlationid : ev->id;
 }
 
-static lu_unit_t *unit_new(lu_outcome_kind_t kind, int derived, int shard,
-                           uint64_t line, uint64_t t_submit) {
-  lu_unit_t *u = calloc(1, sizeof *u);
-  if (!u) return NULL;
+/* A unit reported already, from the deciding turn's spare list (which
+ * takes LU_UNIT_TAKE from the pool when it is empty), or NULL. */
+static lu_unit_t *unit_reuse(lu_where_t w) {
+  if (!w.spare) return NULL;
+  if (!*w.spare && w.pool &&
+      atomic_load_explicit(&w.pool->n, memory_order_relaxed)) {
+    lu_unitpool_t *p = w.pool;
+    pthread_mutex_lock(&p->lock);
+    lu_unit_t *first = p->head, *last = NULL;
+    size_t k = 0;
+    for (lu_unit_t *u = first; u && k < LU_UNIT_TAKE; u = u->next)
+      last = u, k++;
+    if (last) {
+      p->head = last->next;
+      last->next = NULL;
+      atomic_fetch_sub_explicit(&p->n, k, memory_order_relaxed);
+      *w.spare = first;
+    }
+    pthread_mutex_unlock(&p->lock);
+  }
+  lu_unit_t *u = *w.spare;
+  if (u) {
+    *w.spare = u->next;
+    u->next = NULL;
+  }
+  return u;
+}
+
+static lu_unit_t *unit_new(lu_where_t w, lu_outcome_kind_t kind,
+                           int derived, uint64_t line, uint64_t t_submit) {
+  lu_unit_t *u = unit_reuse(w);
+  if (!u && !(u = calloc(1, sizeof *u))) return NULL;
   u->kind = kind;
   u->derived = derived;
-  u->shard = shard;
+  u->shard = w.shard;
   u->line = line;
   u->t_submit = t_submit;
   u->ev_id = u->ev_type = u->reason = u->result = LU_NOFF;
   u->rec = u->inline1;
   u->caprec = sizeof u->inline1 / sizeof *u->inline1;
   if (lu__buf_reserve(&u->text, UNIT_TEXT_INITIAL)) {
-    free(u);
+    lu__unit_free(u);
     return NULL;
   }
   return u;
@@ -105,6 +133,56 @@ void lu__unit_free(lu_unit_t *u) {
   lu__buf_free(&u->text);
   if (u->rec != u->inline1) free(u->rec);
   free(u);
+}
+
+void lu__unit_free_list(lu_unit_t *u) {
+  while (u) {
+    lu_unit_t *next = u->next;
+    lu__unit_free(u);
+    u = next;
+  }
+}
+
+/* A unit's text larger than this is not kept for reuse: a rare large
+ * outcome must not pin its memory for the pool's lifetime. */
+#define UNIT_TEXT_KEEP (16 * 1024)
+
+void lu__unit_recycle(lu_unitpool_t *pool, lu_unit_t *const *units,
+                      size_t nu) {
+  lu_unit_t *head = NULL, *tail = NULL;
+  size_t k = 0;
+  size_t room = pool->max - atomic_load_explicit(&pool->n,
+                                                 memory_order_relaxed);
+  for (size_t i = 0; i < nu; i++) {
+    lu_unit_t *u = units[i];
+    if (k >= room || u->text.oom || u->text.cap > UNIT_TEXT_KEEP) {
+      lu__unit_free(u);
+      continue;
+    }
+    /* As calloc left it, but for the text buffer's memory. */
+    lu_buf_t text = u->text;
+    if (u->rec != u->inline1) free(u->rec);
+    memset(u, 0, sizeof *u);
+    text.len = 0;
+    u->text = text;
+    if (tail) tail->next = u;
+    else head = u;
+    tail = u;
+    k++;
+  }
+  if (!head) return;
+  pthread_mutex_lock(&pool->lock);
+  /* Others may have given units back since room was read. */
+  size_t n = atomic_load_explicit(&pool->n, memory_order_relaxed);
+  if (n + k > pool->max) {
+    pthread_mutex_unlock(&pool->lock);
+    lu__unit_free_list(head);
+    return;
+  }
+  tail->next = pool->head;
+  pool->head = head;
+  atomic_store_explicit(&pool->n, n + k, memory_order_relaxed);
+  pthread_mutex_unlock(&pool->lock);
 }
 
 /* A unit that ran out of memory while being built: freed, NULL. */
@@ -206,8 +284,7 @@ lu_unit_t *lu__outcome_rejected(lu_where_t w, int derived,
                                 uint64_t t_submit, const char *raw,
                                 size_t len, size_t max_bytes,
                                 const lu_event_t *ev, const char *reason) {
-  lu_unit_t *u = unit_new(LU_OUTCOME_REJECTED, derived, w.shard, line,
-                          t_submit);
+  lu_unit_t *u = unit_new(w, LU_OUTCOME_REJECTED, derived, line, t_submit);
   if (!u) return NULL;
   char lbuf[24], id[37];
   lu__fmt(lbuf, sizeof lbuf, "%" PRIu64, line);
@@ -266,7 +343,7 @@ lu_unit_t *lu__outcome_rejected(lu_where_t w, int derived,
 lu_unit_t *lu__outcome_dead(lu_where_t w, const lu_item_t *it,
                             const char *reason, unsigned attempts) {
   const lu_event_t *ev = it->ev;
-  lu_unit_t *u = unit_new(LU_OUTCOME_DEAD_LETTERED, it->derived, w.shard,
+  lu_unit_t *u = unit_new(w, LU_OUTCOME_DEAD_LETTERED, it->derived,
                           it->line, it->t_submit);
   if (!u) return NULL;
   u->once = it->once;
@@ -309,7 +386,7 @@ lu_unit_t *lu__outcome_failed(lu_where_t w, const lu_item_t *it,
                               const char *reason, uint64_t exec_ns) {
   const lu_event_t *ev = it->ev;
   const char *name = it->fn->fn->name;
-  lu_unit_t *u = unit_new(LU_OUTCOME_FAILED, it->derived, w.shard, it->line,
+  lu_unit_t *u = unit_new(w, LU_OUTCOME_FAILED, it->derived, it->line,
                           it->t_submit);
   if (!u) return NULL;
   u->once = it->once;
@@ -363,8 +440,8 @@ lu_unit_t *lu__outcome_completed(lu_where_t w, const lu_item_t *it,
   const lu_event_t *ev = it->ev;
   const char *name = it->fn->fn->name;
   *nkids = 0;
-  lu_unit_t *u = unit_new(LU_OUTCOME_COMPLETED, it->derived, w.shard,
-                          it->line, it->t_submit);
+  lu_unit_t *u = unit_new(w, LU_OUTCOME_COMPLETED, it->derived, it->line,
+                          it->t_submit);
   if (!u) return NULL;
   u->once = it->once;
   char id[37], type[256], subject[320], src[80];

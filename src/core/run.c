@@ -57,8 +57,9 @@ static const char *corr_of(const lu_event_t *ev) {
   return ev->correlationid ? ev->correlationid : ev->id;
 }
 
-static lu_where_t where(const lu_shard_t *s) {
-  return (lu_where_t){(int)s->idx, s->id};
+/* Where the turn holder decides: it builds outcomes in its spare units. */
+static lu_where_t where(lu_shard_t *s) {
+  return (lu_where_t){(int)s->idx, s->id, &s->spare, &s->m->writer.units};
 }
 
 /* LU_RUN_EXECUTED: the item's done hears its outcome now, before the
@@ -610,7 +611,9 @@ int lu__run_abandon(lu_shard_t *s, uint64_t now, lu_unit_t **unit,
           fe->timeout_ms, s->id);
   /* Read while the function may still read the event: both only read. */
   lu_unit_t *u;
-  while (!(u = lu__outcome_dead(where(s), it, why, it->attempts))) {
+  /* Not the turn's holder: no spare units. */
+  lu_where_t w = {(int)s->idx, s->id, NULL, NULL};
+  while (!(u = lu__outcome_dead(w, it, why, it->attempts))) {
     struct timespec ts = {0, 10 * 1000000L}; /* no memory: wait for some */
     nanosleep(&ts, NULL);
   }
