@@ -40,7 +40,7 @@
 typedef struct evhead_s {
   const char *id, *type, *source, *subject, *corr, *caus, *shard, *fn;
   unsigned depth;
-  const cJSON *context; /* copy business context from this root */
+  const lu_event_t *context; /* copy business context from this event */
 } evhead_t;
 
 /* A string literal, its length folded. */
@@ -194,17 +194,26 @@ static lu_unit_t *unit_check(lu_unit_t *u) {
   return u;
 }
 
-/* Appends `,"name":value` for each business-context attribute of root
- * (any top-level attribute that is not CloudEvents core or
- * lucent-managed). */
-static void put_business_context(lu_buf_t *b, const cJSON *root) {
-  for (const cJSON *it = root ? root->child : NULL; it; it = it->next) {
-    if (!it->string || lu__event_is_core_attr(it->string)) continue;
-    PUT_LIT(b, ",");
-    lu__buf_json_str(b, it->string, strlen(it->string));
-    PUT_LIT(b, ":");
-    lu__buf_json_value(b, it);
+static void put_context_attr(lu_buf_t *b, const cJSON *it) {
+  PUT_LIT(b, ",");
+  lu__buf_json_str(b, it->string, strlen(it->string));
+  PUT_LIT(b, ":");
+  lu__buf_json_value(b, it);
+}
+
+/* Appends `,"name":value` for each business-context attribute of ev (any
+ * top-level attribute that is not CloudEvents core or lucent-managed):
+ * the ones its index found, or all of them found again when there were
+ * too many to keep. */
+static void put_business_context(lu_buf_t *b, const lu_event_t *ev) {
+  if (!ev) return;
+  if (ev->nctx <= LU_EVENT_CTX) {
+    for (size_t i = 0; i < ev->nctx; i++) put_context_attr(b, ev->ctx[i]);
+    return;
   }
+  for (const cJSON *it = ev->root ? ev->root->child : NULL; it; it = it->next)
+    if (it->string && !lu__event_is_core_attr(it->string))
+      put_context_attr(b, it);
 }
 
 /* `,"name":"v"`: name is a literal (its `,"name":` is folded by the
@@ -331,7 +340,7 @@ lu_unit_t *lu__outcome_rejected(lu_where_t w, int derived,
                 .corr = ev ? corr_of(ev) : NULL,
                 .caus = ev ? ev->id : NULL,
                 .shard = w.id,
-                .context = ev ? ev->root : NULL};
+                .context = ev};
   if (data.oom) u->text.oom = 1;
   else add_record(u, &h, data.p, data.len);
   lu__buf_free(&data);
@@ -365,7 +374,7 @@ lu_unit_t *lu__outcome_dead(lu_where_t w, const lu_item_t *it,
                 .corr = corr_of(ev),
                 .caus = ev->id,
                 .shard = w.id,
-                .context = ev->root};
+                .context = ev};
   if (data.oom || !evjson) u->text.oom = 1;
   else add_record(u, &h, data.p, data.len);
   lu__buf_free(&data);
@@ -407,7 +416,7 @@ lu_unit_t *lu__outcome_failed(lu_where_t w, const lu_item_t *it,
   lu__buf_puts(&d, "}}");
   evhead_t h = {.id = id, .type = type, .source = src, .subject = subject,
                 .corr = corr_of(ev), .caus = ev->id, .shard = w.id,
-                .fn = name, .context = ev->root};
+                .fn = name, .context = ev};
   if (d.oom) u->text.oom = 1;
   else add_record(u, &h, d.p, d.len);
   lu__buf_free(&d);
@@ -456,7 +465,7 @@ lu_unit_t *lu__outcome_completed(lu_where_t w, const lu_item_t *it,
   }
   evhead_t h = {.id = id, .type = type, .source = src, .subject = subject,
                 .corr = corr_of(ev), .caus = ev->id, .shard = w.id,
-                .fn = name, .context = ev->root};
+                .fn = name, .context = ev};
   add_record(u, &h, dj, dlen);
   u->result = u->text.len;
   u->result_len = dlen;
@@ -479,7 +488,7 @@ lu_unit_t *lu__outcome_completed(lu_where_t w, const lu_item_t *it,
     evhead_t eh = {.id = eid, .type = e->type, .source = src,
                    .subject = e->subject ? e->subject : ev->subject,
                    .corr = corr_of(ev), .caus = ev->id, .shard = w.id,
-                   .fn = name, .depth = ev->depth + 1, .context = ev->root};
+                   .fn = name, .depth = ev->depth + 1, .context = ev};
     size_t before = u->nrec;
     add_record(u, &eh, ej, dlen);
     if (u->text.oom) break;
