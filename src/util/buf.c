@@ -72,10 +72,16 @@ static inline int json_notable8(uint64_t w) {
 /* How many leading bytes of p[0..n) are copied as they are. */
 static size_t json_plain_prefix(const unsigned char *p, size_t n) {
   size_t i = 0;
+  uint64_t w;
   for (; i + 8 <= n; i += 8) {
-    uint64_t w;
     memcpy(&w, p + i, 8);
     if (json_notable8(w)) break;
+  }
+  /* The last few bytes of a string of eight or more: its last eight at
+   * once (some looked at twice). */
+  if (i < n && i + 8 > n && n >= 8) {
+    memcpy(&w, p + n - 8, 8);
+    if (!json_notable8(w)) return n;
   }
   while (i < n && p[i] >= 0x20 && p[i] < 0x80 && p[i] != '"' && p[i] != '\\')
     i++;
