@@ -33,26 +33,51 @@
 
 #include "internal.h"
 
-/* The CloudEvents core attributes and the ones lucent manages: not
- * business context.  Called for every attribute of every input when its
- * result is written, so it dispatches on the first byte instead of
- * comparing against all fifteen names. */
-int lu__event_is_core_attr(const char *n) {
-  switch (n[0]) {
-    case 'c':
-      return !strcmp(n, "correlationid") || !strcmp(n, "causationid") ||
-             !strcmp(n, "causationdepth");
-    case 'd':
-      return !strcmp(n, "data") || !strcmp(n, "datacontenttype") ||
-             !strcmp(n, "dataschema") || !strcmp(n, "data_base64");
-    case 'f': return !strcmp(n, "function");
-    case 'i': return !strcmp(n, "id");
-    case 's':
-      return !strcmp(n, "specversion") || !strcmp(n, "source") ||
-             !strcmp(n, "subject") || !strcmp(n, "shardid");
-    case 't': return !strcmp(n, "type") || !strcmp(n, "time");
-    default: return 0;
+/* What an attribute's name is to lucent: a CloudEvents core attribute,
+ * one lucent manages, or business context (A_OTHER).  One switch on the
+ * length and one compare per name: every attribute of every input is
+ * classified once, when it is parsed. */
+enum {
+  A_OTHER, A_ID, A_TYPE, A_SOURCE, A_SUBJECT, A_TIME, A_SPECVERSION,
+  A_CORRELATIONID, A_CAUSATIONID, A_CAUSATIONDEPTH, A_DATA, A_DATA_BASE64,
+  A_DATACONTENTTYPE, A_DATASCHEMA, A_FUNCTION, A_SHARDID
+};
+
+static int attr_class(const char *k, size_t n) {
+#define IS(lit) (memcmp(k, lit, sizeof lit - 1) == 0)
+  switch (n) {
+    case 2: return IS("id") ? A_ID : A_OTHER;
+    case 4:
+      return IS("type") ? A_TYPE : IS("time") ? A_TIME
+           : IS("data") ? A_DATA : A_OTHER;
+    case 6: return IS("source") ? A_SOURCE : A_OTHER;
+    case 7:
+      return IS("subject") ? A_SUBJECT : IS("shardid") ? A_SHARDID : A_OTHER;
+    case 8: return IS("function") ? A_FUNCTION : A_OTHER;
+    case 10: return IS("dataschema") ? A_DATASCHEMA : A_OTHER;
+    case 11:
+      return IS("specversion") ? A_SPECVERSION
+           : IS("causationid") ? A_CAUSATIONID
+           : IS("data_base64") ? A_DATA_BASE64 : A_OTHER;
+    case 13: return IS("correlationid") ? A_CORRELATIONID : A_OTHER;
+    case 14: return IS("causationdepth") ? A_CAUSATIONDEPTH : A_OTHER;
+    case 15: return IS("datacontenttype") ? A_DATACONTENTTYPE : A_OTHER;
+    default: return A_OTHER;
   }
+#undef IS
+}
+
+/* Must an attribute of this class be a string (CloudEvents core, and the
+ * ones lucent manages and reads as strings)? */
+static int string_class(int c) {
+  return c != A_OTHER && c != A_CAUSATIONDEPTH && c != A_DATA &&
+         c != A_DATA_BASE64;
+}
+
+/* The CloudEvents core attributes and the ones lucent manages: not
+ * business context. */
+int lu__event_is_core_attr(const char *n) {
+  return attr_class(n, strlen(n)) != A_OTHER;
 }
 
 static const char *str_attr(const cJSON *root, const char *name) {
@@ -60,44 +85,51 @@ static const char *str_attr(const cJSON *root, const char *name) {
   return cJSON_IsString(it) ? it->valuestring : NULL;
 }
 
-void lu__event_index(lu_event_t *ev) {
-  const cJSON *r = ev->root;
+/* Indexes one top-level attribute of class c (lu__event_index). */
+static void index_attr(lu_event_t *ev, const cJSON *it, int c) {
+  if (c == A_OTHER) {
+    if (ev->nctx < LU_EVENT_CTX) ev->ctx[ev->nctx] = it;
+    ev->nctx++; /* past LU_EVENT_CTX, outcome.c walks root for them */
+    return;
+  }
+  if (c == A_DATA) {
+    ev->data = it;
+    return;
+  }
+  if (c == A_CAUSATIONDEPTH) {
+    if (cJSON_IsNumber(it) && it->valuedouble >= 0 && it->valuedouble < 1e6)
+      ev->depth = (unsigned)it->valuedouble;
+    return;
+  }
+  if (!cJSON_IsString(it)) return;
+  const char *v = it->valuestring;
+  switch (c) {
+    case A_ID: ev->id = v; break;
+    case A_TYPE: ev->type = v; break;
+    case A_TIME: ev->time = v; break;
+    case A_SOURCE: ev->source = v; break;
+    case A_SUBJECT: ev->subject = v; break;
+    case A_CORRELATIONID: ev->correlationid = v; break;
+    case A_CAUSATIONID: ev->causationid = v; break;
+    default: break;
+  }
+}
+
+static void index_reset(lu_event_t *ev) {
   ev->id = ev->type = ev->source = ev->subject = ev->time = NULL;
   ev->correlationid = ev->causationid = NULL;
   ev->data = NULL;
   ev->depth = 0;
+  ev->nctx = 0;
+}
+
+void lu__event_index(lu_event_t *ev) {
+  index_reset(ev);
   /* One pass over the top level instead of one lookup per attribute. */
-  for (const cJSON *it = r ? r->child : NULL; it; it = it->next) {
-    const char *k = it->string;
-    if (!k) continue;
-    if (k[0] == 'd' && strcmp(k, "data") == 0) {
-      ev->data = it;
-      continue;
-    }
-    if (k[0] == 'c' && strcmp(k, "causationdepth") == 0) {
-      if (cJSON_IsNumber(it) && it->valuedouble >= 0 && it->valuedouble < 1e6)
-        ev->depth = (unsigned)it->valuedouble;
-      continue;
-    }
-    if (!cJSON_IsString(it)) continue;
-    const char *v = it->valuestring;
-    switch (k[0]) {
-      case 'i': if (strcmp(k, "id") == 0) ev->id = v; break;
-      case 't':
-        if (strcmp(k, "type") == 0) ev->type = v;
-        else if (strcmp(k, "time") == 0) ev->time = v;
-        break;
-      case 's':
-        if (strcmp(k, "source") == 0) ev->source = v;
-        else if (strcmp(k, "subject") == 0) ev->subject = v;
-        break;
-      case 'c':
-        if (strcmp(k, "correlationid") == 0) ev->correlationid = v;
-        else if (strcmp(k, "causationid") == 0) ev->causationid = v;
-        break;
-      default: break;
-    }
-  }
+  for (const cJSON *it = ev->root ? ev->root->child : NULL; it;
+       it = it->next)
+    if (it->string) index_attr(ev, it, attr_class(it->string,
+                                                   strlen(it->string)));
 }
 
 /* Turns a byte offset into "line L column C" (1-based) for messages. */
@@ -230,24 +262,6 @@ static void compact_lines(char *s, size_t *len) {
   *len = w;
 }
 
-/* Must this attribute's value be a string (CloudEvents core, and the ones
- * lucent manages and reads as strings)? */
-static int string_attr(const char *n) {
-  switch (n[0]) {
-    case 'c':
-      return !strcmp(n, "correlationid") || !strcmp(n, "causationid");
-    case 'd':
-      return !strcmp(n, "datacontenttype") || !strcmp(n, "dataschema");
-    case 'f': return !strcmp(n, "function");
-    case 'i': return !strcmp(n, "id");
-    case 's':
-      return !strcmp(n, "specversion") || !strcmp(n, "source") ||
-             !strcmp(n, "subject") || !strcmp(n, "shardid");
-    case 't': return !strcmp(n, "type") || !strcmp(n, "time");
-    default: return 0;
-  }
-}
-
 static int cmp_name(const void *a, const void *b) {
   return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
@@ -285,72 +299,123 @@ static const char *duplicate_name(const cJSON *root, size_t n, int *oom) {
   return dup;
 }
 
+/* What one pass over an input's top-level attributes finds: the event
+ * indexed (as lu__event_index does) and what check_attrs reports. */
+typedef struct attr_scan_s {
+  const cJSON *spec; /* the first specversion */
+  const cJSON *bad;  /* the first attribute refused, why says why */
+  int why;
+  int data, b64;
+  size_t n;          /* attributes */
+  const char *dup;   /* the first name seen twice (n <= 32) */
+} attr_scan_t;
+
+enum { BAD_B64 = 1, BAD_NAME, BAD_NOT_STRING, BAD_EMPTY_SUBJECT,
+       BAD_NUMBER, BAD_COMPOUND };
+
 /* Attribute names and values as CloudEvents 1.0 defines them (the JSON
- * format's type system mapping): see the top of this file. */
-static int check_attrs(const cJSON *root, char *err, size_t errlen) {
-  size_t n = 0;
-  int data = 0, b64 = 0;
-  for (const cJSON *it = root->child; it; it = it->next, n++) {
+ * format's type system mapping): see the top of this file.  0, or BAD_*
+ * for an attribute of class c. */
+static int attr_verdict(const cJSON *it, const char *k, size_t klen, int c,
+                        attr_scan_t *sc) {
+  if (c == A_DATA) {
+    sc->data = 1;
+    return 0;
+  }
+  if (c == A_DATA_BASE64) {
+    sc->b64 = 1;
+    return cJSON_IsString(it) || cJSON_IsNull(it) ? 0 : BAD_B64;
+  }
+  if (!lu__ce_attr_name_ok(k, klen)) return BAD_NAME;
+  if (cJSON_IsNull(it)) return 0; /* the JSON format: null = absent */
+  if (string_class(c)) {
+    if (!cJSON_IsString(it)) return BAD_NOT_STRING;
+    return !it->valuestring[0] && c == A_SUBJECT ? BAD_EMPTY_SUBJECT : 0;
+  }
+  if (cJSON_IsString(it) || cJSON_IsBool(it)) return 0;
+  if (cJSON_IsNumber(it)) {
+    double d = it->valuedouble;
+    return d == floor(d) && d >= -2147483648.0 && d <= 2147483647.0
+               ? 0 : BAD_NUMBER;
+  }
+  return BAD_COMPOUND;
+}
+
+/* The pass: each name's length and class found once, for the index, the
+ * checks and the duplicate search (pairs compared by length and first
+ * byte before the bytes: with a dozen attributes, that spares ~60 string
+ * compares per event). */
+static void scan_attrs(lu_event_t *ev, attr_scan_t *sc) {
+  uint32_t sig[32];
+  const char *nm[32];
+  memset(sc, 0, sizeof *sc);
+  index_reset(ev);
+  for (const cJSON *it = ev->root->child; it; it = it->next, sc->n++) {
     const char *k = it->string;
-    if (k[0] == 'd' && !strcmp(k, "data")) {
-      data = 1;
-      continue;
+    size_t klen = strlen(k);
+    int c = attr_class(k, klen);
+    index_attr(ev, it, c);
+    if (c == A_SPECVERSION && !sc->spec) sc->spec = it;
+    if (!sc->bad && (sc->why = attr_verdict(it, k, klen, c, sc)))
+      sc->bad = it;
+    size_t i = sc->n;
+    if (i < 32) {
+      nm[i] = k;
+      sig[i] = (uint32_t)klen << 8 | (unsigned char)k[0];
+      for (size_t j = 0; j < i && !sc->dup; j++)
+        if (sig[j] == sig[i] && !strcmp(nm[j], k)) sc->dup = k;
     }
-    if (k[0] == 'd' && !strcmp(k, "data_base64")) {
-      b64 = 1;
-      if (!cJSON_IsString(it) && !cJSON_IsNull(it)) {
-        if (err) lu__fmt(err, errlen, "data_base64 must be a string");
-        return LU_EINVAL;
-      }
-      continue;
-    }
-    if (!lu__ce_attr_name_ok(k, strlen(k))) {
-      if (err)
+  }
+}
+
+/* What check_attrs says of a scanned event: the first attribute refused,
+ * else data with data_base64, else a name seen twice. */
+static int check_attrs(const lu_event_t *ev, const attr_scan_t *sc,
+                       char *err, size_t errlen) {
+  if (sc->bad) {
+    const char *k = sc->bad->string;
+    if (err) switch (sc->why) {
+      case BAD_B64:
+        lu__fmt(err, errlen, "data_base64 must be a string");
+        break;
+      case BAD_NAME:
         lu__fmt(err, errlen,
                 "invalid attribute name '%.64s': CloudEvents attribute "
                 "names are 1 to 20 lowercase letters (a-z) or digits (0-9)",
                 k);
-      return LU_EINVAL;
-    }
-    if (cJSON_IsNull(it)) continue; /* the JSON format: null = absent */
-    if (string_attr(k)) {
-      if (!cJSON_IsString(it)) {
-        if (err) lu__fmt(err, errlen, "attribute '%s' must be a string", k);
-        return LU_EINVAL;
-      }
-      if (!it->valuestring[0] && !strcmp(k, "subject")) {
-        if (err)
-          lu__fmt(err, errlen, "attribute 'subject' must not be empty");
-        return LU_EINVAL;
-      }
-      continue;
-    }
-    if (cJSON_IsString(it) || cJSON_IsBool(it)) continue;
-    if (cJSON_IsNumber(it)) {
-      double d = it->valuedouble;
-      if (d == floor(d) && d >= -2147483648.0 && d <= 2147483647.0) continue;
-      if (err)
+        break;
+      case BAD_NOT_STRING:
+        lu__fmt(err, errlen, "attribute '%s' must be a string", k);
+        break;
+      case BAD_EMPTY_SUBJECT:
+        lu__fmt(err, errlen, "attribute 'subject' must not be empty");
+        break;
+      case BAD_NUMBER:
         lu__fmt(err, errlen,
                 "attribute '%s' is the number %.17g: a CloudEvents integer "
                 "is a whole number within 32 bits (send other numbers as "
-                "strings)", k, d);
-      return LU_EINVAL;
+                "strings)", k, sc->bad->valuedouble);
+        break;
+      default:
+        lu__fmt(err, errlen,
+                "attribute '%s' is %s: attribute values are strings, "
+                "booleans or integers (an object or array belongs in data)",
+                k, cJSON_IsArray(sc->bad) ? "an array" : "an object");
+        break;
     }
-    if (err)
-      lu__fmt(err, errlen,
-              "attribute '%s' is %s: attribute values are strings, "
-              "booleans or integers (an object or array belongs in data)",
-              k, cJSON_IsArray(it) ? "an array" : "an object");
     return LU_EINVAL;
   }
-  if (data && b64) {
+  if (sc->data && sc->b64) {
     if (err)
       lu__fmt(err, errlen, "an event has data or data_base64, not both");
     return LU_EINVAL;
   }
-  int oom;
-  const char *dup = duplicate_name(root, n, &oom);
-  if (oom) return LU_ENOMEM;
+  const char *dup = sc->dup;
+  if (sc->n > 32) {
+    int oom;
+    dup = duplicate_name(ev->root, sc->n, &oom);
+    if (oom) return LU_ENOMEM;
+  }
   if (dup) {
     if (err)
       lu__fmt(err, errlen, "attribute '%.64s' appears more than once", dup);
@@ -445,22 +510,24 @@ int lu_event_parse(lu_event_t **out, const char *json, size_t len, char *err,
     if (err) lu__fmt(err, errlen, "an event must be a JSON object");
     rc = LU_EINVAL;
   }
-  /* One pass finds the attributes; the slow lookups only say what is
-   * wrong with one that is missing or not a string. */
-  if (!rc) lu__event_index(ev);
+  /* One pass finds the attributes and what is wrong with them, reported
+   * in this order; the slow lookups only say what is wrong with one that
+   * is missing or not a string. */
+  attr_scan_t sc;
+  if (!rc) scan_attrs(ev, &sc);
   if (!rc && !(ev->id && *ev->id)) rc = check_attr(root, "id", err, errlen);
   if (!rc && !(ev->type && *ev->type))
     rc = check_attr(root, "type", err, errlen);
   if (!rc && !(ev->source && *ev->source))
     rc = check_attr(root, "source", err, errlen);
   if (!rc) {
-    const cJSON *sv = cJSON_GetObjectItemCaseSensitive(root, "specversion");
+    const cJSON *sv = sc.spec;
     if (sv && !(cJSON_IsString(sv) && strcmp(sv->valuestring, "1.0") == 0)) {
       if (err) lu__fmt(err, errlen, "unsupported specversion (want \"1.0\")");
       rc = LU_EINVAL;
     }
   }
-  if (!rc) rc = check_attrs(root, err, errlen);
+  if (!rc) rc = check_attrs(ev, &sc, err, errlen);
   if (!rc) compact_lines(ev->raw, &ev->raw_len);
   if (rc) {
     lu_event_free(ev);

@@ -22,6 +22,7 @@
 
 /* ---- event.c ---------------------------------------------------------- */
 
+#define LU_EVENT_CTX 8
 struct lu_event_s {
   char *raw;          /* JSON text, NUL-terminated (owned); NULL = stale */
   size_t raw_len;
@@ -31,6 +32,11 @@ struct lu_event_s {
   const char *correlationid, *causationid;
   const cJSON *data;
   unsigned depth;     /* causation depth ("causationdepth" extension) */
+  /* The business context (attributes neither CloudEvents core nor
+   * lucent's), in order: ctx[0..nctx) while nctx <= LU_EVENT_CTX; past
+   * that, found by walking root (lu__event_is_core_attr). */
+  size_t nctx;
+  const cJSON *ctx[LU_EVENT_CTX];
 };
 
 /** Re-reads the cached attribute pointers after root changed. */

@@ -40,8 +40,31 @@
 typedef struct evhead_s {
   const char *id, *type, *source, *subject, *corr, *caus, *shard, *fn;
   unsigned depth;
-  const cJSON *context; /* copy business context from this root */
+  const lu_event_t *context; /* copy business context from this event */
 } evhead_t;
+
+/* A string literal, its length folded. */
+#define PUT_LIT(b, lit) lu__buf_put((b), (lit), sizeof(lit) - 1)
+
+/* v in decimal at d (no NUL); its length. */
+static size_t put_uint(char d[24], uint64_t v) {
+  char t[24], *e = t + sizeof t, *q = e;
+  do *--q = (char)('0' + v % 10); while ((v /= 10));
+  size_t n = (size_t)(e - q);
+  memcpy(d, q, n);
+  return n;
+}
+
+/* a then b into buf (cap bytes), cut at cap - 1 bytes and NUL-terminated:
+ * what lu__fmt(buf, cap, "%s%s", a, b) gives, without its cost. */
+static void cat2(char *buf, size_t cap, const char *a, const char *b) {
+  size_t na = strlen(a), nb = strlen(b);
+  if (na > cap - 1) na = cap - 1;
+  memcpy(buf, a, na);
+  if (nb > cap - 1 - na) nb = cap - 1 - na;
+  memcpy(buf + na, b, nb);
+  buf[na + nb] = 0;
+}
 
 static size_t put_z(lu_buf_t *b, const char *s) {
   if (!s) return LU_NOFF;
@@ -58,20 +81,48 @@ static const char *corr_of(const lu_event_t *ev) {
   return ev->correlationid ? ev->correlationid : ev->id;
 }
 
-static lu_unit_t *unit_new(lu_outcome_kind_t kind, int derived, int shard,
-                           uint64_t line, uint64_t t_submit) {
-  lu_unit_t *u = calloc(1, sizeof *u);
-  if (!u) return NULL;
+/* A unit reported already, from the deciding turn's spare list (which
+ * takes LU_UNIT_TAKE from the pool when it is empty), or NULL. */
+static lu_unit_t *unit_reuse(lu_where_t w) {
+  if (!w.spare) return NULL;
+  if (!*w.spare && w.pool &&
+      atomic_load_explicit(&w.pool->n, memory_order_relaxed)) {
+    lu_unitpool_t *p = w.pool;
+    pthread_mutex_lock(&p->lock);
+    lu_unit_t *first = p->head, *last = NULL;
+    size_t k = 0;
+    for (lu_unit_t *u = first; u && k < LU_UNIT_TAKE; u = u->next)
+      last = u, k++;
+    if (last) {
+      p->head = last->next;
+      last->next = NULL;
+      atomic_fetch_sub_explicit(&p->n, k, memory_order_relaxed);
+      *w.spare = first;
+    }
+    pthread_mutex_unlock(&p->lock);
+  }
+  lu_unit_t *u = *w.spare;
+  if (u) {
+    *w.spare = u->next;
+    u->next = NULL;
+  }
+  return u;
+}
+
+static lu_unit_t *unit_new(lu_where_t w, lu_outcome_kind_t kind,
+                           int derived, uint64_t line, uint64_t t_submit) {
+  lu_unit_t *u = unit_reuse(w);
+  if (!u && !(u = calloc(1, sizeof *u))) return NULL;
   u->kind = kind;
   u->derived = derived;
-  u->shard = shard;
+  u->shard = w.shard;
   u->line = line;
   u->t_submit = t_submit;
   u->ev_id = u->ev_type = u->reason = u->result = LU_NOFF;
   u->rec = u->inline1;
   u->caprec = sizeof u->inline1 / sizeof *u->inline1;
   if (lu__buf_reserve(&u->text, UNIT_TEXT_INITIAL)) {
-    free(u);
+    lu__unit_free(u);
     return NULL;
   }
   return u;
@@ -84,6 +135,56 @@ void lu__unit_free(lu_unit_t *u) {
   free(u);
 }
 
+void lu__unit_free_list(lu_unit_t *u) {
+  while (u) {
+    lu_unit_t *next = u->next;
+    lu__unit_free(u);
+    u = next;
+  }
+}
+
+/* A unit's text larger than this is not kept for reuse: a rare large
+ * outcome must not pin its memory for the pool's lifetime. */
+#define UNIT_TEXT_KEEP (16 * 1024)
+
+void lu__unit_recycle(lu_unitpool_t *pool, lu_unit_t *const *units,
+                      size_t nu) {
+  lu_unit_t *head = NULL, *tail = NULL;
+  size_t k = 0;
+  size_t room = pool->max - atomic_load_explicit(&pool->n,
+                                                 memory_order_relaxed);
+  for (size_t i = 0; i < nu; i++) {
+    lu_unit_t *u = units[i];
+    if (k >= room || u->text.oom || u->text.cap > UNIT_TEXT_KEEP) {
+      lu__unit_free(u);
+      continue;
+    }
+    /* As calloc left it, but for the text buffer's memory. */
+    lu_buf_t text = u->text;
+    if (u->rec != u->inline1) free(u->rec);
+    memset(u, 0, sizeof *u);
+    text.len = 0;
+    u->text = text;
+    if (tail) tail->next = u;
+    else head = u;
+    tail = u;
+    k++;
+  }
+  if (!head) return;
+  pthread_mutex_lock(&pool->lock);
+  /* Others may have given units back since room was read. */
+  size_t n = atomic_load_explicit(&pool->n, memory_order_relaxed);
+  if (n + k > pool->max) {
+    pthread_mutex_unlock(&pool->lock);
+    lu__unit_free_list(head);
+    return;
+  }
+  tail->next = pool->head;
+  pool->head = head;
+  atomic_store_explicit(&pool->n, n + k, memory_order_relaxed);
+  pthread_mutex_unlock(&pool->lock);
+}
+
 /* A unit that ran out of memory while being built: freed, NULL. */
 static lu_unit_t *unit_check(lu_unit_t *u) {
   if (u && u->text.oom) {
@@ -93,24 +194,37 @@ static lu_unit_t *unit_check(lu_unit_t *u) {
   return u;
 }
 
-/* Appends `,"name":value` for each business-context attribute of root
- * (any top-level attribute that is not CloudEvents core or
- * lucent-managed). */
-static void put_business_context(lu_buf_t *b, const cJSON *root) {
-  for (const cJSON *it = root ? root->child : NULL; it; it = it->next) {
-    if (!it->string || lu__event_is_core_attr(it->string)) continue;
-    lu__buf_puts(b, ",");
-    lu__buf_json_str(b, it->string, strlen(it->string));
-    lu__buf_puts(b, ":");
-    lu__buf_json_value(b, it);
-  }
+static void put_context_attr(lu_buf_t *b, const cJSON *it) {
+  PUT_LIT(b, ",");
+  lu__buf_json_str(b, it->string, strlen(it->string));
+  PUT_LIT(b, ":");
+  lu__buf_json_value(b, it);
 }
 
-static void put_attr(lu_buf_t *b, const char *name, const char *v) {
-  if (!v || !*v) return; /* CloudEvents: present means not empty */
-  lu__buf_puts(b, ",\"");
-  lu__buf_puts(b, name);
-  lu__buf_puts(b, "\":");
+/* Appends `,"name":value` for each business-context attribute of ev (any
+ * top-level attribute that is not CloudEvents core or lucent-managed):
+ * the ones its index found, or all of them found again when there were
+ * too many to keep. */
+static void put_business_context(lu_buf_t *b, const lu_event_t *ev) {
+  if (!ev) return;
+  if (ev->nctx <= LU_EVENT_CTX) {
+    for (size_t i = 0; i < ev->nctx; i++) put_context_attr(b, ev->ctx[i]);
+    return;
+  }
+  for (const cJSON *it = ev->root ? ev->root->child : NULL; it; it = it->next)
+    if (it->string && !lu__event_is_core_attr(it->string))
+      put_context_attr(b, it);
+}
+
+/* `,"name":"v"`: name is a literal (its `,"name":` is folded by the
+ * compiler); nothing when v is absent or empty (CloudEvents: present
+ * means not empty). */
+#define PUT_ATTR(b, name, v) put_attr((b), ",\"" name "\":", \
+                                      sizeof ",\"" name "\":" - 1, (v))
+static void put_attr(lu_buf_t *b, const char *head, size_t hlen,
+                     const char *v) {
+  if (!v || !*v) return;
+  lu__buf_put(b, head, hlen);
   lu__buf_json_str(b, v, strlen(v));
 }
 
@@ -136,28 +250,28 @@ static void add_record(lu_unit_t *u, const evhead_t *h, const char *data_json,
   char tbuf[32];
   lu__rfc3339(lu__wall_ms(), tbuf);
   r->json = b->len;
-  lu__buf_puts(b, "{\"specversion\":\"1.0\"");
-  put_attr(b, "id", h->id);
-  put_attr(b, "source", h->source);
-  put_attr(b, "type", h->type);
-  put_attr(b, "subject", h->subject);
-  put_attr(b, "time", tbuf);
-  lu__buf_puts(b, ",\"datacontenttype\":\"application/json\"");
-  put_attr(b, "correlationid", h->corr);
-  put_attr(b, "causationid", h->caus);
+  PUT_LIT(b, "{\"specversion\":\"1.0\"");
+  PUT_ATTR(b, "id", h->id);
+  PUT_ATTR(b, "source", h->source);
+  PUT_ATTR(b, "type", h->type);
+  PUT_ATTR(b, "subject", h->subject);
+  PUT_ATTR(b, "time", tbuf);
+  PUT_LIT(b, ",\"datacontenttype\":\"application/json\"");
+  PUT_ATTR(b, "correlationid", h->corr);
+  PUT_ATTR(b, "causationid", h->caus);
   put_business_context(b, h->context);
-  put_attr(b, "shardid", h->shard);
-  put_attr(b, "function", h->fn);
+  PUT_ATTR(b, "shardid", h->shard);
+  PUT_ATTR(b, "function", h->fn);
   if (h->depth) {
-    char d[32];
-    lu__fmt(d, sizeof d, ",\"causationdepth\":%u", h->depth);
-    lu__buf_puts(b, d);
+    char d[24];
+    PUT_LIT(b, ",\"causationdepth\":");
+    lu__buf_put(b, d, put_uint(d, h->depth));
   }
   if (data_json) {
-    lu__buf_puts(b, ",\"data\":");
+    PUT_LIT(b, ",\"data\":");
     lu__buf_put(b, data_json, data_len);
   }
-  lu__buf_puts(b, "}");
+  PUT_LIT(b, "}");
   r->json_len = b->len - r->json;
   lu__buf_put(b, "", 1); /* NUL after the JSON */
   r->id = put_z(b, h->id);
@@ -179,8 +293,7 @@ lu_unit_t *lu__outcome_rejected(lu_where_t w, int derived,
                                 uint64_t t_submit, const char *raw,
                                 size_t len, size_t max_bytes,
                                 const lu_event_t *ev, const char *reason) {
-  lu_unit_t *u = unit_new(LU_OUTCOME_REJECTED, derived, w.shard, line,
-                          t_submit);
+  lu_unit_t *u = unit_new(w, LU_OUTCOME_REJECTED, derived, line, t_submit);
   if (!u) return NULL;
   char lbuf[24], id[37];
   lu__fmt(lbuf, sizeof lbuf, "%" PRIu64, line);
@@ -227,7 +340,7 @@ lu_unit_t *lu__outcome_rejected(lu_where_t w, int derived,
                 .corr = ev ? corr_of(ev) : NULL,
                 .caus = ev ? ev->id : NULL,
                 .shard = w.id,
-                .context = ev ? ev->root : NULL};
+                .context = ev};
   if (data.oom) u->text.oom = 1;
   else add_record(u, &h, data.p, data.len);
   lu__buf_free(&data);
@@ -239,7 +352,7 @@ lu_unit_t *lu__outcome_rejected(lu_where_t w, int derived,
 lu_unit_t *lu__outcome_dead(lu_where_t w, const lu_item_t *it,
                             const char *reason, unsigned attempts) {
   const lu_event_t *ev = it->ev;
-  lu_unit_t *u = unit_new(LU_OUTCOME_DEAD_LETTERED, it->derived, w.shard,
+  lu_unit_t *u = unit_new(w, LU_OUTCOME_DEAD_LETTERED, it->derived,
                           it->line, it->t_submit);
   if (!u) return NULL;
   u->once = it->once;
@@ -261,7 +374,7 @@ lu_unit_t *lu__outcome_dead(lu_where_t w, const lu_item_t *it,
                 .corr = corr_of(ev),
                 .caus = ev->id,
                 .shard = w.id,
-                .context = ev->root};
+                .context = ev};
   if (data.oom || !evjson) u->text.oom = 1;
   else add_record(u, &h, data.p, data.len);
   lu__buf_free(&data);
@@ -275,22 +388,22 @@ void lu__outcome_id(const lu_event_t *ev, const char *fn, int failed,
                     char id[37], char *type, size_t tcap) {
   const char *parts[] = {ev->source, ev->id, fn, "Failed"};
   lu__derive_id(id, parts, failed ? 4 : 3);
-  lu__fmt(type, tcap, "%s%s", fn, failed ? "Failed" : "Completed");
+  cat2(type, tcap, fn, failed ? "Failed" : "Completed");
 }
 
 lu_unit_t *lu__outcome_failed(lu_where_t w, const lu_item_t *it,
                               const char *reason, uint64_t exec_ns) {
   const lu_event_t *ev = it->ev;
   const char *name = it->fn->fn->name;
-  lu_unit_t *u = unit_new(LU_OUTCOME_FAILED, it->derived, w.shard, it->line,
+  lu_unit_t *u = unit_new(w, LU_OUTCOME_FAILED, it->derived, it->line,
                           it->t_submit);
   if (!u) return NULL;
   u->once = it->once;
-  char id[37], type[256], subject[320], src[80], abuf[16];
+  char id[37], type[256], subject[320], src[80], abuf[24];
   lu__outcome_id(ev, name, 1, id, type, sizeof type);
-  lu__fmt(subject, sizeof subject, "function-result-%s", corr_of(ev));
-  lu__fmt(src, sizeof src, "lucent://fn/%s", name);
-  lu__fmt(abuf, sizeof abuf, "%u", it->attempts);
+  cat2(subject, sizeof subject, "function-result-", corr_of(ev));
+  cat2(src, sizeof src, "lucent://fn/", name);
+  abuf[put_uint(abuf, it->attempts)] = 0;
   lu_buf_t d = {0};
   lu__buf_puts(&d, "{\"reason\":");
   lu__buf_json_str(&d, reason, strlen(reason));
@@ -303,7 +416,7 @@ lu_unit_t *lu__outcome_failed(lu_where_t w, const lu_item_t *it,
   lu__buf_puts(&d, "}}");
   evhead_t h = {.id = id, .type = type, .source = src, .subject = subject,
                 .corr = corr_of(ev), .caus = ev->id, .shard = w.id,
-                .fn = name, .context = ev->root};
+                .fn = name, .context = ev};
   if (d.oom) u->text.oom = 1;
   else add_record(u, &h, d.p, d.len);
   lu__buf_free(&d);
@@ -336,14 +449,14 @@ lu_unit_t *lu__outcome_completed(lu_where_t w, const lu_item_t *it,
   const lu_event_t *ev = it->ev;
   const char *name = it->fn->fn->name;
   *nkids = 0;
-  lu_unit_t *u = unit_new(LU_OUTCOME_COMPLETED, it->derived, w.shard,
-                          it->line, it->t_submit);
+  lu_unit_t *u = unit_new(w, LU_OUTCOME_COMPLETED, it->derived, it->line,
+                          it->t_submit);
   if (!u) return NULL;
   u->once = it->once;
   char id[37], type[256], subject[320], src[80];
   lu__outcome_id(ev, name, 0, id, type, sizeof type);
-  lu__fmt(subject, sizeof subject, "function-result-%s", corr_of(ev));
-  lu__fmt(src, sizeof src, "lucent://fn/%s", name);
+  cat2(subject, sizeof subject, "function-result-", corr_of(ev));
+  cat2(src, sizeof src, "lucent://fn/", name);
   size_t dlen;
   const char *dj = print_json(print, out->result, &dlen);
   if (!dj) {
@@ -352,7 +465,7 @@ lu_unit_t *lu__outcome_completed(lu_where_t w, const lu_item_t *it,
   }
   evhead_t h = {.id = id, .type = type, .source = src, .subject = subject,
                 .corr = corr_of(ev), .caus = ev->id, .shard = w.id,
-                .fn = name, .context = ev->root};
+                .fn = name, .context = ev};
   add_record(u, &h, dj, dlen);
   u->result = u->text.len;
   u->result_len = dlen;
@@ -363,8 +476,8 @@ lu_unit_t *lu__outcome_completed(lu_where_t w, const lu_item_t *it,
    * the pipeline (they must be exactly what is stored). */
   for (size_t i = 0; i < out->nemit && !u->text.oom; i++) {
     const lu_emit_t *e = &out->emit[i];
-    char eid[37], ibuf[16];
-    lu__fmt(ibuf, sizeof ibuf, "%zu", i);
+    char eid[37], ibuf[24];
+    ibuf[put_uint(ibuf, i)] = 0;
     const char *ep[] = {ev->source, ev->id, name, ibuf};
     lu__derive_id(eid, ep, 4);
     const char *ej = print_json(print, e->data, &dlen);
@@ -375,7 +488,7 @@ lu_unit_t *lu__outcome_completed(lu_where_t w, const lu_item_t *it,
     evhead_t eh = {.id = eid, .type = e->type, .source = src,
                    .subject = e->subject ? e->subject : ev->subject,
                    .corr = corr_of(ev), .caus = ev->id, .shard = w.id,
-                   .fn = name, .depth = ev->depth + 1, .context = ev->root};
+                   .fn = name, .depth = ev->depth + 1, .context = ev};
     size_t before = u->nrec;
     add_record(u, &eh, ej, dlen);
     if (u->text.oom) break;

@@ -73,11 +73,27 @@ typedef struct lu_unit_s {
   lu_urec_t inline1[2];
 } lu_unit_t;
 
+/** Units whose outcomes were reported, kept for the next outcomes: a
+ *  unit and its text are two allocations made on a shard's thread and
+ *  freed on the writer's, and reused they cost neither (outcome.c).  At
+ *  most max units wait here; the writer gives them back, a shard takes
+ *  LU_UNIT_TAKE at a time into its own list. */
+typedef struct lu_unitpool_s {
+  pthread_mutex_t lock;
+  lu_unit_t *head;
+  _Atomic size_t n; /* read without the lock only as a hint */
+  size_t max;
+} lu_unitpool_t;
+#define LU_UNIT_TAKE 64
+
 /** Where an outcome was decided: shard index (-1 = intake) and id (NULL
- *  at intake). */
+ *  at intake); spare, when not NULL, is the deciding turn's own list of
+ *  reusable units (refilled from pool). */
 typedef struct lu_where_s {
   int shard;
   const char *id;
+  lu_unit_t **spare;
+  lu_unitpool_t *pool;
 } lu_where_t;
 
 /** lucent.Rejected for bad input: reason, origin, line, size and the raw
@@ -113,6 +129,12 @@ lu_unit_t *lu__outcome_completed(lu_where_t w, const lu_item_t *it,
                                  lu_event_t *kids[LU_MAX_EMIT],
                                  size_t *nkids);
 void lu__unit_free(lu_unit_t *u);
+/** Units reported and done with: kept in pool for reuse (up to its max),
+ *  the others freed. */
+void lu__unit_recycle(lu_unitpool_t *pool, lu_unit_t *const *units,
+                      size_t nu);
+/** Frees a list of units linked by next (a turn's spare, a pool's). */
+void lu__unit_free_list(lu_unit_t *u);
 /** The records of units[0..nu-1] into recs (room for them all); their
  *  number. */
 size_t lu__unit_records(lu_unit_t *const *units, size_t nu,
@@ -152,6 +174,7 @@ typedef struct lu_writer_s {
   pthread_mutex_t begin;
   _Atomic uint64_t hold_ns;
   _Atomic uint64_t direct; /* batches begun by shards */
+  lu_unitpool_t units;     /* reported units, for reuse */
 } lu_writer_t;
 
 /** Initialises the writer (no thread yet: lu__writer_run starts it). */

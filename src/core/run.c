@@ -57,8 +57,9 @@ static const char *corr_of(const lu_event_t *ev) {
   return ev->correlationid ? ev->correlationid : ev->id;
 }
 
-static lu_where_t where(const lu_shard_t *s) {
-  return (lu_where_t){(int)s->idx, s->id};
+/* Where the turn holder decides: it builds outcomes in its spare units. */
+static lu_where_t where(lu_shard_t *s) {
+  return (lu_where_t){(int)s->idx, s->id, &s->spare, &s->m->writer.units};
 }
 
 /* LU_RUN_EXECUTED: the item's done hears its outcome now, before the
@@ -273,14 +274,14 @@ static const lu_fnent_t *ran_before(lu_manager_t *m,
   return NULL;
 }
 
-static const lu_fnent_t *choose(lu_shard_t *s, lu_item_t *it) {
+static const lu_fnent_t *choose(lu_shard_t *s, lu_item_t *it, uint64_t now) {
   lu_manager_t *m = s->m;
   size_t n;
   const lu_fnent_t *const *c =
       lu__registry_candidates(m->reg, it->ev->type, &n);
   uint32_t after = m->has_bus ? m->bus.handed_on_after_ms : 0;
   int maybe_ran = it->replayed ||
-                  (after && lu__now_ns() - it->t_submit >
+                  (after && now - it->t_submit >
                                 (uint64_t)after * NS_PER_MS);
   if (maybe_ran && n > 1 && m->store) {
     const lu_fnent_t *fe = ran_before(m, c, n, it->ev);
@@ -292,14 +293,14 @@ static const lu_fnent_t *choose(lu_shard_t *s, lu_item_t *it) {
     lu_fnstate_t *st = &s->fns[fe->index];
     int fits = fe->fn->cpu_millis <= m->cfg.shard_cpu_millis &&
                fe->fn->memory_mb <= m->cfg.shard_memory_mb;
-    if (fits && lu__breaker_peek(&st->breaker, lu__now_ns() / NS_PER_MS,
+    if (fits && lu__breaker_peek(&st->breaker, now / NS_PER_MS,
                                  m->cfg.breaker_cooldown_ms))
       return fe;
   }
   lu_candidate_t cands[64];
   lu_scores_t scores[64];
   if (n > 64) n = 64;
-  uint64_t now_ms = lu__now_ns() / NS_PER_MS;
+  uint64_t now_ms = now / NS_PER_MS;
   for (size_t i = 0; i < n; i++) {
     lu_fnstate_t *st = &s->fns[c[i]->index];
     cands[i] = (lu_candidate_t){
@@ -330,13 +331,14 @@ static const lu_fnent_t *choose(lu_shard_t *s, lu_item_t *it) {
 }
 
 /* What follows an attempt that returned rc after dt of wall time and cpu
- * of CPU time, its output in s->out: the outcome, or a retry. */
+ * of CPU time, at now (monotonic), its output in s->out: the outcome, or
+ * a retry. */
 static void decide(lu_shard_t *s, lu_item_t *it, lu_fnstate_t *st,
-                   lu_status_t rc, uint64_t dt, uint64_t cpu) {
+                   lu_status_t rc, uint64_t dt, uint64_t cpu, uint64_t now) {
   lu_manager_t *m = s->m;
   const lu_fnent_t *fe = it->fn;
   lu_out_t *out = s->out;
-  uint64_t now_ms = lu__now_ns() / NS_PER_MS;
+  uint64_t now_ms = now / NS_PER_MS;
   char reason[320];
   int timed_out = 0, oom = 0;
   uint64_t limit = (uint64_t)fe->timeout_ms * NS_PER_MS;
@@ -426,7 +428,7 @@ static void isolated_result(void *ud, size_t i, int verdict, lu_status_t rc,
   lu_fnstate_t *st = x->st[i];
   const lu_fnent_t *fe = it->fn;
   if (verdict == LU_SANDBOX_RAN) {
-    decide(s, it, st, rc, wall, cpu);
+    decide(s, it, st, rc, wall, cpu, lu__now_ns());
     return;
   }
   if (verdict == LU_SANDBOX_FAILED) {
@@ -482,13 +484,14 @@ static int prepare(lu_shard_t *s, lu_item_t *it, lu_ctx_t *ctx,
     return 1;
   }
   const lu_fnent_t *fe = it->fn;
+  uint64_t now = lu__now_ns();
   if (!fe) {
-    fe = choose(s, it); /* NULL: dead-lettered, it is gone */
+    fe = choose(s, it, now); /* NULL: dead-lettered, it is gone */
     if (!fe) return 1;
     it->fn = fe;
   }
   lu_fnstate_t *st = &s->fns[fe->index];
-  if (!lu__breaker_allow(&st->breaker, lu__now_ns() / NS_PER_MS,
+  if (!lu__breaker_allow(&st->breaker, now / NS_PER_MS,
                          m->cfg.breaker_cooldown_ms)) {
     /* A retry whose breaker opened meanwhile. */
     char why[160];
@@ -580,7 +583,7 @@ int lu__run_item(lu_shard_t *s, lu_item_t *it) {
     r->wall_at = t1;
     cpu = r->cpu_at > c0 ? r->cpu_at - c0 : 0;
   }
-  decide(s, it, st, rc, dt, cpu);
+  decide(s, it, st, rc, dt, cpu, t1);
   return 0;
 }
 
@@ -610,7 +613,9 @@ int lu__run_abandon(lu_shard_t *s, uint64_t now, lu_unit_t **unit,
           fe->timeout_ms, s->id);
   /* Read while the function may still read the event: both only read. */
   lu_unit_t *u;
-  while (!(u = lu__outcome_dead(where(s), it, why, it->attempts))) {
+  /* Not the turn's holder: no spare units. */
+  lu_where_t w = {(int)s->idx, s->id, NULL, NULL};
+  while (!(u = lu__outcome_dead(w, it, why, it->attempts))) {
     struct timespec ts = {0, 10 * 1000000L}; /* no memory: wait for some */
     nanosleep(&ts, NULL);
   }

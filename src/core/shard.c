@@ -61,6 +61,7 @@ void lu__shard_destroy(lu_shard_t *s) {
   }
   free(s->heap);
   free(s->fns);
+  lu__unit_free_list(s->spare);
   lu__buf_free(&s->print);
   lu__hold_free(&s->hold);
   pthread_mutex_destroy(&s->lock);

@@ -162,6 +162,7 @@ struct lu_shard_s {
   lu_out_t *spare_out;   /* the watchdog's replacement for out */
   lu_buf_t print;        /* scratch for results' JSON */
   lu_hold_t hold;        /* outcomes held for one store batch */
+  lu_unit_t *spare;      /* units to build outcomes in (outcome.c) */
 
   pthread_mutex_t stats_lock;
   uint64_t routed, forwarded, received, retries;

@@ -88,7 +88,7 @@ static void report(lu_manager_t *m, lu_unit_t *const *units, size_t nu,
     }
   }
   pthread_mutex_unlock(&m->writer.olock);
-  for (size_t i = 0; i < nu; i++) lu__unit_free(units[i]);
+  lu__unit_recycle(&m->writer.units, units, nu);
   lu__pending_done(m, nu);
 }
 
@@ -332,10 +332,13 @@ int lu__writer_start(lu_manager_t *m) {
   memset(w, 0, sizeof *w);
   w->async = lu_store_batches_in_flight(m->store);
   atomic_init(&w->hold_ns, HOLD_NS);
+  /* As many reusable units as one batch reports. */
+  w->units.max = m->cfg.store_batch;
   if (pthread_mutex_init(&w->lock, NULL) || pthread_cond_init(&w->wake, NULL) ||
       pthread_cond_init(&w->space, NULL) ||
       pthread_mutex_init(&w->olock, NULL) ||
-      pthread_mutex_init(&w->begin, NULL))
+      pthread_mutex_init(&w->begin, NULL) ||
+      pthread_mutex_init(&w->units.lock, NULL))
     return LU_ENOMEM;
   return 0;
 }
@@ -366,6 +369,9 @@ void lu__writer_destroy(lu_manager_t *m) {
   pthread_cond_destroy(&w->space);
   pthread_mutex_destroy(&w->olock);
   pthread_mutex_destroy(&w->begin);
+  lu__unit_free_list(w->units.head);
+  w->units.head = NULL;
+  pthread_mutex_destroy(&w->units.lock);
 }
 
 void lu__writer_set_hold(lu_manager_t *m, uint64_t ns) {

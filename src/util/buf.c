@@ -58,12 +58,50 @@ static size_t utf8_len(const unsigned char *s, size_t n) {
   return len;
 }
 
+/* SWAR over eight bytes: does any need more than a copy inside a JSON
+ * string (a control byte, '"', '\\', or a byte >= 0x80, whose UTF-8 must
+ * be checked)? */
+#define ONES 0x0101010101010101ull
+#define HIGHS 0x8080808080808080ull
+static inline int json_notable8(uint64_t w) {
+  uint64_t q = w ^ (ONES * '"'), bs = w ^ (ONES * '\\');
+  return (((w - ONES * 0x20) & ~w) | ((q - ONES) & ~q) | ((bs - ONES) & ~bs) |
+          w) & HIGHS ? 1 : 0;
+}
+
+/* How many leading bytes of p[0..n) are copied as they are. */
+static size_t json_plain_prefix(const unsigned char *p, size_t n) {
+  size_t i = 0;
+  uint64_t w;
+  for (; i + 8 <= n; i += 8) {
+    memcpy(&w, p + i, 8);
+    if (json_notable8(w)) break;
+  }
+  /* The last few bytes of a string of eight or more: its last eight at
+   * once (some looked at twice). */
+  if (i < n && i + 8 > n && n >= 8) {
+    memcpy(&w, p + n - 8, 8);
+    if (!json_notable8(w)) return n;
+  }
+  while (i < n && p[i] >= 0x20 && p[i] < 0x80 && p[i] != '"' && p[i] != '\\')
+    i++;
+  return i;
+}
+
 void lu__buf_json_str(lu_buf_t *b, const char *s, size_t n) {
   static const char hex[] = "0123456789abcdef";
   const unsigned char *p = (const unsigned char *)s;
   if (buf_grow(b, n + 2)) return;
   b->p[b->len++] = '"';
-  size_t i = 0;
+  /* The common case, a string with nothing to escape: one copy. */
+  size_t i = json_plain_prefix(p, n);
+  memcpy(b->p + b->len, s, i);
+  b->len += i;
+  if (i == n) {
+    b->p[b->len++] = '"';
+    b->p[b->len] = 0;
+    return;
+  }
   while (i < n) {
     size_t run = i;
     /* Copy the longest run that needs no escaping in one go. */

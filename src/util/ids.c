@@ -20,16 +20,39 @@ double lu__rand_unit(uint64_t *state) {
   return (double)(lu__rand_next(state) >> 11) * 0x1.0p-53;
 }
 
+/* Parts this long in all are hashed in one call from the stack; longer
+ * ones stream.  Both give the same hash (XXH3 streams what it would hash
+ * at once), and one call skips the streaming state (~0.6 KB to set up
+ * per id, one per outcome). */
+#define DERIVE_ONESHOT 512
+
 void lu__derive_id(char buf[37], const char *const *parts, size_t n) {
-  XXH3_state_t st;
-  static const char zero = 0;
-  XXH3_128bits_reset(&st);
-  for (size_t i = 0; i < n; i++) {
+  char cat[DERIVE_ONESHOT];
+  size_t len = 0;
+  XXH128_hash_t h;
+  for (size_t i = 0; i < n && len <= sizeof cat; i++) {
     const char *p = parts[i] ? parts[i] : "";
-    XXH3_128bits_update(&st, p, strlen(p));
-    XXH3_128bits_update(&st, &zero, 1);
+    size_t k = strlen(p);
+    if (k >= sizeof cat - len) {
+      len = sizeof cat + 1; /* too long: stream below */
+      break;
+    }
+    memcpy(cat + len, p, k + 1); /* with its 0 byte */
+    len += k + 1;
   }
-  XXH128_hash_t h = XXH3_128bits_digest(&st);
+  if (len <= sizeof cat) {
+    h = XXH3_128bits(cat, len);
+  } else {
+    XXH3_state_t st;
+    static const char zero = 0;
+    XXH3_128bits_reset(&st);
+    for (size_t i = 0; i < n; i++) {
+      const char *p = parts[i] ? parts[i] : "";
+      XXH3_128bits_update(&st, p, strlen(p));
+      XXH3_128bits_update(&st, &zero, 1);
+    }
+    h = XXH3_128bits_digest(&st);
+  }
   unsigned char b[16];
   for (int i = 0; i < 8; i++) {
     b[i] = (unsigned char)(h.high64 >> (56 - 8 * i));

@@ -8,10 +8,14 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
+
+#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
+#include <xxhash.h>
 
 #include "internal.h"
 
@@ -123,6 +127,119 @@ static void test_derived_ids(void **state) {
   assert_int_equal(a[14], '8'); /* version nibble */
 }
 
+/* The id of parts as lucent has always derived it: XXH3-128 streamed over
+ * each part and a 0 byte (lu__derive_id hashes short parts in one call,
+ * which must give the same). */
+static void reference_id(char buf[37], const char *const *parts, size_t n) {
+  XXH3_state_t st;
+  XXH3_128bits_reset(&st);
+  for (size_t i = 0; i < n; i++) {
+    XXH3_128bits_update(&st, parts[i], strlen(parts[i]));
+    XXH3_128bits_update(&st, "", 1);
+  }
+  XXH128_hash_t h = XXH3_128bits_digest(&st);
+  unsigned char b[16];
+  for (int i = 0; i < 8; i++) {
+    b[i] = (unsigned char)(h.high64 >> (56 - 8 * i));
+    b[8 + i] = (unsigned char)(h.low64 >> (56 - 8 * i));
+  }
+  b[6] = (unsigned char)((b[6] & 0x0f) | 0x80);
+  b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+  char *o = buf;
+  for (int i = 0; i < 16; i++) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) *o++ = '-';
+    o += sprintf(o, "%02x", b[i]);
+  }
+}
+
+static void test_derived_ids_stable(void **state) {
+  (void)state;
+  /* Stored ids must never change: a replay would store its results
+   * again under new ids.  This is the id of ValidateOrderCompleted for
+   * the orders example's first input, as stores hold it from before
+   * lucent hashed short parts in one call. */
+  char id[37];
+  const char *p[] = {"orders-gen", "ord-1-0", "ValidateOrder"};
+  lu__derive_id(id, p, 3);
+  assert_string_equal(id, "9674538e-c534-85f7-851d-1c607100f304");
+  /* Around the one-call limit (512 bytes with the 0 bytes) and past it,
+   * parts empty or long, the same as streaming. */
+  static char big[2048];
+  memset(big, 'x', sizeof big - 1);
+  for (size_t total = 0; total < 1100; total += total < 480 ? 97 : 1) {
+    if (total > 540 && total < 1000) total = 1000;
+    size_t a = total / 3, b = total - a;
+    char pa[1024], pb[1024];
+    memcpy(pa, big, a);
+    pa[a] = 0;
+    memcpy(pb, big, b);
+    pb[b] = 0;
+    const char *parts[] = {pa, "", pb};
+    char want[37];
+    reference_id(want, parts, 3);
+    lu__derive_id(id, parts, 3);
+    assert_string_equal(id, want);
+  }
+}
+
+/* JSON string escaping as lucent defines it, one byte at a time: the
+ * writer's fast paths must give exactly this. */
+static void reference_json_str(lu_buf_t *b, const unsigned char *s,
+                               size_t n) {
+  char t[8];
+  lu__buf_put(b, "\"", 1);
+  for (size_t i = 0; i < n;) {
+    unsigned c = s[i];
+    if (c == '"' || c == '\\') {
+      t[0] = '\\', t[1] = (char)c;
+      lu__buf_put(b, t, 2), i++;
+    } else if (c == '\n' || c == '\r' || c == '\t') {
+      t[0] = '\\', t[1] = c == '\n' ? 'n' : c == '\r' ? 'r' : 't';
+      lu__buf_put(b, t, 2), i++;
+    } else if (c < 0x20) {
+      snprintf(t, sizeof t, "\\u%04x", c);
+      lu__buf_put(b, t, 6), i++;
+    } else if (c < 0x80) {
+      lu__buf_put(b, (const char *)s + i, 1), i++;
+    } else {
+      size_t bad;
+      size_t len = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
+      if (c >= 0xc2 && c <= 0xf4 && i + len <= n &&
+          lu__utf8_valid((const char *)s + i, len, &bad)) {
+        lu__buf_put(b, (const char *)s + i, len), i += len;
+      } else {
+        lu__buf_put(b, "\xef\xbf\xbd", 3), i++;
+      }
+    }
+  }
+  lu__buf_put(b, "\"", 1);
+}
+
+static void test_json_string_writer_paths(void **state) {
+  (void)state;
+  /* Strings of every length up to 40 made of plain bytes, with one byte
+   * of each kind that needs more than a copy at every position. */
+  static const unsigned char odd[] = {'"', '\\', '\n', 0x01, 0x1f, 0x7f,
+                                      0x80, 0xc3, 0xe2, 0xff};
+  unsigned char s[48];
+  for (size_t n = 0; n <= 40; n++)
+    for (size_t at = 0; at <= n; at++)
+      for (size_t k = 0; k < sizeof odd; k++) {
+        for (size_t i = 0; i < n; i++) s[i] = (unsigned char)('a' + i % 26);
+        if (at < n) s[at] = odd[k];
+        if (at + 2 < n && odd[k] == 0xc3) s[at + 1] = 0xa9; /* valid é */
+        lu_buf_t got = {0}, want = {0};
+        lu__buf_json_str(&got, (const char *)s, n);
+        reference_json_str(&want, s, n);
+        assert_false(got.oom);
+        assert_int_equal(got.len, want.len);
+        assert_memory_equal(got.p, want.p, want.len);
+        lu__buf_free(&got);
+        lu__buf_free(&want);
+        if (at == n) break; /* nothing odd: once */
+      }
+}
+
 static void test_json_string_writer(void **state) {
   (void)state;
   lu_buf_t b = {0};
@@ -186,7 +303,9 @@ int main(void) {
       cmocka_unit_test(test_parse_errors),
       cmocka_unit_test(test_build_and_set),
       cmocka_unit_test(test_derived_ids),
+      cmocka_unit_test(test_derived_ids_stable),
       cmocka_unit_test(test_json_string_writer),
+      cmocka_unit_test(test_json_string_writer_paths),
       cmocka_unit_test(test_json_value_writer),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -277,6 +277,15 @@ static const char *jstr(const cJSON *o, const char *k) {
   return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
+/* The "id" of a record's JSON text (a static copy). */
+static const char *jstr_id(const char *json) {
+  static char id[64];
+  cJSON *j = jparse(json);
+  snprintf(id, sizeof id, "%s", jstr(j, "id"));
+  cJSON_Delete(j);
+  return id;
+}
+
 /* ---- tests ------------------------------------------------------------ */
 
 static void test_result_envelope(void **state) {
@@ -303,6 +312,49 @@ static void test_result_envelope(void **state) {
       cJSON_GetObjectItem(cJSON_GetObjectItem(j, "data"), "x")->valueint, 1);
   cJSON_Delete(j);
   assert_balanced(f);
+  fx_free(f);
+}
+
+/* The stored text of a result, byte for byte (its time masked): what
+ * escapes, non-ASCII text, ten business attributes of all kinds (more
+ * than the parser indexes) and a correlation id long enough to be cut
+ * inside a UTF-8 sequence in the subject turn into.  Stores written by
+ * earlier versions hold this text; a replay must write the same. */
+static void test_result_bytes(void **state) {
+  (void)state;
+  fixture_t *f = fx_new(1, ":memory:");
+  fx_start(f);
+  char corr[400];
+  memset(corr, 'c', 300);
+  /* Two "é": the subject's 320-byte limit cuts the second in half. */
+  memcpy(corr + 300, "\xc3\xa9\xc3\xa9", 4);
+  corr[304] = 0;
+  submitf(f, 1,
+          "{\"specversion\":\"1.0\",\"id\":\"e\\\"1\",\"type\":\"Echo\","
+          "\"source\":\"t\\u00e9st\",\"subject\":\"s\\n1\","
+          "\"correlationid\":\"%s\",\"a1\":\"x\",\"a2\":2,\"a3\":true,"
+          "\"a4\":null,\"a5\":\"\\u2603\",\"a6\":\"q\\\"\\\\\",\"a7\":-7,"
+          "\"a8\":false,\"a9\":\"\",\"a10\":\"\\t\",\"data\":{\"k\":[1.5,\"v\"]}}",
+          corr);
+  lu_manager_drain(f->m);
+  const rec_t *r = find(f, "e\"1", 0);
+  assert_non_null(r);
+  assert_int_equal(r->kind, LU_OUTCOME_COMPLETED);
+  char *t = strstr(r->json, "\"time\":\"");
+  assert_non_null(t);
+  memset(t + 8, 'T', 24); /* 2026-01-01T00:00:00.000Z */
+  char want[2048];
+  snprintf(want, sizeof want,
+           "{\"specversion\":\"1.0\",\"id\":\"%s\",\"source\":"
+           "\"lucent://fn/Echo\",\"type\":\"EchoCompleted\",\"subject\":"
+           "\"function-result-%.302s\xef\xbf\xbd\",\"time\":\"TTTTTTTTTTTTTTTTTTTTTTTT\","
+           "\"datacontenttype\":\"application/json\",\"correlationid\":"
+           "\"%s\",\"causationid\":\"e\\\"1\",\"a1\":\"x\",\"a2\":2,"
+           "\"a3\":true,\"a4\":null,\"a5\":\"\xe2\x98\x83\",\"a6\":\"q\\\"\\\\\","
+           "\"a7\":-7,\"a8\":false,\"a9\":\"\",\"a10\":\"\\t\",\"shardid\":"
+           "\"shard-0\",\"function\":\"Echo\",\"data\":{\"k\":[1.5,\"v\"]}}",
+           jstr_id(r->json), corr, corr);
+  assert_string_equal(r->json, want);
   fx_free(f);
 }
 
@@ -1307,6 +1359,7 @@ static void test_run_inline_concurrent(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_result_envelope),
+      cmocka_unit_test(test_result_bytes),
       cmocka_unit_test(test_chain_and_counts),
       cmocka_unit_test(test_chain_envelope),
       cmocka_unit_test(test_depth_limit),

@@ -250,6 +250,56 @@ static void test_version1_store(void **state) {
   rm_store(path);
 }
 
+/* A store of schema version 2 as lucent has created it since idh came
+ * in: rows it wrote are found by the key they were written under, so an
+ * append of the same id after an upgrade stores nothing (a change to the
+ * key, the schema or the page layout of new stores would fail here). */
+static void test_version2_store(void **state) {
+  (void)state;
+  char path[4096], err[256], sql[1024];
+  tmp_path(path, sizeof path);
+  snprintf(sql, sizeof sql,
+           "PRAGMA journal_mode=WAL;"
+           "CREATE TABLE events(seq INTEGER PRIMARY KEY, idh INTEGER NOT "
+           "NULL UNIQUE, id TEXT NOT NULL, type TEXT NOT NULL, subject "
+           "TEXT, correlationid TEXT, causationid TEXT, time TEXT, body "
+           "TEXT NOT NULL);"
+           "INSERT INTO events(idh,id,type,body) VALUES(%lld,'old','T',"
+           "'{\"old\":1}');"
+           "PRAGMA application_id=1819632494; PRAGMA user_version=2;",
+           (long long)XXH3_64bits("old", 3));
+  raw_sql(path, sql);
+  lu_store_t *st = NULL;
+  assert_int_equal(lu_store_open(&st, path, err, sizeof err), 0);
+  lu_record_t r[2] = {rec("old", "T", NULL, NULL, "{\"old\":2}"),
+                      rec("new", "T", NULL, NULL, "{\"new\":1}")};
+  size_t ins = 9;
+  assert_int_equal(lu_store_append(st, r, 2, &ins), 0);
+  assert_int_equal(ins, 1);
+  assert_int_equal(lu_store_append(st, r, 2, &ins), 0);
+  assert_int_equal(ins, 0);
+  rows_t *rows = run_query(st, NULL);
+  assert_int_equal(rows->n, 2);
+  assert_string_equal(rows->body[0], "{\"old\":1}");
+  assert_string_equal(rows->body[1], "{\"new\":1}");
+  lu_store_close(st);
+  /* Still version 2, and still found by the key. */
+  sqlite3 *db = NULL;
+  sqlite3_stmt *q = NULL;
+  assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_prepare_v2(db, "SELECT (SELECT user_version FROM "
+                                      "pragma_user_version), count(*) FROM "
+                                      "events WHERE idh = ?1", -1, &q, NULL),
+                   SQLITE_OK);
+  sqlite3_bind_int64(q, 1, (sqlite3_int64)XXH3_64bits("new", 3));
+  assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+  assert_int_equal(sqlite3_column_int64(q, 0), 2);
+  assert_int_equal(sqlite3_column_int64(q, 1), 1);
+  sqlite3_finalize(q);
+  sqlite3_close(db);
+  rm_store(path);
+}
+
 /* ---- queries ---------------------------------------------------------- */
 
 static lu_store_t *query_fixture(void) {
@@ -622,6 +672,7 @@ int main(void) {
       cmocka_unit_test(test_duplicate_across_batches),
       cmocka_unit_test(test_key_collision_probes),
       cmocka_unit_test(test_version1_store),
+      cmocka_unit_test(test_version2_store),
       cmocka_unit_test(test_query_by_type),
       cmocka_unit_test(test_query_by_subject),
       cmocka_unit_test(test_query_by_correlation),
