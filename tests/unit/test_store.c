@@ -223,52 +223,11 @@ static void test_key_collision_probes(void **state) {
   rm_store(path);
 }
 
-/* A store of schema version 1 (UNIQUE text id, no idh) is still appended
- * to, idempotently, and read. */
-static void test_version1_store(void **state) {
-  (void)state;
-  char path[4096], err[256];
-  tmp_path(path, sizeof path);
-  raw_sql(path,
-          "CREATE TABLE events(seq INTEGER PRIMARY KEY, id TEXT NOT NULL "
-          "UNIQUE, type TEXT NOT NULL, subject TEXT, correlationid TEXT, "
-          "causationid TEXT, time TEXT, body TEXT NOT NULL);"
-          "INSERT INTO events(id,type,body) VALUES('old','T','{\"old\":1}');"
-          "PRAGMA application_id=1819632494; PRAGMA user_version=1;");
-  lu_store_t *st = NULL;
-  assert_int_equal(lu_store_open(&st, path, err, sizeof err), 0);
-  lu_record_t r[2] = {rec("old", "T", NULL, NULL, "{\"old\":2}"),
-                      rec("new", "T", NULL, NULL, "{\"new\":1}")};
-  size_t ins = 9;
-  assert_int_equal(lu_store_append(st, r, 2, &ins), 0);
-  assert_int_equal(ins, 1);
-  rows_t *rows = run_query(st, NULL);
-  assert_int_equal(rows->n, 2);
-  assert_string_equal(rows->body[0], "{\"old\":1}");
-  assert_string_equal(rows->body[1], "{\"new\":1}");
-  lu_store_close(st);
-  rm_store(path);
-}
-
-/* A store of schema version 2 as lucent has created it since idh came
- * in: rows it wrote are found by the key they were written under, so an
- * append of the same id after an upgrade stores nothing (a change to the
- * key, the schema or the page layout of new stores would fail here). */
-static void test_version2_store(void **state) {
-  (void)state;
-  char path[4096], err[256], sql[1024];
-  tmp_path(path, sizeof path);
-  snprintf(sql, sizeof sql,
-           "PRAGMA journal_mode=WAL;"
-           "CREATE TABLE events(seq INTEGER PRIMARY KEY, idh INTEGER NOT "
-           "NULL UNIQUE, id TEXT NOT NULL, type TEXT NOT NULL, subject "
-           "TEXT, correlationid TEXT, causationid TEXT, time TEXT, body "
-           "TEXT NOT NULL);"
-           "INSERT INTO events(idh,id,type,body) VALUES(%lld,'old','T',"
-           "'{\"old\":1}');"
-           "PRAGMA application_id=1819632494; PRAGMA user_version=2;",
-           (long long)XXH3_64bits("old", 3));
-  raw_sql(path, sql);
+/* An older store at path holds event "old" ({"old":1}): opened by this
+ * lucent, an append of "old" again and of "new" stores only "new", a
+ * second append of both stores nothing, and both read back in order. */
+static void append_old_and_new(const char *path) {
+  char err[256];
   lu_store_t *st = NULL;
   assert_int_equal(lu_store_open(&st, path, err, sizeof err), 0);
   lu_record_t r[2] = {rec("old", "T", NULL, NULL, "{\"old\":2}"),
@@ -283,6 +242,44 @@ static void test_version2_store(void **state) {
   assert_string_equal(rows->body[0], "{\"old\":1}");
   assert_string_equal(rows->body[1], "{\"new\":1}");
   lu_store_close(st);
+}
+
+/* A store of schema version 1 (UNIQUE text id, no idh) is still appended
+ * to, idempotently, and read. */
+static void test_version1_store(void **state) {
+  (void)state;
+  char path[4096];
+  tmp_path(path, sizeof path);
+  raw_sql(path,
+          "CREATE TABLE events(seq INTEGER PRIMARY KEY, id TEXT NOT NULL "
+          "UNIQUE, type TEXT NOT NULL, subject TEXT, correlationid TEXT, "
+          "causationid TEXT, time TEXT, body TEXT NOT NULL);"
+          "INSERT INTO events(id,type,body) VALUES('old','T','{\"old\":1}');"
+          "PRAGMA application_id=1819632494; PRAGMA user_version=1;");
+  append_old_and_new(path);
+  rm_store(path);
+}
+
+/* A store of schema version 2 as lucent has created it since idh came
+ * in: rows it wrote are found by the key they were written under, so an
+ * append of the same id after an upgrade stores nothing (a change to the
+ * key, the schema or the page layout of new stores would fail here). */
+static void test_version2_store(void **state) {
+  (void)state;
+  char path[4096], sql[1024];
+  tmp_path(path, sizeof path);
+  snprintf(sql, sizeof sql,
+           "PRAGMA journal_mode=WAL;"
+           "CREATE TABLE events(seq INTEGER PRIMARY KEY, idh INTEGER NOT "
+           "NULL UNIQUE, id TEXT NOT NULL, type TEXT NOT NULL, subject "
+           "TEXT, correlationid TEXT, causationid TEXT, time TEXT, body "
+           "TEXT NOT NULL);"
+           "INSERT INTO events(idh,id,type,body) VALUES(%lld,'old','T',"
+           "'{\"old\":1}');"
+           "PRAGMA application_id=1819632494; PRAGMA user_version=2;",
+           (long long)XXH3_64bits("old", 3));
+  raw_sql(path, sql);
+  append_old_and_new(path);
   /* Still version 2, and still found by the key. */
   sqlite3 *db = NULL;
   sqlite3_stmt *q = NULL;
