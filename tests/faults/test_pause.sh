@@ -13,19 +13,12 @@ SLOW=${LUCENT_TEST_SLOW:-1}
 N=${LUCENT_TEST_FAULT_EVENTS:-20000}
 
 nats_start
-PIDS=()
-# (set -e holds in the trap too: a serve already gone must not stop it)
-trap 'for p in "${PIDS[@]}"; do kill -CONT "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done; wait "${PIDS[@]}" 2>/dev/null || true; nats_stop; [ -n "${LUCENT_TEST_KEEP:-}" ] && echo "kept $T" >&2 || rm -rf "$T"' EXIT
+trap 'cleanup_shards; nats_stop; [ -n "${LUCENT_TEST_KEEP:-}" ] && echo "kept $T" >&2 || rm -rf "$T"' EXIT
 # lucent's default AckWait (10 s), longer than the freeze: every
 # redelivery to the frozen serve (it still has a pull request open) counts
 # as a delivery, and past --max-deliveries (5) what it held would be
 # dead-lettered when it thaws (README, "Failure model").
-for s in a b c; do
-  "$LUCENT" serve --nats "$NATS_URL" --shard "$s" --plugin "$LUCENT_PLUGIN" \
-    --log-format json >> "$T/$s.out" 2>> "$T/$s.log" &
-  PIDS+=($!)
-done
-for s in a b c; do wait_view $s "a,b,c"; done
+start_serves "a b c"
 # until shard $1's latest view is $2 (wait_view: any view it ever logged)
 wait_last_view() {
   for _ in $(seq 1 $((300 * SLOW))); do
@@ -41,10 +34,10 @@ for _ in $(seq 1 $((600 * SLOW))); do # freeze b when the run is under way
   [ "$(count 2>/dev/null || echo 0)" -gt $((N * 2)) ] && break
   sleep 0.1
 done
-kill -STOP "${PIDS[1]}"
+kill -STOP "${SHARD_PIDS[1]}"
 wait_last_view a "a,c"   # the others gave up on b and took its partitions
 sleep 2
-kill -CONT "${PIDS[1]}"
+kill -CONT "${SHARD_PIDS[1]}"
 pass "b frozen until a and c took its partitions over, then thawed"
 wait_last_view b "a,b,c"
 wait_last_view a "a,b,c"
@@ -65,5 +58,5 @@ while :; do
   sleep 1
 done
 $CHECK "$T/in.jsonl" "$T/stored.jsonl" --competing-ok || fail "books after the pause"
-for i in 0 1 2; do kill -0 "${PIDS[$i]}" || fail "serve $i died"; done
+for i in 0 1 2; do kill -0 "${SHARD_PIDS[$i]}" || fail "serve $i died"; done
 pass "every input one outcome, nothing stored twice, b back in the view"

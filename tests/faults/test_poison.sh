@@ -16,18 +16,13 @@ SLOW=${LUCENT_TEST_SLOW:-1}
 N=${LUCENT_TEST_POISON_EVENTS:-2000}
 
 nats_start
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-}
-trap 'cleanup; nats_stop; [ -n "${LUCENT_TEST_KEEP:-}" ] && echo "kept $T" >&2 || rm -rf "$T"' EXIT
+trap 'cleanup_shards; nats_stop; [ -n "${LUCENT_TEST_KEEP:-}" ] && echo "kept $T" >&2 || rm -rf "$T"' EXIT
 
 serve() { # serve ID: a shard with the poison plugin, JSON logs in $T/ID.log
   "$LUCENT" serve --nats "$NATS_URL" --shard "$1" --plugin "$POISON_PLUGIN" \
     --ack-wait-ms $((2000 * SLOW)) --log-format json --http 127.0.0.1:0 \
     >> "$T/$1.out" 2>> "$T/$1.log" &
-  PIDS+=($!)
+  SHARD_PIDS+=($!)
   eval "PID_$1=$!"
 }
 

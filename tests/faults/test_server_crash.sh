@@ -16,15 +16,8 @@ SLOW=${LUCENT_TEST_SLOW:-1}
 N=${LUCENT_TEST_FAULT_EVENTS:-20000}
 
 nats_start
-PIDS=()
-# (set -e holds in the trap too: a serve already gone must not stop it)
-trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait "${PIDS[@]}" 2>/dev/null || true; nats_stop; [ -n "${LUCENT_TEST_KEEP:-}" ] && echo "kept $T" >&2 || rm -rf "$T"' EXIT
-for s in a b c; do
-  "$LUCENT" serve --nats "$NATS_URL" --shard "$s" --plugin "$LUCENT_PLUGIN" \
-    --ack-wait-ms $((2000 * SLOW)) --log-format json >> "$T/$s.out" 2>> "$T/$s.log" &
-  PIDS+=($!)
-done
-for s in a b c; do wait_view $s "a,b,c"; done
+trap 'cleanup_shards; nats_stop; [ -n "${LUCENT_TEST_KEEP:-}" ] && echo "kept $T" >&2 || rm -rf "$T"' EXIT
+start_serves "a b c" --ack-wait-ms $((2000 * SLOW))
 
 "$LUCENT_GEN" -n "$N" --seed 31 > "$T/in.jsonl" 2>/dev/null
 "$LUCENT" publish --nats "$NATS_URL" --input "$T/in.jsonl" > /dev/null || fail "publish"

@@ -108,9 +108,12 @@ trap "nats_stop; $_nats_prev_trap" EXIT
 
 # Helpers of the tests that run `lucent serve` shards.
 SHARD_PIDS=() # the shards a test started: add each one's PID
-cleanup_shards() { # stops them (SIGTERM, by PID) and waits for them
+cleanup_shards() { # stops them (SIGCONT for a frozen one, SIGTERM; by PID) and waits for them
   local p
-  for p in "${SHARD_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${SHARD_PIDS[@]}"; do
+    kill -CONT "$p" 2>/dev/null || true
+    kill "$p" 2>/dev/null || true
+  done
   for p in "${SHARD_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   SHARD_PIDS=()
 }
@@ -120,6 +123,20 @@ wait_view() { # wait_view ID "a,b,c": until shard ID logs that view (JSON logs i
     sleep 0.1
   done
   fail "shard $1 never saw view [$2]: $(tail -5 "$T/$1.log")"
+}
+
+# start_serves "a b c" [serve args]: one `lucent serve` of the orders
+# plugin per shard id (JSON logs in $T/ID.log, PIDs appended to
+# SHARD_PIDS), then waits until each has logged the view of all of them.
+start_serves() {
+  local ids=$1 s
+  shift
+  for s in $ids; do
+    "$LUCENT" serve --nats "$NATS_URL" --shard "$s" --plugin "$LUCENT_PLUGIN" \
+      --log-format json "$@" >> "$T/$s.out" 2>> "$T/$s.log" &
+    SHARD_PIDS+=($!)
+  done
+  for s in $ids; do wait_view "$s" "${ids// /,}"; done
 }
 
 count() { "$LUCENT" events --nats "$NATS_URL" --count; }

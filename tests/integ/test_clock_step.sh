@@ -39,12 +39,6 @@ if [ -n "${LUCENT_TEST_SANITIZER:-}" ]; then
 fi
 
 nats_start
-SHARD_PIDS=()
-cleanup_shards() {
-  for p in "${SHARD_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${SHARD_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  SHARD_PIDS=()
-}
 trap 'cleanup_shards; nats_stop; [ -n "${LUCENT_TEST_KEEP:-}" ] && echo "kept $T" >&2 || rm -rf "$T"' EXIT
 
 # Heartbeats every second (a view timeout of 6 s): a suite running beside

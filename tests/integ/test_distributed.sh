@@ -19,12 +19,6 @@ SLOW=${LUCENT_TEST_SLOW:-1}
 ACK_WAIT_MS=10000
 
 nats_start
-SHARD_PIDS=()
-cleanup_shards() {
-  for p in "${SHARD_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${SHARD_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  SHARD_PIDS=()
-}
 trap 'cleanup_shards; nats_stop; [ -n "${LUCENT_TEST_KEEP:-}" ] && echo "kept $T" >&2 || rm -rf "$T"' EXIT
 
 serve() { # serve ID [extra args]: starts a shard, records its pid

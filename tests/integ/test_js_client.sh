@@ -65,12 +65,6 @@ pass "partition: lucent publish --dry-run == JS client (vectors and $N events)"
 
 nats_start
 export LUCENT_NATS_URL=$NATS_URL
-SHARD_PIDS=()
-cleanup_shards() {
-  for p in "${SHARD_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${SHARD_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  SHARD_PIDS=()
-}
 trap 'cleanup_shards; nats_stop; [ -n "${LUCENT_TEST_KEEP:-}" ] && echo "kept $T" >&2 || rm -rf "$T"' EXIT
 serve() { # serve ID: a shard of the orders example
   "$LUCENT" serve --nats "$NATS_URL" --shard "$1" --plugin "$LUCENT_PLUGIN" \

@@ -15,19 +15,13 @@ CHECK="python3 $(dirname "$0")/check_outcomes.py"
 SLOW=${LUCENT_TEST_SLOW:-1}
 
 nats_start
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  PIDS=()
-}
-trap 'cleanup; nats_stop; [ -n "${LUCENT_TEST_KEEP:-}" ] && echo "kept $T" >&2 || rm -rf "$T"' EXIT
+trap 'cleanup_shards; nats_stop; [ -n "${LUCENT_TEST_KEEP:-}" ] && echo "kept $T" >&2 || rm -rf "$T"' EXIT
 
 serve() { # serve NAME IDS [extra args]: a process owning shards IDS
   local name=$1 ids=$2; shift 2
   "$LUCENT" serve --nats "$NATS_URL" --shard "$ids" --plugin "$LUCENT_PLUGIN" \
     --log-format json "$@" >> "$T/$name.out" 2>> "$T/$name.log" &
-  PIDS+=($!)
+  SHARD_PIDS+=($!)
   eval "PID_$name=$!"
 }
 
@@ -140,6 +134,6 @@ assert sum(s["events_in"] for s in stopped.values()) > 0, stopped
 PY
 kill -TERM "$PID_p2"
 wait "$PID_p2" || fail "p2 stopped with status $?"
-PIDS=()
+SHARD_PIDS=()
 pass "a stop: every shard leaves and reports"
 echo "7 passed, 0 failed"
