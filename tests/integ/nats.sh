@@ -122,7 +122,11 @@ wait_view() { # wait_view ID "a,b,c": until shard ID logs that view (JSON logs i
     grep -q "\"view\":\"$2\"" "$T/$1.log" 2>/dev/null && return 0
     sleep 0.1
   done
-  fail "shard $1 never saw view [$2]: $(tail -5 "$T/$1.log")"
+  local s logs=
+  for s in $(echo "$2" | tr , ' '); do # every shard's word on why not
+    logs+=$'\n'"--- $s:"$'\n'"$(tail -5 "$T/$s.log" 2>/dev/null)"
+  done
+  fail "shard $1 never saw view [$2]:$logs"
 }
 
 # start_serves "a b c" [serve args]: one `lucent serve` of the orders
