@@ -25,8 +25,10 @@ field() { # one field of the stream's view; asked again while no node answers
   fail "no view of stream $1 ($2)"
 }
 nnodes() { local n; read -r -a n <<< "$(cluster_stream_nodes "$1")"; echo "${#n[@]}"; }
+# A serve's start on a cluster waits for R3 raft groups to elect leaders
+# (docs/nats-notes.md a5): up to two minutes on a busy machine.
 wait_log() { # wait_log FILE PATTERN
-  for _ in $(seq 1 $((300 * SLOW))); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
+  for _ in $(seq 1 $((1200 * SLOW))); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
   fail "no '$2' in $1: $(tail -3 "$1")"
 }
 
