@@ -4,8 +4,27 @@
  * A run queue of READY shards (FIFO: a shard with work left goes to the
  * back, so shards share the workers fairly) and a min-heap of timers
  * (retries falling due, parked turns to take over).  Workers sleep on one
- * condition variable; a producer signals only when one sleeps, after
- * unlocking (a worker woken under the lock would block on it at once).
+ * condition variable; a producer signals after unlocking (a worker woken
+ * under the lock would block on it at once).
+ *
+ * WAKING.  A wake-up is a futex call and a context switch, several µs on
+ * a VM: more than a fast function's whole run.  With many shards nearly
+ * every event makes a shard READY, and waking a sleeper for each one
+ * cost 20-40% more CPU per event than one shard did (bench/README.md).
+ * So a sleeping worker is woken only when the running ones will not come
+ * for the work soon:
+ *
+ *   - a shard becomes READY and every worker awake is inside a slow
+ *     function (nslow) or none is awake;
+ *   - the run queue holds more than READY_PER_WORKER shards per fast
+ *     worker awake, or a READY shard's own queue reaches a turn's batch
+ *     (lu__pool_backlog): the workers awake are behind;
+ *   - a worker is about to run a slow function (no latency history yet,
+ *     or its average above SLOW_NS) while shards wait (lu__pool_slow_enter).
+ *
+ * Otherwise the worker that is awake takes the shard after its turn, and
+ * fast functions run on as few threads as keep up with them.  The safety
+ * net stays: a sleeping worker looks at the run queue every SCAN_NS.
  *
  * Timers are an optimisation with a safety net: a sleeping worker also
  * wakes every SCAN_NS and looks at every shard, so a timer lost to an
@@ -26,6 +45,15 @@
 
 #define SCAN_NS (100 * NS_PER_MS)
 #define WATCH_NS (50 * NS_PER_MS)
+#define READY_PER_WORKER 8
+
+/* Should a sleeping worker be woken for what is queued?  Under p->lock. */
+static int want_wake(const lu_pool_t *p) {
+  if (!p->nidle || !p->head) return 0;
+  unsigned awake = p->nlive > p->nidle ? p->nlive - p->nidle : 0;
+  unsigned fast = awake > p->nslow ? awake - p->nslow : 0;
+  return fast == 0 || p->nready > fast * READY_PER_WORKER;
+}
 
 static void timer_sift_down(lu_pool_t *p, size_t i) {
   lu_timer_t t = p->timers[i];
@@ -84,9 +112,35 @@ void lu__pool_push(lu_pool_t *p, lu_shard_t *s) {
   if (p->tail) p->tail->rq_next = s;
   else p->head = s;
   p->tail = s;
-  int wake = p->nidle > 0;
+  p->nready++;
+  int wake = want_wake(p);
   pthread_mutex_unlock(&p->lock);
   if (wake) pthread_cond_signal(&p->wake);
+}
+
+void lu__pool_backlog(lu_pool_t *p) {
+  pthread_mutex_lock(&p->lock);
+  int wake = p->nidle > 0 && p->head;
+  pthread_mutex_unlock(&p->lock);
+  if (wake) pthread_cond_signal(&p->wake);
+}
+
+void lu__pool_slow_enter(lu_pool_t *p, lu_runner_t *r) {
+  if (!r->worker || r->slow) return;
+  pthread_mutex_lock(&p->lock);
+  r->slow = 1;
+  p->nslow++;
+  int wake = want_wake(p);
+  pthread_mutex_unlock(&p->lock);
+  if (wake) pthread_cond_signal(&p->wake);
+}
+
+void lu__pool_slow_exit(lu_pool_t *p, lu_runner_t *r) {
+  if (!r->slow) return;
+  pthread_mutex_lock(&p->lock);
+  r->slow = 0;
+  p->nslow--;
+  pthread_mutex_unlock(&p->lock);
 }
 
 static void *worker_main(void *arg) {
@@ -120,6 +174,7 @@ static void *worker_main(void *arg) {
       lu_shard_t *s = p->head;
       p->head = s->rq_next;
       if (!p->head) p->tail = NULL;
+      p->nready--;
       pthread_mutex_unlock(&p->lock);
       if (lu__shard_run(s)) { /* abandoned and replaced */
         lu__crash_altstack_free();
@@ -170,14 +225,17 @@ static int add_worker(lu_pool_t *p) {
   if (pthread_create(&p->threads[p->nthreads], NULL, worker_main, p))
     return LU_ENOMEM;
   p->detached[p->nthreads++] = 0;
+  p->nlive++;
   return 0;
 }
 
-int lu__pool_replace(lu_pool_t *p, pthread_t stuck) {
+int lu__pool_replace(lu_pool_t *p, pthread_t stuck, int slow) {
   pthread_mutex_lock(&p->lock);
+  if (slow && p->nslow) p->nslow--; /* it never says it returned */
   for (unsigned i = 0; i < p->nthreads; i++)
     if (!p->detached[i] && pthread_equal(p->threads[i], stuck)) {
       p->detached[i] = 1; /* never joined: it may never return */
+      p->nlive--;
       pthread_detach(stuck);
       break;
     }

@@ -531,7 +531,9 @@ void lu__run_suspects(lu_shard_t *s, lu_item_t **items, size_t n) {
     }
     isolated_t x = {s, ready, st};
     lu__out_reset(s->out);
+    lu__pool_slow_enter(s->m->pool, &runner_tls); /* a child per run */
     lu__sandbox_run(jobs, k, s->out, isolated_result, &x);
+    lu__pool_slow_exit(s->m->pool, &runner_tls);
   }
 }
 
@@ -553,6 +555,8 @@ int lu__run_item(lu_shard_t *s, lu_item_t *it) {
   r->out = out;
   r->fn = fe->fn->name;
   r->shard = s->id;
+  if (!st->ewma_ns || st->ewma_ns > LU_POOL_SLOW_NS)
+    lu__pool_slow_enter(m->pool, r);
   uint64_t t0 = lu__now_ns();
   uint64_t c0 = cpu_at(r, t0);
   atomic_store_explicit(&r->deadline, t0 + hard_limit_ns(m, fe),
@@ -568,11 +572,13 @@ int lu__run_item(lu_shard_t *s, lu_item_t *it) {
       sched_yield();
     atomic_fetch_sub(&stuck_runs, 1);
     atomic_store_explicit(&r->released, 0, memory_order_relaxed);
+    r->slow = 0; /* the watchdog took it off the count */
     lu__out_reset(out);
     free(out);
     lu__item_free(it);
     return 1;
   }
+  lu__pool_slow_exit(m->pool, r);
   uint64_t t1 = lu__now_ns(), dt = t1 - t0;
   /* The deadline counts the function's own CPU time, so that outcomes do
    * not depend on how busy the machine is; wall time bounds CPU time, so
@@ -625,7 +631,7 @@ int lu__run_abandon(lu_shard_t *s, uint64_t now, lu_unit_t **unit,
          LU_KVS(LU_KV_STR("function", fe->fn->name),
                 LU_KV_STR("event", it->ev->id)),
          "%s", why);
-  *was_worker = r->worker;
+  *was_worker = r->worker ? 1 + r->slow : 0;
   *thread = r->thread;
   atomic_fetch_add(&stuck_runs, 1);
   atomic_store_explicit(&r->released, 1, memory_order_release);

@@ -164,8 +164,13 @@ void lu__shard_enqueue(lu_shard_t *s, lu_item_t *it, int forwarded) {
    * outcomes with it).  RUNNING, READY and INLINE see it themselves. */
   int push = s->turn == LU_TURN_IDLE || s->turn == LU_TURN_PARKED;
   if (push) s->turn = LU_TURN_READY;
+  /* READY for as long as a turn's batch took to arrive: the workers awake
+   * are behind (pool.c, WAKING). */
+  int behind = !push && s->turn == LU_TURN_READY &&
+               s->in_n + s->fw_n == INTAKE_BATCH;
   pthread_mutex_unlock(&s->lock);
   if (push) lu__pool_push(m->pool, s);
+  else if (behind) lu__pool_backlog(m->pool);
 }
 
 size_t lu__shard_queued(lu_shard_t *s) {
@@ -278,7 +283,7 @@ void lu__shard_watch(lu_shard_t *s, uint64_t now) {
    * held outcomes go to the store, and another runner takes over. */
   lu__writer_push(m, u);
   lu__writer_flush(m, &s->hold);
-  if (worker) lu__pool_replace(m->pool, thread);
+  if (worker) lu__pool_replace(m->pool, thread, worker == 2);
   pthread_mutex_lock(&s->lock);
   int again = turn_leave(s);
   pthread_mutex_unlock(&s->lock);

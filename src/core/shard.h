@@ -43,8 +43,9 @@
  *     pool timer at the earliest due time.  Timers may be stale (the shard
  *     ran meanwhile): a timer only ever moves an IDLE or PARKED shard, and
  *     only if it has something to do.
- *  5. Waking a worker costs a futex call: producers signal only when a
- *     worker sleeps (nidle), after unlocking.
+ *  5. Waking a worker costs a futex call and a context switch: producers
+ *     signal, after unlocking, only when a worker sleeps and the workers
+ *     awake will not come for the work soon (pool.c, WAKING).
  *
  * LOCK ORDER (a thread holding one may take those below it, never above)
  *
@@ -113,6 +114,7 @@ typedef struct lu_runner_s {
   const char *shard;         /* BUSY: its shard's id */
   pthread_t thread;
   int worker;                /* a pool worker (the watchdog replaces it) */
+  int slow;                  /* a worker counted in pool->nslow (pool.c) */
   uint64_t cpu_at, wall_at;  /* the last thread-CPU reading, and when */
 } lu_runner_t;
 
@@ -125,7 +127,8 @@ void lu__crash_altstack(void);
 void lu__crash_altstack_free(void);
 /** Abandons s's run if it is past its hard limit at now (under s->lock;
  *  run.c).  Returns 1 when it did: the caller finishes the handover
- *  (lu__shard_abandoned) after unlocking. */
+ *  (lu__shard_abandoned) after unlocking.  *was_worker: 0, or 1 for a
+ *  pool worker, 2 for one counted slow (lu__pool_replace's). */
 int lu__run_abandon(lu_shard_t *s, uint64_t now, lu_unit_t **unit,
                     int *was_worker, pthread_t *thread);
 
@@ -217,9 +220,12 @@ typedef struct lu_pool_s {
   pthread_mutex_t lock;
   pthread_cond_t wake;      /* monotonic */
   lu_shard_t *head, *tail;  /* run queue: READY shards */
+  unsigned nready;          /* shards on it */
   lu_timer_t *timers;       /* min-heap by due */
   size_t ntimers, captimers;
   unsigned nthreads, nidle;
+  unsigned nlive;           /* workers not abandoned */
+  unsigned nslow;           /* workers inside a slow function (WAKING) */
   int stop;
   pthread_t *threads;       /* joinable workers; abandoned ones detached */
   unsigned char *detached;
@@ -229,17 +235,33 @@ typedef struct lu_pool_s {
   pthread_cond_t wdwake;    /* the watchdog's sleep (monotonic) */
 } lu_pool_t;
 
+/** A function whose latency average is above this (or that has none yet)
+ *  may keep its worker long enough to be worth waking another for the
+ *  shards waiting: a few wake-ups' cost (pool.c, WAKING). */
+#define LU_POOL_SLOW_NS (25u * 1000u)
+
 /** Starts n worker threads.  0, or LU_ENOMEM (nothing started). */
 int lu__pool_start(lu_pool_t *p, lu_manager_t *m, unsigned n);
 /** Stops and joins the workers (after the manager drained). */
 void lu__pool_stop(lu_pool_t *p);
-/** s became READY: to the run queue's tail; wakes a sleeping worker. */
+/** s became READY: to the run queue's tail; wakes a sleeping worker when
+ *  no running one will come for it soon (pool.c, WAKING). */
 void lu__pool_push(lu_pool_t *p, lu_shard_t *s);
+/** A READY shard's queue reached a turn's batch: wakes a sleeping worker
+ *  if there is one (the running ones are behind). */
+void lu__pool_backlog(lu_pool_t *p);
+/** The calling runner is about to run something that may take long (a
+ *  function with no latency history or a slow one, an isolated run): a
+ *  worker counts itself slow, and wakes a sleeping worker for the shards
+ *  already waiting.  No-op for a runner that is not a worker. */
+void lu__pool_slow_enter(lu_pool_t *p, lu_runner_t *r);
+/** ...and it returned (not abandoned). */
+void lu__pool_slow_exit(lu_pool_t *p, lu_runner_t *r);
 /** Look at s at time due (lu__shard_timer).  0 or LU_ENOMEM. */
 int lu__pool_timer(lu_pool_t *p, lu_shard_t *s, uint64_t due);
 /** A worker was abandoned by the watchdog: detach its thread and start
- *  another in its place.  0 or LU_ENOMEM (the pool goes on with one
- *  fewer). */
-int lu__pool_replace(lu_pool_t *p, pthread_t stuck);
+ *  another in its place.  slow: it was counted in nslow (its count goes
+ *  with it).  0 or LU_ENOMEM (the pool goes on with one fewer). */
+int lu__pool_replace(lu_pool_t *p, pthread_t stuck, int slow);
 
 #endif /* LUCENT_SHARD_H */

@@ -26,6 +26,7 @@
 #include "lucent/lucent.h"
 #include "internal.h" /* the store vtable */
 #include "pipeline.h" /* m->sessions */
+#include "shard.h"    /* m->pool */
 #include "lucent/bus.h"
 
 /* ---- functions under test --------------------------------------------- */
@@ -479,6 +480,18 @@ static void test_timeout_discards_output(void **state) {
   fx_free(f);
 }
 
+/* The pool's count of its workers after a drain: `live` not abandoned,
+ * none counted inside a slow function (pool.c, WAKING). */
+static void assert_pool_counts(fixture_t *f, unsigned live) {
+  lu_pool_t *p = f->m->pool;
+  pthread_mutex_lock(&p->lock);
+  unsigned nlive = p->nlive, nslow = p->nslow, nready = p->nready;
+  pthread_mutex_unlock(&p->lock);
+  assert_int_equal(nlive, live);
+  assert_int_equal(nslow, 0);
+  assert_int_equal(nready, 0);
+}
+
 /* The deadline counts CPU time: a function that waits on the wall clock
  * far past its timeout (a busy machine) completes. */
 static void test_timeout_counts_cpu_time(void **state) {
@@ -537,6 +550,9 @@ static void test_hung_function_abandoned(void **state) {
   assert_int_equal(in, 3);
   assert_int_equal(c.outcomes[LU_OUTCOME_DEAD_LETTERED], 1);
   assert_int_equal(c.outcomes[LU_OUTCOME_COMPLETED], 2);
+  /* The abandoned worker, counted slow (Spin had no history), took its
+   * count with it; its replacement is live. */
+  assert_pool_counts(f, 1);
   fx_free(f);
 }
 
@@ -591,6 +607,7 @@ static void test_poison_isolated(void **state) {
   lu_manager_drain(f->m);
   assert_int_equal(find(f, "q1", 0)->kind, LU_OUTCOME_COMPLETED);
   assert_balanced(f);
+  assert_pool_counts(f, 1); /* the isolated runs counted slow, and ended */
   fx_free(f);
 }
 
