@@ -13,6 +13,7 @@ pair alike, so the table compares within runs and within pairs:
   cpu/1shard  its CPU per event over one shard's of the same run and store
               (issue 18's "<= 1.15x")
   new/old     NEW's CPU per event over OLD's in the same pair
+  p50         submit -> stored, the median over the pairs
 
 Each cell is the median over the pairs, with min..max.  The load average
 before each pair is printed, so a reader can see what the machine did.
@@ -78,7 +79,8 @@ def main():
         for k in o:
             r = rows.setdefault(k, {"ob": [], "nb": [], "oc": [], "nc": [],
                                     "cpu": [], "ocpu": [], "ncpu": [],
-                                    "oeps": [], "neps": []})
+                                    "oeps": [], "neps": [],
+                                    "op50": [], "np50": []})
             r["ob"].append(do[k][0] * 100)
             r["nb"].append(dn[k][0] * 100)
             r["oc"].append(do[k][1])
@@ -89,16 +91,21 @@ def main():
                             o[k]["cpu_us_per_event"])
             r["oeps"].append(o[k]["eps_median"] / 1000)
             r["neps"].append(n[k]["eps_median"] / 1000)
+            r["op50"].append(o[k]["p50_ns"] / 1e6)
+            r["np50"].append(n[k]["p50_ns"] / 1e6)
     print("| config | k events/s old -> new | rate/best old -> new | "
-          "cpu/1shard old -> new | CPU µs/event old -> new | new/old CPU |")
-    print("|---|---:|---:|---:|---:|---:|")
+          "cpu/1shard old -> new | CPU µs/event old -> new | new/old CPU | "
+          "p50 ms old -> new |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for k, r in rows.items():
-        print("| %s | %s -> %s | %s -> %s | %s -> %s | %s -> %s | %s |" % (
+        print("| %s | %s -> %s | %s -> %s | %s -> %s | %s -> %s | %s | "
+              "%.1f -> %.1f |" % (
             k, cell(r["oeps"], "%.0f"), cell(r["neps"], "%.0f"),
             cell(r["ob"], "%.1f%%"), cell(r["nb"], "%.1f%%"),
             cell(r["oc"], "%.2fx"), cell(r["nc"], "%.2fx"),
             "%.2f" % statistics.median(r["ocpu"]),
-            "%.2f" % statistics.median(r["ncpu"]), cell(r["cpu"], "%.2fx")))
+            "%.2f" % statistics.median(r["ncpu"]), cell(r["cpu"], "%.2fx"),
+            statistics.median(r["op50"]), statistics.median(r["np50"])))
 
 
 if __name__ == "__main__":

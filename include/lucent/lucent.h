@@ -224,7 +224,11 @@ typedef struct lu_config_s {
                                  instead of `store`; the manager takes
                                  ownership, even on error */
   size_t max_event_bytes;   /**< larger inputs are rejected; 1 MiB */
-  size_t queue_capacity;    /**< per-shard intake queue; default 1024 */
+  size_t queue_capacity;    /**< intake queue of the manager, shared
+                                 evenly by its shards (each gets at least
+                                 64, or all of it if smaller); a producer
+                                 blocks while its event's shard has its
+                                 share queued; default 1024 */
   unsigned max_depth;       /**< causation depth limit; default 16 */
   double w_load, w_resources, w_priority, w_affinity; /**< selection weights;
                                all 0 = 0.3, 0.25, 0.25, 0.2 */

@@ -525,6 +525,7 @@ int lu_manager_new(lu_manager_t **out, const lu_config_t *cfg_in,
   m->cfg = cfg;
   m->reg = reg;
   m->n = cfg.shards;
+  m->intake_cap = lu__intake_cap(cfg.queue_capacity, m->n);
   m->w = (lu_weights_t){cfg.w_load, cfg.w_resources, cfg.w_priority,
                         cfg.w_affinity};
   if (cfg.store_handle) {

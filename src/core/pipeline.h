@@ -315,6 +315,7 @@ struct lu_manager_s {
   const lu_registry_t *reg;
   lu_weights_t w;
   unsigned n;            /* local shards */
+  size_t intake_cap;     /* each shard's intake queue (shard.c) */
   unsigned nthreads;     /* the pool's workers as started */
   lu_shard_t *shards;
   struct lu_pool_s *pool;

@@ -149,7 +149,7 @@ void lu__shard_enqueue(lu_shard_t *s, lu_item_t *it, int forwarded) {
     s->fw_tail = it;
     s->fw_n++;
   } else {
-    while (s->in_n >= m->cfg.queue_capacity && !atomic_load(&m->closing)) {
+    while (s->in_n >= m->intake_cap && !atomic_load(&m->closing)) {
       s->blocked++;
       pthread_cond_wait(&s->space, &s->lock);
       s->blocked--;
@@ -171,6 +171,12 @@ void lu__shard_enqueue(lu_shard_t *s, lu_item_t *it, int forwarded) {
   pthread_mutex_unlock(&s->lock);
   if (push) lu__pool_push(m->pool, s);
   else if (behind) lu__pool_backlog(m->pool);
+}
+
+size_t lu__intake_cap(size_t capacity, unsigned n) {
+  size_t share = n ? capacity / n : capacity;
+  size_t least = capacity < INTAKE_BATCH ? capacity : INTAKE_BATCH;
+  return share > least ? share : least;
 }
 
 size_t lu__shard_queued(lu_shard_t *s) {

@@ -25,6 +25,7 @@
 
 #include "lucent/lucent.h"
 #include "pipeline.h" /* m->pending */
+#include "shard.h"    /* lu__intake_cap */
 
 LU_FUNCTION(Touch, .events = "Touch", LU_ROUND_ROBIN) {
   (void)ctx;
@@ -140,10 +141,11 @@ static void test_live_events_bounded(void **state) {
          (unsigned long long)a.max_pending, big,
          (unsigned long long)b.max_in_flight,
          (unsigned long long)b.max_pending, (unsigned long long)b.samples);
-  /* A shard holds its intake queue and the batch its turn runs.  The
-   * manager holds those, plus outcomes on their way to the store: the
-   * writer's queue (16384) and a batch being appended (store_batch). */
-  const uint64_t shard_bound = 2 * QUEUE + 1;
+  /* A shard holds its share of the intake queue and the batch its turn
+   * runs.  The manager holds those, plus outcomes on their way to the
+   * store: the writer's queue (16384) and a batch being appended
+   * (store_batch). */
+  const uint64_t shard_bound = 2 * (QUEUE / SHARDS) + 1;
   const uint64_t pending_bound = SHARDS * shard_bound + 16384 + 4096 + 1;
   assert_true(b.samples > 10);
   assert_true(a.max_in_flight <= shard_bound);
@@ -152,11 +154,25 @@ static void test_live_events_bounded(void **state) {
   assert_true(b.max_pending <= pending_bound);
 }
 
+/* The manager's intake queue is shared by its shards: an even share, at
+ * least a turn's batch of 64, never more than the whole. */
+static void test_intake_share(void **state) {
+  (void)state;
+  assert_int_equal(lu__intake_cap(1024, 1), 1024);
+  assert_int_equal(lu__intake_cap(1024, 4), 256);
+  assert_int_equal(lu__intake_cap(1024, 16), 64);
+  assert_int_equal(lu__intake_cap(1024, 64), 64); /* the floor */
+  assert_int_equal(lu__intake_cap(100, 64), 64);
+  assert_int_equal(lu__intake_cap(10, 4), 10);    /* all, if smaller */
+  assert_int_equal(lu__intake_cap(1, 8), 1);
+}
+
 int main(void) {
   const lu_fn_t *const *fns;
   size_t n = lu_fns_here(&fns);
   if (lu_registry_new(&reg) || lu_registry_add(reg, fns, n, "test")) return 1;
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_intake_share),
       cmocka_unit_test(test_live_events_bounded),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
