@@ -76,6 +76,28 @@ static void partitions_err(char *err, size_t errlen, unsigned have,
           have, have - 1, want);
 }
 
+/* The intake stream's info, riding through a cluster busy electing
+ * leaders or starting (for ao->retry_ms, as the assets module does): a
+ * stream whose raft group has no leader yet does not answer at all
+ * (docs/nats-notes.md a5).  NATS_OK, or a failure with *jerr
+ * JSStreamNotFoundErr when there is no such stream. */
+static natsStatus read_intake(jsCtx *js, const lu_assets_opts_t *ao,
+                              jsStreamInfo **si, jsErrCode *jerr) {
+  lu_retry_t rt = {.window_ms = ao->retry_ms,
+                   .what = "reading stream " LU_STREAM_INTAKE,
+                   .who = ao->who};
+  for (;;) {
+    *jerr = 0;
+    *si = NULL;
+    natsStatus s = js_GetStreamInfo(si, js, LU_STREAM_INTAKE, NULL, jerr);
+    if (s == NATS_OK || *jerr == JSStreamNotFoundErr) {
+      lu__retry_ok(&rt);
+      return s;
+    }
+    if (!lu__retry_again(&rt, s, (int)*jerr, NULL)) return s;
+  }
+}
+
 int lu__intake_stream_ensure(jsCtx *js, unsigned want, int create,
                              const lu_assets_opts_t *ao, unsigned *partitions,
                              char *err, size_t errlen) {
@@ -89,21 +111,7 @@ int lu__intake_stream_ensure(jsCtx *js, unsigned want, int create,
   }
   jsStreamInfo *si = NULL;
   jsErrCode jerr = 0;
-  natsStatus s;
-  /* A cluster busy electing leaders (or starting) answers late: ride
-   * through it for ao->retry_ms, as the assets module does. */
-  lu_retry_t rt = {.window_ms = ao->retry_ms,
-                   .what = "reading stream " LU_STREAM_INTAKE,
-                   .who = ao->who};
-  for (;;) {
-    jerr = 0;
-    s = js_GetStreamInfo(&si, js, LU_STREAM_INTAKE, NULL, &jerr);
-    if (s == NATS_OK || jerr == JSStreamNotFoundErr) {
-      lu__retry_ok(&rt);
-      break;
-    }
-    if (!lu__retry_again(&rt, s, (int)jerr, NULL)) break;
-  }
+  natsStatus s = read_intake(js, ao, &si, &jerr);
   if (s != NATS_OK && jerr != JSStreamNotFoundErr) {
     char r[256];
     lu__nats_reason(s, r, sizeof r);
@@ -124,10 +132,18 @@ int lu__intake_stream_ensure(jsCtx *js, unsigned want, int create,
                                err, errlen);
     free(subj);
     if (rc) return rc;
-    /* Read back: another process may have created it first, its way. */
-    if (js_GetStreamInfo(&si, js, LU_STREAM_INTAKE, NULL, NULL) != NATS_OK) {
-      lu__fmt(err, errlen, "stream " LU_STREAM_INTAKE
-                           " vanished after it was created");
+    /* Read back: another process may have created it first, its way.
+     * Just created with replicas, it may not answer until its leader is
+     * elected: read_intake rides through that. */
+    s = read_intake(js, ao, &si, &jerr);
+    if (s != NATS_OK) {
+      char r[256];
+      lu__nats_reason(s, r, sizeof r);
+      lu__fmt(err, errlen, "stream " LU_STREAM_INTAKE " %s after it was "
+              "created%s%s",
+              jerr == JSStreamNotFoundErr ? "vanished" : "cannot be read",
+              jerr == JSStreamNotFoundErr ? "" : ": ",
+              jerr == JSStreamNotFoundErr ? "" : r);
       return LU_EIO;
     }
   }

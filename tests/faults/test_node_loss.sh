@@ -64,14 +64,22 @@ last_seq() { local a; read -r _ a <<< "$(stream_state "$1")"; echo "$a"; }
 # The test is about the node loss: two minutes for the start.
 VIEW_SECS=$((120 * SLOW))
 wait_view() { # wait_view ID "a,b,c": until shard ID logs that view
-  for _ in $(seq 1 $((VIEW_SECS * 10))); do
+  local i s dead=
+  for i in $(seq 1 $((VIEW_SECS * 10))); do
     grep -q "\"view\":\"$2\"" "$T/$1.log" 2>/dev/null && return 0
+    if [ $((i % 10)) = 0 ]; then # a serve that died will not join: say so now
+      for s in $(echo "$2" | tr , ' '); do
+        [ "$(serve_alive "$s")" = yes ] || dead+=" $s"
+      done
+      [ -z "$dead" ] || break
+    fi
     sleep 0.1
   done
-  local s logs=
+  local logs=
   for s in $(echo "$2" | tr , ' '); do # every serve's word on why not
     logs+=$'\n'"--- $s (pid alive: $(serve_alive "$s")):"$'\n'"$(tail -8 "$T/$s.log" 2>/dev/null)"
   done
+  [ -z "$dead" ] || fail "shard$dead died before the view [$2] formed:$logs"
   fail "shard $1 never saw view [$2] in $VIEW_SECS s:$logs"
 }
 serve_alive() { # serve_alive ID: "yes" while serve ID (a, b, c) runs
