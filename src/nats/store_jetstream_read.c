@@ -330,6 +330,33 @@ static int fetch_none(js_store_t *st, qcons_t **qc, natsStatus s,
   return lu__jsstore_fail(st, "%s: %s", what, why);
 }
 
+/* Where message m stands in a query or count that reads up to stream
+ * sequence `last` and has looked at everything before *next. */
+enum {
+  READ_FAIL = -1, /* no JetStream metadata: said in st's errmsg */
+  READ_PAST,      /* appended after the read began: stop */
+  READ_SEEN,      /* before *next (a replaced consumer's): skip */
+  READ_TAKE       /* the next one: *next moved past it, *seq set, and
+                   * *final says whether it is the read's last */
+};
+static int read_step(js_store_t *st, natsMsg *m, const char *what,
+                     uint64_t last, uint64_t *next, uint64_t *seq,
+                     int *final) {
+  jsMsgMetaData *md = NULL;
+  if (natsMsg_GetMetaData(&md, m) != NATS_OK) {
+    lu__jsstore_fail(st, "%s: a message without JetStream metadata", what);
+    return READ_FAIL;
+  }
+  *seq = md->Sequence.Stream;
+  uint64_t left = md->NumPending;
+  jsMsgMetaData_Destroy(md);
+  if (*seq > last) return READ_PAST;
+  if (*seq < *next) return READ_SEEN;
+  *next = *seq + 1;
+  *final = *seq >= last || left == 0;
+  return READ_TAKE;
+}
+
 int lu__jsstore_query(lu_store_t *base, const lu_query_t *q,
                       lu_store_row_cb cb, void *ud) {
   js_store_t *st = (js_store_t *)base;
@@ -396,22 +423,15 @@ int lu__jsstore_query(lu_store_t *base, const lu_query_t *q,
     lu__retry_ok(&fr);
     for (int i = 0; i < list.Count && !done; i++) {
       natsMsg *m = list.Msgs[i];
-      jsMsgMetaData *md = NULL;
-      if (natsMsg_GetMetaData(&md, m) != NATS_OK) {
-        ret =
-            lu__jsstore_fail(st, "query: a message without JetStream metadata");
+      uint64_t seq;
+      int final;
+      int at = read_step(st, m, "query", last, &next, &seq, &final);
+      if (at == READ_FAIL) ret = LU_ESTORE;
+      if (at == READ_FAIL || at == READ_PAST) {
         done = 1;
         break;
       }
-      uint64_t seq = md->Sequence.Stream;
-      uint64_t left = md->NumPending;
-      jsMsgMetaData_Destroy(md);
-      if (seq > last) { /* appended after the query started */
-        done = 1;
-        break;
-      }
-      if (seq < next) continue; /* seen before a consumer was replaced */
-      next = seq + 1;
+      if (at == READ_SEEN) continue;
       if (lu__nats_msg_events(m) > 1) { /* a pack, as counted */
         if (type_matches(st, m, q, type_exact))
           ret = emit_pack(st, m, seq, q, cb, ud, &emitted, &done);
@@ -424,7 +444,7 @@ int lu__jsstore_query(lu_store_t *base, const lu_query_t *q,
         if (ret) done = 1;
         if (q->limit && ++emitted >= q->limit) done = 1;
       }
-      if (seq >= last || left == 0) done = 1;
+      if (final) done = 1;
     }
     batch_free(&list);
   }
@@ -478,23 +498,18 @@ int64_t lu__jsstore_count(lu_store_t *base) {
       break;
     }
     for (int i = 0; i < list.Count && !done; i++) {
-      jsMsgMetaData *md = NULL;
-      if (natsMsg_GetMetaData(&md, list.Msgs[i]) != NATS_OK) {
-        rc =
-            lu__jsstore_fail(st, "count: a message without JetStream metadata");
+      uint64_t seq;
+      int final;
+      int at = read_step(st, list.Msgs[i], "count", last, &next, &seq,
+                         &final);
+      if (at == READ_FAIL) rc = LU_ESTORE;
+      if (at == READ_FAIL || at == READ_PAST) {
         done = 1;
         break;
       }
-      uint64_t seq = md->Sequence.Stream, left = md->NumPending;
-      jsMsgMetaData_Destroy(md);
-      if (seq > last) { /* appended after the count started */
-        done = 1;
-        break;
-      }
-      if (seq < next) continue; /* seen before a consumer was replaced */
-      next = seq + 1;
+      if (at == READ_SEEN) continue;
       events += lu__nats_msg_events(list.Msgs[i]);
-      if (seq >= last || left == 0) done = 1;
+      if (final) done = 1;
     }
     lu__retry_ok(&fr);
     batch_free(&list);
