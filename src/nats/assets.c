@@ -65,11 +65,9 @@ static lu_retry_t retry_of(const lu_assets_opts_t *o, const char *what) {
                       .who = o ? o->who : NULL};
 }
 
-/* The stream's info, retried through an election.  NATS_NOT_FOUND when
- * it does not exist. */
-static natsStatus stream_info(jsCtx *js, const char *name,
-                              const lu_assets_opts_t *o, jsStreamInfo **si,
-                              jsErrCode *jerr) {
+natsStatus lu__assets_stream_info(jsCtx *js, const char *name,
+                                  const lu_assets_opts_t *o,
+                                  jsStreamInfo **si, jsErrCode *jerr) {
   char what[96];
   lu__fmt(what, sizeof what, "reading stream %s", name);
   lu_retry_t r = retry_of(o, what);
@@ -197,7 +195,7 @@ int lu__assets_queue(jsCtx *js, const char *name,
                      const lu_assets_opts_t *o, char *err, size_t errlen) {
   jsStreamInfo *si = NULL;
   jsErrCode jerr = 0;
-  natsStatus s = stream_info(js, name, o, &si, &jerr);
+  natsStatus s = lu__assets_stream_info(js, name, o, &si, &jerr);
   int rc = 0;
   if (s == NATS_OK) {
     rc = reconcile(js, &si, o, err, errlen);
@@ -254,7 +252,7 @@ int lu__assets_events(jsCtx *js, int create, int64_t dup_ns,
   if (out) *out = NULL;
   jsStreamInfo *si = NULL;
   jsErrCode jerr = 0;
-  natsStatus s = stream_info(js, LU_STREAM_EVENTS, o, &si, &jerr);
+  natsStatus s = lu__assets_stream_info(js, LU_STREAM_EVENTS, o, &si, &jerr);
   if (s == NATS_NOT_FOUND && !create) {
     lu__fmt(err, errlen, "no lucent event store on this server (stream "
                          LU_STREAM_EVENTS " not found)");
@@ -331,7 +329,8 @@ int lu__assets_sessions(jsCtx *js, int64_t ttl_ns, const lu_assets_opts_t *o,
    * any stream's. */
   jsStreamInfo *si = NULL;
   jsErrCode jerr = 0;
-  natsStatus s = stream_info(js, "KV_" LU_KV_SESSIONS, o, &si, &jerr);
+  natsStatus s =
+      lu__assets_stream_info(js, "KV_" LU_KV_SESSIONS, o, &si, &jerr);
   int rc = 0;
   if (s == NATS_OK) {
     rc = reconcile(js, &si, o, err, errlen);

@@ -96,6 +96,16 @@ int lu__assets_events(jsCtx *js, int create, int64_t dup_ns,
 int lu__assets_sessions(jsCtx *js, int64_t ttl_ns, const lu_assets_opts_t *o,
                         kvStore **kv, char *err, size_t errlen);
 
+/** The info of stream `name` into *si (the caller destroys it), riding
+ *  through a leader election for o->retry_ms: a stream whose raft group
+ *  has no leader yet, just created or after a node loss, does not answer
+ *  at all (docs/nats-notes.md a5).  NATS_OK; NATS_NOT_FOUND when there is
+ *  no such stream; else the last failure, *jerr set (no responders, no
+ *  JetStream on the server, fails at once). */
+natsStatus lu__assets_stream_info(jsCtx *js, const char *name,
+                                  const lu_assets_opts_t *o,
+                                  jsStreamInfo **si, jsErrCode *jerr);
+
 /** Why a JetStream API call failed, in words, into buf: "JetStream is
  *  not enabled on the server (start nats-server with -js)" for no
  *  responders, else nats.c's reason and the JetStream error code. */

@@ -20,7 +20,6 @@
 #include <time.h>
 
 #include "intake_layout.h"
-#include "retry.h"
 #include "lucent/log.h"
 #include "membership.h"
 
@@ -76,28 +75,6 @@ static void partitions_err(char *err, size_t errlen, unsigned have,
           have, have - 1, want);
 }
 
-/* The intake stream's info, riding through a cluster busy electing
- * leaders or starting (for ao->retry_ms, as the assets module does): a
- * stream whose raft group has no leader yet does not answer at all
- * (docs/nats-notes.md a5).  NATS_OK, or a failure with *jerr
- * JSStreamNotFoundErr when there is no such stream. */
-static natsStatus read_intake(jsCtx *js, const lu_assets_opts_t *ao,
-                              jsStreamInfo **si, jsErrCode *jerr) {
-  lu_retry_t rt = {.window_ms = ao->retry_ms,
-                   .what = "reading stream " LU_STREAM_INTAKE,
-                   .who = ao->who};
-  for (;;) {
-    *jerr = 0;
-    *si = NULL;
-    natsStatus s = js_GetStreamInfo(si, js, LU_STREAM_INTAKE, NULL, jerr);
-    if (s == NATS_OK || *jerr == JSStreamNotFoundErr) {
-      lu__retry_ok(&rt);
-      return s;
-    }
-    if (!lu__retry_again(&rt, s, (int)*jerr, NULL)) return s;
-  }
-}
-
 int lu__intake_stream_ensure(jsCtx *js, unsigned want, int create,
                              const lu_assets_opts_t *ao, unsigned *partitions,
                              char *err, size_t errlen) {
@@ -111,12 +88,11 @@ int lu__intake_stream_ensure(jsCtx *js, unsigned want, int create,
   }
   jsStreamInfo *si = NULL;
   jsErrCode jerr = 0;
-  natsStatus s = read_intake(js, ao, &si, &jerr);
-  if (s != NATS_OK && jerr != JSStreamNotFoundErr) {
-    char r[256];
-    lu__nats_reason(s, r, sizeof r);
-    lu__fmt(err, errlen, "cannot read stream " LU_STREAM_INTAKE ": %s%s", r,
-            s == NATS_NO_RESPONDERS ? " (is JetStream enabled?)" : "");
+  natsStatus s = lu__assets_stream_info(js, LU_STREAM_INTAKE, ao, &si, &jerr);
+  if (s != NATS_OK && s != NATS_NOT_FOUND) {
+    char r[300];
+    lu__assets_reason(s, jerr, r, sizeof r);
+    lu__fmt(err, errlen, "cannot read stream " LU_STREAM_INTAKE ": %s", r);
     return LU_EIO;
   }
   if (s != NATS_OK) { /* not found */
@@ -134,16 +110,16 @@ int lu__intake_stream_ensure(jsCtx *js, unsigned want, int create,
     if (rc) return rc;
     /* Read back: another process may have created it first, its way.
      * Just created with replicas, it may not answer until its leader is
-     * elected: read_intake rides through that. */
-    s = read_intake(js, ao, &si, &jerr);
+     * elected: the read rides through that. */
+    s = lu__assets_stream_info(js, LU_STREAM_INTAKE, ao, &si, &jerr);
     if (s != NATS_OK) {
-      char r[256];
-      lu__nats_reason(s, r, sizeof r);
-      lu__fmt(err, errlen, "stream " LU_STREAM_INTAKE " %s after it was "
-              "created%s%s",
-              jerr == JSStreamNotFoundErr ? "vanished" : "cannot be read",
-              jerr == JSStreamNotFoundErr ? "" : ": ",
-              jerr == JSStreamNotFoundErr ? "" : r);
+      char r[300];
+      lu__assets_reason(s, jerr, r, sizeof r);
+      int gone = s == NATS_NOT_FOUND;
+      lu__fmt(err, errlen,
+              "stream " LU_STREAM_INTAKE " %s after it was created%s%s",
+              gone ? "vanished" : "cannot be read", gone ? "" : ": ",
+              gone ? "" : r);
       return LU_EIO;
     }
   }

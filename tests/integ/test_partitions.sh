@@ -12,7 +12,8 @@
 #      keyed type by its key, a missing key and an unknown type by subject,
 #      and their outcomes are a rejection and a dead letter;
 #   6. a v1 stream (lucent.intake.>) is read as 16 partitions and converted
-#      to the 16 subjects; a stream on foreign subjects is refused.
+#      to the 16 subjects; a stream on foreign subjects is refused;
+#   7. a server without JetStream is refused with the fix.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/nats.sh"
 NATSREQ="python3 $(dirname "$0")/../faults/natsreq.py"
@@ -134,3 +135,11 @@ $NATSREQ --servers "$NATS_URL" req '$JS.API.STREAM.CREATE.LUCENT_INTAKE' \
   '{"name":"LUCENT_INTAKE","subjects":["orders.>"],"retention":"workqueue","storage":"file"}' > /dev/null
 expect_fail 1 "is not lucent's intake" "$LUCENT" serve --nats "$NATS_URL" --shard x --plugin "$LUCENT_PLUGIN"
 pass "a v1 stream is read as 16 partitions and listed; a foreign stream is refused"
+nats_stop
+
+# 7. A server without JetStream: the publisher says so (at once: no
+#    responders is not an election to wait out).
+nats_start -js=false
+expect_fail 1 "cannot read stream LUCENT_INTAKE: JetStream is not enabled on the server" \
+  "$LUCENT" publish --nats "$NATS_URL" --input "$T/in.jsonl"
+pass "no JetStream on the server: publish refuses with the fix"
