@@ -8,10 +8,11 @@ Runs OLD and NEW one after the other PAIRS times (default 6), each with
 1,2,4,16,64 --stores memory,file).  A busy machine moves both runs of a
 pair alike, so the table compares within runs and within pairs:
 
-  rate/best   a config's rate over the best shard count's of the same run
-              and store (issue 18's ">= 90%")
-  cpu/1shard  its CPU per event over one shard's of the same run and store
-              (issue 18's "<= 1.15x")
+  rate/best   a config's paired rate (over the baseline run just before
+              it) over the best shard count's of the same run and store
+              (issue 18's ">= 90%")
+  cpu/1shard  its paired CPU per event (over that baseline run's) over
+              one shard's of the same run and store (issue 18's "<= 1.15x")
   new/old     NEW's CPU per event over OLD's in the same pair
   p50         submit -> stored, the median over the pairs
 
@@ -39,11 +40,11 @@ def derived(configs):
         by_store.setdefault(c["store"], []).append(c)
     res = {}
     for cs in by_store.values():
-        best = max(c["eps_median"] for c in cs)
-        one = min(cs, key=lambda c: c["shards"])["cpu_us_per_event"]
+        best = max(c["ratio_paired_median"] for c in cs)
+        one = min(cs, key=lambda c: c["shards"])["runs"][0]["cpu_ratio"]
         for c in cs:
-            res[c["config"]] = (c["eps_median"] / best,
-                                c["cpu_us_per_event"] / one)
+            res[c["config"]] = (c["ratio_paired_median"] / best,
+                                c["runs"][0]["cpu_ratio"] / one)
     return res
 
 

@@ -134,6 +134,7 @@ typedef struct result_s {
   double eps;                /* events/s */
   double ratio;              /* eps / eps of the baseline run just before */
   double cpu_us;             /* process CPU time per event, µs */
+  double cpu_ratio;          /* cpu_us / that of the baseline run before */
   uint64_t p50, p99, max;    /* submit -> stored, ns */
   uint64_t fn_p50;           /* inside the function, ns (histogram) */
   uint64_t batches;          /* store transactions the run took */
@@ -343,8 +344,12 @@ static double target_of(const cfgres_t *c) {
 
 /* For each pipeline configuration, per round: its paired ratio over the
  * best paired ratio of any shard count with the same store in that round,
- * and its CPU per event over that of the fewest shards with the same
- * store in that round; min and max over the rounds.  The rate's central
+ * and its paired CPU ratio (CPU per event over that of the baseline run
+ * just before it) over that of the fewest shards with the same store in
+ * that round; min and max over the rounds.  Both are paired the same way:
+ * a neighbour that slows the machine (or dirties its caches) for a few
+ * seconds raises a run's CPU per event and its baseline's alike, and a
+ * raw CPU ratio between two runs seconds apart swung 0.8-1.8x here.  The rate's central
  * figure is its median paired ratio over the best median of the same
  * store (the best of a round is biased high by noise: it is a maximum);
  * the CPU's is the median of the rounds.  After summarize. */
@@ -359,10 +364,10 @@ static void summarize_shards(cfgres_t *cs, size_t nc, size_t R) {
         if (cs[k].file != c->file) continue;
         if (cs[k].runs[r].ratio > top) top = cs[k].runs[r].ratio;
         if (cs[k].shards < few) few = cs[k].shards,
-                                few_cpu = cs[k].runs[r].cpu_us;
+                                few_cpu = cs[k].runs[r].cpu_ratio;
       }
       best[r] = top > 0 ? c->runs[r].ratio / top : 0;
-      cpu1[r] = few_cpu > 0 ? c->runs[r].cpu_us / few_cpu : 0;
+      cpu1[r] = few_cpu > 0 ? c->runs[r].cpu_ratio / few_cpu : 0;
     }
     (void)med_dbl(best, R); /* sorts */
     double top = 0;
@@ -419,7 +424,8 @@ static void print_markdown(const cfgres_t *cs, size_t nc, size_t N, size_t R,
   printf("\nShards beyond cores (paired within each round, same store):\n\n"
          "| config | rate / best shard count's: of medians (per round min..max) | "
          "target "
-         "| CPU/event / fewest shards': median (min..max) | target |\n"
+         "| paired CPU/event / fewest shards': median (min..max) | "
+         "target |\n"
          "|---|---:|---|---:|---|\n");
   for (size_t i = 1; i < nc; i++) {
     const cfgres_t *c = &cs[i];
@@ -469,9 +475,10 @@ static void print_json(const cfgres_t *cs, size_t nc, size_t N, size_t R,
       printf("%s{\"eps\":%.0f,\"cpu_us_per_event\":%.3f", r ? "," : "",
              x->eps, x->cpu_us);
       if (c->file >= 0)
-        printf(",\"ratio\":%.4f,\"p50_ns\":%" PRIu64 ",\"p99_ns\":%" PRIu64
+        printf(",\"ratio\":%.4f,\"cpu_ratio\":%.4f,\"p50_ns\":%" PRIu64
+               ",\"p99_ns\":%" PRIu64
                ",\"max_ns\":%" PRIu64 ",\"fn_p50_ns\":%" PRIu64,
-               x->ratio, x->p50, x->p99, x->max, x->fn_p50);
+               x->ratio, x->cpu_ratio, x->p50, x->p99, x->max, x->fn_p50);
       printf("}");
     }
     printf("]}");
@@ -627,6 +634,7 @@ int main(int argc, char **argv) {
                                 c->file ? store_path : ":memory:", batch,
                                 &col);
       c->runs[r].ratio = c->runs[r].eps / b.eps;
+      c->runs[r].cpu_ratio = c->runs[r].cpu_us / b.cpu_us;
       fprintf(stderr,
               "  round %zu  %-22s %7.0f ev/s %6.2f CPU µs/ev  (baseline "
               "%7.0f ev/s %5.2f CPU µs/ev: %5.1f%%)  p50 %7.2f ms  p99 "
