@@ -931,6 +931,14 @@ static void test_query_survives_lost_consumer(void **state) {
 
 static void test_server_restart(void **state) {
   fx_t *f = *state;
+  /* Reads ride through an outage for 20 s by default; the count below,
+   * made while the server is down, must fail, and need not wait that
+   * long to.  The same stream, a store with a short read window. */
+  lu_store_close(f->st);
+  lu_js_store_opts_t o = {.create = 1, .assets = {.retry_ms = 500}};
+  char err[512];
+  assert_int_equal(
+      lu__store_jetstream_open_with(&f->st, f->nc, &o, err, sizeof err), 0);
   lu_store_t *st = f->st;
   fixture(st);
   assert_int_equal(lu_test_nats_restart(&f->srv, 200), 0);
