@@ -6,6 +6,7 @@
 # one to fuzz/corpus/ by hand when it is a regression); crashes to
 # build-fuzz/artifacts/.  Exits 1 if any target crashed, printing the
 # input; 77 when clang's libFuzzer runtime is missing.
+# `fuzz.sh --build` only builds them (scripts/test.sh, ahead of time).
 #   FUZZ_TARGETS="fuzz_event fuzz_hb"  only these
 #   FUZZ_BUILD=DIR                     another build directory
 set -euo pipefail
@@ -24,6 +25,7 @@ cmake -S . -B "$build" -DCMAKE_C_COMPILER=clang -DLUCENT_FUZZ=ON \
 if ! cmake --build "$build" -j"$(nproc)" --target fuzz_all > "$build/fuzz-build.log" 2>&1; then
   cat "$build/fuzz-build.log"; echo "fuzz: build failed"; exit 1
 fi
+[ "$secs" = --build ] && exit 0
 targets=${FUZZ_TARGETS:-$(cd fuzz && ls fuzz_*.c | sed 's/\.c$//')}
 mkdir -p "$build/artifacts"
 failed=0

@@ -16,16 +16,42 @@ jobs=$(nproc)
 # pass is spent waiting (on servers starting, elections, redeliveries),
 # and at -j2 the plain pass kept 1.4 of 2 cores busy.
 ctest_jobs=$((jobs + 1))
-pass() {
+want() { [ -z "${LUCENT_TEST_ONLY:-}" ] || [ "$LUCENT_TEST_ONLY" = "$1" ]; }
+# build NAME CC [CMAKE ARGS...]: configures and builds build-test-NAME,
+# its output in build-test-NAME.log.
+build() {
   local name=$1 cc=$2; shift 2
-  [ -z "${LUCENT_TEST_ONLY:-}" ] || [ "$LUCENT_TEST_ONLY" = "$name" ] || return 0
-  echo "=== $name ($cc $*)"
-  cmake -S . -B "build-test-$name" -DCMAKE_C_COMPILER="$cc" \
-    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLUCENT_WERROR=ON "$@" >/dev/null
-  if ! cmake --build "build-test-$name" -j"$jobs" > "build-test-$name.log" 2>&1; then
-    cat "build-test-$name.log"; echo "build failed ($name)"; exit 1
-  fi
-  (cd "build-test-$name" && ctest --output-on-failure -j"$ctest_jobs" ${CTEST_EXCLUDE:+-E "$CTEST_EXCLUDE"})
+  { cmake -S . -B "build-test-$name" -DCMAKE_C_COMPILER="$cc" \
+      -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLUCENT_WERROR=ON "$@" &&
+    cmake --build "build-test-$name" -j"$jobs"; } > "build-test-$name.log" 2>&1
+}
+# The sanitizer and fuzz trees build in the background, one after the
+# other at nice 19, while the plain pass's tests run: those leave about a
+# third of the CPU idle, and the three builds take ~55 s on 2 cores.  Each
+# build leaves its status in build-test-NAME.rc for its pass to wait on.
+later=
+prebuild() {
+  rm -f build-test-asan.rc build-test-tsan.rc build-test-fuzz.rc
+  (
+    set +e # each build's status goes to its .rc file
+    renice -n 19 "$BASHPID" > /dev/null
+    if want asan; then build asan clang -DLUCENT_ASAN=ON; echo $? > build-test-asan.rc; fi
+    if want tsan; then build tsan gcc -DLUCENT_TSAN=ON; echo $? > build-test-tsan.rc; fi
+    if want fuzz; then
+      ./scripts/fuzz.sh --build > build-test-fuzz.log 2>&1; echo $? > build-test-fuzz.rc
+    fi
+  ) &
+  later=$!
+  trap 'kill "$later" 2>/dev/null || true' EXIT
+}
+built() { # built NAME: waits for its background build; 0 when it succeeded
+  while [ ! -s "build-test-$1.rc" ]; do sleep 1; done
+  [ "$(cat "build-test-$1.rc")" = 0 ] && return 0
+  cat "build-test-$1.log"; echo "build failed ($1)"; exit 1
+}
+run_tests() { # run_tests NAME: CTest in build-test-NAME
+  echo "=== $1 tests"
+  (cd "build-test-$1" && ctest --output-on-failure -j"$ctest_jobs" ${CTEST_EXCLUDE:+-E "$CTEST_EXCLUDE"})
 }
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
@@ -41,7 +67,12 @@ export LUCENT_TEST_FAULT_EVENTS=${LUCENT_TEST_FAULT_EVENTS:-5000}
 export LUCENT_TEST_BUSY_EVENTS=${LUCENT_TEST_BUSY_EVENTS:-5000}
 export LUCENT_TEST_KILL_EVENTS=${LUCENT_TEST_KILL_EVENTS:-5000}
 export LUCENT_TEST_BIG_EVENTS=${LUCENT_TEST_BIG_EVENTS:-300000}
-pass plain gcc
+if want plain; then
+  echo "=== plain (gcc, -Werror)"
+  build plain gcc || { cat build-test-plain.log; echo "build failed (plain)"; exit 1; }
+fi
+prebuild
+if want plain; then run_tests plain; fi
 # The sanitizers run the same tests, smaller and with more patience: they
 # are 5-20x slower, and the claims (bounded memory, nothing lost on kill -9)
 # are about shape, not size.
@@ -51,16 +82,25 @@ export LUCENT_TEST_FAULT_EVENTS=2000 LUCENT_TEST_BUSY_EVENTS=2000
 # ASan's pace beside other work they dead-lettered 1 to 3 good events of
 # 2,000 (an over-budget or hard-limit verdict reached while another copy
 # completed), a limit of the machine's speed rather than of memory safety.
-CTEST_EXCLUDE="faults.test_pause|faults.test_server_crash" \
-  LUCENT_TEST_SANITIZER=asan pass asan clang -DLUCENT_ASAN=ON
+if want asan; then
+  echo "=== asan (clang, -Werror, AddressSanitizer + UndefinedBehaviorSanitizer)"
+  built asan
+  CTEST_EXCLUDE="faults.test_pause|faults.test_server_crash" \
+    LUCENT_TEST_SANITIZER=asan run_tests asan
+fi
 # ThreadSanitizer: the threaded tests (the manager, sessions, logs, metrics,
 # the CLI on several shards, three shard processes).  The single-threaded
 # store and connection tests ran in the passes above.
-LUCENT_TEST_SANITIZER=tsan LUCENT_TEST_QUICK=1 \
-  CTEST_EXCLUDE="test_store_jetstream|test_events_nats|integ.test_backpressure|test_examples|test_nats_conn|unit.test_store$|faults\\." \
-  pass tsan gcc -DLUCENT_TSAN=ON
-if [ -z "${LUCENT_TEST_ONLY:-}" ] || [ "$LUCENT_TEST_ONLY" = fuzz ]; then
+if want tsan; then
+  echo "=== tsan (gcc, ThreadSanitizer)"
+  built tsan
+  LUCENT_TEST_SANITIZER=tsan LUCENT_TEST_QUICK=1 \
+    CTEST_EXCLUDE="test_store_jetstream|test_events_nats|integ.test_backpressure|test_examples|test_nats_conn|unit.test_store$|faults\\." \
+    run_tests tsan
+fi
+if want fuzz; then
   echo "=== fuzz (clang, libFuzzer, ${LUCENT_TEST_FUZZ_SECONDS:-5} s per target)"
+  while [ ! -s build-test-fuzz.rc ]; do sleep 1; done
   rc=0
   ./scripts/fuzz.sh "${LUCENT_TEST_FUZZ_SECONDS:-5}" || rc=$?
   if [ "$rc" = 77 ]; then echo "fuzz pass skipped: no libFuzzer runtime"
