@@ -44,6 +44,11 @@ typedef struct puller_s {
   _Atomic int want;
   _Atomic int adopt; /* how to take it when pulling starts (adopt()) */
   _Atomic size_t holding; /* messages pulled and not finished (pulled_t) */
+  /* No pull request of ours is open (never pulled, or let go after
+   * pull_release): with holding 0, nothing of the consumer is ours. */
+  _Atomic int released;
+  /* HANDOVER: the shard that pulled it before (adopt() asks it). */
+  char prev[LU_SHARD_ID_MAX];
 } puller_t;
 
 /* How a consumer that becomes ours is taken (adopt()). */
@@ -80,6 +85,7 @@ struct lu_natsbus_s {
                             * keeplock; the keeper sends them */
   int fwretry_new;         /* one was queued since the keeper looked */
   natsSubscription *exec_sub, *exec_self_sub, *amo_sub, *amo_fwd_sub;
+  natsSubscription *held_sub; /* lucent.held.<self> (puller.c) */
   pthread_mutex_t heldlock; /* held: messages pulled and not acked yet */
   struct pulled_s *held;
   pthread_t keeper;
@@ -138,6 +144,14 @@ int lu__natsbus_acks_message(lu_done_t d);
  *  worked on (+WPI); no-op for any other d.  Any thread, d must be
  *  pending (not yet called). */
 void lu__natsbus_in_progress(lu_done_t d);
+
+/** nats.c handler (closure: the bus) of lucent.held.<self>: a shard
+ *  taking over one of our consumers in a handover asks whether we have
+ *  let go of it (body: the consumer's name); answers "0" when no pull
+ *  request of ours is open on it and we hold none of its messages, else
+ *  the count we hold.  On nats.c's delivery thread; takes msg. */
+void lu__natsbus_on_held(natsConnection *nc, natsSubscription *sub,
+                         natsMsg *msg, void *closure);
 
 /** The claimer thread (arg: the bus): decides which consumers this shard
  *  pulls, every second and at each view change, until b->stopping. */

@@ -532,6 +532,18 @@ int lu__natsbus_start(lu_natsbus_t **out, natsConnection *nc,
                            (amo ? 0u : LU_BUS_DURABLE_EMIT),
                   .handed_on_after_ms = amo ? 0 : handed_on};
   lu_manager_set_bus(m, &bus);
+  /* Answering "have you let go of it?" before joining the view: a shard
+   * that takes one of our consumers over in a handover asks (puller.c). */
+  if (!amo) {
+    char hsubj[128];
+    lu__fmt(hsubj, sizeof hsubj, "%s.%s", LU_SUBJ_HELD, b->self);
+    if (subscribe(b, &b->held_sub, hsubj, NULL, lu__natsbus_on_held) !=
+        NATS_OK) {
+      lu__fmt(err, errlen, "cannot subscribe to %s", hsubj);
+      lu__natsbus_stop(b, 0, NULL);
+      return LU_EIO;
+    }
+  }
   rc = lu__membership_start(&b->ms, nc, m, b->self, cfg->static_view,
                             cfg->hb_interval_ms, on_view_change, b, err,
                             errlen);
@@ -607,6 +619,7 @@ void lu__natsbus_stop(lu_natsbus_t *b, uint32_t timeout_ms,
   }
   lu__nats_unsubscribe(&b->exec_self_sub);
   lu__nats_unsubscribe(&b->amo_fwd_sub);
+  lu__nats_unsubscribe(&b->held_sub);
   if (b->keeper_running) { /* what we hold is acked by now, or let go */
     pthread_mutex_lock(&b->keeplock);
     b->keeper_stop = 1;

@@ -60,6 +60,7 @@
 #define LU_SUBJ_AMO_INTAKE "lucent.amo.intake"
 #define LU_SUBJ_AMO_FWD "lucent.amo.fwd"   /* + ".<shard>" */
 #define LU_SUBJ_CFWD "lucent.cfwd"       /* + ".<shard>" */
+#define LU_SUBJ_HELD "lucent.held"       /* + ".<shard>" (puller.c) */
 
 /* ---- nats_conn.c ------------------------------------------------------ */
 

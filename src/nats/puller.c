@@ -364,20 +364,33 @@ static void pull_unanswered(puller_t *p) {
 
 /* We stopped pulling this consumer, but our last requests stay open on the
  * server until `until` and may still deliver into the inbox, where nobody
- * would read them until AckWait.  Hand back (NAK) what comes until then. */
+ * would read them until AckWait.  Hand back (NAK) what comes until then.
+ * A NAKed message stays pending on the consumer until someone pulls it
+ * (docs/nats-notes.md, c6): its new owner must not wait for it to be
+ * acknowledged (adopt(), HANDOVER). */
 static void pull_release(puller_t *p, uint64_t until) {
+  unsigned long long back = 0;
   for (;;) {
     uint64_t now = lu__now_ns();
     int64_t ms = now < until ? (int64_t)((until - now) / NS_PER_MS) : 0;
     natsMsg *m = NULL;
     if (natsSubscription_NextMsg(&m, p->pull.sub, ms > 0 ? ms : 1) !=
         NATS_OK) {
-      if (lu__now_ns() >= until) return;
+      if (lu__now_ns() >= until) break;
       continue;
     }
-    if (!lu__nats_pull_status(m)) js_reply(p->b->nc, m, NAK_HANDBACK);
+    if (!lu__nats_pull_status(m)) {
+      js_reply(p->b->nc, m, NAK_HANDBACK);
+      back++;
+    }
     natsMsg_Destroy(m);
   }
+  if (back)
+    LU_LOG(LU_LOG_INFO, p->b->self, NULL,
+           LU_KVS(LU_KV_STR("consumer", p->consumer),
+                  LU_KV_UINT("messages", back)),
+           "handed back %llu messages of %s that came after it moved", back,
+           p->consumer);
 }
 
 /* Should a puller's wait end now (it is no longer wanted, or we stop)? */
@@ -386,6 +399,57 @@ static int puller_cancelled(puller_t *p) {
   int stop = p->b->stopping || !atomic_load(&p->want);
   pthread_mutex_unlock(&p->b->lock);
   return stop;
+}
+
+/* HANDOVER: has the shard that pulled the consumer before let go of it -
+ * no pull request of its own open, none of its messages held?  Then what
+ * is still pending was handed back (pull_release) and waits for a pull,
+ * not for an ack: waiting on, up to 2 x AckWait, stalled the partition
+ * (docs/nats-notes.md, c6).  A shard that does not answer (busy, or one
+ * that predates the question) is waited for as before. */
+static int prev_let_go(puller_t *p) {
+  if (!p->prev[0]) return 0;
+  char subj[128];
+  lu__fmt(subj, sizeof subj, "%s.%s", LU_SUBJ_HELD, p->prev);
+  natsMsg *r = NULL;
+  if (natsConnection_RequestString(&r, p->b->nc, subj, p->consumer, 500) !=
+      NATS_OK)
+    return 0;
+  const char *d = natsMsg_GetData(r);
+  int done = natsMsg_GetDataLength(r) == 1 && d && d[0] == '0';
+  natsMsg_Destroy(r);
+  return done;
+}
+
+void lu__natsbus_on_held(natsConnection *nc, natsSubscription *sub,
+                         natsMsg *msg, void *closure) {
+  (void)sub;
+  lu_natsbus_t *b = closure;
+  const char *reply = natsMsg_GetReply(msg);
+  char name[96];
+  int len = natsMsg_GetDataLength(msg);
+  if (!reply || !*reply || len <= 0 || (size_t)len >= sizeof name) {
+    natsMsg_Destroy(msg);
+    return;
+  }
+  memcpy(name, natsMsg_GetData(msg), (size_t)len);
+  name[len] = 0;
+  size_t held = 0;
+  pthread_mutex_lock(&b->lock);
+  for (unsigned i = 0; i < b->npullers; i++) {
+    puller_t *p = b->pullers[i];
+    if (strcmp(p->consumer, name)) continue;
+    held = atomic_load(&p->holding);
+    /* Still pulling (or its last requests still open): not let go. */
+    if (!held && (atomic_load(&p->want) || !atomic_load(&p->released)))
+      held = 1;
+    break;
+  }
+  pthread_mutex_unlock(&b->lock);
+  char out[32];
+  lu__fmt(out, sizeof out, "%zu", held);
+  natsConnection_PublishString(nc, reply, out);
+  natsMsg_Destroy(msg);
 }
 
 /* Takes a consumer that has just become ours, before the first pull
@@ -423,6 +487,8 @@ static int puller_cancelled(puller_t *p) {
 static int adopt(puller_t *p, int mode) {
   lu_natsbus_t *b = p->b;
   jsConsumerInfo *ci = NULL;
+  unsigned asked = 0;
+  int let_go = 0; /* HANDOVER: what is pending was handed back */
   uint64_t until = lu__now_ns() + 2 * (uint64_t)b->cfg.ack_wait_ms * NS_PER_MS;
   /* A resync first lets what we hold of it finish: replayed while it is
    * still in our queues, a message would run twice at once, and neither
@@ -483,6 +549,13 @@ static int adopt(puller_t *p, int mode) {
     if (mode != ADOPT_HANDOVER || ci->NumAckPending == 0 ||
         lu__now_ns() >= until)
       break;
+    /* Still pending: held by the shard that pulled it before, or handed
+     * back by it (NAKed after it stopped pulling: pending until pulled,
+     * never acked while we wait).  It knows which: ask it. */
+    if (++asked % 4 == 0 && prev_let_go(p)) {
+      let_go = 1;
+      break;
+    }
     jsConsumerInfo_Destroy(ci);
     ci = NULL;
     struct timespec ts = {0, 50 * 1000000L};
@@ -511,7 +584,10 @@ static int adopt(puller_t *p, int mode) {
    * takes it now, and deleting it under them would drop their acks. */
   if (puller_cancelled(p)) return 0;
   p->maybe_deleted = 1; /* until it is made again: a timeout may lie */
-  p->lost_suspects = pending > 0 && mode != ADOPT_RESYNC ? given : 0;
+  /* What the dead puller held is suspect; what a live one handed back
+   * never ran, and what we resync is ours. */
+  int suspect = pending > 0 && mode != ADOPT_RESYNC && !let_go;
+  p->lost_suspects = suspect ? given : 0;
   if (js_DeleteConsumer(b->jsm, p->stream, p->consumer, NULL, NULL) !=
       NATS_OK)
     return -1;
@@ -532,13 +608,15 @@ static int adopt(puller_t *p, int mode) {
   }
   p->maybe_deleted = 0;
   p->lost_suspects = 0;
-  p->replay_until = pending > 0 && mode != ADOPT_RESYNC ? given : 0;
+  p->replay_until = suspect ? given : 0;
   p->rerun_until = given; /* what was given out may have run (resync) */
   LU_LOG(LU_LOG_INFO, b->self, NULL,
          LU_KVS(LU_KV_STR("consumer", p->consumer),
                 LU_KV_STR("how", mode == ADOPT_RESYNC ? "resync"
-                                 : mode == ADOPT_HANDOVER && !pending
+                                 : mode == ADOPT_HANDOVER &&
+                                         (!pending || let_go)
                                      ? "handover" : "takeover"),
+                LU_KV_BOOL("handed_back", let_go),
                 LU_KV_INT("unacknowledged", pending),
                 LU_KV_UINT("waiting", waiting),
                 LU_KV_UINT("ack_floor", floor)),
@@ -562,6 +640,7 @@ static void *puller_main(void *arg) {
       pull_release(p, open_until);
       pulling = 0;
       left = 0;
+      atomic_store(&p->released, 1); /* lu__natsbus_on_held */
     }
     pthread_mutex_lock(&b->lock);
     while (!b->stopping && !atomic_load(&p->want))
@@ -585,6 +664,7 @@ static void *puller_main(void *arg) {
       }
       if (puller_cancelled(p)) continue;
     }
+    if (!pulling) atomic_store(&p->released, 0);
     pulling = 1;
     uint64_t now = lu__now_ns();
     if (now >= open_until) left = 0; /* every request has expired */
@@ -674,6 +754,7 @@ static puller_t *puller_get(lu_natsbus_t *b, const char *stream,
   puller_t *p = calloc(1, sizeof *p);
   if (!p) return NULL;
   p->b = b;
+  atomic_init(&p->released, 1); /* no request open yet */
   lu__fmt(p->consumer, sizeof p->consumer, "%s", consumer);
   lu__fmt(p->stream, sizeof p->stream, "%s", stream);
   lu__fmt(p->filter, sizeof p->filter, "%s", filter);
@@ -748,6 +829,7 @@ static void want(lu_natsbus_t *b, puller_t *pl, const char *queue_of,
   char prev[LU_SHARD_ID_MAX];
   prev_puller(b, pl->consumer, queue_of, prev);
   int alive = prev[0] && strcmp(prev, b->self) && in_ids(ids, n, prev);
+  lu__fmt(pl->prev, sizeof pl->prev, "%s", alive ? prev : "");
   atomic_store(&pl->adopt, alive ? ADOPT_HANDOVER : ADOPT_TAKEOVER);
   atomic_store(&pl->want, 1);
 }
