@@ -275,6 +275,13 @@ static void handle_pulled(puller_t *p, pulled_t *j) {
   /* Replayed after a resync: it may have run before the server lost the
    * acks (adopt). */
   unsigned replayed = mt.sseq && mt.sseq <= p->rerun_until;
+  /* A forward's cause was suspect before it was forwarded, and a message
+   * a takeover moved (move_to_end) was held by the dead puller: either
+   * says so in a header. */
+  unsigned hd, hr;
+  lu__delivery_hdr_read(msg, &hd, &hr);
+  if (hd > delivery) delivery = hd;
+  replayed = replayed || hr;
   char origin[96];
   lu__fmt(origin, sizeof origin, "%s:%llu", mt.stream[0] ? mt.stream : "?",
           (unsigned long long)mt.sseq);
@@ -286,13 +293,10 @@ static void handle_pulled(puller_t *p, pulled_t *j) {
     return;
   }
   if (p->is_fwd) {
-    unsigned d, r;
-    lu__delivery_hdr_read(msg, &d, &r);
-    if (d > delivery) delivery = d; /* suspect before it was forwarded */
     lu_input_t in = {.json = data ? data : "",
                      .len = len > 0 ? (size_t)len : 0,
                      .origin = origin, .delivery = delivery,
-                     .replayed = replayed || r};
+                     .replayed = replayed};
     int rc = lu_manager_accept(b->m, &in, p->target,
                                (unsigned)lu__natsbus_hdr_u64(msg,
                                                              "Lucent-Hops", 0),
@@ -452,6 +456,172 @@ void lu__natsbus_on_held(natsConnection *nc, natsSubscription *sub,
   natsMsg_Destroy(msg);
 }
 
+/* ---- messages a new consumer would skip ------------------------------- */
+
+/* nats-server 2.9.10 keeps, per message block, each subject's count and
+ * first and last sequence (filestore.go, removeSeqPerSubject).  Removing
+ * the subject's last message while others are left does not update
+ * "last"; removing its first when one message is left then takes that
+ * stale "last" as the new first.  The message left lies below it, and
+ * every filtered read starts at that first from then on (firstMatching):
+ * a consumer created with DeliverAll never delivers the message,
+ * next_by_subj and a subject purge skip it, and a restart keeps it so
+ * (docs/nats-notes.md, h).  In a work queue, acks are those removals: a
+ * pack that runs long while later messages of its partition are acked is
+ * enough (seen in test_distributed: a killed shard's pack, 24 of its
+ * events never ran).  A live consumer is not affected: it has passed
+ * those sequences, and redelivers what it holds by sequence.  A consumer
+ * created again is, and nothing on the server can start it lower
+ * (DeliverByStartSequence is refused on a work queue, and would start at
+ * the same stale first).  So adopt() looks for what the old consumer
+ * held and a filtered read misses, and moves each such message to the
+ * end of its subject, where every read finds it. */
+
+/* JetStream API answers; nats.c's own default. */
+#define API_WAIT_MS 5000
+
+/* The first message of our subject at or after stream sequence `from`,
+ * as a filtered read finds it: *seq, or 0 when it finds none.  0, or -1
+ * when the server did not answer.  (nats.c 3.4.1 gets by subject only
+ * through the direct get, which the streams do not allow.) */
+static int next_on_subject(puller_t *p, uint64_t from, uint64_t *seq) {
+  char subj[96], num[32];
+  lu__fmt(subj, sizeof subj, "$JS.API.STREAM.MSG.GET.%s", p->stream);
+  lu__fmt(num, sizeof num, "%llu", (unsigned long long)from);
+  lu_buf_t req = {0};
+  lu__buf_puts(&req, "{\"seq\":");
+  lu__buf_puts(&req, num);
+  lu__buf_puts(&req, ",\"next_by_subj\":");
+  lu__buf_json_str(&req, p->filter, strlen(p->filter));
+  lu__buf_puts(&req, "}");
+  natsMsg *r = NULL;
+  natsStatus s = req.oom ? NATS_NO_MEMORY
+                         : natsConnection_Request(&r, p->b->nc, subj, req.p,
+                                                  (int)req.len, API_WAIT_MS);
+  lu__buf_free(&req);
+  if (s != NATS_OK) return -1;
+  cJSON *j = cJSON_ParseWithLength(natsMsg_GetData(r),
+                                   (size_t)natsMsg_GetDataLength(r));
+  natsMsg_Destroy(r);
+  const cJSON *at = lu__json_path(j, "message.seq");
+  const cJSON *code = lu__json_path(j, "error.err_code");
+  int rc = -1;
+  if (cJSON_IsNumber(at) && at->valuedouble >= 1) {
+    *seq = (uint64_t)at->valuedouble;
+    rc = 0;
+  } else if (cJSON_IsNumber(code) && code->valueint == 10037) {
+    *seq = 0; /* no message found */
+    rc = 0;
+  }
+  cJSON_Delete(j);
+  return rc;
+}
+
+/* Moves message `seq` to the end of the stream if it is on our subject:
+ * a copy first (its headers, a Nats-Msg-Id of its own - its original id
+ * would be refused as a duplicate within the window - and Lucent-Delivery
+ * saying it is suspect and may have run: handle_pulled), then the
+ * original is deleted.  A failure between the two leaves both; tried
+ * again, the copy is a duplicate within the window, and past it runs
+ * twice with the same ids (stored once).  1 moved, 0 not ours or gone,
+ * -1 on errors. */
+static int move_to_end(puller_t *p, uint64_t seq, unsigned delivery) {
+  lu_natsbus_t *b = p->b;
+  natsMsg *m = NULL, *c = NULL;
+  jsErrCode jerr = 0;
+  natsStatus s = js_GetMsg(&m, b->jsm, p->stream, seq, NULL, &jerr);
+  if (s == NATS_NOT_FOUND || jerr == 10037) return 0;
+  if (s != NATS_OK) return -1;
+  if (strcmp(natsMsg_GetSubject(m), p->filter)) {
+    natsMsg_Destroy(m);
+    return 0;
+  }
+  unsigned d, r;
+  lu__delivery_hdr_read(m, &d, &r);
+  char dbuf[24], id[128];
+  lu__delivery_hdr(dbuf, d > delivery ? d : delivery, 1);
+  lu__fmt(id, sizeof id, "lucent-moved:%s:%llu", p->stream,
+          (unsigned long long)seq);
+  s = natsMsg_Create(&c, p->filter, NULL, natsMsg_GetData(m),
+                     natsMsg_GetDataLength(m));
+  const char **keys = NULL;
+  int n = 0;
+  natsStatus hs = s == NATS_OK ? natsMsgHeader_Keys(m, &keys, &n) : s;
+  if (hs == NATS_NOT_FOUND) hs = NATS_OK; /* no headers */
+  for (int i = 0; hs == NATS_OK && i < n; i++) {
+    if (!strcmp(keys[i], "Nats-Msg-Id") || !strcmp(keys[i], LU_HDR_DELIVERY))
+      continue;
+    const char **vals = NULL;
+    int nv = 0;
+    hs = natsMsgHeader_Values(m, keys[i], &vals, &nv);
+    for (int k = 0; hs == NATS_OK && k < nv; k++)
+      hs = natsMsgHeader_Add(c, keys[i], vals[k]);
+    free((void *)vals);
+  }
+  free((void *)keys);
+  natsMsg_Destroy(m);
+  if (hs == NATS_OK) hs = natsMsgHeader_Set(c, LU_HDR_DELIVERY, dbuf);
+  if (hs != NATS_OK) {
+    natsMsg_Destroy(c);
+    return -1;
+  }
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  po.MsgId = id;
+  po.ExpectStream = p->stream;
+  po.MaxWait = API_WAIT_MS;
+  jsPubAck *pa = NULL;
+  s = js_PublishMsg(&pa, b->jsm, c, &po, &jerr);
+  natsMsg_Destroy(c);
+  jsPubAck_Destroy(pa); /* stored, or stored by an earlier try */
+  if (s != NATS_OK) return -1;
+  jerr = 0;
+  s = js_DeleteMsg(b->jsm, p->stream, seq, NULL, &jerr);
+  if (s != NATS_OK && s != NATS_NOT_FOUND && jerr != 10057) return -1;
+  return 1;
+}
+
+/* What the old consumer held - `pending` unacknowledged messages, all
+ * above its ack floor and at most `given` - that a new consumer would
+ * not deliver: moved to the end (move_to_end).  First what a filtered
+ * read finds there, step by step (one request per message held: a
+ * partition's few packs, or a forward queue's hundreds); only when that
+ * is short, sequence by sequence until the missing ones are found.
+ * Returns how many were moved, or -1 on errors (nothing lost: the old
+ * consumer is still there, and the next try looks again). */
+static long unhide(puller_t *p, uint64_t floor, uint64_t given,
+                   int64_t pending, unsigned delivery) {
+  uint64_t *seen = malloc((size_t)pending * sizeof *seen);
+  if (!seen) return -1;
+  size_t nseen = 0;
+  for (uint64_t s = floor + 1; s <= given && nseen < (size_t)pending;) {
+    uint64_t v = 0;
+    if (next_on_subject(p, s, &v)) {
+      free(seen);
+      return -1;
+    }
+    if (!v || v > given) break;
+    seen[nseen++] = v;
+    s = v + 1;
+  }
+  long moved = 0, missing = (long)((size_t)pending - nseen);
+  size_t k = 0;
+  for (uint64_t s = floor + 1; s <= given && moved < missing; s++) {
+    if (k < nseen && seen[k] == s) {
+      k++;
+      continue;
+    }
+    int r = move_to_end(p, s, delivery);
+    if (r < 0) {
+      free(seen);
+      return -1;
+    }
+    moved += r;
+  }
+  free(seen);
+  return moved;
+}
+
 /* Takes a consumer that has just become ours, before the first pull
  * (docs/nats-notes.md, d and e):
  *
@@ -465,7 +635,9 @@ void lu__natsbus_on_held(natsConnection *nc, natsSubscription *sub,
  *    lost: they would never be delivered nor removed), and create it
  *    again with DeliverAll.  What the dead puller held comes first, in
  *    stream order, before anything newer - not after AckWait, behind
- *    newer messages of the same partition.  Those messages (stream
+ *    newer messages of the same partition - except what the server's
+ *    subject index hides from a new consumer: moved to the end first
+ *    (unhide), it comes last.  Those messages (stream
  *    sequences up to what it had been given) are suspect: one of them
  *    may be what killed it, so they run isolated (replay_until).  The new
  *    consumer counts deliveries from 1 again: replay_until is what keeps
@@ -583,10 +755,22 @@ static int adopt(puller_t *p, int mode) {
   /* Not ours any more (a view change while we waited): someone else
    * takes it now, and deleting it under them would drop their acks. */
   if (puller_cancelled(p)) return 0;
-  p->maybe_deleted = 1; /* until it is made again: a timeout may lie */
   /* What the dead puller held is suspect; what a live one handed back
    * never ran, and what we resync is ours. */
   int suspect = pending > 0 && mode != ADOPT_RESYNC && !let_go;
+  /* What it held that the new consumer would skip, moved while the old
+   * one still exists: a failure leaves everything to look at again. */
+  long moved =
+      pending > 0 ? unhide(p, floor, given, pending, suspect ? 2 : 1) : 0;
+  if (moved < 0) return -1;
+  if (moved)
+    LU_LOG(LU_LOG_WARN, b->self, NULL,
+           LU_KVS(LU_KV_STR("consumer", p->consumer),
+                  LU_KV_INT("moved", moved)),
+           "%s: %ld unacknowledged messages a new consumer would skip "
+           "(nats-server's subject index) moved to the end of the queue",
+           p->consumer, moved);
+  p->maybe_deleted = 1; /* until it is made again: a timeout may lie */
   p->lost_suspects = suspect ? given : 0;
   if (js_DeleteConsumer(b->jsm, p->stream, p->consumer, NULL, NULL) !=
       NATS_OK)
@@ -619,7 +803,7 @@ static int adopt(puller_t *p, int mode) {
                 LU_KV_BOOL("handed_back", let_go),
                 LU_KV_INT("unacknowledged", pending),
                 LU_KV_UINT("waiting", waiting),
-                LU_KV_UINT("ack_floor", floor)),
+                LU_KV_UINT("ack_floor", floor), LU_KV_INT("moved", moved)),
          "took %s: %lld unacknowledged messages replayed first, in order",
          p->consumer, (long long)pending);
   return 0;
