@@ -32,6 +32,7 @@ build() {
 later=
 prebuild() {
   rm -f build-test-asan.rc build-test-tsan.rc build-test-fuzz.rc
+  set -m # its own process group: the trap stops its compilers too
   (
     set +e # each build's status goes to its .rc file
     renice -n 19 "$BASHPID" > /dev/null
@@ -42,10 +43,19 @@ prebuild() {
     fi
   ) &
   later=$!
-  trap 'kill "$later" 2>/dev/null || true' EXIT
+  set +m
+  trap 'kill -- -"$later" 2>/dev/null || true' EXIT
+}
+wait_rc() { # wait_rc NAME: until the background build of NAME is done
+  while [ ! -s "build-test-$1.rc" ]; do
+    if ! kill -0 "$later" 2>/dev/null && [ ! -s "build-test-$1.rc" ]; then
+      echo "the background builds ended before building $1"; exit 1
+    fi
+    sleep 1
+  done
 }
 built() { # built NAME: waits for its background build; 0 when it succeeded
-  while [ ! -s "build-test-$1.rc" ]; do sleep 1; done
+  wait_rc "$1"
   [ "$(cat "build-test-$1.rc")" = 0 ] && return 0
   cat "build-test-$1.log"; echo "build failed ($1)"; exit 1
 }
@@ -100,7 +110,7 @@ if want tsan; then
 fi
 if want fuzz; then
   echo "=== fuzz (clang, libFuzzer, ${LUCENT_TEST_FUZZ_SECONDS:-5} s per target)"
-  while [ ! -s build-test-fuzz.rc ]; do sleep 1; done
+  wait_rc fuzz # fuzz.sh reports a failed build itself
   rc=0
   ./scripts/fuzz.sh "${LUCENT_TEST_FUZZ_SECONDS:-5}" || rc=$?
   if [ "$rc" = 77 ]; then echo "fuzz pass skipped: no libFuzzer runtime"

@@ -204,7 +204,8 @@ static void *worker_main(void *arg) {
     if (!napped) { /* NAPPING: awake, not woken by producers */
       napped = 1;
       if (now + NAP_NS < until) until = now + NAP_NS;
-      lu__cond_wait_until(&p->wake, &p->lock, until);
+      /* Not on p->wake: a signal meant for a sleeper would wake us. */
+      lu__cond_wait_until(&p->nap, &p->lock, until);
       continue;
     }
     p->nidle++;
@@ -269,7 +270,18 @@ int lu__pool_start(lu_pool_t *p, lu_manager_t *m, unsigned n) {
   memset(p, 0, sizeof *p);
   p->m = m;
   if (pthread_mutex_init(&p->lock, NULL)) return LU_ENOMEM;
-  if (lu__cond_init_mono(&p->wake) || lu__cond_init_mono(&p->wdwake)) {
+  if (lu__cond_init_mono(&p->wake)) {
+    pthread_mutex_destroy(&p->lock);
+    return LU_ENOMEM;
+  }
+  if (lu__cond_init_mono(&p->wdwake)) {
+    pthread_cond_destroy(&p->wake);
+    pthread_mutex_destroy(&p->lock);
+    return LU_ENOMEM;
+  }
+  if (lu__cond_init_mono(&p->nap)) {
+    pthread_cond_destroy(&p->wdwake);
+    pthread_cond_destroy(&p->wake);
     pthread_mutex_destroy(&p->lock);
     return LU_ENOMEM;
   }
@@ -289,6 +301,7 @@ void lu__pool_stop(lu_pool_t *p) {
   pthread_mutex_lock(&p->lock);
   p->stop = 1;
   pthread_cond_broadcast(&p->wake);
+  pthread_cond_broadcast(&p->nap);
   pthread_cond_broadcast(&p->wdwake);
   pthread_mutex_unlock(&p->lock);
   if (p->watching) pthread_join(p->watchdog, NULL);
@@ -300,6 +313,7 @@ void lu__pool_stop(lu_pool_t *p) {
   free(p->timers);
   pthread_mutex_destroy(&p->lock);
   pthread_cond_destroy(&p->wake);
+  pthread_cond_destroy(&p->nap);
   pthread_cond_destroy(&p->wdwake);
   memset(p, 0, sizeof *p);
 }

@@ -224,6 +224,8 @@ typedef struct lu_pool_s {
   lu_manager_t *m;
   pthread_mutex_t lock;
   pthread_cond_t wake;      /* monotonic */
+  pthread_cond_t nap;        /* napping workers (pool.c, NAPPING): only
+                              * stop wakes them, not producers */
   lu_shard_t *head, *tail;  /* run queue: READY shards */
   unsigned nready;          /* shards on it */
   lu_timer_t *timers;       /* min-heap by due */

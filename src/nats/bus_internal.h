@@ -47,7 +47,13 @@ typedef struct puller_s {
   /* No pull request of ours is open (never pulled, or let go after
    * pull_release): with holding 0, nothing of the consumer is ours. */
   _Atomic int released;
-  /* HANDOVER: the shard that pulled it before (adopt() asks it). */
+  /* The highest stream sequence this puller was given (0: none): what
+   * lu__natsbus_on_held answers with, so that the asker can tell a shard
+   * given what is pending now (above the ack floor) from one that never
+   * pulled the consumer, or only long ago. */
+  _Atomic uint64_t last_sseq;
+  /* HANDOVER: the shard that pulled it before (adopt() asks it); written
+   * by the claimer and read by adopt(), both under b->lock. */
   char prev[LU_SHARD_ID_MAX];
 } puller_t;
 
@@ -147,9 +153,11 @@ void lu__natsbus_in_progress(lu_done_t d);
 
 /** nats.c handler (closure: the bus) of lucent.held.<self>: a shard
  *  taking over one of our consumers in a handover asks whether we have
- *  let go of it (body: the consumer's name); answers "0" when no pull
- *  request of ours is open on it and we hold none of its messages, else
- *  the count we hold.  On nats.c's delivery thread; takes msg. */
+ *  let go of it (body: the consumer's name).  Answers "0 <seq>" when no
+ *  pull request of ours is open on it and we hold none of its messages
+ *  (seq: the highest stream sequence we were given of it, 0 if none),
+ *  "busy" while we pull it or hold some, "-" for a consumer we have no
+ *  puller of.  On nats.c's delivery thread; takes msg. */
 void lu__natsbus_on_held(natsConnection *nc, natsSubscription *sub,
                          natsMsg *msg, void *closure);
 

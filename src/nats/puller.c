@@ -30,8 +30,10 @@
  * is acked on whichever thread finishes its last event (pulled_done).
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "bus_internal.h"
@@ -151,9 +153,12 @@ static void pulled_done(void *ctx, const lu_outcome_t *o, int stored) {
   pulled_t *j = ctx;
   if (!stored) atomic_store(&j->ok, 0);
   if (atomic_fetch_sub(&j->remaining, 1) != 1) return;
-  held_remove(j);
-  /* NAKed: redelivered; ids are idempotent. */
+  /* NAKed: redelivered; ids are idempotent.  The reply goes out before
+   * the hold ends: a shard asking whether we still hold the consumer
+   * (lu__natsbus_on_held) hears "no" only after it (same connection,
+   * so the server has it first). */
   js_reply(j->nc, j->msg, atomic_load(&j->ok) ? "+ACK" : "-NAK");
+  held_remove(j);
   lu__nats_msg_release(j->msg);
   free(j);
 }
@@ -241,8 +246,17 @@ static void submit_pack(lu_natsbus_t *b, pulled_t *j, const char *data,
 /* A message just taken from the inbox, held from now on (the keeper
  * keeps it from redelivery: held_add) until its events are finished.
  * NULL (and NAKed) without memory. */
+/* Every message the consumer gave this puller, held or handed back:
+ * the highest stream sequence is what lu__natsbus_on_held answers. */
+static void note_given(puller_t *p, natsMsg *msg) {
+  jsmeta_t mt;
+  if (js_meta(msg, &mt) == 0 && mt.sseq > atomic_load(&p->last_sseq))
+    atomic_store(&p->last_sseq, mt.sseq);
+}
+
 static pulled_t *hold(puller_t *p, natsMsg *msg) {
   lu_natsbus_t *b = p->b;
+  note_given(p, msg);
   atomic_fetch_add(&b->pulled, 1);
   pulled_t *j = malloc(sizeof *j);
   if (!j) {
@@ -259,6 +273,17 @@ static pulled_t *hold(puller_t *p, natsMsg *msg) {
   atomic_fetch_add(&p->holding, 1);
   held_add(j);
   return j;
+}
+
+/* The Msg-Id move_to_end gives a copy.  On intake, Lucent-Delivery is
+ * believed only there: a publisher's own would make its events run
+ * isolated, or dead-letter them as over budget on sight. */
+#define MOVED_ID_PREFIX "lucent-moved:"
+
+static int moved_copy(natsMsg *m) {
+  const char *id = NULL;
+  return natsMsgHeader_Get(m, "Nats-Msg-Id", &id) == NATS_OK && id &&
+         !strncmp(id, MOVED_ID_PREFIX, sizeof MOVED_ID_PREFIX - 1);
 }
 
 static void handle_pulled(puller_t *p, pulled_t *j) {
@@ -278,8 +303,8 @@ static void handle_pulled(puller_t *p, pulled_t *j) {
   /* A forward's cause was suspect before it was forwarded, and a message
    * a takeover moved (move_to_end) was held by the dead puller: either
    * says so in a header. */
-  unsigned hd, hr;
-  lu__delivery_hdr_read(msg, &hd, &hr);
+  unsigned hd = 0, hr = 0;
+  if (p->is_fwd || moved_copy(msg)) lu__delivery_hdr_read(msg, &hd, &hr);
   if (hd > delivery) delivery = hd;
   replayed = replayed || hr;
   char origin[96];
@@ -302,13 +327,13 @@ static void handle_pulled(puller_t *p, pulled_t *j) {
                                                              "Lucent-Hops", 0),
                                (lu_done_t){pulled_done, j});
     if (rc == LU_EBUSY) {
-      held_remove(j);
       /* Its shard is back: let it have it.  Later, not at once: a NAK
        * counts as a delivery (docs/nats-notes.md c2), and until the view
        * change moves this queue to its shard, an immediate NAK comes
        * straight back here - dozens of deliveries in a second, and the
        * event dead-lettered as over budget when it reaches its shard. */
       js_reply(b->nc, msg, NAK_HANDBACK);
+      held_remove(j); /* after the NAK: see pulled_done */
       natsMsg_Destroy(msg);
       free(j);
     } else if (rc) {
@@ -384,6 +409,7 @@ static void pull_release(puller_t *p, uint64_t until) {
       continue;
     }
     if (!lu__nats_pull_status(m)) {
+      note_given(p, m);
       js_reply(p->b->nc, m, NAK_HANDBACK);
       back++;
     }
@@ -411,18 +437,28 @@ static int puller_cancelled(puller_t *p) {
  * not for an ack: waiting on, up to 2 x AckWait, stalled the partition
  * (docs/nats-notes.md, c6).  A shard that does not answer (busy, or one
  * that predates the question) is waited for as before. */
-static int prev_let_go(puller_t *p) {
-  if (!p->prev[0]) return 0;
-  char subj[128];
-  lu__fmt(subj, sizeof subj, "%s.%s", LU_SUBJ_HELD, p->prev);
+static int prev_let_go(puller_t *p, const char *prev, uint64_t floor) {
+  if (!prev[0]) return 0;
+  char subj[128], body[64];
+  lu__fmt(subj, sizeof subj, "%s.%s", LU_SUBJ_HELD, prev);
   natsMsg *r = NULL;
   if (natsConnection_RequestString(&r, p->b->nc, subj, p->consumer, 500) !=
       NATS_OK)
     return 0;
-  const char *d = natsMsg_GetData(r);
-  int done = natsMsg_GetDataLength(r) == 1 && d && d[0] == '0';
+  int len = natsMsg_GetDataLength(r);
+  lu__fmt(body, sizeof body, "%.*s", len > 0 && len < 63 ? len : 0,
+          natsMsg_GetData(r) ? natsMsg_GetData(r) : "");
   natsMsg_Destroy(r);
-  return done;
+  /* Let go, and it was given messages above the ack floor, where every
+   * pending one is.  A shard that never pulled the consumer ("-"), or
+   * did long ago (all it was given is acked by now), says nothing about
+   * them: the view's guess at the previous puller can be wrong (a
+   * static view, a restart, two joins at once), and what a dead puller
+   * held must stay suspect.  (The consumer's Delivered.Stream cannot
+   * tell: a filtered consumer's moves past other subjects' messages.) */
+  unsigned long long seq = 0;
+  char end = 0;
+  return sscanf(body, "0 %llu%c", &seq, &end) == 1 && seq > floor;
 }
 
 void lu__natsbus_on_held(natsConnection *nc, natsSubscription *sub,
@@ -438,20 +474,22 @@ void lu__natsbus_on_held(natsConnection *nc, natsSubscription *sub,
   }
   memcpy(name, natsMsg_GetData(msg), (size_t)len);
   name[len] = 0;
-  size_t held = 0;
+  char out[48] = "-"; /* no puller of it here */
   pthread_mutex_lock(&b->lock);
   for (unsigned i = 0; i < b->npullers; i++) {
     puller_t *p = b->pullers[i];
     if (strcmp(p->consumer, name)) continue;
-    held = atomic_load(&p->holding);
-    /* Still pulling (or its last requests still open): not let go. */
-    if (!held && (atomic_load(&p->want) || !atomic_load(&p->released)))
-      held = 1;
+    /* want before released (puller_main stores them the other way):
+     * a puller about to pull again is never seen let go. */
+    int busy = atomic_load(&p->holding) || atomic_load(&p->want) ||
+               !atomic_load(&p->released);
+    if (busy) lu__fmt(out, sizeof out, "busy");
+    else
+      lu__fmt(out, sizeof out, "0 %llu",
+              (unsigned long long)atomic_load(&p->last_sseq));
     break;
   }
   pthread_mutex_unlock(&b->lock);
-  char out[32];
-  lu__fmt(out, sizeof out, "%zu", held);
   natsConnection_PublishString(nc, reply, out);
   natsMsg_Destroy(msg);
 }
@@ -459,11 +497,11 @@ void lu__natsbus_on_held(natsConnection *nc, natsSubscription *sub,
 /* ---- messages a new consumer would skip ------------------------------- */
 
 /* nats-server 2.9.10 keeps, per message block, each subject's count and
- * first and last sequence (filestore.go, removeSeqPerSubject).  Removing
+ * first and last sequence (docs/nats-notes.md, h).  Removing
  * the subject's last message while others are left does not update
  * "last"; removing its first when one message is left then takes that
  * stale "last" as the new first.  The message left lies below it, and
- * every filtered read starts at that first from then on (firstMatching):
+ * every filtered read starts at that first from then on:
  * a consumer created with DeliverAll never delivers the message,
  * next_by_subj and a subject purge skip it, and a restart keeps it so
  * (docs/nats-notes.md, h).  In a work queue, acks are those removals: a
@@ -540,7 +578,7 @@ static int move_to_end(puller_t *p, uint64_t seq, unsigned delivery) {
   lu__delivery_hdr_read(m, &d, &r);
   char dbuf[24], id[128];
   lu__delivery_hdr(dbuf, d > delivery ? d : delivery, 1);
-  lu__fmt(id, sizeof id, "lucent-moved:%s:%llu", p->stream,
+  lu__fmt(id, sizeof id, MOVED_ID_PREFIX "%s:%llu", p->stream,
           (unsigned long long)seq);
   s = natsMsg_Create(&c, p->filter, NULL, natsMsg_GetData(m),
                      natsMsg_GetDataLength(m));
@@ -549,7 +587,11 @@ static int move_to_end(puller_t *p, uint64_t seq, unsigned delivery) {
   natsStatus hs = s == NATS_OK ? natsMsgHeader_Keys(m, &keys, &n) : s;
   if (hs == NATS_NOT_FOUND) hs = NATS_OK; /* no headers */
   for (int i = 0; hs == NATS_OK && i < n; i++) {
-    if (!strcmp(keys[i], "Nats-Msg-Id") || !strcmp(keys[i], LU_HDR_DELIVERY))
+    /* Not the server's own (Nats-Msg-Id, Nats-Expected-*, Nats-Rollup,
+     * ...: the copy could be refused for ever), nor the suspicion, set
+     * below. */
+    if (!strncasecmp(keys[i], "Nats-", 5) ||
+        !strcasecmp(keys[i], LU_HDR_DELIVERY))
       continue;
     const char **vals = NULL;
     int nv = 0;
@@ -581,6 +623,23 @@ static int move_to_end(puller_t *p, uint64_t seq, unsigned delivery) {
   return 1;
 }
 
+/* How many messages the stream holds on our subject (LONG_MAX when it
+ * cannot say: then nothing bounds the walk but `pending`). */
+static long subject_msgs(puller_t *p) {
+  jsStreamInfo *si = NULL;
+  jsOptions so;
+  jsOptions_Init(&so);
+  so.Stream.Info.SubjectsFilter = p->filter;
+  long n = LONG_MAX;
+  if (js_GetStreamInfo(&si, p->b->jsm, p->stream, &so, NULL) == NATS_OK) {
+    n = 0;
+    for (int i = 0; si->State.Subjects && i < si->State.Subjects->Count; i++)
+      n += (long)si->State.Subjects->List[i].Msgs;
+  }
+  if (si) jsStreamInfo_Destroy(si);
+  return n;
+}
+
 /* What the old consumer held - `pending` unacknowledged messages, all
  * above its ack floor and at most `given` - that a new consumer would
  * not deliver: moved to the end (move_to_end).  First what a filtered
@@ -590,7 +649,7 @@ static int move_to_end(puller_t *p, uint64_t seq, unsigned delivery) {
  * Returns how many were moved, or -1 on errors (nothing lost: the old
  * consumer is still there, and the next try looks again). */
 static long unhide(puller_t *p, uint64_t floor, uint64_t given,
-                   int64_t pending, unsigned delivery) {
+                   int64_t pending, uint64_t waiting, unsigned delivery) {
   uint64_t *seen = malloc((size_t)pending * sizeof *seen);
   if (!seen) return -1;
   size_t nseen = 0;
@@ -605,6 +664,15 @@ static long unhide(puller_t *p, uint64_t floor, uint64_t given,
     s = v + 1;
   }
   long moved = 0, missing = (long)((size_t)pending - nseen);
+  /* NumAckPending can count more than the stream holds (acks a crashed
+   * server lost: e1): walking every sequence up to `given` for those
+   * would cost a request each.  The subject's message count is right
+   * (only its first sequence goes stale), so what is really hidden is
+   * what it holds beyond what a filtered read sees. */
+  if (missing > 0) {
+    long hidden = subject_msgs(p) - (long)nseen - (long)waiting;
+    if (hidden < missing) missing = hidden > 0 ? hidden : 0;
+  }
   size_t k = 0;
   for (uint64_t s = floor + 1; s <= given && moved < missing; s++) {
     if (k < nseen && seen[k] == s) {
@@ -661,6 +729,10 @@ static int adopt(puller_t *p, int mode) {
   jsConsumerInfo *ci = NULL;
   unsigned asked = 0;
   int let_go = 0; /* HANDOVER: what is pending was handed back */
+  char prev[LU_SHARD_ID_MAX];
+  pthread_mutex_lock(&b->lock);
+  lu__fmt(prev, sizeof prev, "%s", p->prev);
+  pthread_mutex_unlock(&b->lock);
   uint64_t until = lu__now_ns() + 2 * (uint64_t)b->cfg.ack_wait_ms * NS_PER_MS;
   /* A resync first lets what we hold of it finish: replayed while it is
    * still in our queues, a message would run twice at once, and neither
@@ -721,12 +793,18 @@ static int adopt(puller_t *p, int mode) {
     if (mode != ADOPT_HANDOVER || ci->NumAckPending == 0 ||
         lu__now_ns() >= until)
       break;
+    /* It has let go (asked below), and this is what the consumer says
+     * after that answer: what is still pending was handed back. */
+    if (let_go) break;
     /* Still pending: held by the shard that pulled it before, or handed
      * back by it (NAKed after it stopped pulling: pending until pulled,
      * never acked while we wait).  It knows which: ask it. */
-    if (++asked % 4 == 0 && prev_let_go(p)) {
-      let_go = 1;
-      break;
+    if (++asked % 4 == 0 &&
+        prev_let_go(p, prev, ci->AckFloor.Stream)) {
+      let_go = 1; /* read the consumer once more, after its last acks */
+      jsConsumerInfo_Destroy(ci);
+      ci = NULL;
+      continue;
     }
     jsConsumerInfo_Destroy(ci);
     ci = NULL;
@@ -761,7 +839,8 @@ static int adopt(puller_t *p, int mode) {
   /* What it held that the new consumer would skip, moved while the old
    * one still exists: a failure leaves everything to look at again. */
   long moved =
-      pending > 0 ? unhide(p, floor, given, pending, suspect ? 2 : 1) : 0;
+      pending > 0 ? unhide(p, floor, given, pending, waiting, suspect ? 2 : 1)
+                  : 0;
   if (moved < 0) return -1;
   if (moved)
     LU_LOG(LU_LOG_WARN, b->self, NULL,
@@ -848,7 +927,16 @@ static void *puller_main(void *arg) {
       }
       if (puller_cancelled(p)) continue;
     }
-    if (!pulling) atomic_store(&p->released, 0);
+    if (!pulling) {
+      /* released first, then want (lu__natsbus_on_held reads them the
+       * other way): if the claimer has just let the consumer go, a shard
+       * asking sees us busy until we have seen it too. */
+      atomic_store(&p->released, 0);
+      if (!atomic_load(&p->want)) {
+        atomic_store(&p->released, 1);
+        continue;
+      }
+    }
     pulling = 1;
     uint64_t now = lu__now_ns();
     if (now >= open_until) left = 0; /* every request has expired */
@@ -1013,7 +1101,9 @@ static void want(lu_natsbus_t *b, puller_t *pl, const char *queue_of,
   char prev[LU_SHARD_ID_MAX];
   prev_puller(b, pl->consumer, queue_of, prev);
   int alive = prev[0] && strcmp(prev, b->self) && in_ids(ids, n, prev);
+  pthread_mutex_lock(&b->lock);
   lu__fmt(pl->prev, sizeof pl->prev, "%s", alive ? prev : "");
+  pthread_mutex_unlock(&b->lock);
   atomic_store(&pl->adopt, alive ? ADOPT_HANDOVER : ADOPT_TAKEOVER);
   atomic_store(&pl->want, 1);
 }

@@ -120,6 +120,12 @@ class Conn:
     def next_msg(self, timeout):
         """(subject, status, headers, payload) of the next message; None on
         a timeout.  status is the header line's code ("503"), or ""."""
+        m = self.next_msg_reply(timeout)
+        return None if m is None else (m[0], m[2], m[3], m[4])
+
+    def next_msg_reply(self, timeout):
+        """(subject, reply, status, headers, payload) of the next message:
+        next_msg with its reply subject ("" when none), to ack it."""
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
@@ -139,9 +145,11 @@ class Conn:
             if not parts or parts[0] not in (b"MSG", b"HMSG"):
                 continue  # +OK, PONG, INFO updates
             self.sock.settimeout(max(left, 1.0))
-            if parts[0] == b"MSG":
+            hdr = parts[0] == b"HMSG"
+            reply = parts[3].decode() if len(parts) == (6 if hdr else 5) else ""
+            if not hdr:
                 data = self._bytes(int(parts[-1]))
-                return parts[1].decode(), "", {}, data
+                return parts[1].decode(), reply, "", {}, data
             hlen, tlen = int(parts[-2]), int(parts[-1])
             raw = self._bytes(tlen)
             hdr, data = raw[:hlen], raw[hlen:]
@@ -152,7 +160,7 @@ class Conn:
                 if ":" in ln:
                     k, v = ln.split(":", 1)
                     headers[k.strip()] = v.strip()
-            return parts[1].decode(), status, headers, data
+            return parts[1].decode(), reply, status, headers, data
 
     def request(self, subject, data=b"", timeout=2.0, headers=None):
         """(subject, status, headers, payload) of the reply; raises

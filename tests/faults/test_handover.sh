@@ -10,21 +10,22 @@
 # under ASan in test_distributed).  It now asks the old owner whether it
 # has let go (puller.c, prev_let_go).
 #
-# Asserted, with AckWait 60 s: a second shard joining during a steady
-# stream of inputs, where the first one hands messages back, takes them
-# over as a handover that says so ("handed_back":true), and every input
-# gets its one outcome within one AckWait - half the old stall.  The old
+# Asserted, with AckWait 300 s (so that the old stall, 600 s, is far
+# past the test's ordinary patience of 120 s for outcomes): a second
+# shard joining during a steady stream of inputs, where the first one
+# hands messages back, takes them over as a handover that says so
+# ("handed_back":true), and every input gets its one outcome.  The old
 # owner hands messages back only when its last pull request still
-# delivers after the view change: each round that did not is run again
-# (3 rounds at most) before the test says it could not make the case.
-# Exit 77 without nats-server.
+# delivers after the view change: a round where it did not is run again
+# (3 rounds at most), and then the test is skipped (exit 77) as unable to
+# make the case.  Exit 77 without nats-server.
 . "$(dirname "$0")/../integ/lib.sh"
 . "$(dirname "$0")/../integ/nats.sh"
 CHECK="python3 $(dirname "$0")/../integ/check_outcomes.py"
 SLOW=${LUCENT_TEST_SLOW:-1}
 N=${LUCENT_TEST_FAULT_EVENTS:-20000}
 [ "$N" -le 6000 ] || N=6000 # a steady stream while b joins is enough
-ACK_WAIT_MS=$((60000 * SLOW))
+ACK_WAIT_MS=$((300000 * SLOW))
 
 nats_start
 trap 'cleanup_shards; nats_stop; [ -n "${LUCENT_TEST_KEEP:-}" ] && echo "kept $T" >&2 || rm -rf "$T"' EXIT
@@ -59,9 +60,7 @@ for round in 1 2 3; do
   wait_view "$a" "$a,$b"
   wait_view "$b" "$a,$b"
   wait "$pub" || fail "publish (round $round): $(tail -2 "$T/pub$round.out")"
-  # Within one AckWait: a handover stalled by a handed-back message waited
-  # two.
-  store_outcomes "$T/in$round.jsonl" $((ACK_WAIT_MS / 1000 / SLOW)) "$base"
+  store_outcomes "$T/in$round.jsonl" 120 "$base"
   $CHECK "$T/in$round.jsonl" "$T/stored.jsonl" || fail "books (round $round)"
   cleanup_shards
   if grep -q '"msg":"handed back' "$T/$a.log"; then
@@ -72,6 +71,9 @@ for round in 1 2 3; do
   fi
   echo "# round $round: a handed nothing back (no pull request open at the view change); again"
 done
-[ -n "$made" ] || fail "a never handed messages back in 3 rounds: the case was not made"
+if [ -z "$made" ]; then
+  echo "skip: a never handed messages back in 3 rounds: the case was not made"
+  exit 77
+fi
 pass "handover after a hand-back: no stall, every input one outcome (round $made)"
 echo "1 passed, 0 failed"

@@ -68,36 +68,7 @@ import json, sys, time
 sys.path.insert(0, sys.argv[1])
 import natsreq
 
-class Conn(natsreq.Conn):
-    def next_with_reply(self, timeout):
-        """(reply, status, payload) of the next message; None on a timeout."""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            self.sock.settimeout(left)
-            try:
-                line = self._line()
-            except OSError:
-                return None
-            if line == b"PING":
-                self._send(b"PONG\r\n")
-                continue
-            p = line.split()
-            if not p or p[0] not in (b"MSG", b"HMSG"):
-                continue
-            self.sock.settimeout(5)
-            hdr = p[0] == b"HMSG"
-            reply = p[3].decode() if len(p) == (6 if hdr else 5) else ""
-            if not hdr:
-                return reply, "", self._bytes(int(p[-1]))
-            hl, tl = int(p[-2]), int(p[-1])
-            raw = self._bytes(tl)
-            first = raw[:hl].decode(errors="replace").split("\r\n")[0]
-            return reply, first[len("NATS/1.0"):].strip()[:3], raw[hl:]
-
-c = Conn([sys.argv[2]])
+c = natsreq.Conn([sys.argv[2]])
 def api(subj, body):
     return json.loads(c.request(subj, json.dumps(body).encode(), timeout=5)[3])
 
@@ -116,7 +87,8 @@ for part in range(16):
               "%s.%d" % (inbox, part))
     got = []
     while len(got) < n:
-        m = c.next_with_reply(5)
+        m = c.next_msg_reply(5)  # (subject, reply, status, headers, data)
+        m = m and (m[1], m[2], m[4])
         if m is None or m[1]:
             print("partition %d: stopped at %r" % (part, m and m[:2]))
             break
@@ -145,6 +117,13 @@ print("held %d messages, one per partition; the server hides %d of them "
 PY
 cat "$T/dead.txt"
 [ -s "$T/held.jsonl" ] || fail "no held inputs"
+# The case is made only if the server hides something (a nats-server
+# that keeps its subject index right hides nothing: then this test has
+# nothing to show).
+if grep -q 'hides 0 of them' "$T/dead.txt"; then
+  echo "skip: this nats-server hides no message from filtered reads"
+  exit 77
+fi
 
 # 4. A new serve takes every partition over: the held packs run.
 serve b
