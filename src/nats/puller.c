@@ -455,7 +455,12 @@ static int prev_let_go(puller_t *p, const char *prev, uint64_t floor) {
    * them: the view's guess at the previous puller can be wrong (a
    * static view, a restart, two joins at once), and what a dead puller
    * held must stay suspect.  (The consumer's Delivered.Stream cannot
-   * tell: a filtered consumer's moves past other subjects' messages.) */
+   * tell: a filtered consumer's moves past other subjects' messages.)
+   * What this cannot tell apart: a shard that pulled the consumer
+   * recently but not last, whose messages are above the floor until
+   * they are acked.  The claimer's rendezvous gives a consumer one
+   * puller per view, so that needs two view changes within one
+   * handover. */
   unsigned long long seq = 0;
   char end = 0;
   return sscanf(body, "0 %llu%c", &seq, &end) == 1 && seq > floor;
