@@ -270,21 +270,9 @@ int lu__pool_start(lu_pool_t *p, lu_manager_t *m, unsigned n) {
   memset(p, 0, sizeof *p);
   p->m = m;
   if (pthread_mutex_init(&p->lock, NULL)) return LU_ENOMEM;
-  if (lu__cond_init_mono(&p->wake)) {
-    pthread_mutex_destroy(&p->lock);
-    return LU_ENOMEM;
-  }
-  if (lu__cond_init_mono(&p->wdwake)) {
-    pthread_cond_destroy(&p->wake);
-    pthread_mutex_destroy(&p->lock);
-    return LU_ENOMEM;
-  }
-  if (lu__cond_init_mono(&p->nap)) {
-    pthread_cond_destroy(&p->wdwake);
-    pthread_cond_destroy(&p->wake);
-    pthread_mutex_destroy(&p->lock);
-    return LU_ENOMEM;
-  }
+  if (lu__cond_init_mono(&p->wake)) goto no_wake;
+  if (lu__cond_init_mono(&p->wdwake)) goto no_wdwake;
+  if (lu__cond_init_mono(&p->nap)) goto no_nap;
   pthread_mutex_lock(&p->lock);
   int rc = 0;
   for (unsigned i = 0; i < n && !rc; i++) rc = add_worker(p);
@@ -295,6 +283,13 @@ int lu__pool_start(lu_pool_t *p, lu_manager_t *m, unsigned n) {
   pthread_mutex_unlock(&p->lock);
   if (rc) lu__pool_stop(p);
   return rc;
+no_nap:
+  pthread_cond_destroy(&p->wdwake);
+no_wdwake:
+  pthread_cond_destroy(&p->wake);
+no_wake:
+  pthread_mutex_destroy(&p->lock);
+  return LU_ENOMEM;
 }
 
 void lu__pool_stop(lu_pool_t *p) {

@@ -108,6 +108,16 @@ static void js_reply(natsConnection *nc, natsMsg *m, const char *verb) {
  * redelivered after 1 s, not at once (docs/nats-notes.md c4). */
 #define NAK_HANDBACK "-NAK {\"delay\": 1000000000}"
 
+/* What the JetStream ack subject of a pulled message says:
+ * $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>,
+ * or, from newer servers, $JS.ACK.<domain>.<account>.<stream>.<consumer>.
+ * <delivered>.<sseq>... (docs/nats-notes.md, c1). */
+typedef struct jsmeta_s {
+  unsigned delivered; /* 1 = first delivery */
+  uint64_t sseq;      /* stream sequence */
+  char stream[64];
+} jsmeta_t;
+
 /* A message pulled from an intake or forward queue: acked once every event
  * in it is finished here (one, or the lines of an intake pack,
  * intake_pack.c), NAKed if any failed: it then comes back whole. */
@@ -120,6 +130,7 @@ typedef struct pulled_s {
   _Atomic size_t *holding;      /* its puller's count */
   struct pulled_s *prev, *next; /* on b->held, under b->heldlock */
   uint64_t touched_ns;          /* pulled, or last said in progress */
+  jsmeta_t mt;                  /* what its ack subject says (hold) */
 } pulled_t;
 
 /* Messages we hold are kept from redelivery while we work on them (the
@@ -175,16 +186,6 @@ void lu__natsbus_in_progress(lu_done_t d) {
     js_reply(j->nc, j->msg, "+WPI");
   }
 }
-
-/* What the JetStream ack subject of a pulled message says:
- * $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>,
- * or, from newer servers, $JS.ACK.<domain>.<account>.<stream>.<consumer>.
- * <delivered>.<sseq>... (docs/nats-notes.md, c1). */
-typedef struct jsmeta_s {
-  unsigned delivered; /* 1 = first delivery */
-  uint64_t sseq;      /* stream sequence */
-  char stream[64];
-} jsmeta_t;
 
 static int js_meta(natsMsg *m, jsmeta_t *mt) {
   memset(mt, 0, sizeof *mt);
@@ -243,20 +244,20 @@ static void submit_pack(lu_natsbus_t *b, pulled_t *j, const char *data,
 /* ---- pulling ---------------------------------------------------------- */
 
 /* msg holds `events` events (lu__nats_msg_events): more is an intake pack. */
+/* Every message the consumer gave this puller, held or handed back:
+ * the highest stream sequence is what lu__natsbus_on_held answers. */
+static void note_given(puller_t *p, uint64_t sseq) {
+  if (sseq > atomic_load(&p->last_sseq)) atomic_store(&p->last_sseq, sseq);
+}
+
 /* A message just taken from the inbox, held from now on (the keeper
  * keeps it from redelivery: held_add) until its events are finished.
  * NULL (and NAKed) without memory. */
-/* Every message the consumer gave this puller, held or handed back:
- * the highest stream sequence is what lu__natsbus_on_held answers. */
-static void note_given(puller_t *p, natsMsg *msg) {
-  jsmeta_t mt;
-  if (js_meta(msg, &mt) == 0 && mt.sseq > atomic_load(&p->last_sseq))
-    atomic_store(&p->last_sseq, mt.sseq);
-}
-
 static pulled_t *hold(puller_t *p, natsMsg *msg) {
   lu_natsbus_t *b = p->b;
-  note_given(p, msg);
+  jsmeta_t mt;
+  js_meta(msg, &mt);
+  note_given(p, mt.sseq);
   atomic_fetch_add(&b->pulled, 1);
   pulled_t *j = malloc(sizeof *j);
   if (!j) {
@@ -267,6 +268,7 @@ static pulled_t *hold(puller_t *p, natsMsg *msg) {
   atomic_init(&j->remaining, 1);
   atomic_init(&j->ok, 1);
   j->msg = msg;
+  j->mt = mt;
   j->nc = b->nc;
   j->b = b;
   j->holding = &p->holding;
@@ -293,8 +295,7 @@ static void handle_pulled(puller_t *p, pulled_t *j) {
   /* Its identity (for rejections) and whether it comes again: a
    * redelivery, or one a takeover replays, is suspect and runs isolated
    * (it may be what killed the shard that had it). */
-  jsmeta_t mt;
-  js_meta(msg, &mt);
+  const jsmeta_t mt = j->mt;
   unsigned delivery = mt.delivered;
   if (delivery < 2 && mt.sseq && mt.sseq <= p->replay_until) delivery = 2;
   /* Replayed after a resync: it may have run before the server lost the
@@ -409,7 +410,9 @@ static void pull_release(puller_t *p, uint64_t until) {
       continue;
     }
     if (!lu__nats_pull_status(m)) {
-      note_given(p, m);
+      jsmeta_t mt;
+      js_meta(m, &mt);
+      note_given(p, mt.sseq);
       js_reply(p->b->nc, m, NAK_HANDBACK);
       back++;
     }
@@ -508,8 +511,8 @@ void lu__natsbus_on_held(natsConnection *nc, natsSubscription *sub,
  * stale "last" as the new first.  The message left lies below it, and
  * every filtered read starts at that first from then on:
  * a consumer created with DeliverAll never delivers the message,
- * next_by_subj and a subject purge skip it, and a restart keeps it so
- * (docs/nats-notes.md, h).  In a work queue, acks are those removals: a
+ * next_by_subj and a subject purge skip it, and a restart keeps it so.
+ * In a work queue, acks are those removals: a
  * pack that runs long while later messages of its partition are acked is
  * enough (seen in test_distributed: a killed shard's pack, 24 of its
  * events never ran).  A live consumer is not affected: it has passed
@@ -825,15 +828,7 @@ static int adopt(puller_t *p, int mode) {
   if (mode == ADOPT_RESYNC && floor == given && !pending && !waiting) {
     /* Nothing delivered is open: the work queue must hold nothing at or
      * below the floor - unless a crash left acked messages there. */
-    jsStreamInfo *si = NULL;
-    jsOptions so;
-    jsOptions_Init(&so);
-    so.Stream.Info.SubjectsFilter = p->filter;
-    int clean = js_GetStreamInfo(&si, b->jsm, p->stream, &so, NULL) ==
-                    NATS_OK &&
-                (!si->State.Subjects || si->State.Subjects->Count == 0);
-    if (si) jsStreamInfo_Destroy(si);
-    if (clean) return 0;
+    if (subject_msgs(p) == 0) return 0; /* clean (unknown: not) */
   }
   /* Not ours any more (a view change while we waited): someone else
    * takes it now, and deleting it under them would drop their acks. */

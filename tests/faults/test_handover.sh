@@ -10,7 +10,9 @@
 # under ASan in test_distributed).  It now asks the old owner whether it
 # has let go (puller.c, prev_let_go).
 #
-# Asserted, with AckWait 300 s (so that the old stall, 600 s, is far
+# Asserted first: the question's answers for a consumer the shard pulls
+# ("busy"), one it has no puller of ("-"), and no answer to an empty one.
+# Then, with AckWait 300 s (so that the old stall, 600 s, is far
 # past the test's ordinary patience of 120 s for outcomes): a second
 # shard joining during a steady stream of inputs, where the first one
 # hands messages back, takes them over as a handover that says so
@@ -36,6 +38,24 @@ serve() { # serve ID
     >> "$T/$1.out" 2>> "$T/$1.log" &
   SHARD_PIDS+=($!)
 }
+
+# The question itself: a consumer this shard pulls is busy, one it has
+# no puller of is "-" (not "let go": that would clear a dead shard's
+# suspects), and a question without a consumer name gets no answer.
+REQ="python3 $(dirname "$0")/natsreq.py --servers $NATS_URL --timeout 2"
+serve q
+wait_view q "q"
+for _ in $(seq 1 $((100 * SLOW))); do # until q pulls intake-0 (its claimer)
+  [ "$($REQ req lucent.held.q intake-0)" = busy ] && break
+  sleep 0.1
+done
+[ "$($REQ req lucent.held.q intake-0)" = busy ] || fail "held: a pulled consumer is not busy: $($REQ req lucent.held.q intake-0)"
+[ "$($REQ req lucent.held.q no-such-consumer)" = - ] || fail "held: an unknown consumer is not '-'"
+rc=0
+$REQ req lucent.held.q "" > /dev/null 2>&1 || rc=$?
+[ "$rc" = 1 ] || fail "held: an empty question was answered (natsreq exit $rc)"
+cleanup_shards
+pass "the handover question: busy, unknown, and an empty one unanswered"
 
 made=
 for round in 1 2 3; do
@@ -76,4 +96,4 @@ if [ -z "$made" ]; then
   exit 77
 fi
 pass "handover after a hand-back: no stall, every input one outcome (round $made)"
-echo "1 passed, 0 failed"
+echo "2 passed, 0 failed"
