@@ -18,7 +18,8 @@
  *     function (nslow) or none is awake;
  *   - the run queue holds more than READY_PER_WORKER shards per fast
  *     worker awake, or a READY shard's own queue reaches a turn's batch
- *     (lu__pool_backlog): the workers awake are behind;
+ *     (lu__pool_backlog): the workers awake are behind by a turn's worth
+ *     each, counted in shards or in one shard's items;
  *   - a worker is about to run a slow function (no latency history yet,
  *     or its average above SLOW_NS) while shards wait (lu__pool_slow_enter).
  *
@@ -26,17 +27,34 @@
  * fast functions run on as few threads as keep up with them.  The safety
  * net stays: a sleeping worker looks at the run queue every SCAN_NS.
  *
- * NAPPING.  A worker that finds the run queue empty first naps for
- * NAP_NS, still counted awake, so producers do not wake it; only then
- * does it sleep (counted in nidle).  With many shards and a fast
- * function, the one worker awake used to empty the run queue after each
- * event, sleep, and be woken by the next: a futex wake and a context
- * switch on each side, per event.  A nap lets the events of the next
- * NAP_NS gather first, one timed wake for all of them (bench_pipeline at
- * 64 shards: a fifth of the context switches).  The price is latency:
- * work that arrives during a nap waits for its end, NAP_NS plus the
- * kernel's timer slack (50 µs), ~0.1 ms at most; work arriving later
- * wakes a sleeper as before.
+ * STEPPING BACK.  The same rule, the other way: a worker that has ended
+ * a turn goes back to sleep, though shards wait, when the other fast
+ * workers awake are not behind without it (step_back: exactly when its
+ * sleeping would not make want_wake wake it again).  Without this, a
+ * worker woken once stayed awake for as long as work kept coming, and a
+ * fast function's events were split between the workers: with more
+ * shards than cores every turn then found one or two items (each shard
+ * is visited as soon as it is READY), paid the run queue's and the
+ * shard's locks for them, and the extra runnable thread took CPU from the
+ * store writer, whose queue grew to thousands of outcomes that went cold
+ * waiting (bench_pipeline, 16 and 64 shards: 2-4 items a turn and 1,000-
+ * 7,000 outcomes queued to the writer; one worker: 10-17 and a few
+ * hundred).  With one worker awake, events gather in the shards' queues
+ * while it works, and turns grow with the load, as one shard's do.
+ *
+ * NAPPING.  A worker that finds the run queue empty, and is the only
+ * fast one awake, first naps for NAP_NS, still counted awake, so
+ * producers do not wake it; only then does it sleep (counted in nidle).
+ * With many shards and a fast function, the one worker awake used to
+ * empty the run queue after each event, sleep, and be woken by the next:
+ * a futex wake and a context switch on each side, per event.  A nap lets
+ * the events of the next NAP_NS gather first, one timed wake for all of
+ * them (bench_pipeline at 64 shards: a fifth of the context switches).
+ * The price is latency: work that arrives during a nap waits for its
+ * end, NAP_NS plus the kernel's timer slack (50 µs), ~0.1 ms at most;
+ * work arriving later wakes a sleeper as before.  A worker with another
+ * fast one awake sleeps at once: one napper is enough, and two kept each
+ * other awake.
  *
  * Timers are an optimisation with a safety net: a sleeping worker also
  * wakes every SCAN_NS and looks at every shard, so a timer lost to an
@@ -57,15 +75,25 @@
 
 #define SCAN_NS (100 * NS_PER_MS)
 #define WATCH_NS (50 * NS_PER_MS)
-#define READY_PER_WORKER 8
+/* WAKING: a turn's batch (shard.c, INTAKE_BATCH), counted in shards. */
+#define READY_PER_WORKER 64
 #define NAP_NS (50 * 1000) /* NAPPING */
 
-/* Should a sleeping worker be woken for what is queued?  Under p->lock. */
-static int want_wake(const lu_pool_t *p) {
-  if (!p->nidle || !p->head) return 0;
+/* Workers awake and not inside a slow function.  Under p->lock. */
+static unsigned awake_fast(const lu_pool_t *p) {
   unsigned awake = p->nlive > p->nidle ? p->nlive - p->nidle : 0;
-  unsigned fast = awake > p->nslow ? awake - p->nslow : 0;
+  return awake > p->nslow ? awake - p->nslow : 0;
+}
+
+int lu__pool_want_wake(const lu_pool_t *p) {
+  if (!p->nidle || !p->head) return 0;
+  unsigned fast = awake_fast(p);
   return fast == 0 || p->nready > fast * READY_PER_WORKER;
+}
+
+int lu__pool_step_back(const lu_pool_t *p) {
+  unsigned fast = awake_fast(p); /* the caller among them */
+  return !p->stop && fast > 1 && p->nready <= (fast - 1) * READY_PER_WORKER;
 }
 
 static void timer_sift_down(lu_pool_t *p, size_t i) {
@@ -126,7 +154,7 @@ void lu__pool_push(lu_pool_t *p, lu_shard_t *s) {
   else p->head = s;
   p->tail = s;
   p->nready++;
-  int wake = want_wake(p);
+  int wake = lu__pool_want_wake(p);
   pthread_mutex_unlock(&p->lock);
   if (wake) pthread_cond_signal(&p->wake);
 }
@@ -143,7 +171,7 @@ void lu__pool_slow_enter(lu_pool_t *p, lu_runner_t *r) {
   pthread_mutex_lock(&p->lock);
   r->slow = 1;
   p->nslow++;
-  int wake = want_wake(p);
+  int wake = lu__pool_want_wake(p);
   pthread_mutex_unlock(&p->lock);
   if (wake) pthread_cond_signal(&p->wake);
 }
@@ -162,7 +190,7 @@ static void *worker_main(void *arg) {
   lu__runner()->worker = 1;
   lu__crash_altstack();
   uint64_t next_scan = lu__now_ns() + SCAN_NS;
-  int napped = 0;
+  int napped = 0, ran = 0; /* ran: a turn since it last slept */
   pthread_mutex_lock(&p->lock);
   for (;;) {
     uint64_t now = lu__now_ns();
@@ -184,7 +212,9 @@ static void *worker_main(void *arg) {
       pthread_mutex_lock(&p->lock);
       continue;
     }
-    if (p->head) {
+    /* STEPPING BACK is decided here, under the lock held on through to
+     * the sleep below, so two workers cannot both step back. */
+    if (p->head && !(ran && lu__pool_step_back(p))) {
       lu_shard_t *s = p->head;
       p->head = s->rq_next;
       if (!p->head) p->tail = NULL;
@@ -195,13 +225,14 @@ static void *worker_main(void *arg) {
         return NULL;
       }
       napped = 0;
+      ran = 1;
       pthread_mutex_lock(&p->lock);
       continue;
     }
     if (p->stop) break;
     uint64_t until = next_scan;
     if (p->ntimers && p->timers[0].due < until) until = p->timers[0].due;
-    if (!napped) { /* NAPPING: awake, not woken by producers */
+    if (!napped && awake_fast(p) <= 1) { /* NAPPING: the only fast one */
       napped = 1;
       if (now + NAP_NS < until) until = now + NAP_NS;
       /* Not on p->wake: a signal meant for a sleeper would wake us. */
@@ -211,6 +242,7 @@ static void *worker_main(void *arg) {
     p->nidle++;
     lu__cond_wait_until(&p->wake, &p->lock, until);
     p->nidle--;
+    ran = 0;
   }
   pthread_mutex_unlock(&p->lock);
   lu__crash_altstack_free();

@@ -264,6 +264,16 @@ void lu__pool_backlog(lu_pool_t *p);
 void lu__pool_slow_enter(lu_pool_t *p, lu_runner_t *r);
 /** ...and it returned (not abandoned). */
 void lu__pool_slow_exit(lu_pool_t *p, lu_runner_t *r);
+/** Should a sleeping worker be woken for what the run queue holds?  1
+ *  when one sleeps, shards wait, and the fast workers awake are none or
+ *  behind (pool.c, WAKING).  Under p->lock. */
+int lu__pool_want_wake(const lu_pool_t *p);
+/** Should a worker that has just ended a turn (counted awake and fast)
+ *  sleep though shards wait?  1 exactly when the other fast workers awake
+ *  are not behind without it, so that its sleeping would not make
+ *  lu__pool_want_wake wake it again (pool.c, STEPPING BACK); never while
+ *  stopping.  Under p->lock. */
+int lu__pool_step_back(const lu_pool_t *p);
 /** Look at s at time due (lu__shard_timer).  0 or LU_ENOMEM. */
 int lu__pool_timer(lu_pool_t *p, lu_shard_t *s, uint64_t due);
 /** A worker was abandoned by the watchdog: detach its thread and start

@@ -492,6 +492,56 @@ static void assert_pool_counts(fixture_t *f, unsigned live) {
   assert_int_equal(nready, 0);
 }
 
+/* The pool's two rules agree (pool.c, WAKING and STEPPING BACK): a worker
+ * that steps back is never one the rule for waking would wake again at
+ * once (no worker flaps between the two), it never steps back while the
+ * only other workers awake are inside slow functions, and the thresholds
+ * are a turn's batch (64) of READY shards per fast worker awake. */
+static void test_pool_wake_rules(void **state) {
+  (void)state;
+  lu_pool_t p;
+  lu_shard_t dummy;
+  memset(&p, 0, sizeof p);
+  unsigned checked = 0, stepped = 0;
+  for (unsigned live = 1; live <= 6; live++)
+    for (unsigned idle = 0; idle < live; idle++)    /* the caller: awake */
+      for (unsigned slow = 0; slow < live - idle; slow++) /* not it */
+        for (unsigned ready = 0; ready <= 6 * 64 + 2; ready++) {
+          p.nlive = live;
+          p.nidle = idle;
+          p.nslow = slow;
+          p.nready = ready;
+          p.head = ready ? &dummy : NULL;
+          p.stop = 0;
+          unsigned others_fast = live - idle - slow - 1;
+          int back = lu__pool_step_back(&p);
+          assert_int_equal(back, others_fast > 0 && ready <= others_fast * 64);
+          if (back) {
+            stepped++;
+            p.nidle = idle + 1; /* it sleeps: would it be woken at once? */
+            assert_false(lu__pool_want_wake(&p));
+          }
+          p.stop = 1;
+          assert_false(lu__pool_step_back(&p)); /* stopping: it drains */
+          checked++;
+        }
+  assert_true(stepped > 0 && stepped < checked);
+  /* Waking, by hand: none awake; one fast worker awake and 64 or 65
+   * READY shards; the one awake inside a slow function. */
+  p = (lu_pool_t){.nlive = 2, .nidle = 2, .nready = 1, .head = &dummy};
+  assert_true(lu__pool_want_wake(&p));
+  p.nidle = 1;
+  p.nready = 64;
+  assert_false(lu__pool_want_wake(&p));
+  p.nready = 65;
+  assert_true(lu__pool_want_wake(&p));
+  p.nready = 1;
+  p.nslow = 1;
+  assert_true(lu__pool_want_wake(&p));
+  p.nidle = 0; /* nobody sleeps: nobody to wake */
+  assert_false(lu__pool_want_wake(&p));
+}
+
 /* The deadline counts CPU time: a function that waits on the wall clock
  * far past its timeout (a busy machine) completes. */
 static void test_timeout_counts_cpu_time(void **state) {
@@ -1383,6 +1433,7 @@ int main(void) {
       cmocka_unit_test(test_retries),
       cmocka_unit_test(test_timeout_discards_output),
       cmocka_unit_test(test_timeout_counts_cpu_time),
+      cmocka_unit_test(test_pool_wake_rules),
       cmocka_unit_test(test_hung_function_abandoned),
       cmocka_unit_test(test_poison_isolated),
       cmocka_unit_test(test_poison_hang_isolated),
