@@ -46,7 +46,7 @@ static void usage(FILE *f) {
       "                       affinity (default 0.3,0.25,0.25,0.2)\n"
       "  --max-event-bytes N  reject larger events (default 1048576)\n"
       "  --queue N            intake queue capacity, shared by the shards\n"
-      "                       (at least 64 each; default 1024)\n"
+      "                       (at least 16 each; default 1024)\n"
       "  --max-depth N        causation depth limit (default 16)\n"
       "  --shard-cpu M        shard capacity in millicores (default 1000)\n"
       "  --shard-memory MB    shard capacity in MB (default 1024)\n"

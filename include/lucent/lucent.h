@@ -226,7 +226,7 @@ typedef struct lu_config_s {
   size_t max_event_bytes;   /**< larger inputs are rejected; 1 MiB */
   size_t queue_capacity;    /**< intake queue of the manager, shared
                                  evenly by its shards (each gets at least
-                                 64, or all of it if smaller); a producer
+                                 16, or all of it if smaller); a producer
                                  blocks while its event's shard has its
                                  share queued; default 1024 */
   unsigned max_depth;       /**< causation depth limit; default 16 */

@@ -206,9 +206,9 @@ void lu__shard_claim_check(lu_manager_t *m, unsigned idx);
 /** Schedules a retry on the turn holder's heap. */
 void lu__shard_retry(lu_shard_t *s, lu_item_t *it);
 /** Each of n shards' intake queue when the manager's is `capacity`: an
- *  even share, but at least a turn's batch (or all of it, if smaller),
- *  so that the items queued, and the memory they hold, do not grow with
- *  the number of shards. */
+ *  even share, but at least 16 (or all of it, if smaller), so that the
+ *  items queued, and the memory they hold, do not grow with the number
+ *  of shards (up to capacity / 16 shards, the whole is capacity). */
 size_t lu__intake_cap(size_t capacity, unsigned n);
 /** Items waiting in s's queues. */
 size_t lu__shard_queued(lu_shard_t *s);

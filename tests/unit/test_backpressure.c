@@ -155,16 +155,20 @@ static void test_live_events_bounded(void **state) {
 }
 
 /* The manager's intake queue is shared by its shards: an even share, at
- * least a turn's batch of 64, never more than the whole. */
+ * least 16, never more than the whole; up to capacity / 16 shards, the
+ * shares add up to no more than the whole. */
 static void test_intake_share(void **state) {
   (void)state;
   assert_int_equal(lu__intake_cap(1024, 1), 1024);
   assert_int_equal(lu__intake_cap(1024, 4), 256);
   assert_int_equal(lu__intake_cap(1024, 16), 64);
-  assert_int_equal(lu__intake_cap(1024, 64), 64); /* the floor */
-  assert_int_equal(lu__intake_cap(100, 64), 64);
-  assert_int_equal(lu__intake_cap(10, 4), 10);    /* all, if smaller */
+  assert_int_equal(lu__intake_cap(1024, 64), 16);
+  assert_int_equal(lu__intake_cap(1024, 256), 16); /* the floor */
+  assert_int_equal(lu__intake_cap(100, 64), 16);
+  assert_int_equal(lu__intake_cap(10, 4), 10);     /* all, if smaller */
   assert_int_equal(lu__intake_cap(1, 8), 1);
+  for (unsigned n = 1; n <= 1024 / 16; n++)
+    assert_true(n * lu__intake_cap(1024, n) <= 1024);
 }
 
 int main(void) {
