@@ -76,8 +76,9 @@ typedef struct lu_unit_s {
 /** Units whose outcomes were reported, kept for the next outcomes: a
  *  unit and its text are two allocations made on a shard's thread and
  *  freed on the writer's, and reused they cost neither (outcome.c).  At
- *  most max units wait here; the writer gives them back, a shard takes
- *  LU_UNIT_TAKE at a time into its own list. */
+ *  most max units wait here; the writer gives them back, a worker (or a
+ *  shard, for a turn run by another thread) takes LU_UNIT_TAKE at a time
+ *  into its own list. */
 typedef struct lu_unitpool_s {
   pthread_mutex_t lock;
   lu_unit_t *head;
@@ -87,8 +88,8 @@ typedef struct lu_unitpool_s {
 #define LU_UNIT_TAKE 64
 
 /** Where an outcome was decided: shard index (-1 = intake) and id (NULL
- *  at intake); spare, when not NULL, is the deciding turn's own list of
- *  reusable units (refilled from pool). */
+ *  at intake); spare, when not NULL, is the deciding thread's own list of
+ *  reusable units (refilled from pool): a worker's, or the shard's. */
 typedef struct lu_where_s {
   int shard;
   const char *id;

@@ -184,6 +184,14 @@ void lu__pool_slow_exit(lu_pool_t *p, lu_runner_t *r) {
   pthread_mutex_unlock(&p->lock);
 }
 
+/* What a worker thread owns, freed as it ends (abandoned or not). */
+static void worker_end(void) {
+  lu_runner_t *r = lu__runner();
+  lu__unit_free_list(r->spare);
+  r->spare = NULL;
+  lu__crash_altstack_free();
+}
+
 static void *worker_main(void *arg) {
   lu_pool_t *p = arg;
   lu_manager_t *m = p->m;
@@ -221,7 +229,7 @@ static void *worker_main(void *arg) {
       p->nready--;
       pthread_mutex_unlock(&p->lock);
       if (lu__shard_run(s)) { /* abandoned and replaced */
-        lu__crash_altstack_free();
+        worker_end();
         return NULL;
       }
       napped = 0;
@@ -245,7 +253,7 @@ static void *worker_main(void *arg) {
     ran = 0;
   }
   pthread_mutex_unlock(&p->lock);
-  lu__crash_altstack_free();
+  worker_end();
   return NULL;
 }
 

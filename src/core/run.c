@@ -57,9 +57,16 @@ static const char *corr_of(const lu_event_t *ev) {
   return ev->correlationid ? ev->correlationid : ev->id;
 }
 
-/* Where the turn holder decides: it builds outcomes in its spare units. */
+/* Where the turn holder decides: it builds outcomes in its spare units,
+ * a worker in its own.  A unit is written by the thread that fills it and
+ * read by the store writer; taken from a list per shard, with more
+ * shards than workers each turn found its units cold (bench_pipeline, 64
+ * shards: the worker's outcome building took 2x the samples it takes at
+ * one shard), and the shards held 64 units each. */
 static lu_where_t where(lu_shard_t *s) {
-  return (lu_where_t){(int)s->idx, s->id, &s->spare, &s->m->writer.units};
+  lu_runner_t *r = lu__runner();
+  return (lu_where_t){(int)s->idx, s->id, r->worker ? &r->spare : &s->spare,
+                      &s->m->writer.units};
 }
 
 /* LU_RUN_EXECUTED: the item's done hears its outcome now, before the

@@ -116,6 +116,9 @@ typedef struct lu_runner_s {
   int worker;                /* a pool worker (the watchdog replaces it) */
   int slow;                  /* a worker counted in pool->nslow (pool.c) */
   uint64_t cpu_at, wall_at;  /* the last thread-CPU reading, and when */
+  lu_unit_t *spare;          /* a worker's units to build outcomes in
+                              * (outcome.c), whichever shard's turn it
+                              * runs; freed when the worker ends */
 } lu_runner_t;
 
 /** The calling thread's runner record (thread-local, never NULL). */
@@ -165,7 +168,8 @@ struct lu_shard_s {
   lu_out_t *spare_out;   /* the watchdog's replacement for out */
   lu_buf_t print;        /* scratch for results' JSON */
   lu_hold_t hold;        /* outcomes held for one store batch */
-  lu_unit_t *spare;      /* units to build outcomes in (outcome.c) */
+  lu_unit_t *spare;      /* units to build outcomes in (outcome.c), for
+                          * a turn run by a thread that is not a worker */
 
   pthread_mutex_t stats_lock;
   uint64_t routed, forwarded, received, retries;
