@@ -16,10 +16,11 @@
  *
  *   - a shard becomes READY and every worker awake is inside a slow
  *     function (nslow) or none is awake;
- *   - the run queue holds more than READY_PER_WORKER shards per fast
- *     worker awake, or a READY shard's own queue reaches a turn's batch
- *     (lu__pool_backlog): the workers awake are behind by a turn's worth
- *     each, counted in shards or in one shard's items;
+ *   - the run queue's oldest shard has waited more than
+ *     LU_POOL_BEHIND_NS (5 ms), or
+ *     a READY shard's own queue reaches a turn's batch or its share of
+ *     the intake (lu__pool_backlog): the workers awake are behind, be it
+ *     for load or because one is stuck in a function counted fast;
  *   - a worker is about to run a slow function (no latency history yet,
  *     or its average above SLOW_NS) while shards wait (lu__pool_slow_enter).
  *
@@ -28,18 +29,21 @@
  * net stays: a sleeping worker looks at the run queue every SCAN_NS.
  *
  * STEPPING BACK.  The same rule, the other way: a worker that has ended
- * a turn goes back to sleep, though shards wait, when the other fast
- * workers awake are not behind without it (step_back: exactly when its
- * sleeping would not make want_wake wake it again).  Without this, a
- * worker woken once stayed awake for as long as work kept coming, and a
- * fast function's events were split between the workers: with more
- * shards than cores every turn then found one or two items (each shard
- * is visited as soon as it is READY), paid the run queue's and the
- * shard's locks for them, and the extra runnable thread took CPU from the
- * store writer, whose queue grew to thousands of outcomes that went cold
- * waiting (bench_pipeline, 16 and 64 shards: 2-4 items a turn and 1,000-
- * 7,000 outcomes queued to the writer; one worker: 10-17 and a few
- * hundred).  With one worker awake, events gather in the shards' queues
+ * a turn goes back to sleep, though shards may wait, when another fast
+ * worker is awake and the run queue is not behind (step_back: exactly
+ * when its sleeping would not make want_wake wake it again).  Workers
+ * stay awake for as long as the oldest READY shard waits past
+ * LU_POOL_BEHIND_NS, so a saturated pool keeps all of them, and one
+ * woken by the periodic scan because another is stuck drains what
+ * waits.  Without this, a worker woken once stayed awake for as long as
+ * work kept coming, and a fast function's events were split between the
+ * workers: with more shards than cores every turn then found one or two
+ * items (each shard is visited as soon as it is READY), paid the run
+ * queue's and the shard's locks for them, and the extra runnable thread
+ * took CPU from the store writer, whose queue grew to thousands of
+ * outcomes that went cold waiting (bench_pipeline, 16 and 64 shards: 2-4
+ * items a turn and 1,000-7,000 outcomes queued to the writer; one
+ * worker: 10-17 and a few hundred).  With one worker awake, events gather in the shards' queues
  * while it works, and turns grow with the load, as one shard's do.
  *
  * NAPPING.  A worker that finds the run queue empty, and is the only
@@ -75,8 +79,6 @@
 
 #define SCAN_NS (100 * NS_PER_MS)
 #define WATCH_NS (50 * NS_PER_MS)
-/* WAKING: a turn's batch (shard.c, INTAKE_BATCH), counted in shards. */
-#define READY_PER_WORKER 64
 #define NAP_NS (50 * 1000) /* NAPPING */
 
 /* Workers awake and not inside a slow function.  Under p->lock. */
@@ -85,15 +87,22 @@ static unsigned awake_fast(const lu_pool_t *p) {
   return awake > p->nslow ? awake - p->nslow : 0;
 }
 
-int lu__pool_want_wake(const lu_pool_t *p) {
-  if (!p->nidle || !p->head) return 0;
-  unsigned fast = awake_fast(p);
-  return fast == 0 || p->nready > fast * READY_PER_WORKER;
+/* The oldest READY shard has waited past LU_POOL_BEHIND_NS.  Under
+ * p->lock (a shard pushed by a thread whose clock read came later is not
+ * counted as waiting). */
+static int behind(const lu_pool_t *p, uint64_t now) {
+  return p->head && now > p->head->ready_ns &&
+         now - p->head->ready_ns > LU_POOL_BEHIND_NS;
 }
 
-int lu__pool_step_back(const lu_pool_t *p) {
-  unsigned fast = awake_fast(p); /* the caller among them */
-  return !p->stop && fast > 1 && p->nready <= (fast - 1) * READY_PER_WORKER;
+int lu__pool_want_wake(const lu_pool_t *p, uint64_t now) {
+  if (!p->nidle || !p->head) return 0;
+  return awake_fast(p) == 0 || behind(p, now);
+}
+
+int lu__pool_step_back(const lu_pool_t *p, uint64_t now) {
+  /* The caller is among the fast ones awake. */
+  return !p->stop && awake_fast(p) > 1 && !behind(p, now);
 }
 
 static void timer_sift_down(lu_pool_t *p, size_t i) {
@@ -148,13 +157,15 @@ out:
 }
 
 void lu__pool_push(lu_pool_t *p, lu_shard_t *s) {
+  uint64_t now = lu__now_ns();
   pthread_mutex_lock(&p->lock);
   s->rq_next = NULL;
+  s->ready_ns = now;
   if (p->tail) p->tail->rq_next = s;
   else p->head = s;
   p->tail = s;
   p->nready++;
-  int wake = lu__pool_want_wake(p);
+  int wake = lu__pool_want_wake(p, now);
   pthread_mutex_unlock(&p->lock);
   if (wake) pthread_cond_signal(&p->wake);
 }
@@ -168,10 +179,11 @@ void lu__pool_backlog(lu_pool_t *p) {
 
 void lu__pool_slow_enter(lu_pool_t *p, lu_runner_t *r) {
   if (!r->worker || r->slow) return;
+  uint64_t now = lu__now_ns();
   pthread_mutex_lock(&p->lock);
   r->slow = 1;
   p->nslow++;
-  int wake = lu__pool_want_wake(p);
+  int wake = lu__pool_want_wake(p, now);
   pthread_mutex_unlock(&p->lock);
   if (wake) pthread_cond_signal(&p->wake);
 }
@@ -222,7 +234,7 @@ static void *worker_main(void *arg) {
     }
     /* STEPPING BACK is decided here, under the lock held on through to
      * the sleep below, so two workers cannot both step back. */
-    if (p->head && !(ran && lu__pool_step_back(p))) {
+    if (p->head && !(ran && lu__pool_step_back(p, now))) {
       lu_shard_t *s = p->head;
       p->head = s->rq_next;
       if (!p->head) p->tail = NULL;

@@ -150,6 +150,7 @@ struct lu_shard_s {
   uint64_t turn_gen;     /* INLINE/PARKED: the caller's claim */
   uint64_t park_ns;      /* PARKED since */
   struct lu_shard_s *rq_next; /* on the pool's run queue */
+  uint64_t ready_ns;     /* when it joined the run queue (pool lock) */
   uint64_t timer_due;    /* its earliest pool timer (pool.c, pool lock) */
   _Atomic uint64_t load; /* queued + executing + waiting to retry */
 
@@ -212,7 +213,7 @@ void lu__shard_retry(lu_shard_t *s, lu_item_t *it);
 /** Each of n shards' intake queue when the manager's is `capacity`: an
  *  even share, but at least 16 (or all of it, if smaller), so that the
  *  items queued, and the memory they hold, do not grow with the number
- *  of shards (up to capacity / 16 shards, the whole is capacity). */
+ *  of shards (up to capacity / 16 shards, their sum is at most capacity). */
 size_t lu__intake_cap(size_t capacity, unsigned n);
 /** Items waiting in s's queues. */
 size_t lu__shard_queued(lu_shard_t *s);
@@ -250,6 +251,13 @@ typedef struct lu_pool_s {
  *  may keep its worker long enough to be worth waking another for the
  *  shards waiting: a few wake-ups' cost (pool.c, WAKING). */
 #define LU_POOL_SLOW_NS (25u * 1000u)
+/** The run queue's oldest shard has waited longer than this: the workers
+ *  awake are behind, and a sleeping one is woken (pool.c, WAKING).  At
+ *  1 ms, a saturated pipeline on 2 cores (bench_pipeline, 16 and 64
+ *  shards) kept a second worker awake beside the submitter and the store
+ *  writer often enough to starve the writer again (p50 2.5-5x that of a
+ *  rule counting READY shards); at 5 ms, on par with it (8 pairs). */
+#define LU_POOL_BEHIND_NS (5u * 1000u * 1000u)
 
 /** Starts n worker threads.  0, or LU_ENOMEM (nothing started). */
 int lu__pool_start(lu_pool_t *p, lu_manager_t *m, unsigned n);
@@ -258,7 +266,8 @@ void lu__pool_stop(lu_pool_t *p);
 /** s became READY: to the run queue's tail; wakes a sleeping worker when
  *  no running one will come for it soon (pool.c, WAKING). */
 void lu__pool_push(lu_pool_t *p, lu_shard_t *s);
-/** A READY shard's queue reached a turn's batch: wakes a sleeping worker
+/** A READY shard's queue reached a turn's batch or its whole intake
+ *  share: wakes a sleeping worker
  *  if there is one (the running ones are behind). */
 void lu__pool_backlog(lu_pool_t *p);
 /** The calling runner is about to run something that may take long (a
@@ -268,16 +277,17 @@ void lu__pool_backlog(lu_pool_t *p);
 void lu__pool_slow_enter(lu_pool_t *p, lu_runner_t *r);
 /** ...and it returned (not abandoned). */
 void lu__pool_slow_exit(lu_pool_t *p, lu_runner_t *r);
-/** Should a sleeping worker be woken for what the run queue holds?  1
- *  when one sleeps, shards wait, and the fast workers awake are none or
- *  behind (pool.c, WAKING).  Under p->lock. */
-int lu__pool_want_wake(const lu_pool_t *p);
+/** Should a sleeping worker be woken, at now, for what the run queue
+ *  holds?  1 when one sleeps, shards wait, and the fast workers awake
+ *  are none or behind (the oldest READY shard has waited more than
+ *  LU_POOL_BEHIND_NS) (pool.c, WAKING).  Under p->lock. */
+int lu__pool_want_wake(const lu_pool_t *p, uint64_t now);
 /** Should a worker that has just ended a turn (counted awake and fast)
- *  sleep though shards wait?  1 exactly when the other fast workers awake
- *  are not behind without it, so that its sleeping would not make
- *  lu__pool_want_wake wake it again (pool.c, STEPPING BACK); never while
- *  stopping.  Under p->lock. */
-int lu__pool_step_back(const lu_pool_t *p);
+ *  sleep, at now, though shards may wait?  1 exactly when another fast
+ *  worker is awake and the run queue is not behind, so that its sleeping
+ *  would not make lu__pool_want_wake wake it again (pool.c, STEPPING
+ *  BACK); never while stopping.  Under p->lock. */
+int lu__pool_step_back(const lu_pool_t *p, uint64_t now);
 /** Look at s at time due (lu__shard_timer).  0 or LU_ENOMEM. */
 int lu__pool_timer(lu_pool_t *p, lu_shard_t *s, uint64_t due);
 /** A worker was abandoned by the watchdog: detach its thread and start

@@ -494,52 +494,65 @@ static void assert_pool_counts(fixture_t *f, unsigned live) {
 
 /* The pool's two rules agree (pool.c, WAKING and STEPPING BACK): a worker
  * that steps back is never one the rule for waking would wake again at
- * once (no worker flaps between the two), it never steps back while the
- * only other workers awake are inside slow functions, and the thresholds
- * are a turn's batch (64) of READY shards per fast worker awake. */
+ * once (no worker flaps between the two); it never steps back while the
+ * only other workers awake are inside slow functions, nor while the run
+ * queue's oldest shard has waited past LU_POOL_BEHIND_NS (the workers
+ * awake are saturated, or one is stuck in a function counted fast), and
+ * then a sleeper is woken. */
 static void test_pool_wake_rules(void **state) {
   (void)state;
   lu_pool_t p;
-  lu_shard_t dummy;
+  lu_shard_t head;
   memset(&p, 0, sizeof p);
+  memset(&head, 0, sizeof head);
+  const uint64_t now = 100 * LU_POOL_BEHIND_NS;
+  const uint64_t ages[] = {0, 1, LU_POOL_BEHIND_NS, LU_POOL_BEHIND_NS + 1,
+                           10 * LU_POOL_BEHIND_NS};
   unsigned checked = 0, stepped = 0;
   for (unsigned live = 1; live <= 6; live++)
     for (unsigned idle = 0; idle < live; idle++)    /* the caller: awake */
       for (unsigned slow = 0; slow < live - idle; slow++) /* not it */
-        for (unsigned ready = 0; ready <= 6 * 64 + 2; ready++) {
+        for (size_t a = 0; a < sizeof ages / sizeof *ages; a++) {
           p.nlive = live;
           p.nidle = idle;
           p.nslow = slow;
-          p.nready = ready;
-          p.head = ready ? &dummy : NULL;
+          p.nready = 1;
+          p.head = &head;
+          head.ready_ns = now - ages[a];
           p.stop = 0;
           unsigned others_fast = live - idle - slow - 1;
-          int back = lu__pool_step_back(&p);
-          assert_int_equal(back, others_fast > 0 && ready <= others_fast * 64);
+          int late = ages[a] > LU_POOL_BEHIND_NS;
+          int back = lu__pool_step_back(&p, now);
+          assert_int_equal(back, others_fast > 0 && !late);
           if (back) {
             stepped++;
             p.nidle = idle + 1; /* it sleeps: would it be woken at once? */
-            assert_false(lu__pool_want_wake(&p));
+            assert_false(lu__pool_want_wake(&p, now));
+            p.nidle = idle;
           }
+          if (late && idle > 0) /* behind, and somebody sleeps */
+            assert_true(lu__pool_want_wake(&p, now));
           p.stop = 1;
-          assert_false(lu__pool_step_back(&p)); /* stopping: it drains */
+          assert_false(lu__pool_step_back(&p, now)); /* stopping: drain */
           checked++;
         }
   assert_true(stepped > 0 && stepped < checked);
-  /* Waking, by hand: none awake; one fast worker awake and 64 or 65
-   * READY shards; the one awake inside a slow function. */
-  p = (lu_pool_t){.nlive = 2, .nidle = 2, .nready = 1, .head = &dummy};
-  assert_true(lu__pool_want_wake(&p));
+  /* Waking, by hand: none awake; one fast worker awake with a fresh run
+   * queue; the one awake inside a slow function; a shard pushed by a
+   * thread whose clock read came after ours does not count as waiting. */
+  p = (lu_pool_t){.nlive = 2, .nidle = 2, .nready = 1, .head = &head};
+  head.ready_ns = now;
+  assert_true(lu__pool_want_wake(&p, now));
   p.nidle = 1;
-  p.nready = 64;
-  assert_false(lu__pool_want_wake(&p));
-  p.nready = 65;
-  assert_true(lu__pool_want_wake(&p));
-  p.nready = 1;
+  assert_false(lu__pool_want_wake(&p, now));
   p.nslow = 1;
-  assert_true(lu__pool_want_wake(&p));
+  assert_true(lu__pool_want_wake(&p, now));
+  p.nslow = 0;
+  head.ready_ns = now + 5;
+  assert_false(lu__pool_want_wake(&p, now));
   p.nidle = 0; /* nobody sleeps: nobody to wake */
-  assert_false(lu__pool_want_wake(&p));
+  head.ready_ns = 0;
+  assert_false(lu__pool_want_wake(&p, now));
 }
 
 /* The deadline counts CPU time: a function that waits on the wall clock
