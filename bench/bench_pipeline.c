@@ -285,9 +285,10 @@ typedef struct cfgres_s {
    * configurations of the same store: the rate over the best shard
    * count's, and the CPU per event over the fewest shards'. */
   double best_med, best_min, best_max, cpu1_med, cpu1_min, cpu1_max;
-  /* The same from each configuration's least disturbed round: its
-   * fastest rate over the fastest of the same store, its least CPU per
-   * event over the fewest shards' least (see summarize_shards). */
+  /* The same from each configuration's best rounds: its fastest rate
+   * over the fastest of the same store, its least CPU per event over the
+   * fewest shards' least (see summarize_shards); the two may come from
+   * different rounds. */
   double cpu_min, fast_rate, least_cpu;
 } cfgres_t;
 
@@ -363,7 +364,7 @@ static double target_of(const cfgres_t *c) {
  * baseline alone moved 2x between runs a second apart, so the per-round
  * ratios spread 0.6-2.3x and a median of 9 rounds still moves by more
  * than the 15% the target allows.  A neighbour only ever adds time, so
- * each configuration's least disturbed round is also given: its fastest
+ * each configuration's best rounds are also given: its fastest
  * rate over the fastest of any shard count of the same store, and its
  * least CPU per event over the fewest shards' least (the reasoning of
  * Python's timeit, which reports the minimum for the same cause).  After
@@ -449,8 +450,8 @@ static void print_markdown(const cfgres_t *cs, size_t nc, size_t N, size_t R,
          "| config | rate / best shard count's: of medians (per round min..max) | "
          "target "
          "| paired CPU/event / fewest shards': median (min..max) | "
-         "target | least disturbed round: rate / fastest | CPU/event / "
-         "fewest shards' |\n"
+         "target | best rounds: fastest rate / fastest's | least CPU/event "
+         "/ fewest shards' least |\n"
          "|---|---:|---|---:|---|---:|---:|\n");
   for (size_t i = 1; i < nc; i++) {
     const cfgres_t *c = &cs[i];
