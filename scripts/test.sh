@@ -88,14 +88,20 @@ if want plain; then run_tests plain; fi
 # are about shape, not size.
 export LUCENT_TEST_BIG_EVENTS=100000 LUCENT_TEST_KILL_EVENTS=4000 LUCENT_TEST_SLOW=4
 export LUCENT_TEST_FAULT_EVENTS=2000 LUCENT_TEST_BUSY_EVENTS=2000
-# The freeze and server-crash fault tests are left to the plain pass: at
-# ASan's pace beside other work they dead-lettered 1 to 3 good events of
-# 2,000 (an over-budget or hard-limit verdict reached while another copy
-# completed), a limit of the machine's speed rather than of memory safety.
+# The freeze, server-crash and poison fault tests are left to the plain
+# pass.  Each has serves run redelivered inputs isolated, in a child forked
+# from a process whose other threads keep allocating, and clang 14's ASan
+# runtime takes no allocator locks around fork (LLVM added that in 18,
+# llvm-project PR 75290): a child forked while another thread held one
+# deadlocks at its next allocation of that size, and its input meets the
+# hard limit and is dead-lettered though it is good (seen: test_poison,
+# 1 good input of 2,000, "did not return within its hard limit" after a
+# run isolated; test_pause and test_server_crash, 1-3 of 2,000).  The
+# release builds' allocators (glibc, jemalloc) lock around fork.
 if want asan; then
   echo "=== asan (clang, -Werror, AddressSanitizer + UndefinedBehaviorSanitizer)"
   built asan
-  CTEST_EXCLUDE="faults.test_pause|faults.test_server_crash" \
+  CTEST_EXCLUDE="faults.test_pause|faults.test_server_crash|faults.test_poison" \
     LUCENT_TEST_SANITIZER=asan run_tests asan
 fi
 # ThreadSanitizer: the threaded tests (the manager, sessions, logs, metrics,
