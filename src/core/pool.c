@@ -17,10 +17,10 @@
  *   - a shard becomes READY and every worker awake is inside a slow
  *     function (nslow) or none is awake;
  *   - the run queue's oldest shard has waited more than
- *     LU_POOL_BEHIND_NS (5 ms), or
- *     a READY shard's own queue reaches a turn's batch or its share of
- *     the intake (lu__pool_backlog): the workers awake are behind, be it
- *     for load or because one is stuck in a function counted fast;
+ *     LU_POOL_BEHIND_NS (5 ms), or a READY shard's own queue reaches a
+ *     turn's batch or its share of the intake (lu__pool_backlog): the
+ *     workers awake are behind, be it for load or because one is stuck
+ *     in a function counted fast;
  *   - a worker is about to run a slow function (no latency history yet,
  *     or its average above SLOW_NS) while shards wait (lu__pool_slow_enter).
  *
@@ -43,8 +43,9 @@
  * took CPU from the store writer, whose queue grew to thousands of
  * outcomes that went cold waiting (bench_pipeline, 16 and 64 shards: 2-4
  * items a turn and 1,000-7,000 outcomes queued to the writer; one
- * worker: 10-17 and a few hundred).  With one worker awake, events gather in the shards' queues
- * while it works, and turns grow with the load, as one shard's do.
+ * worker: 10-17 and a few hundred).  With one worker awake, events
+ * gather in the shards' queues while it works, and turns grow with the
+ * load, as one shard's do.
  *
  * NAPPING.  A worker that finds the run queue empty, and is the only
  * fast one awake, first naps for NAP_NS, still counted awake, so
