@@ -165,7 +165,6 @@ void lu__pool_push(lu_pool_t *p, lu_shard_t *s) {
   if (p->tail) p->tail->rq_next = s;
   else p->head = s;
   p->tail = s;
-  p->nready++;
   int wake = lu__pool_want_wake(p, now);
   pthread_mutex_unlock(&p->lock);
   if (wake) pthread_cond_signal(&p->wake);
@@ -239,7 +238,6 @@ static void *worker_main(void *arg) {
       lu_shard_t *s = p->head;
       p->head = s->rq_next;
       if (!p->head) p->tail = NULL;
-      p->nready--;
       pthread_mutex_unlock(&p->lock);
       if (lu__shard_run(s)) { /* abandoned and replaced */
         worker_end();

@@ -232,7 +232,6 @@ typedef struct lu_pool_s {
   pthread_cond_t nap;        /* napping workers (pool.c, NAPPING): only
                               * stop wakes them, not producers */
   lu_shard_t *head, *tail;  /* run queue: READY shards */
-  unsigned nready;          /* shards on it */
   lu_timer_t *timers;       /* min-heap by due */
   size_t ntimers, captimers;
   unsigned nthreads, nidle;
